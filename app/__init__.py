@@ -1,0 +1,1 @@
+"""CIT service: collect, suggest, confirm and report critical incidents."""

@@ -1,0 +1,153 @@
+"""Typed application errors and the handlers that render every API error as problem+json."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+PROBLEM_JSON = "application/problem+json"
+
+
+class AppError(Exception):
+    """An error with an HTTP status; `detail` is shown to the client."""
+
+    status: ClassVar[int] = 400
+    title: ClassVar[str] = "Bad request"
+    type_slug: ClassVar[str] = "bad-request"
+
+    def __init__(
+        self,
+        detail: str,
+        *,
+        extra: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.extra = extra or {}
+        self.headers = headers
+
+
+class Invalid(AppError):
+    status = 400
+    title = "Invalid request"
+    type_slug = "invalid"
+
+
+class Unauthorized(AppError):
+    status = 401
+    title = "Unauthorized"
+    type_slug = "unauthorized"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail, headers={"WWW-Authenticate": "Bearer"})
+
+
+class Forbidden(AppError):
+    status = 403
+    title = "Forbidden"
+    type_slug = "forbidden"
+
+
+class NotFound(AppError):
+    status = 404
+    title = "Not found"
+    type_slug = "not-found"
+
+
+class Conflict(AppError):
+    status = 409
+    title = "Conflict"
+    type_slug = "conflict"
+
+
+class Gone(AppError):
+    status = 410
+    title = "Gone"
+    type_slug = "gone"
+
+
+class PreconditionFailed(AppError):
+    status = 412
+    title = "Precondition failed"
+    type_slug = "precondition-failed"
+
+
+class PayloadTooLarge(AppError):
+    status = 413
+    title = "Payload too large"
+    type_slug = "payload-too-large"
+
+
+class TooManyRequests(AppError):
+    status = 429
+    title = "Too many requests"
+    type_slug = "too-many-requests"
+
+
+def problem(
+    status: int,
+    title: str,
+    detail: str,
+    type_slug: str,
+    *,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
+) -> JSONResponse:
+    body: dict[str, Any] = {
+        "type": f"/problems/{type_slug}",
+        "title": title,
+        "status": status,
+        "detail": detail,
+        **extra,
+    }
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+
+
+def problem_responses(*errors: type[AppError]) -> dict[int | str, dict[str, Any]]:
+    """`responses=` for a route, so that OpenAPI lists the problems it can answer with."""
+    return {
+        err.status: {
+            "description": err.title,
+            "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}},
+        }
+        for err in errors
+    }
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    async def app_error(_request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, AppError)
+        return problem(
+            exc.status, exc.title, exc.detail, exc.type_slug, headers=exc.headers, **exc.extra
+        )
+
+    async def validation_error(_request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        errors = [
+            {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+            for e in exc.errors()
+        ]
+        fields = ", ".join(".".join(str(p) for p in e["loc"]) for e in errors)
+        return problem(
+            422, "Validation failed", f"Invalid input: {fields}", "validation", errors=errors
+        )
+
+    async def http_error(_request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        title = {404: "Not found", 405: "Method not allowed"}.get(exc.status_code, "Error")
+        return problem(
+            exc.status_code,
+            title,
+            str(exc.detail),
+            title.lower().replace(" ", "-"),
+            headers=getattr(exc, "headers", None),
+        )
+
+    app.add_exception_handler(AppError, app_error)
+    app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(StarletteHTTPException, http_error)

@@ -1,0 +1,20 @@
+"""All tables, imported here so that Alembic and the services see one metadata."""
+
+from app.models.audit import AuditEvent
+from app.models.auth import ROLES, ApiToken, User
+from app.models.base import Base
+from app.models.incidents import VALENCES, Incident
+from app.models.surveys import SURVEY_STATUSES, Invitation, Survey
+
+__all__ = [
+    "ROLES",
+    "SURVEY_STATUSES",
+    "VALENCES",
+    "ApiToken",
+    "AuditEvent",
+    "Base",
+    "Incident",
+    "Invitation",
+    "Survey",
+    "User",
+]
