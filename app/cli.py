@@ -1,0 +1,201 @@
+"""The `cit` command: serve, migrate, create tokens and surveys, load the demo."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+import yaml
+from pydantic import ValidationError
+from sqlalchemy import func, select
+
+from app import migrate
+from app.auth import create_token
+from app.config import Settings, get_settings
+from app.db import create_db_engine, make_sessionmaker, session_scope
+from app.errors import AppError
+from app.models import Survey
+from app.surveys import service as surveys
+from app.surveys.schemas import SurveyCreate
+
+cli = typer.Typer(
+    help="CIT survey and coding service.", no_args_is_help=True, pretty_exceptions_enable=False
+)
+db_cli = typer.Typer(help="Database migrations.", no_args_is_help=True)
+token_cli = typer.Typer(help="API tokens.", no_args_is_help=True)
+survey_cli = typer.Typer(help="Surveys.", no_args_is_help=True)
+cli.add_typer(db_cli, name="db")
+cli.add_typer(token_cli, name="token")
+cli.add_typer(survey_cli, name="survey")
+
+DEMO_SURVEY = Path(__file__).parent / "surveys" / "demo.yaml"
+
+
+def _settings() -> Settings:
+    try:
+        return get_settings()
+    except ValidationError as exc:
+        _fail(f"configuration error: {exc.errors()[0]['msg']}")
+        raise  # unreachable
+
+
+def _fail(message: str, code: int = 1) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def _require_head(settings: Settings) -> None:
+    message = migrate.pending_message(settings.database_url)
+    if message:
+        _fail(message)
+
+
+@db_cli.command("upgrade")
+def db_upgrade(revision: str = "head") -> None:
+    """Apply migrations (the only thing that creates or changes the schema)."""
+    settings = _settings()
+    migrate.upgrade(settings.database_url, revision)
+    typer.echo(f"database at revision {migrate.current_revision(settings.database_url)}")
+
+
+@db_cli.command("downgrade")
+def db_downgrade(revision: str) -> None:
+    """Revert migrations down to REVISION (`base` empties the database)."""
+    settings = _settings()
+    migrate.downgrade(settings.database_url, revision)
+    typer.echo(f"database at revision {migrate.current_revision(settings.database_url)}")
+
+
+@db_cli.command("current")
+def db_current() -> None:
+    """Show the database's revision and the head."""
+    settings = _settings()
+    typer.echo(
+        f"current: {migrate.current_revision(settings.database_url)}  "
+        f"head: {migrate.head_revision(settings.database_url)}"
+    )
+
+
+def _session_factory(settings: Settings):  # type: ignore[no-untyped-def]
+    return make_sessionmaker(create_db_engine(settings.database_url))
+
+
+@token_cli.command("create")
+def token_create(
+    name: Annotated[str, typer.Option(help="Who the token is for")],
+    role: Annotated[str, typer.Option(help="admin, researcher or viewer")],
+) -> None:
+    """Create an API token; it is printed once and stored only as a hash."""
+    settings = _settings()
+    _require_head(settings)
+    try:
+        with session_scope(_session_factory(settings)) as session:
+            principal, token = create_token(session, name=name, role=role)
+    except AppError as exc:
+        _fail(exc.detail)
+    typer.echo(f"token for {principal.name} ({principal.role}), shown once:\n{token}")
+
+
+def _load_survey_file(path: Path) -> SurveyCreate:
+    try:
+        data: Any = yaml.safe_load(path.read_text("utf-8"))
+        return SurveyCreate.model_validate(data)
+    except OSError as exc:
+        _fail(f"cannot read {path}: {exc.strerror}")
+    except yaml.YAMLError as exc:
+        _fail(f"{path} is not valid YAML: {exc}")
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+        )
+        _fail(f"{path}: {problems}")
+    raise AssertionError("unreachable")
+
+
+@survey_cli.command("create")
+def survey_create(
+    file: Annotated[
+        Path, typer.Argument(help="Survey definition (YAML), see app/surveys/demo.yaml")
+    ],
+    open_now: Annotated[bool, typer.Option("--open", help="Open it for responses")] = False,
+) -> None:
+    """Create a survey from a YAML file."""
+    settings = _settings()
+    _require_head(settings)
+    data = _load_survey_file(file)
+    if open_now:
+        data = data.model_copy(update={"open": True})
+    try:
+        with session_scope(_session_factory(settings)) as session:
+            survey = surveys.create_survey(session, data, None)
+            read = surveys.to_read(survey, settings)
+    except AppError as exc:
+        _fail(exc.detail)
+    typer.echo(f"survey {read.id} created ({read.status}): {read.link}")
+
+
+@cli.command()
+def demo() -> None:
+    """Load the demo survey and an admin token into an empty database."""
+    settings = _settings()
+    _require_head(settings)
+    with session_scope(_session_factory(settings)) as session:
+        if (session.scalar(select(func.count()).select_from(Survey)) or 0) > 0:
+            existing = surveys.find_by_slug(session, "demo")
+            typer.echo("The database already holds surveys; nothing loaded.")
+            if existing is not None:
+                typer.echo(f"Demo survey: {surveys.to_read(existing, settings).link}")
+            typer.echo("Need an admin token? cit token create --name NAME --role admin")
+            return
+        survey = surveys.create_survey(session, _load_survey_file(DEMO_SURVEY), None)
+        link = surveys.to_read(survey, settings).link
+        _, token = create_token(session, name="demo-admin", role="admin")
+    typer.echo(
+        "\n".join(
+            [
+                "",
+                f"  Demo survey (open it in a browser): {link}",
+                f"  Admin API token (shown once, keep it): {token}",
+                f"  Try: curl -H 'Authorization: Bearer {token}' "
+                f"{settings.public_base_url}/api/v1/incidents",
+                "",
+            ]
+        )
+    )
+
+
+@cli.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port")] = 8000,
+) -> None:
+    """Serve the API and the survey pages (refuses a database behind the migrations)."""
+    import uvicorn
+
+    from app.main import create_app
+
+    settings = _settings()
+    _require_head(settings)
+    typer.echo(f"serving on http://{host}:{port} (database: {_safe_url(settings.database_url)})")
+    uvicorn.run(
+        create_app(settings),
+        host=host,
+        port=port,
+        proxy_headers=True,
+        forwarded_allow_ips="127.0.0.1",
+    )
+
+
+def _safe_url(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def main() -> None:
+    try:
+        cli()
+    except KeyboardInterrupt:
+        sys.exit(130)

@@ -1,0 +1,1 @@
+"""Incidents: the stories respondents submit, and how researchers read them."""

@@ -1,0 +1,98 @@
+"""Reading stories (researchers, admins) and the JSON submission endpoint (respondents)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query, Request, Response
+
+from app.auth import RequireResearcher
+from app.config import Settings
+from app.db import SessionDep
+from app.errors import Conflict, Forbidden, Gone, NotFound, TooManyRequests, problem_responses
+from app.incidents import service
+from app.incidents.schemas import IncidentPage, IncidentRead, StorySubmission, SubmissionReceipt
+from app.protection import client_key
+from app.surveys.service import find_by_slug, survey_state
+
+router = APIRouter(
+    prefix="/api/v1/incidents", tags=["incidents"], responses=problem_responses(Forbidden)
+)
+public_router = APIRouter(prefix="/api/v1/public/surveys", tags=["public"])
+
+
+def _settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+@router.get("", response_model=IncidentPage)
+def list_incidents(
+    request: Request,
+    session: SessionDep,
+    _user: RequireResearcher,
+    survey_id: int | None = None,
+    cursor: str | None = None,
+    limit: Annotated[int | None, Query(ge=1)] = None,
+) -> IncidentPage:
+    settings = _settings(request)
+    size = min(limit or settings.page_size_default, settings.page_size_max)
+    return service.list_incidents(session, survey_id=survey_id, cursor=cursor, limit=size)
+
+
+@router.get("/{incident_id}", response_model=IncidentRead, responses=problem_responses(NotFound))
+def read_incident(incident_id: int, session: SessionDep, _user: RequireResearcher) -> IncidentRead:
+    return service.to_read(service.get_incident(session, incident_id))
+
+
+@public_router.post(
+    "/{slug}/incidents",
+    status_code=201,
+    response_model=SubmissionReceipt,
+    responses={
+        200: {"model": SubmissionReceipt, "description": "Already received (same id)"},
+        **problem_responses(NotFound, Gone, Conflict, TooManyRequests),
+    },
+)
+def submit_story(
+    slug: str,
+    data: StorySubmission,
+    request: Request,
+    response: Response,
+    session: SessionDep,
+    idempotency_key: Annotated[str | None, Header(max_length=64)] = None,
+) -> SubmissionReceipt:
+    """Submit a story as JSON (for custom front ends). Respondents get a receipt, never the
+    story back: stories are readable only by researchers."""
+    if not request.app.state.submit_limiter.allow(client_key(request)):
+        raise TooManyRequests(
+            "too many submissions from this client; wait a minute", headers={"Retry-After": "60"}
+        )
+    survey = find_by_slug(session, slug)
+    if survey is None or survey_state(survey) == "not_open":
+        raise NotFound(f"no open survey at {slug!r}")
+    if survey_state(survey) == "closed":
+        raise Gone("this survey is closed and no longer accepts stories")
+    story, errors = service.check_story(survey, data.model_dump(), data.consent, _settings(request))
+    if story is None:
+        raise service.SubmissionInvalid(errors)
+    result = service.store_story(
+        session,
+        survey,
+        story,
+        submission_key=data.submission_id or idempotency_key,
+        invitation_token=data.invitation,
+    )
+    if result.outcome == "invitation_invalid":
+        raise NotFound("this invitation is not valid for this survey")
+    if result.outcome == "invitation_used":
+        raise Conflict("this invitation has been used already")
+    if result.outcome == "invitation_expired":
+        raise Gone("this invitation has expired")
+    assert result.incident is not None
+    if result.outcome == "duplicate":
+        response.status_code = 200
+        return SubmissionReceipt(
+            status="already_received", submitted_at=result.incident.submitted_at
+        )
+    return SubmissionReceipt(status="received", submitted_at=result.incident.submitted_at)

@@ -1,0 +1,58 @@
+"""API models for submitting and reading stories."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+SubmissionId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{8,64}$")]
+
+
+class StorySubmission(BaseModel):
+    """A story sent by a custom front end: the same fields as the web form."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    occurred: str | None = Field(None, description="When it happened: free text or YYYY-MM-DD")
+    circumstances: str | None = None
+    what_happened: str = Field(description="Exactly what the employee (or you) said or did")
+    outcome: str | None = None
+    valence: Literal["satisfying", "dissatisfying"]
+    touchpoint: str | None = None
+    channel: str | None = None
+    consent: bool = False
+    invitation: str | None = Field(None, description="The token of a personal invitation link")
+    submission_id: SubmissionId | None = Field(
+        None, description="Idempotency key: sending the same id twice stores one story"
+    )
+
+
+class SubmissionReceipt(BaseModel):
+    status: Literal["received", "already_received"]
+    submitted_at: datetime
+
+
+class IncidentRead(BaseModel):
+    id: int
+    survey_id: int
+    occurred: str | None
+    occurred_on: date | None
+    circumstances: str | None
+    what_happened: str
+    outcome: str | None
+    valence: Literal["satisfying", "dissatisfying"]
+    touchpoint: str | None
+    channel: str | None
+    language: str
+    attributes: dict[str, Any]
+    invitation_id: int | None
+    submitted_at: datetime
+    status: str
+    version: int
+
+
+class IncidentPage(BaseModel):
+    items: list[IncidentRead]
+    next_cursor: str | None

@@ -1,0 +1,94 @@
+"""create_app(): routers, error handlers, middleware, templates and the database engine."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+
+from app.config import Settings, get_settings
+from app.db import create_db_engine, make_sessionmaker
+from app.errors import install_error_handlers
+from app.incidents.router import public_router as incidents_public_router
+from app.incidents.router import router as incidents_router
+from app.protection import BodySizeLimitMiddleware, RateLimiter
+from app.surveys.pages import router as pages_router
+from app.surveys.router import public_router as surveys_public_router
+from app.surveys.router import router as surveys_router
+from app.tokens.router import router as tokens_router
+
+APP_DIR = Path(__file__).parent
+
+PROBLEM_SCHEMA = {
+    "type": "object",
+    "description": "RFC 9457 problem details",
+    "properties": {
+        "type": {"type": "string"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+        "errors": {"type": "array", "items": {"type": "object"}},
+    },
+    "required": ["type", "title", "status", "detail"],
+}
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    engine = create_db_engine(settings.database_url)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        engine.dispose()
+
+    app = FastAPI(
+        title="CIT service",
+        version="0.1.0",
+        lifespan=lifespan,
+        description="Collect, suggest, confirm and report critical incidents.",
+    )
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.sessionmaker = make_sessionmaker(engine)
+    app.state.templates = Jinja2Templates(directory=APP_DIR / "templates")
+    app.state.submit_limiter = RateLimiter(
+        settings.submit_rate_limit, settings.submit_rate_window_seconds
+    )
+
+    install_error_handlers(app)
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_request_bytes)
+    app.mount("/static", StaticFiles(directory=APP_DIR / "static"), name="static")
+    for router in (
+        surveys_router,
+        surveys_public_router,
+        incidents_router,
+        incidents_public_router,
+        tokens_router,
+        pages_router,
+    ):
+        app.include_router(router)
+
+    @app.get("/healthz", tags=["health"])
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(
+                title=app.title, version=app.version, description=app.description, routes=app.routes
+            )
+            schema.setdefault("components", {}).setdefault("schemas", {})["Problem"] = (
+                PROBLEM_SCHEMA
+            )
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    return app

@@ -1,0 +1,1 @@
+"""Surveys: definitions, links and invitations (researcher side) and the respondent's form."""

@@ -1,0 +1,150 @@
+"""API models for surveys and invitations."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, field_validator
+
+from app.i18n import SUPPORTED_LANGUAGES
+
+# The CIT questions a survey asks, each answered in its own field of the stored story
+# (../shared/docs/cit-method.md: the standard questions), plus the choice questions.
+QUESTION_KEYS = (
+    "prompt",
+    "occurred",
+    "circumstances",
+    "what_happened",
+    "outcome",
+    "valence",
+    "touchpoint",
+    "channel",
+)
+
+Language = Literal["en", "de"]
+assert set(SUPPORTED_LANGUAGES) == {"en", "de"}
+
+Slug = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9-]{2,79}$")]
+Choice = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+QuestionText = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000)
+]
+AttributeKey = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,49}$")]
+AttributeValue = Annotated[str, StringConstraints(max_length=500)] | int | float | bool | None
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SurveyQuestions(Strict):
+    """Wording of each question; anything left out takes the default of the survey's language."""
+
+    prompt: QuestionText | None = None
+    occurred: QuestionText | None = None
+    circumstances: QuestionText | None = None
+    what_happened: QuestionText | None = None
+    outcome: QuestionText | None = None
+    valence: QuestionText | None = None
+    touchpoint: QuestionText | None = None
+    channel: QuestionText | None = None
+
+
+def _unique(values: list[str]) -> list[str]:
+    if len({v.casefold() for v in values}) != len(values):
+        raise ValueError("choices must be unique")
+    return values
+
+
+class SurveyCreate(Strict):
+    title: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+    slug: Slug | None = Field(
+        None, description="Path of the open link /s/{slug}; generated from the title when left out"
+    )
+    introduction: Annotated[str, StringConstraints(max_length=5000)] = ""
+    consent_text: Annotated[str, StringConstraints(max_length=5000)] | None = Field(
+        None, description="When set, respondents must tick a consent box to submit"
+    )
+    language: Language = "en"
+    questions: SurveyQuestions = Field(default_factory=SurveyQuestions)
+    touchpoints: Annotated[list[Choice], Field(max_length=50)] = []
+    channels: Annotated[list[Choice], Field(max_length=50)] = []
+    closes_at: AwareDatetime | None = None
+    open: bool = Field(False, description="Open the survey for responses right away")
+
+    _unique_touchpoints = field_validator("touchpoints", "channels")(_unique)
+
+
+class SurveyUpdate(Strict):
+    title: (
+        Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+        | None
+    ) = None
+    introduction: Annotated[str, StringConstraints(max_length=5000)] | None = None
+    consent_text: Annotated[str, StringConstraints(max_length=5000)] | None = None
+    language: Language | None = None
+    questions: SurveyQuestions | None = None
+    touchpoints: Annotated[list[Choice], Field(max_length=50)] | None = None
+    channels: Annotated[list[Choice], Field(max_length=50)] | None = None
+    closes_at: AwareDatetime | None = None
+
+    _unique_touchpoints = field_validator("touchpoints", "channels")(_unique)
+
+
+class SurveyRead(BaseModel):
+    id: int
+    slug: str
+    title: str
+    introduction: str
+    consent_text: str | None
+    language: str
+    questions: dict[str, str]
+    touchpoints: list[str]
+    channels: list[str]
+    status: Literal["draft", "open", "closed"]
+    closes_at: datetime | None
+    accepting_responses: bool
+    link: str
+    created_at: datetime
+    updated_at: datetime
+    version: int
+
+
+class InvitationBatchCreate(Strict):
+    count: int = Field(ge=1, description="How many single-use invitations to create")
+    expires_at: AwareDatetime | None = None
+    attributes: Annotated[dict[AttributeKey, AttributeValue], Field(max_length=20)] = Field(
+        default_factory=dict,
+        description='Respondent attributes copied onto the story, e.g. {"segment": "business"}',
+    )
+
+
+class InvitationRead(BaseModel):
+    id: int
+    survey_id: int
+    link: str
+    status: Literal["unused", "used", "expired"]
+    attributes: dict[str, str | int | float | bool | None]
+    created_at: datetime
+    expires_at: datetime | None
+    used_at: datetime | None
+
+
+class InvitationPage(BaseModel):
+    items: list[InvitationRead]
+    next_cursor: str | None
+
+
+class PublicSurvey(BaseModel):
+    """What a custom front end needs to render the form; no researcher-only fields."""
+
+    slug: str
+    title: str
+    introduction: str
+    consent_text: str | None
+    language: str
+    questions: dict[str, str]
+    touchpoints: list[str]
+    channels: list[str]
+    max_answer_chars: int

@@ -1,0 +1,1 @@
+"""API tokens: admins create them for people; each is shown once."""
