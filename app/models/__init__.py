@@ -3,18 +3,27 @@
 from app.models.audit import AuditEvent
 from app.models.auth import ROLES, ApiToken, User
 from app.models.base import Base
+from app.models.codebooks import Codebook, CodebookVersion
+from app.models.coding import JOB_STATUSES, IncidentCode, Job, NlpModel, Suggestion
 from app.models.incidents import VALENCES, Incident
 from app.models.surveys import SURVEY_STATUSES, Invitation, Survey
 
 __all__ = [
+    "JOB_STATUSES",
     "ROLES",
     "SURVEY_STATUSES",
     "VALENCES",
     "ApiToken",
     "AuditEvent",
     "Base",
+    "Codebook",
+    "CodebookVersion",
     "Incident",
+    "IncidentCode",
     "Invitation",
+    "Job",
+    "NlpModel",
+    "Suggestion",
     "Survey",
     "User",
 ]

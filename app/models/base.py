@@ -50,4 +50,8 @@ def utcnow() -> datetime:
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
-    type_annotation_map: dict[Any, Any] = {datetime: UTCDateTime, dict[str, Any]: JSONType}
+    type_annotation_map: dict[Any, Any] = {
+        datetime: UTCDateTime,
+        dict[str, Any]: JSONType,
+        list[dict[str, Any]]: JSONType,
+    }

@@ -40,6 +40,11 @@ class Incident(Base):
     language: Mapped[str] = mapped_column(String(8))
     attributes: Mapped[dict[str, Any]]
 
+    # What researchers see: each answer field with PII replaced ({"what_happened": "..."}), and
+    # the redacted spans. The fields above keep the original, shown to admins only.
+    redacted: Mapped[dict[str, Any]]
+    redaction_spans: Mapped[dict[str, Any]]
+
     submitted_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
     status: Mapped[str] = mapped_column(String(16), default="new")
     version: Mapped[int] = mapped_column(default=1)

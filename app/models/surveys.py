@@ -32,6 +32,9 @@ class Survey(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
     version: Mapped[int] = mapped_column(default=1)
+    codebook_id: Mapped[int | None] = mapped_column(
+        ForeignKey("codebooks.id", ondelete="SET NULL"), index=True
+    )
 
 
 class Invitation(Base):

@@ -1,0 +1,1 @@
+"""Codebooks: versioned code definitions, their import/export, and rename/merge/split of codes."""
