@@ -13,10 +13,13 @@ from sqlalchemy import func, select
 
 from app import migrate
 from app.auth import create_token
-from app.config import Settings, get_settings
-from app.db import create_db_engine, make_sessionmaker, session_scope
+from app.cli_support import fail, load_settings, require_head, session_factory
+from app.codebooks.cli import codebook_cli
+from app.codebooks.service import ensure_default_codebook
+from app.db import session_scope
 from app.errors import AppError
 from app.models import Survey
+from app.suggestions.cli import import_cli, nlp_cli, worker
 from app.surveys import service as surveys
 from app.surveys.schemas import SurveyCreate
 
@@ -29,27 +32,21 @@ survey_cli = typer.Typer(help="Surveys.", no_args_is_help=True)
 cli.add_typer(db_cli, name="db")
 cli.add_typer(token_cli, name="token")
 cli.add_typer(survey_cli, name="survey")
+cli.add_typer(nlp_cli, name="nlp")
+cli.add_typer(import_cli, name="import")
+cli.add_typer(codebook_cli, name="codebook")
+cli.command()(worker)
 
 DEMO_SURVEY = Path(__file__).parent / "surveys" / "demo.yaml"
+DEFAULT_CODEBOOK = (
+    Path(__file__).resolve().parent.parent / "codebooks" / "cit-service-encounters.yaml"
+)
 
 
-def _settings() -> Settings:
-    try:
-        return get_settings()
-    except ValidationError as exc:
-        _fail(f"configuration error: {exc.errors()[0]['msg']}")
-        raise  # unreachable
-
-
-def _fail(message: str, code: int = 1) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code)
-
-
-def _require_head(settings: Settings) -> None:
-    message = migrate.pending_message(settings.database_url)
-    if message:
-        _fail(message)
+_settings = load_settings
+_fail = fail
+_require_head = require_head
+_session_factory = session_factory
 
 
 @db_cli.command("upgrade")
@@ -76,10 +73,6 @@ def db_current() -> None:
         f"current: {migrate.current_revision(settings.database_url)}  "
         f"head: {migrate.head_revision(settings.database_url)}"
     )
-
-
-def _session_factory(settings: Settings):  # type: ignore[no-untyped-def]
-    return make_sessionmaker(create_db_engine(settings.database_url))
 
 
 @token_cli.command("create")
@@ -138,10 +131,12 @@ def survey_create(
 
 @cli.command()
 def demo() -> None:
-    """Load the demo survey and an admin token into an empty database."""
+    """Load the default codebook, and the demo survey and an admin token into an empty
+    database."""
     settings = _settings()
     _require_head(settings)
     with session_scope(_session_factory(settings)) as session:
+        ensure_default_codebook(session, DEFAULT_CODEBOOK)
         if (session.scalar(select(func.count()).select_from(Survey)) or 0) > 0:
             existing = surveys.find_by_slug(session, "demo")
             typer.echo("The database already holds surveys; nothing loaded.")
@@ -170,6 +165,13 @@ def demo() -> None:
 def serve(
     host: Annotated[str, typer.Option(help="Interface to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port")] = 8000,
+    run_worker: Annotated[
+        bool | None,
+        typer.Option(
+            "--worker/--no-worker",
+            help="Run a job worker in this process (default: CIT_WORKER_IN_PROCESS, true)",
+        ),
+    ] = None,
 ) -> None:
     """Serve the API and the survey pages (refuses a database behind the migrations)."""
     import uvicorn
@@ -179,8 +181,11 @@ def serve(
     settings = _settings()
     _require_head(settings)
     typer.echo(f"serving on http://{host}:{port} (database: {_safe_url(settings.database_url)})")
+    with_worker = settings.worker_in_process if run_worker is None else run_worker
+    if with_worker and not settings.is_sqlite:
+        typer.echo("running one in-process worker; add more with `cit worker`")
     uvicorn.run(
-        create_app(settings),
+        create_app(settings, start_worker=with_worker),
         host=host,
         port=port,
         proxy_headers=True,

@@ -28,6 +28,18 @@ class Settings(BaseSettings):
     submit_rate_window_seconds: int = Field(60, ge=1)
     max_invitations_per_call: int = Field(10_000, ge=1)
 
+    # Suggestions and the worker.
+    nlp_pipeline: str = Field(
+        "blank:en",
+        description="spaCy base pipeline: blank:en (offline default) or an installed package "
+        "name; a pipeline with NER also redacts person names",
+    )
+    worker_in_process: bool = Field(True, description="`cit serve` runs one worker thread")
+    worker_batch_size: int = Field(256, ge=1, le=10_000)
+    worker_poll_seconds: float = Field(1.0, gt=0)
+    job_lease_seconds: int = Field(600, ge=10)
+    job_max_attempts: int = Field(5, ge=1)
+
     # API paging.
     page_size_default: int = Field(50, ge=1)
     page_size_max: int = Field(500, ge=1)
@@ -42,6 +54,10 @@ class Settings(BaseSettings):
         if len(self.secret_key) < 16:
             raise ValueError("CIT_SECRET_KEY must be at least 16 characters")
         return self
+
+    @property
+    def models_dir(self) -> Path:
+        return self.data_dir / "models"
 
     @property
     def is_sqlite(self) -> bool:

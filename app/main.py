@@ -12,12 +12,16 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
+from app.codebooks.router import router as codebooks_router
 from app.config import Settings, get_settings
 from app.db import create_db_engine, make_sessionmaker
 from app.errors import install_error_handlers
 from app.incidents.router import public_router as incidents_public_router
 from app.incidents.router import router as incidents_router
+from app.jobs.router import router as jobs_router
 from app.protection import BodySizeLimitMiddleware, RateLimiter
+from app.suggestions.router import router as nlp_router
+from app.suggestions.worker import Worker
 from app.surveys.pages import router as pages_router
 from app.surveys.router import public_router as surveys_public_router
 from app.surveys.router import router as surveys_router
@@ -39,14 +43,23 @@ PROBLEM_SCHEMA = {
 }
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, *, start_worker: bool = False) -> FastAPI:
+    """The ASGI app; `start_worker` runs one job worker in a thread for the app's lifetime."""
     settings = settings or get_settings()
     engine = create_db_engine(settings.database_url)
+    sessions = make_sessionmaker(engine)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        yield
-        engine.dispose()
+        worker = Worker(sessions, settings) if start_worker else None
+        thread = worker.start_thread() if worker else None
+        try:
+            yield
+        finally:
+            if worker and thread:
+                worker.stop()
+                thread.join(timeout=30)
+            engine.dispose()
 
     app = FastAPI(
         title="CIT service",
@@ -56,7 +69,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.engine = engine
-    app.state.sessionmaker = make_sessionmaker(engine)
+    app.state.sessionmaker = sessions
     app.state.templates = Jinja2Templates(directory=APP_DIR / "templates")
     app.state.submit_limiter = RateLimiter(
         settings.submit_rate_limit, settings.submit_rate_window_seconds
@@ -66,6 +79,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_request_bytes)
     app.mount("/static", StaticFiles(directory=APP_DIR / "static"), name="static")
     for router in (
+        codebooks_router,
+        jobs_router,
+        nlp_router,
         surveys_router,
         surveys_public_router,
         incidents_router,

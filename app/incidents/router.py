@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Header, Query, Request, Response
 
-from app.auth import RequireResearcher
+from app.auth import Principal, RequireResearcher
 from app.config import Settings
 from app.db import SessionDep
 from app.errors import Conflict, Forbidden, Gone, NotFound, TooManyRequests, problem_responses
@@ -26,23 +26,49 @@ def _settings(request: Request) -> Settings:
     return settings
 
 
+ViewParam = Annotated[
+    Literal["original", "redacted"] | None,
+    Query(description="original (admins only; their default) or redacted"),
+]
+
+
+def _view(user: Principal, asked: str | None) -> service.View:
+    if asked == "original" and user.role != "admin":
+        raise Forbidden("only admins read the original, unredacted text")
+    if asked is not None:
+        return asked  # type: ignore[return-value]
+    return "original" if user.role == "admin" else "redacted"
+
+
 @router.get("", response_model=IncidentPage)
 def list_incidents(
     request: Request,
     session: SessionDep,
-    _user: RequireResearcher,
+    user: RequireResearcher,
     survey_id: int | None = None,
     cursor: str | None = None,
     limit: Annotated[int | None, Query(ge=1)] = None,
+    view: ViewParam = None,
 ) -> IncidentPage:
     settings = _settings(request)
     size = min(limit or settings.page_size_default, settings.page_size_max)
-    return service.list_incidents(session, survey_id=survey_id, cursor=cursor, limit=size)
+    return service.list_incidents(
+        session, survey_id=survey_id, cursor=cursor, limit=size, view=_view(user, view)
+    )
 
 
-@router.get("/{incident_id}", response_model=IncidentRead, responses=problem_responses(NotFound))
-def read_incident(incident_id: int, session: SessionDep, _user: RequireResearcher) -> IncidentRead:
-    return service.to_read(service.get_incident(session, incident_id))
+@router.get(
+    "/{incident_id}",
+    response_model=IncidentRead,
+    responses=problem_responses(NotFound, Forbidden),
+)
+def read_incident(
+    incident_id: int, session: SessionDep, user: RequireResearcher, view: ViewParam = None
+) -> IncidentRead:
+    """A story with its suggestions (scores, sources, evidence spans, codebook and model
+    versions) and final codes."""
+    incident = service.get_incident(session, incident_id)
+    return service.to_reads(session, [incident], _view(user, view))[0]
 
 
 @public_router.post(

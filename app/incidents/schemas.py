@@ -34,6 +34,39 @@ class SubmissionReceipt(BaseModel):
     submitted_at: datetime
 
 
+class EvidenceRead(BaseModel):
+    field: str = Field(description="Answer field the span is in (offsets into its redacted text)")
+    start: int
+    end: int
+    text: str
+    indicator: str = Field(description="Which codebook indicator matched")
+
+
+class SuggestionRead(BaseModel):
+    code: str
+    score: float
+    suggested: bool
+    source: Literal["rules", "model"]
+    evidence: list[EvidenceRead]
+    codebook_version_id: int
+    model_id: int | None
+    created_at: datetime
+
+
+class FinalCodeRead(BaseModel):
+    code: str
+    source: str
+    codebook_version_id: int
+    confirmed_by: str
+    confirmed_at: datetime
+
+
+class SuggestionJobRead(BaseModel):
+    status: Literal["queued", "running", "failed"]
+    attempts: int
+    last_error: str | None
+
+
 class IncidentRead(BaseModel):
     id: int
     survey_id: int
@@ -51,6 +84,15 @@ class IncidentRead(BaseModel):
     submitted_at: datetime
     status: str
     version: int
+    view: Literal["original", "redacted"] = Field(
+        description="Admins read the original text; everyone else the text with personal data "
+        "replaced. Evidence offsets always refer to the redacted text."
+    )
+    suggestions: list[SuggestionRead]
+    suggestion_job: SuggestionJobRead | None = Field(
+        description="Set while suggestions are being (re)computed, or when that failed"
+    )
+    final_codes: list[FinalCodeRead]
 
 
 class IncidentPage(BaseModel):

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import secrets
-from collections.abc import Mapping
-import dataclasses
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
 from typing import Any, Literal
@@ -17,9 +18,17 @@ from sqlalchemy.orm import Session
 from app.config import Settings
 from app.errors import AppError, NotFound
 from app.i18n import DEFAULT_LANGUAGE, translator
-from app.incidents.schemas import IncidentPage, IncidentRead
-from app.models import Incident, Invitation, Survey
+from app.incidents.redaction import original_answers, redacted_answers, redaction_columns
+from app.incidents.schemas import (
+    FinalCodeRead,
+    IncidentPage,
+    IncidentRead,
+    SuggestionJobRead,
+    SuggestionRead,
+)
+from app.models import Incident, IncidentCode, Invitation, Job, Suggestion, Survey
 from app.pagination import decode_cursor, encode_cursor
+from app.suggestions.queue import SUGGEST, enqueue_suggestions
 from app.surveys.service import claim_invitation, find_invitation, invitation_status
 
 ANSWER_FIELDS = ("occurred", "circumstances", "what_happened", "outcome")
@@ -136,6 +145,7 @@ def store_story(
         channel=story.answers["channel"],
         language=survey.language,
         attributes=dict(invitation.attributes) if invitation else {},
+        **redaction_columns(story.answers),
     )
     try:
         with session.begin_nested():
@@ -143,21 +153,20 @@ def store_story(
                 raise _InvitationTaken
             session.add(incident)
             session.flush()
-    except _InvitationTaken:
-        return _after_race(session, survey, key)
-    except IntegrityError:
-        # A concurrent request with the same key or invitation won the race.
-        return _after_race(session, survey, key)
+    except (_InvitationTaken, IntegrityError):
+        # A concurrent request with the same key or the same invitation got there first.
+        existing = _by_submission_key(session, survey, key)
+        if existing is not None:
+            return SubmitResult("duplicate", existing)
+        if invitation is not None:
+            return SubmitResult("invitation_used")
+        raise
+    enqueue_suggestions(session, [incident.id])
     return SubmitResult("stored", incident)
 
 
 class _InvitationTaken(Exception):
     pass
-
-
-def _after_race(session: Session, survey: Survey, key: str) -> SubmitResult:
-    existing = _by_submission_key(session, survey, key)
-    return SubmitResult("duplicate", existing) if existing else SubmitResult("invitation_used")
 
 
 def _by_submission_key(session: Session, survey: Survey, key: str) -> Incident | None:
@@ -169,25 +178,70 @@ def _by_submission_key(session: Session, survey: Survey, key: str) -> Incident |
 # Reading ---------------------------------------------------------------------------------------
 
 
-def to_read(incident: Incident) -> IncidentRead:
-    return IncidentRead(
-        id=incident.id,
-        survey_id=incident.survey_id,
-        occurred=incident.occurred_text,
-        occurred_on=incident.occurred_on,
-        circumstances=incident.circumstances,
-        what_happened=incident.what_happened,
-        outcome=incident.outcome,
-        valence=incident.valence,  # type: ignore[arg-type]
-        touchpoint=incident.touchpoint,
-        channel=incident.channel,
-        language=incident.language,
-        attributes=incident.attributes,
-        invitation_id=incident.invitation_id,
-        submitted_at=incident.submitted_at,
-        status=incident.status,
-        version=incident.version,
-    )
+View = Literal["original", "redacted"]
+
+
+def to_reads(session: Session, incidents: Sequence[Incident], view: View) -> list[IncidentRead]:
+    """Stories as researchers (redacted) or admins (original) read them, with suggestions,
+    final codes and any pending or failed suggestion job, loaded in bulk (no N+1)."""
+    ids = [i.id for i in incidents]
+    suggestions: dict[int, list[SuggestionRead]] = defaultdict(list)
+    codes: dict[int, list[FinalCodeRead]] = defaultdict(list)
+    jobs: dict[int, SuggestionJobRead] = {}
+    if ids:
+        for row in session.scalars(select(Suggestion).where(Suggestion.incident_id.in_(ids))):
+            suggestions[row.incident_id] = [
+                SuggestionRead(
+                    **item,
+                    codebook_version_id=row.codebook_version_id,
+                    model_id=row.model_id,
+                    created_at=row.created_at,
+                )
+                for item in row.items
+            ]
+        for code in session.scalars(
+            select(IncidentCode).where(IncidentCode.incident_id.in_(ids)).order_by(IncidentCode.id)
+        ):
+            codes[code.incident_id].append(FinalCodeRead.model_validate(code, from_attributes=True))
+        subjects = {f"incident:{i}": i for i in ids}
+        for job in session.scalars(
+            select(Job)
+            .where(Job.kind == SUGGEST, Job.subject.in_(subjects), Job.status != "done")
+            .order_by(Job.id)
+        ):
+            jobs[subjects[job.subject or ""]] = SuggestionJobRead(
+                status=job.status,  # type: ignore[arg-type]
+                attempts=job.attempts,
+                last_error=job.last_error,
+            )
+    reads = []
+    for incident in incidents:
+        answers = original_answers(incident) if view == "original" else redacted_answers(incident)
+        reads.append(
+            IncidentRead(
+                id=incident.id,
+                survey_id=incident.survey_id,
+                occurred=answers["occurred"],
+                occurred_on=incident.occurred_on,
+                circumstances=answers["circumstances"],
+                what_happened=answers["what_happened"] or "",
+                outcome=answers["outcome"],
+                valence=incident.valence,  # type: ignore[arg-type]
+                touchpoint=incident.touchpoint,
+                channel=incident.channel,
+                language=incident.language,
+                attributes=incident.attributes,
+                invitation_id=incident.invitation_id,
+                submitted_at=incident.submitted_at,
+                status=incident.status,
+                version=incident.version,
+                view=view,
+                suggestions=suggestions[incident.id],
+                suggestion_job=jobs.get(incident.id),
+                final_codes=codes[incident.id],
+            )
+        )
+    return reads
 
 
 def get_incident(session: Session, incident_id: int) -> Incident:
@@ -198,7 +252,7 @@ def get_incident(session: Session, incident_id: int) -> Incident:
 
 
 def list_incidents(
-    session: Session, *, survey_id: int | None, cursor: str | None, limit: int
+    session: Session, *, survey_id: int | None, cursor: str | None, limit: int, view: View
 ) -> IncidentPage:
     query = select(Incident).order_by(Incident.id)
     if survey_id is not None:
@@ -210,7 +264,7 @@ def list_incidents(
     more = len(rows) > limit
     rows = rows[:limit]
     return IncidentPage(
-        items=[to_read(r) for r in rows],
+        items=to_reads(session, rows, view),
         next_cursor=encode_cursor(rows[-1].id) if more and rows else None,
     )
 

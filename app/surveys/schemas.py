@@ -72,6 +72,9 @@ class SurveyCreate(Strict):
     channels: Annotated[list[Choice], Field(max_length=50)] = []
     closes_at: AwareDatetime | None = None
     open: bool = Field(False, description="Open the survey for responses right away")
+    codebook_id: int | None = Field(
+        None, description="The codebook its stories are coded with; the default one if left out"
+    )
 
     _unique_touchpoints = field_validator("touchpoints", "channels")(_unique)
 
@@ -88,6 +91,7 @@ class SurveyUpdate(Strict):
     touchpoints: Annotated[list[Choice], Field(max_length=50)] | None = None
     channels: Annotated[list[Choice], Field(max_length=50)] | None = None
     closes_at: AwareDatetime | None = None
+    codebook_id: int | None = None
 
     _unique_touchpoints = field_validator("touchpoints", "channels")(_unique)
 
@@ -105,6 +109,7 @@ class SurveyRead(BaseModel):
     status: Literal["draft", "open", "closed"]
     closes_at: datetime | None
     accepting_responses: bool
+    codebook_id: int | None
     link: str
     created_at: datetime
     updated_at: datetime

@@ -16,12 +16,14 @@ from sqlalchemy.orm import Session
 
 from app import audit
 from app.auth import Principal
+from app.codebooks.service import default_codebook
 from app.config import Settings
 from app.errors import Conflict, Invalid, NotFound
 from app.i18n import translator
-from app.models import Invitation, Survey
+from app.models import Codebook, Invitation, Survey
 from app.models.base import utcnow
 from app.pagination import decode_cursor, encode_cursor
+from app.suggestions.queue import enqueue_rescoring
 from app.surveys.schemas import (
     QUESTION_KEYS,
     InvitationBatchCreate,
@@ -82,6 +84,7 @@ def to_read(survey: Survey, settings: Settings) -> SurveyRead:
         status=survey.status,  # type: ignore[arg-type]
         closes_at=survey.closes_at,
         accepting_responses=survey_state(survey) == "open",
+        codebook_id=survey.codebook_id,
         link=public_link(settings, f"/s/{survey.slug}"),
         created_at=survey.created_at,
         updated_at=survey.updated_at,
@@ -114,6 +117,7 @@ def _snapshot(survey: Survey) -> dict[str, Any]:
         "choices": survey.choices,
         "status": survey.status,
         "closes_at": survey.closes_at.isoformat() if survey.closes_at else None,
+        "codebook_id": survey.codebook_id,
     }
 
 
@@ -131,11 +135,22 @@ def create_survey(session: Session, data: SurveyCreate, actor: Principal | None)
         choices={"touchpoints": data.touchpoints, "channels": data.channels},
         status="open" if data.open else "draft",
         closes_at=data.closes_at,
+        codebook_id=_codebook_id(session, data.codebook_id),
     )
     session.add(survey)
     session.flush()
     audit.record(session, actor, "survey.create", "survey", survey.id, after=_snapshot(survey))
     return survey
+
+
+def _codebook_id(session: Session, requested: int | None) -> int | None:
+    """The requested codebook (which must exist), or the default one, or none yet."""
+    if requested is not None:
+        if session.get(Codebook, requested) is None:
+            raise Invalid(f"codebook {requested} does not exist")
+        return requested
+    fallback = default_codebook(session)
+    return fallback.id if fallback is not None else None
 
 
 def get_survey(session: Session, survey_id: int) -> Survey:
@@ -186,6 +201,11 @@ def update_survey(
         }
     if "closes_at" in changes:
         survey.closes_at = data.closes_at
+    codebook_changed = False
+    if "codebook_id" in changes:
+        new_codebook = _codebook_id(session, data.codebook_id)
+        codebook_changed = new_codebook != survey.codebook_id
+        survey.codebook_id = new_codebook
     after = _snapshot(survey)
     if after != before:
         survey.version += 1
@@ -194,6 +214,8 @@ def update_survey(
         audit.record(
             session, actor, "survey.update", "survey", survey.id, before=before, after=after
         )
+    if codebook_changed:
+        enqueue_rescoring(session, survey_id=survey.id)
     return survey
 
 

@@ -1,0 +1,1 @@
+"""The job queue kept in the database, and its API."""

@@ -1,0 +1,46 @@
+"""Loaded suggesters, one per (codebook version, model), kept for the life of the process."""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from pathlib import Path
+
+import nlp
+from nlp import Suggester
+
+MAX_CACHED = 4
+
+
+class SuggesterCache:
+    """Building a spaCy pipeline takes a while; workers reuse them across batches."""
+
+    def __init__(self, base: str) -> None:
+        self.base = base
+        self._items: OrderedDict[tuple[int, int | None], Suggester] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(
+        self,
+        version_id: int,
+        codebook: nlp.Codebook,
+        model_id: int | None = None,
+        model_dir: Path | None = None,
+    ) -> Suggester:
+        key = (version_id, model_id)
+        with self._lock:
+            found = self._items.get(key)
+            if found is not None:
+                self._items.move_to_end(key)
+                return found
+        suggester = Suggester(codebook, model_dir=model_dir, base=self.base)
+        with self._lock:
+            self._items[key] = suggester
+            while len(self._items) > MAX_CACHED:
+                self._items.popitem(last=False)
+        return suggester
+
+    @property
+    def has_ner(self) -> bool:
+        with self._lock:
+            return any("ner" in s.nlp.pipe_names for s in self._items.values())

@@ -1,0 +1,206 @@
+"""Importing an earlier study, training a model on confirmed codes, and the batch CLI."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select
+from typer.testing import CliRunner
+
+from app.config import Settings, get_settings
+from app.incidents.importer import import_incidents
+from app.models import Incident, IncidentCode, NlpModel, Survey
+from app.suggestions.worker import Worker
+from tests.suggestions.conftest import DEFAULT_CODEBOOK
+
+
+def _examples() -> list[tuple[str, str]]:
+    content = yaml.safe_load(DEFAULT_CODEBOOK.read_text(encoding="utf-8"))
+    return [(code["key"], text) for code in content["codes"] for text in code["examples"]]
+
+
+def _study_file(tmp_path: Path, copies: int = 2) -> Path:
+    rows = []
+    for n in range(copies):
+        for i, (code, text) in enumerate(_examples()):
+            valence = "satisfying" if code == "extra_mile" else "dissatisfying"
+            rows.append(
+                {
+                    "id": f"{code}-{i}-{n}",
+                    "what_happened": f"{text} (case {n})",
+                    "valence": valence,
+                    "codes": [code],
+                    "segment": "legacy",
+                }
+            )
+    path = tmp_path / "study.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
+    return path
+
+
+def test_import_reports_bad_rows_and_keeps_good_ones(
+    app: FastAPI,
+    settings: Settings,
+    make_survey: Callable[..., Survey],
+    codebook_id: int,
+    db: Callable[[], Any],
+    tmp_path: Path,
+) -> None:
+    survey = make_survey()
+    path = tmp_path / "study.csv"
+    path.write_text(
+        "id,what_happened,valence,codes,touchpoint,segment\n"
+        "a1,They lost my bag and nobody called back,dissatisfying,complaint,Baggage,gold\n"
+        "a2,,dissatisfying,complaint,,gold\n"
+        "a3,The pilot waited for me,satisfying,extra_mile;nonsense,,gold\n"
+        "a4,I typed the wrong account number,dissatisfying,owner_error,,\n"
+        "a5,Great crew,happy,,,\n",
+        encoding="utf-8",
+    )
+    report = import_incidents(
+        app.state.sessionmaker, path, survey.id, settings, imported_by="import:study.csv"
+    )
+    assert (report.stored, report.coded) == (2, 2)
+    assert [line for line, _ in report.errors] == [3, 4, 6]
+    messages = dict(report.errors)
+    assert "what_happened" in messages[3] and "nonsense" in messages[4]
+    assert "valence" in messages[6]
+    with db() as session:
+        stories = session.scalars(select(Incident).order_by(Incident.id)).all()
+        assert [s.attributes["import_id"] for s in stories] == ["a1", "a4"]
+        assert stories[0].attributes["segment"] == "gold" and stories[0].touchpoint == "Baggage"
+        codes = session.scalars(select(IncidentCode.code).order_by(IncidentCode.id)).all()
+        assert codes == ["complaint", "owner_error"]
+        assert {c.source for c in session.scalars(select(IncidentCode))} == {"import"}
+    again = import_incidents(
+        app.state.sessionmaker, path, survey.id, settings, imported_by="import:study.csv"
+    )
+    assert (again.stored, again.duplicates) == (0, 2)
+
+
+def test_train_through_the_api_and_suggest_from_the_model(
+    app: FastAPI,
+    client: TestClient,
+    settings: Settings,
+    make_survey: Callable[..., Survey],
+    codebook_id: int,
+    worker: Worker,
+    admin: dict[str, str],
+    db: Callable[[], Any],
+    tmp_path: Path,
+    token_for: Callable[..., dict[str, str]],
+) -> None:
+    survey = make_survey()
+    too_early = client.post("/api/v1/nlp/train", headers=admin, json={})
+    assert too_early.status_code == 400 and "rule layer" in too_early.json()["detail"]
+
+    report = import_incidents(
+        app.state.sessionmaker, _study_file(tmp_path), survey.id, settings, imported_by="import"
+    )
+    assert report.ok and report.stored >= 40
+    response = client.post("/api/v1/nlp/train", headers=admin, json={})
+    assert response.status_code == 202, response.text
+    job_id = response.json()["job_id"]
+    client.post(
+        f"/api/v1/public/surveys/{survey.slug}/incidents",
+        json={
+            "what_happened": "The flight was cancelled and I am still waiting for my refund.",
+            "valence": "dissatisfying",
+        },
+    )
+    worker.drain()
+
+    job = client.get(f"/api/v1/jobs/{job_id}", headers=admin).json()
+    assert job["status"] == "done", job
+    models = client.get("/api/v1/nlp/models", headers=token_for("researcher")).json()
+    assert len(models) == 1 and models[0]["active"] is True
+    assert models[0]["n_examples"] == report.stored
+    with db() as session:
+        model = session.scalars(select(NlpModel)).one()
+        assert (Path(model.path) / "cit-model.json").exists()
+        assert str(settings.models_dir.resolve()) in model.path
+    items = client.get("/api/v1/incidents?limit=500", headers=admin).json()["items"]
+    fresh = [i for i in items if not i["final_codes"]]
+    assert len(fresh) == 1
+    sources = {s["source"] for s in fresh[0]["suggestions"]}
+    assert sources == {"model"}
+    assert all(s["model_id"] == models[0]["id"] for s in fresh[0]["suggestions"])
+
+
+def test_cli_suggest_uses_the_service_path(tmp_path: Path) -> None:
+    from app.cli import cli
+
+    stories = tmp_path / "in.jsonl"
+    stories.write_text(
+        json.dumps({"id": 1, "text": "I forgot my PIN, mail me at a@b.example"})
+        + "\n"
+        + json.dumps(
+            {
+                "id": "x",
+                "what_happened": "They went above and beyond for us.",
+                "outcome": "Amazing service.",
+            }
+        )
+        + "\n"
+        + "{not json\n",
+        encoding="utf-8",
+    )
+    out = tmp_path / "out.jsonl"
+    get_settings.cache_clear()
+    result = CliRunner().invoke(
+        cli,
+        [
+            "nlp",
+            "suggest",
+            "--in",
+            str(stories),
+            "--out",
+            str(out),
+            "--codebook-file",
+            str(DEFAULT_CODEBOOK),
+        ],
+    )
+    get_settings.cache_clear()
+    assert result.exit_code == 1 and "line 3" in result.output
+    lines = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert [line["id"] for line in lines] == [1, "x"]
+    first = {s["code"]: s for s in lines[0]["suggestions"]}
+    assert first["owner_error"]["suggested"] and "[EMAIL]" in lines[0]["text"]
+    second = {s["code"]: s for s in lines[1]["suggestions"]}
+    assert second["extra_mile"]["suggested"]
+    assert {e["field"] for e in second["extra_mile"]["evidence"]} <= {"what_happened", "outcome"}
+
+
+def test_evaluate_cli_reports_per_code_figures(
+    app: FastAPI,
+    settings: Settings,
+    make_survey: Callable[..., Survey],
+    codebook_id: int,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from app.cli import cli
+
+    survey = make_survey()
+    import_incidents(
+        app.state.sessionmaker, _study_file(tmp_path, 1), survey.id, settings, imported_by="import"
+    )
+    monkeypatch.setenv("CIT_DATABASE_URL", settings.database_url)
+    get_settings.cache_clear()
+    result = CliRunner().invoke(cli, ["nlp", "evaluate", "--folds", "3", "--json", "-"])
+    get_settings.cache_clear()
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    per_code = {c["code"]: c for c in report["codes"]}
+    assert set(per_code) == {"complaint", "special_request", "extra_mile", "owner_error"}
+    assert all(0 <= c["f1"] <= 1 and c["support"] >= 5 for c in per_code.values())
+    assert 0 <= report["macro_f1"] <= 1 and report["n_examples"] == len(_examples())
+    with app.state.sessionmaker() as session:
+        assert session.scalar(select(func.count()).select_from(Incident)) == len(_examples())
