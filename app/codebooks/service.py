@@ -27,7 +27,7 @@ from app.codebooks.schemas import (
 )
 from app.errors import AppError, Conflict, NotFound
 from app.models import Codebook, CodebookVersion, IncidentCode, Suggestion
-from app.suggestions.queue import enqueue_suggestions
+from app.suggestions.queue import enqueue_rescoring, enqueue_suggestions
 from nlp.codebook import Codebook as NlpCodebook
 from nlp.codebook import (
     CodebookError,
@@ -316,6 +316,14 @@ def _add_version(
     )
     session.add(version)
     session.flush()
+    # Stories not yet coded are re-scored under the new version (editing the codebook changes
+    # suggestions with no code change).
+    fallback = default_codebook(session)
+    enqueue_rescoring(
+        session,
+        codebook_id=codebook.id,
+        include_unassigned=fallback is not None and fallback.id == codebook.id,
+    )
     return version
 
 

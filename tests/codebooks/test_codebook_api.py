@@ -219,8 +219,9 @@ def test_a_used_code_is_retired_never_removed(
     assert [c["key"] for c in removed.json()["version"]["content"]["codes"]] == ["a", "b", "c"]
     with db() as session:
         assert session.scalars(select(Suggestion.incident_id)).all() == [other]
+        # Every story not yet coded is re-scored under the new version (coded ones are not).
         queued = session.scalars(select(Job.subject).where(Job.kind == "suggest")).all()
-        assert queued == [f"incident:{scored}"]
+        assert sorted(queued) == sorted([f"incident:{scored}", f"incident:{other}"])
     event = _audit(db, "codebook.update")[-1]
     assert event.after is not None and event.after["removed"] == ["d"]
 

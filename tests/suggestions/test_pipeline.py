@@ -189,3 +189,33 @@ def test_concurrent_claims_never_share_a_job(db: Callable[[], Any], app: Any) ->
         results = list(pool.map(claim, ["w1", "w2", "w3", "w4"]))
     every = [job_id for result in results for job_id in result]
     assert len(every) == 200 and len(set(every)) == 200
+
+
+def test_editing_the_codebook_rescores_uncoded_stories(
+    client: TestClient, make_survey: Callable[..., Survey], codebook_id: int, worker: Worker,
+    admin: dict[str, str],
+) -> None:
+    survey = make_survey()
+    _submit(client, survey, {"what_happened": "The lounge had no vegan breakfast at all.",
+                             "valence": "dissatisfying"})
+    worker.drain()
+
+    def complaint() -> dict[str, Any]:
+        story = _only_incident(client, admin)
+        return next(s for s in story["suggestions"] if s["code"] == "complaint")
+
+    before = complaint()
+    assert before["suggested"] is False and before["evidence"] == []
+    codebook = client.get(f"/api/v1/codebooks/{codebook_id}", headers=admin).json()
+    content = codebook["version"]["content"]
+    for code in content["codes"]:
+        if code["key"] == "complaint":
+            code["indicators"]["phrases"].append("no vegan breakfast")
+    response = client.put(f"/api/v1/codebooks/{codebook_id}", headers=admin,
+                          json={"content": content, "change_note": "vegan complaints"})
+    assert response.status_code == 200, response.text
+    assert worker.drain().done == 1
+    after = complaint()
+    assert after["codebook_version_id"] != before["codebook_version_id"]
+    assert [e["text"] for e in after["evidence"]] == ["no vegan breakfast"]
+    assert after["score"] > before["score"]
