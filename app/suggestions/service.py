@@ -16,7 +16,7 @@ import nlp
 from app.codebooks.service import current_version, default_codebook, load_nlp_codebook
 from app.config import Settings
 from app.errors import Invalid
-from app.incidents.redaction import original_answers, redacted_answers, redaction_columns
+from app.incidents.redaction import original_answers, redacted_answers
 from app.models import (
     Codebook,
     CodebookVersion,
@@ -62,7 +62,7 @@ def score_incidents(
 ) -> int:
     """Replace the suggestions of these stories with fresh ones; returns how many were scored."""
     rows = session.execute(
-        select(Incident.id, Incident.redacted, *ORIGINAL_COLUMNS, Survey.codebook_id)
+        select(Incident.id, Incident.redacted, Survey.codebook_id)
         .join(Survey, Survey.id == Incident.survey_id)
         .where(Incident.id.in_(incident_ids))
     ).all()
@@ -84,9 +84,7 @@ def score_incidents(
         if "ner" in context.suggester.nlp.pipe_names:
             texts = _redact_names(session, ids, context.suggester.nlp)
         else:
-            texts = [
-                row.redacted or redaction_columns(_originals(row))["redacted"] for row in group
-            ]
+            texts = [row.redacted or _redact_now(session, row.id) for row in group]
         stories = [nlp.compose_story(t) for t in texts]
         thresholds = {c.key: c.threshold for c in context.suggester.codebook.active_codes}
         now = utcnow()
@@ -137,21 +135,11 @@ def suggestion_item(story: nlp.ComposedStory, suggestion: nlp.CodeSuggestion) ->
     }
 
 
-ORIGINAL_COLUMNS = (
-    Incident.occurred_text,
-    Incident.circumstances,
-    Incident.what_happened,
-    Incident.outcome,
-)
-
-
-def _originals(row: Any) -> dict[str, str | None]:
-    return {
-        "occurred": row.occurred_text,
-        "circumstances": row.circumstances,
-        "what_happened": row.what_happened,
-        "outcome": row.outcome,
-    }
+def _redact_now(session: Session, incident_id: int) -> dict[str, str | None]:
+    """Stories stored before redaction existed (empty `redacted`) are redacted when scored."""
+    incident = session.get(Incident, incident_id)
+    assert incident is not None
+    return redacted_answers(incident)
 
 
 def _redact_names(
