@@ -24,6 +24,7 @@ from app.db import session_scope
 from app.incidents.redaction import redaction_columns
 from app.incidents.service import ANSWER_FIELDS, VALENCES, CleanStory
 from app.models import Codebook, Incident, IncidentCode, Survey
+from app.models.base import utcnow
 from app.suggestions.queue import enqueue_suggestions
 
 KNOWN_COLUMNS = {
@@ -259,6 +260,7 @@ def _store(
                         )
                     if prepared.codes:
                         incident.status = "coded"
+                        incident.finalized_at = utcnow()
                     session.flush()
             except Exception as exc:  # one broken row must not lose the others
                 report.errors.append((number, f"could not be stored: {exc.__class__.__name__}"))

@@ -5,24 +5,30 @@ from app.models.auth import ROLES, ApiToken, User
 from app.models.base import Base
 from app.models.codebooks import Codebook, CodebookVersion
 from app.models.coding import JOB_STATUSES, IncidentCode, Job, NlpModel, Suggestion
-from app.models.incidents import VALENCES, Incident
+from app.models.incidents import INCIDENT_STATUSES, VALENCES, Incident
+from app.models.reviews import Assignment, Coding, CodingCode, ReviewLease
 from app.models.surveys import SURVEY_STATUSES, Invitation, Survey
 
 __all__ = [
+    "INCIDENT_STATUSES",
     "JOB_STATUSES",
     "ROLES",
     "SURVEY_STATUSES",
     "VALENCES",
     "ApiToken",
+    "Assignment",
     "AuditEvent",
     "Base",
     "Codebook",
     "CodebookVersion",
+    "Coding",
+    "CodingCode",
     "Incident",
     "IncidentCode",
     "Invitation",
     "Job",
     "NlpModel",
+    "ReviewLease",
     "Suggestion",
     "Survey",
     "User",

@@ -11,12 +11,18 @@ from sqlalchemy.orm import Mapped, mapped_column
 from app.models.base import Base, utcnow
 
 VALENCES = ("satisfying", "dissatisfying")
+# new: not yet coded; in_review: coded by fewer coders than it needs; adjudication: two coders
+# disagree; coded: final codes set; excluded: fails the inclusion criteria (with a reason).
+INCIDENT_STATUSES = ("new", "in_review", "adjudication", "coded", "excluded")
 
 
 class Incident(Base):
     __tablename__ = "incidents"
     __table_args__ = (
         CheckConstraint("valence IN ('satisfying', 'dissatisfying')", name="valence"),
+        CheckConstraint(
+            "status IN ('new', 'in_review', 'adjudication', 'coded', 'excluded')", name="status"
+        ),
         # One story per submitted form: a refresh or double click re-sends the same key.
         UniqueConstraint("survey_id", "submission_key", name="uq_incidents_survey_submission"),
         Index("ix_incidents_survey_id_id", "survey_id", "id"),
@@ -46,5 +52,11 @@ class Incident(Base):
     redaction_spans: Mapped[dict[str, Any]]
 
     submitted_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
-    status: Mapped[str] = mapped_column(String(16), default="new")
+    status: Mapped[str] = mapped_column(String(16), default="new", index=True)
+    # How many independent codings the story needs (1, or 2 for blind double coding); decided
+    # from the survey's double-coding share when the story is first handed out.
+    coders_required: Mapped[int | None]
+    exclusion_reason: Mapped[str | None] = mapped_column(Text)
+    finalized_at: Mapped[datetime | None] = mapped_column(index=True)
+    # Bumped on every change a coder makes; served as the ETag for optimistic concurrency.
     version: Mapped[int] = mapped_column(default=1)

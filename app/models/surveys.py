@@ -32,6 +32,9 @@ class Survey(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
     version: Mapped[int] = mapped_column(default=1)
+    # Share of stories (0-100 %) that get two independent coders; and the review queue's order.
+    double_coding_share: Mapped[int] = mapped_column(default=0)
+    review_order: Mapped[str] = mapped_column(String(16), default="oldest")
     codebook_id: Mapped[int | None] = mapped_column(
         ForeignKey("codebooks.id", ondelete="SET NULL"), index=True
     )
