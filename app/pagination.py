@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import base64
+from typing import Any
+
+from sqlalchemy import Select
+from sqlalchemy.orm import Session
 
 from app.errors import Invalid
 
@@ -22,3 +26,18 @@ def decode_cursor(cursor: str | None) -> int | None:
         return int(value)
     except (ValueError, UnicodeDecodeError) as exc:
         raise Invalid("the cursor is not one this API handed out") from exc
+
+
+def keyset_page(
+    session: Session, query: Select[Any], id_column: Any, cursor: str | None, limit: int
+) -> tuple[list[Any], str | None]:
+    """One page of the entities `query` selects, ordered by `id_column` (their `id`), and the
+    cursor of the next page (None on the last)."""
+    after = decode_cursor(cursor)
+    if after is not None:
+        query = query.where(id_column > after)
+    rows = list(session.scalars(query.order_by(id_column).limit(limit + 1)))
+    if len(rows) <= limit:
+        return rows, None
+    rows = rows[:limit]
+    return rows, encode_cursor(rows[-1].id)

@@ -26,7 +26,7 @@ from app.codebooks.schemas import (
     Split,
 )
 from app.errors import AppError, Conflict, NotFound
-from app.models import Codebook, CodebookVersion, IncidentCode, Suggestion
+from app.models import Codebook, CodebookVersion, IncidentCode, Suggestion, Survey
 from app.suggestions.queue import enqueue_rescoring, enqueue_suggestions
 from nlp.codebook import Codebook as NlpCodebook
 from nlp.codebook import (
@@ -285,6 +285,13 @@ def create_codebook(
             "change_note": change_note,
         },
     )
+    # Surveys created before any codebook existed adopt the first one, so that every story
+    # has a codebook to be scored and coded with.
+    adopted = session.execute(
+        update(Survey).where(Survey.codebook_id.is_(None)).values(codebook_id=codebook.id)
+    )
+    if getattr(adopted, "rowcount", 0):
+        enqueue_rescoring(session, codebook_id=codebook.id)
     return version
 
 
@@ -318,12 +325,7 @@ def _add_version(
     session.flush()
     # Stories not yet coded are re-scored under the new version (editing the codebook changes
     # suggestions with no code change).
-    fallback = default_codebook(session)
-    enqueue_rescoring(
-        session,
-        codebook_id=codebook.id,
-        include_unassigned=fallback is not None and fallback.id == codebook.id,
-    )
+    enqueue_rescoring(session, codebook_id=codebook.id)
     return version
 
 

@@ -14,7 +14,7 @@ from app.db import SessionDep
 from app.errors import Conflict, Forbidden, NotFound, problem_responses
 from app.jobs import queue
 from app.models import Job
-from app.pagination import decode_cursor, encode_cursor
+from app.pagination import keyset_page
 
 router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"], responses=problem_responses(Forbidden))
 
@@ -54,20 +54,15 @@ def list_jobs(
     cursor: str | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> JobPage:
-    query = select(Job).order_by(Job.id)
+    query = select(Job)
     if status is not None:
         query = query.where(Job.status == status)
     if kind is not None:
         query = query.where(Job.kind == kind)
-    after = decode_cursor(cursor)
-    if after is not None:
-        query = query.where(Job.id > after)
-    rows = list(session.scalars(query.limit(limit + 1)))
-    more = len(rows) > limit
-    rows = rows[:limit]
+    rows, next_cursor = keyset_page(session, query, Job.id, cursor, limit)
     return JobPage(
         items=[JobRead.model_validate(r, from_attributes=True) for r in rows],
-        next_cursor=encode_cursor(rows[-1].id) if more and rows else None,
+        next_cursor=next_cursor,
     )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import exists, or_, select
+from sqlalchemy import exists, select
 from sqlalchemy.orm import Session
 
 from app.jobs.queue import enqueue_many
@@ -19,14 +19,9 @@ def enqueue_suggestions(session: Session, incident_ids: Sequence[int]) -> None:
 
 
 def uncoded_incident_ids(
-    session: Session,
-    *,
-    codebook_id: int | None = None,
-    survey_id: int | None = None,
-    include_unassigned: bool = False,
+    session: Session, *, codebook_id: int | None = None, survey_id: int | None = None
 ) -> list[int]:
-    """Stories without final codes (and not excluded), optionally of one codebook or survey;
-    `include_unassigned` adds surveys without a codebook (they use the default one)."""
+    """Stories without final codes (and not excluded), optionally of one codebook or survey."""
     query = select(Incident.id).where(
         ~exists().where(IncidentCode.incident_id == Incident.id),
         Incident.status != "excluded",
@@ -34,26 +29,16 @@ def uncoded_incident_ids(
     if survey_id is not None:
         query = query.where(Incident.survey_id == survey_id)
     if codebook_id is not None:
-        condition = Survey.codebook_id == codebook_id
-        if include_unassigned:
-            condition = or_(condition, Survey.codebook_id.is_(None))
-        query = query.join(Survey, Survey.id == Incident.survey_id).where(condition)
+        query = query.join(Survey, Survey.id == Incident.survey_id).where(
+            Survey.codebook_id == codebook_id
+        )
     return list(session.scalars(query.order_by(Incident.id)))
 
 
 def enqueue_rescoring(
-    session: Session,
-    *,
-    codebook_id: int | None = None,
-    survey_id: int | None = None,
-    include_unassigned: bool = False,
+    session: Session, *, codebook_id: int | None = None, survey_id: int | None = None
 ) -> int:
     """Queue re-scoring of every story not yet coded; returns how many were queued."""
-    ids = uncoded_incident_ids(
-        session,
-        codebook_id=codebook_id,
-        survey_id=survey_id,
-        include_unassigned=include_unassigned,
-    )
+    ids = uncoded_incident_ids(session, codebook_id=codebook_id, survey_id=survey_id)
     enqueue_suggestions(session, ids)
     return len(ids)

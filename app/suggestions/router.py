@@ -111,13 +111,7 @@ def list_models(
 @router.post("/resuggest", status_code=202, response_model=ResuggestQueued)
 def resuggest(data: ResuggestRequest, session: SessionDep, user: RequireAdmin) -> ResuggestQueued:
     """Queue re-scoring of the stories not yet coded (all, one survey's, or one codebook's)."""
-    fallback = default_codebook(session)
-    queued = enqueue_rescoring(
-        session,
-        codebook_id=data.codebook_id,
-        survey_id=data.survey_id,
-        include_unassigned=fallback is not None and fallback.id == data.codebook_id,
-    )
+    queued = enqueue_rescoring(session, codebook_id=data.codebook_id, survey_id=data.survey_id)
     audit.record(
         session,
         user,

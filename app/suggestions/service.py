@@ -13,7 +13,7 @@ from sqlalchemy import Table, delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
 import nlp
-from app.codebooks.service import current_version, default_codebook, load_nlp_codebook
+from app.codebooks.service import current_version, load_nlp_codebook
 from app.config import Settings
 from app.errors import Invalid
 from app.incidents.redaction import original_answers, redacted_answers
@@ -68,13 +68,11 @@ def score_incidents(
     ).all()
     if not rows:
         return 0
-    fallback = default_codebook(session)
-    fallback_id = fallback.id if fallback is not None else None
+    # A survey without a codebook (none existed when it was made) has nothing to score against.
     groups: dict[int, list[Any]] = defaultdict(list)
     for row in rows:
-        chosen = row.codebook_id if row.codebook_id is not None else fallback_id
-        if chosen is not None:
-            groups[chosen].append(row)
+        if row.codebook_id is not None:
+            groups[row.codebook_id].append(row)
     scored = 0
     for codebook_id, group in groups.items():
         codebook = session.get(Codebook, codebook_id)
@@ -241,10 +239,5 @@ def train_model(
     )
     session.add(model)
     session.flush()
-    fallback = default_codebook(session)
-    enqueue_rescoring(
-        session,
-        codebook_id=codebook.id,
-        include_unassigned=fallback is not None and fallback.id == codebook.id,
-    )
+    enqueue_rescoring(session, codebook_id=codebook.id)
     return model

@@ -28,8 +28,6 @@ router = APIRouter(
 )
 public_router = APIRouter(prefix="/api/v1/public/surveys", tags=["public"])
 
-AUTH = problem_responses(Forbidden)
-
 
 def _settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings

@@ -22,7 +22,7 @@ from app.errors import Conflict, Invalid, NotFound
 from app.i18n import translator
 from app.models import Codebook, Invitation, Survey
 from app.models.base import utcnow
-from app.pagination import decode_cursor, encode_cursor
+from app.pagination import keyset_page
 from app.suggestions.queue import enqueue_rescoring
 from app.surveys.schemas import (
     QUESTION_KEYS,
@@ -322,16 +322,15 @@ def create_invitations(
 def list_invitations(
     session: Session, survey: Survey, settings: Settings, *, cursor: str | None, limit: int
 ) -> InvitationPage:
-    query = select(Invitation).where(Invitation.survey_id == survey.id).order_by(Invitation.id)
-    after = decode_cursor(cursor)
-    if after is not None:
-        query = query.where(Invitation.id > after)
-    rows = list(session.scalars(query.limit(limit + 1)))
-    more = len(rows) > limit
-    rows = rows[:limit]
+    rows, next_cursor = keyset_page(
+        session,
+        select(Invitation).where(Invitation.survey_id == survey.id),
+        Invitation.id,
+        cursor,
+        limit,
+    )
     return InvitationPage(
-        items=[invitation_read(r, settings) for r in rows],
-        next_cursor=encode_cursor(rows[-1].id) if more and rows else None,
+        items=[invitation_read(r, settings) for r in rows], next_cursor=next_cursor
     )
 
 

@@ -219,3 +219,25 @@ def test_editing_the_codebook_rescores_uncoded_stories(
     assert after["codebook_version_id"] != before["codebook_version_id"]
     assert [e["text"] for e in after["evidence"]] == ["no vegan breakfast"]
     assert after["score"] > before["score"]
+
+
+def test_surveys_made_before_any_codebook_adopt_the_first_one(
+    client: TestClient, make_survey: Callable[..., Survey], db: Callable[[], Any], worker: Worker,
+    admin: dict[str, str],
+) -> None:
+    survey = make_survey()
+    assert survey.codebook_id is None
+    _submit(client, survey, COMPLAINT)
+    assert worker.drain().done == 1  # nothing to score against yet
+    assert _only_incident(client, admin)["suggestions"] == []
+
+    from app.codebooks.service import ensure_default_codebook
+    from tests.suggestions.conftest import DEFAULT_CODEBOOK
+
+    with db() as session:
+        codebook_id = ensure_default_codebook(session, DEFAULT_CODEBOOK).codebook_id
+    assert client.get(f"/api/v1/surveys/{survey.id}", headers=admin).json()["codebook_id"] == (
+        codebook_id
+    )
+    assert worker.drain().done == 1
+    assert len(_only_incident(client, admin)["suggestions"]) == 4
