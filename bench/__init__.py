@@ -1,0 +1,1 @@
+"""Benchmarks of the CIT service, runnable as `python -m bench.<name>` from the repository root."""

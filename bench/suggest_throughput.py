@@ -1,0 +1,91 @@
+"""Suggestion throughput on one core: raw `nlp.pipe` against `Suggester.suggest_many`."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from bench._data import load_stories
+from nlp import Suggester, load_codebook_file
+
+CODEBOOK = Path(__file__).resolve().parent.parent / "codebooks" / "cit-service-encounters.yaml"
+TARGET_RATIO = 0.8
+TARGET_PER_SECOND = 2_000
+
+
+def pin_to_one_core() -> str:
+    """Run on one CPU so the figure means "per core"; returns what was done."""
+    if hasattr(os, "sched_setaffinity"):
+        cpu = min(os.sched_getaffinity(0))
+        os.sched_setaffinity(0, {cpu})
+        return f"pinned to CPU {cpu}"
+    return "not pinned (no sched_setaffinity on this platform)"
+
+
+def consume(items: Iterable[object]) -> None:
+    deque(items, maxlen=0)
+
+
+def timed(run: Callable[[], None]) -> float:
+    started = time.perf_counter()
+    run()
+    return time.perf_counter() - started
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--stories", type=int, default=10_000)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--model-dir", type=Path, default=None, help="score with a trained model")
+    args = parser.parse_args(argv)
+
+    pinned = pin_to_one_core()
+    stories = load_stories(args.stories)
+    words = sum(len(story.split()) for story in stories)
+    suggester = Suggester(load_codebook_file(CODEBOOK), model_dir=args.model_dir)
+    nlp = suggester.nlp
+
+    def raw() -> None:
+        consume(nlp.pipe(stories, batch_size=args.batch_size))
+
+    def full() -> None:
+        consume(suggester.suggest_many(stories, batch_size=args.batch_size))
+
+    raw()  # warm-up: vocab, lemma cache and string store see the stories once
+    raw_times: list[float] = []
+    full_times: list[float] = []
+    for repeat in range(args.repeats):
+        # Alternate the order so that drift (thermal, caches) does not favour either path.
+        order = [(raw, raw_times), (full, full_times)]
+        for run, times in order if repeat % 2 == 0 else reversed(order):
+            times.append(timed(run))
+
+    raw_rate = len(stories) / statistics.median(raw_times)
+    full_rate = len(stories) / statistics.median(full_times)
+    ratio = full_rate / raw_rate
+    print(f"stories: {len(stories)} ({words} words), pipeline: {nlp.pipe_names}")
+    print(f"layer: {suggester.layer}")
+    print(
+        f"python {platform.python_version()}, {pinned}, batch size {args.batch_size}, "
+        f"median of {args.repeats} alternating repetitions"
+    )
+    print(f"(a) nlp.pipe                  {raw_rate:10,.0f} stories/s")
+    print(f"(b) Suggester.suggest_many    {full_rate:10,.0f} stories/s")
+    print(f"ratio (b)/(a)                 {ratio:10.3f}   (target >= {TARGET_RATIO})")
+    met = ratio >= TARGET_RATIO and full_rate >= TARGET_PER_SECOND
+    print(
+        f"targets (ratio >= {TARGET_RATIO}, >= {TARGET_PER_SECOND:,} stories/s): "
+        f"{'met' if met else 'NOT met'}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
