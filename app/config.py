@@ -35,7 +35,7 @@ class Settings(BaseSettings):
         "name; a pipeline with NER also redacts person names",
     )
     worker_in_process: bool = Field(True, description="`cit serve` runs one worker thread")
-    worker_batch_size: int = Field(256, ge=1, le=10_000)
+    worker_batch_size: int = Field(512, ge=1, le=10_000)
     worker_poll_seconds: float = Field(1.0, gt=0)
     job_lease_seconds: int = Field(600, ge=10)
     job_max_attempts: int = Field(5, ge=1)

@@ -94,15 +94,16 @@ def _due(now: datetime) -> Any:
 def lock_due(
     session: Session, *, kinds: Sequence[str], limit: int, now: datetime | None = None
 ) -> list[ClaimedJob]:
-    """Lock up to `limit` due jobs for the rest of this transaction, without a lease.
+    """Lock up to `limit` queued, due jobs for the rest of this transaction, without a lease.
 
     For short jobs done inside the same transaction (then `finish`ed): a crash rolls everything
     back and the jobs stay queued. Other workers skip the locked rows (PostgreSQL); SQLite's
-    single writer serialises them."""
+    single writer serialises them. Jobs whose lease ran out are left to `claim`, so that this
+    query stays on the (status, run_after) index."""
     now = now or utcnow()
     rows = session.execute(
         select(Job.id, Job.kind, Job.payload, Job.attempts, Job.max_attempts)
-        .where(_due(now), Job.kind.in_(kinds))
+        .where(Job.status == "queued", Job.run_after <= now, Job.kind.in_(kinds))
         .order_by(Job.id)
         .limit(limit)
         .with_for_update(skip_locked=True)

@@ -5,14 +5,12 @@ runs one in a thread unless told not to, so the embedded set-up stays one comman
 
 from __future__ import annotations
 
-import gc
 import logging
 import os
 import socket
 import threading
 import traceback
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -28,20 +26,6 @@ from app.suggestions.engine import SuggesterCache
 from app.suggestions.queue import SUGGEST, TRAIN
 
 log = logging.getLogger("cit.worker")
-
-
-@contextmanager
-def _paused_gc() -> Iterator[None]:
-    """spaCy makes and drops many small objects per story; with the batch's rows alive, the
-    cyclic collector would rescan them over and over (a fifth of the batch time, measured).
-    Reference counting still frees everything meanwhile; collection resumes after the batch."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 @dataclass
@@ -100,26 +84,27 @@ class Worker:
             with session_scope(self.factory) as session:
                 jobs = queue.lock_due(session, kinds=(SUGGEST,), limit=size)
                 if jobs:
-                    with _paused_gc():
-                        service.score_incidents(
-                            session, [j.payload["incident_id"] for j in jobs], self.cache, size
-                        )
+                    service.score_incidents(
+                        session, [j.payload["incident_id"] for j in jobs], self.cache, size
+                    )
                     queue.finish(session, [j.id for j in jobs])
-            result.claimed += len(jobs)
-            result.done += len(jobs)
-            return
+            if jobs:
+                result.claimed += len(jobs)
+                result.done += len(jobs)
+                return
         except Exception:
             log.warning("a suggestion batch failed; running its jobs one by one")
+        # Also the way back for jobs whose lease ran out (their worker died mid-job).
         with session_scope(self.factory) as session:
-            jobs = queue.claim(
+            leased = queue.claim(
                 session,
                 self.name,
                 kinds=(SUGGEST,),
                 limit=size,
                 lease_seconds=self.settings.job_lease_seconds,
             )
-        result.claimed += len(jobs)
-        for job in jobs:
+        result.claimed += len(leased)
+        for job in leased:
             self._run_single(job, self._suggest_one, result, keep=False)
 
     def _suggest_one(self, session: Session, job: ClaimedJob) -> dict[str, object]:
