@@ -27,6 +27,8 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $@ $(VENV)/.installed-run
 
+# Links the service prints and hands out point at where `make run` serves, unless set otherwise.
+run: export CIT_PUBLIC_BASE_URL ?= http://$(HOST):$(PORT)
 run: $(VENV)/.installed-run
 	$(BIN)/cit db upgrade
 	$(BIN)/cit demo
