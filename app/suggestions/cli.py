@@ -213,7 +213,7 @@ def resuggest(
     job_worker = Worker(factory, settings, name="cit-nlp-resuggest")
     with tqdm(total=pending or 0, unit="story", file=sys.stderr) as bar:
         total = job_worker.drain(kinds=(SUGGEST,), progress=lambda b: bar.update(b.claimed))
-    typer.echo(f"{queued} stories queued; {total.done} scored, {total.failed} failed")
+    typer.echo(f"stories not yet coded: {queued}; scored: {total.done}; failed: {total.failed}")
 
 
 @import_cli.command("incidents")
