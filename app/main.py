@@ -20,6 +20,9 @@ from app.incidents.router import public_router as incidents_public_router
 from app.incidents.router import router as incidents_router
 from app.jobs.router import router as jobs_router
 from app.protection import BodySizeLimitMiddleware, RateLimiter
+from app.reviews.router import audit_router as review_audit_router
+from app.reviews.router import reports_router as agreement_router
+from app.reviews.router import router as reviews_router
 from app.suggestions.router import router as nlp_router
 from app.suggestions.worker import Worker
 from app.surveys.pages import router as pages_router
@@ -86,6 +89,9 @@ def create_app(settings: Settings | None = None, *, start_worker: bool = False) 
         surveys_public_router,
         incidents_router,
         incidents_public_router,
+        reviews_router,
+        agreement_router,
+        review_audit_router,
         tokens_router,
         pages_router,
     ):

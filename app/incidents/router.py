@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Header, Query, Request, Response
@@ -9,7 +10,15 @@ from fastapi import APIRouter, Header, Query, Request, Response
 from app.auth import Principal, RequireResearcher
 from app.config import Settings
 from app.db import SessionDep
-from app.errors import Conflict, Forbidden, Gone, NotFound, TooManyRequests, problem_responses
+from app.errors import (
+    Conflict,
+    Forbidden,
+    Gone,
+    Invalid,
+    NotFound,
+    TooManyRequests,
+    problem_responses,
+)
 from app.incidents import service
 from app.incidents.schemas import IncidentPage, IncidentRead, StorySubmission, SubmissionReceipt
 from app.protection import client_key
@@ -32,28 +41,54 @@ ViewParam = Annotated[
 ]
 
 
-def _view(user: Principal, asked: str | None) -> service.View:
-    if asked == "original" and user.role != "admin":
-        raise Forbidden("only admins read the original, unredacted text")
-    if asked is not None:
-        return asked  # type: ignore[return-value]
-    return "original" if user.role == "admin" else "redacted"
+def _view(user: Principal, asked: service.View | None) -> service.View:
+    return service.resolve_view(user, asked)
 
 
-@router.get("", response_model=IncidentPage)
+@router.get("", response_model=IncidentPage, responses=problem_responses(Invalid))
 def list_incidents(
     request: Request,
     session: SessionDep,
     user: RequireResearcher,
     survey_id: int | None = None,
+    status: service.StatusFilter | None = None,
+    code: Annotated[str | None, Query(description="Stories with this final code")] = None,
+    valence: Literal["satisfying", "dissatisfying"] | None = None,
+    touchpoint: str | None = None,
+    channel: str | None = None,
+    submitted_from: Annotated[
+        datetime | None, Query(description="Submitted at or after (UTC unless a zone is given)")
+    ] = None,
+    submitted_to: Annotated[datetime | None, Query(description="Submitted before")] = None,
+    q: Annotated[
+        str | None,
+        Query(
+            max_length=200,
+            description="Case-insensitive text search over the answers the caller reads "
+            "(researchers: the redacted text)",
+        ),
+    ] = None,
     cursor: str | None = None,
     limit: Annotated[int | None, Query(ge=1)] = None,
     view: ViewParam = None,
 ) -> IncidentPage:
+    """Stories, oldest id first (keyset pages), with suggestions, final codes and the codings
+    the caller may see."""
     settings = _settings(request)
     size = min(limit or settings.page_size_default, settings.page_size_max)
+    filters = service.IncidentFilters(
+        survey_id=survey_id,
+        status=status,
+        code=code,
+        valence=valence,
+        touchpoint=touchpoint,
+        channel=channel,
+        submitted_from=submitted_from,
+        submitted_to=submitted_to,
+        q=q,
+    )
     return service.list_incidents(
-        session, survey_id=survey_id, cursor=cursor, limit=size, view=_view(user, view)
+        session, filters=filters, cursor=cursor, limit=size, view=_view(user, view), viewer=user
     )
 
 
@@ -63,12 +98,18 @@ def list_incidents(
     responses=problem_responses(NotFound, Forbidden),
 )
 def read_incident(
-    incident_id: int, session: SessionDep, user: RequireResearcher, view: ViewParam = None
+    incident_id: int,
+    response: Response,
+    session: SessionDep,
+    user: RequireResearcher,
+    view: ViewParam = None,
 ) -> IncidentRead:
     """A story with its suggestions (scores, sources, evidence spans, codebook and model
-    versions) and final codes."""
+    versions), final codes and the codings the caller may see. The `ETag` header carries the
+    story's version: send it back as `If-Match` when coding it."""
     incident = service.get_incident(session, incident_id)
-    return service.to_reads(session, [incident], _view(user, view))[0]
+    response.headers["ETag"] = service.etag(incident)
+    return service.to_reads(session, [incident], _view(user, view), user)[0]
 
 
 @public_router.post(

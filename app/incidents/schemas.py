@@ -61,6 +61,29 @@ class FinalCodeRead(BaseModel):
     confirmed_at: datetime
 
 
+class CodeDecisionRead(BaseModel):
+    code: str
+    origin: Literal["suggestion", "manual"] = Field(
+        description="suggestion: an accepted model suggestion; manual: added by the coder"
+    )
+
+
+class CodingRead(BaseModel):
+    """One coder's independent coding of a story (codes, or an exclusion with its reason)."""
+
+    id: int
+    incident_id: int
+    coder: str
+    codebook_version_id: int
+    codes: list[CodeDecisionRead]
+    rejected_suggestions: list[str]
+    excluded: bool
+    exclusion_reason: str | None
+    note: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
 class SuggestionJobRead(BaseModel):
     status: Literal["queued", "running", "failed"]
     attempts: int
@@ -83,7 +106,13 @@ class IncidentRead(BaseModel):
     invitation_id: int | None
     submitted_at: datetime
     status: str
-    version: int
+    version: int = Field(description="Changes with every coding; sent as the ETag")
+    coders_required: int | None = Field(
+        description="Independent codings the story needs (1, or 2 for blind double coding); "
+        "decided when the story is first handed out"
+    )
+    exclusion_reason: str | None
+    finalized_at: datetime | None
     view: Literal["original", "redacted"] = Field(
         description="Admins read the original text; everyone else the text with personal data "
         "replaced. Evidence offsets always refer to the redacted text."
@@ -93,6 +122,10 @@ class IncidentRead(BaseModel):
         description="Set while suggestions are being (re)computed, or when that failed"
     )
     final_codes: list[FinalCodeRead]
+    codings: list[CodingRead] = Field(
+        description="Researchers see only their own coding until every required coding is in "
+        "(blind double coding); admins see all"
+    )
 
 
 class IncidentPage(BaseModel):

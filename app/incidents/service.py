@@ -8,28 +8,48 @@ import secrets
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date
-from typing import Any, Literal
+from datetime import UTC, date, datetime
+from typing import TYPE_CHECKING, Any, Literal
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, SQLColumnExpression, exists, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.config import Settings
-from app.errors import AppError, NotFound
+from app.errors import AppError, Forbidden, NotFound
 from app.i18n import DEFAULT_LANGUAGE, translator
-from app.incidents.redaction import original_answers, redacted_answers, redaction_columns
+from app.incidents.redaction import (
+    REDACTED_FIELDS,
+    original_answers,
+    redacted_answers,
+    redaction_columns,
+)
 from app.incidents.schemas import (
+    CodeDecisionRead,
+    CodingRead,
     FinalCodeRead,
     IncidentPage,
     IncidentRead,
     SuggestionJobRead,
     SuggestionRead,
 )
-from app.models import Incident, IncidentCode, Invitation, Job, Suggestion, Survey
+from app.models import (
+    Coding,
+    CodingCode,
+    Incident,
+    IncidentCode,
+    Invitation,
+    Job,
+    Suggestion,
+    Survey,
+    User,
+)
 from app.pagination import decode_cursor, encode_cursor
 from app.suggestions.queue import SUGGEST, enqueue_suggestions
 from app.surveys.service import claim_invitation, find_invitation, invitation_status
+
+if TYPE_CHECKING:
+    from app.auth import Principal
 
 ANSWER_FIELDS = ("occurred", "circumstances", "what_happened", "outcome")
 CHOICE_FIELDS = ("valence", "touchpoint", "channel")
@@ -179,15 +199,92 @@ def _by_submission_key(session: Session, survey: Survey, key: str) -> Incident |
 
 
 View = Literal["original", "redacted"]
+StatusFilter = Literal["new", "in_review", "adjudication", "coded", "excluded"]
 
 
-def to_reads(session: Session, incidents: Sequence[Incident], view: View) -> list[IncidentRead]:
+def resolve_view(user: Principal, asked: View | None) -> View:
+    """Admins read the original text by default, everyone else the redacted text."""
+    if asked == "original" and user.role != "admin":
+        raise Forbidden("only admins read the original, unredacted text")
+    if asked is not None:
+        return asked
+    return "original" if user.role == "admin" else "redacted"
+
+
+def load_codings(session: Session, incident_ids: Sequence[int]) -> dict[int, list[CodingRead]]:
+    """Every coding of the given stories with its code decisions, in three queries."""
+    found: dict[int, list[CodingRead]] = defaultdict(list)
+    if not incident_ids:
+        return found
+    rows = session.execute(
+        select(Coding, User.name)
+        .join(User, User.id == Coding.coder_id)
+        .where(Coding.incident_id.in_(incident_ids))
+        .order_by(Coding.id)
+    ).all()
+    decisions: dict[int, list[CodingCode]] = defaultdict(list)
+    if rows:
+        for decision in session.scalars(
+            select(CodingCode)
+            .where(CodingCode.coding_id.in_([coding.id for coding, _ in rows]))
+            .order_by(CodingCode.id)
+        ):
+            decisions[decision.coding_id].append(decision)
+    for coding, coder in rows:
+        made = decisions[coding.id]
+        found[coding.incident_id].append(
+            CodingRead(
+                id=coding.id,
+                incident_id=coding.incident_id,
+                coder=coder,
+                codebook_version_id=coding.codebook_version_id,
+                codes=[
+                    CodeDecisionRead(
+                        code=d.code, origin="suggestion" if d.decision == "accepted" else "manual"
+                    )
+                    for d in made
+                    if d.decision != "rejected"
+                ],
+                rejected_suggestions=[d.code for d in made if d.decision == "rejected"],
+                excluded=coding.excluded,
+                exclusion_reason=coding.exclusion_reason,
+                note=coding.note,
+                created_at=coding.created_at,
+                updated_at=coding.updated_at,
+            )
+        )
+    return found
+
+
+def visible_codings(
+    incident: Incident, codings: list[CodingRead], viewer: Principal | None
+) -> list[CodingRead]:
+    """Blind double coding: until every required coding is in, a coder sees only their own
+    (and nobody without a role-checked identity sees any); admins always see all."""
+    if viewer is not None and viewer.role == "admin":
+        return codings
+    required = incident.coders_required
+    if required is not None and len(codings) >= required:
+        return codings
+    if viewer is None:
+        return []
+    return [c for c in codings if c.coder == viewer.name]
+
+
+def to_reads(
+    session: Session,
+    incidents: Sequence[Incident],
+    view: View,
+    viewer: Principal | None = None,
+) -> list[IncidentRead]:
     """Stories as researchers (redacted) or admins (original) read them, with suggestions,
-    final codes and any pending or failed suggestion job, loaded in bulk (no N+1)."""
+    final codes, the codings `viewer` may see and any pending or failed suggestion job, loaded
+    in bulk (no N+1)."""
     ids = [i.id for i in incidents]
     suggestions: dict[int, list[SuggestionRead]] = defaultdict(list)
     codes: dict[int, list[FinalCodeRead]] = defaultdict(list)
     jobs: dict[int, SuggestionJobRead] = {}
+    codings = load_codings(session, ids)
     if ids:
         for row in session.scalars(select(Suggestion).where(Suggestion.incident_id.in_(ids))):
             suggestions[row.incident_id] = [
@@ -235,28 +332,106 @@ def to_reads(session: Session, incidents: Sequence[Incident], view: View) -> lis
                 submitted_at=incident.submitted_at,
                 status=incident.status,
                 version=incident.version,
+                coders_required=incident.coders_required,
+                exclusion_reason=incident.exclusion_reason,
+                finalized_at=incident.finalized_at,
                 view=view,
                 suggestions=suggestions[incident.id],
                 suggestion_job=jobs.get(incident.id),
                 final_codes=codes[incident.id],
+                codings=visible_codings(incident, codings[incident.id], viewer),
             )
         )
     return reads
 
 
-def get_incident(session: Session, incident_id: int) -> Incident:
-    incident = session.get(Incident, incident_id)
+def get_incident(session: Session, incident_id: int, *, for_update: bool = False) -> Incident:
+    """The story; `for_update` locks its row until the transaction ends (PostgreSQL)."""
+    incident = session.get(Incident, incident_id, with_for_update=for_update or None)
     if incident is None:
         raise NotFound(f"incident {incident_id} does not exist")
     return incident
 
 
+def etag(incident: Incident) -> str:
+    return f'"{incident.version}"'
+
+
+def as_utc(moment: datetime) -> datetime:
+    """Query parameters without a zone are read as UTC."""
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+
+
+@dataclass(frozen=True)
+class IncidentFilters:
+    """What `GET /api/v1/incidents` narrows by; `q` searches the text the caller may read."""
+
+    survey_id: int | None = None
+    status: StatusFilter | None = None
+    code: str | None = None
+    valence: Literal["satisfying", "dissatisfying"] | None = None
+    touchpoint: str | None = None
+    channel: str | None = None
+    submitted_from: datetime | None = None
+    submitted_to: datetime | None = None
+    q: str | None = None
+
+
+def _text_columns(view: View) -> list[SQLColumnExpression[Any]]:
+    if view == "original":
+        return [
+            Incident.occurred_text,
+            Incident.circumstances,
+            Incident.what_happened,
+            Incident.outcome,
+        ]
+    # Each redacted answer extracted as text (JSON_EXTRACT on SQLite, ->> on PostgreSQL), so
+    # that neither the JSON keys nor its escaping take part in the match.
+    return [Incident.redacted[field].as_string() for field in REDACTED_FIELDS]
+
+
+def filter_conditions(filters: IncidentFilters, view: View) -> list[ColumnElement[bool]]:
+    conditions: list[ColumnElement[bool]] = []
+    if filters.survey_id is not None:
+        conditions.append(Incident.survey_id == filters.survey_id)
+    if filters.status is not None:
+        conditions.append(Incident.status == filters.status)
+    if filters.code is not None:
+        conditions.append(
+            exists().where(
+                IncidentCode.incident_id == Incident.id, IncidentCode.code == filters.code
+            )
+        )
+    if filters.valence is not None:
+        conditions.append(Incident.valence == filters.valence)
+    if filters.touchpoint is not None:
+        conditions.append(Incident.touchpoint == filters.touchpoint)
+    if filters.channel is not None:
+        conditions.append(Incident.channel == filters.channel)
+    if filters.submitted_from is not None:
+        conditions.append(Incident.submitted_at >= as_utc(filters.submitted_from))
+    if filters.submitted_to is not None:
+        conditions.append(Incident.submitted_at < as_utc(filters.submitted_to))
+    if filters.q:
+        conditions.append(
+            or_(*(column.icontains(filters.q, autoescape=True) for column in _text_columns(view)))
+        )
+    return conditions
+
+
 def list_incidents(
-    session: Session, *, survey_id: int | None, cursor: str | None, limit: int, view: View
+    session: Session,
+    *,
+    filters: IncidentFilters | None = None,
+    survey_id: int | None = None,
+    cursor: str | None = None,
+    limit: int,
+    view: View,
+    viewer: Principal | None = None,
 ) -> IncidentPage:
-    query = select(Incident).order_by(Incident.id)
-    if survey_id is not None:
-        query = query.where(Incident.survey_id == survey_id)
+    """One keyset page of stories (by id) matching `filters`."""
+    filters = filters or IncidentFilters(survey_id=survey_id)
+    query = select(Incident).where(*filter_conditions(filters, view)).order_by(Incident.id)
     after = decode_cursor(cursor)
     if after is not None:
         query = query.where(Incident.id > after)
@@ -264,7 +439,7 @@ def list_incidents(
     more = len(rows) > limit
     rows = rows[:limit]
     return IncidentPage(
-        items=to_reads(session, rows, view),
+        items=to_reads(session, rows, view, viewer),
         next_cursor=encode_cursor(rows[-1].id) if more and rows else None,
     )
 

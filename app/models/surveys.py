@@ -15,7 +15,13 @@ SURVEY_STATUSES = ("draft", "open", "closed")
 
 class Survey(Base):
     __tablename__ = "surveys"
-    __table_args__ = (CheckConstraint("status IN ('draft', 'open', 'closed')", name="status"),)
+    __table_args__ = (
+        CheckConstraint("status IN ('draft', 'open', 'closed')", name="status"),
+        CheckConstraint(
+            "double_coding_share >= 0 AND double_coding_share <= 100", name="double_coding_share"
+        ),
+        CheckConstraint("review_order IN ('oldest', 'least_certain')", name="review_order"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     slug: Mapped[str] = mapped_column(String(80), unique=True)

@@ -1,0 +1,1 @@
+"""The review workflow: coding, blind double coding, adjudication, agreement, audit."""

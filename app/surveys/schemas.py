@@ -23,6 +23,8 @@ QUESTION_KEYS = (
 )
 
 Language = Literal["en", "de"]
+ReviewOrder = Literal["oldest", "least_certain"]
+DoubleCodingShare = Annotated[int, Field(ge=0, le=100)]
 assert set(SUPPORTED_LANGUAGES) == {"en", "de"}
 
 Slug = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9-]{2,79}$")]
@@ -75,6 +77,12 @@ class SurveyCreate(Strict):
     codebook_id: int | None = Field(
         None, description="The codebook its stories are coded with; the default one if left out"
     )
+    double_coding_share: DoubleCodingShare = Field(
+        0, description="Share of stories (0-100 %) coded blind by two researchers"
+    )
+    review_order: ReviewOrder = Field(
+        "oldest", description="Review queue order: oldest first, or least certain suggestions"
+    )
 
     _unique_touchpoints = field_validator("touchpoints", "channels")(_unique)
 
@@ -92,6 +100,8 @@ class SurveyUpdate(Strict):
     channels: Annotated[list[Choice], Field(max_length=50)] | None = None
     closes_at: AwareDatetime | None = None
     codebook_id: int | None = None
+    double_coding_share: DoubleCodingShare | None = None
+    review_order: ReviewOrder | None = None
 
     _unique_touchpoints = field_validator("touchpoints", "channels")(_unique)
 
@@ -110,6 +120,8 @@ class SurveyRead(BaseModel):
     closes_at: datetime | None
     accepting_responses: bool
     codebook_id: int | None
+    double_coding_share: int
+    review_order: ReviewOrder
     link: str
     created_at: datetime
     updated_at: datetime

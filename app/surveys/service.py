@@ -85,6 +85,8 @@ def to_read(survey: Survey, settings: Settings) -> SurveyRead:
         closes_at=survey.closes_at,
         accepting_responses=survey_state(survey) == "open",
         codebook_id=survey.codebook_id,
+        double_coding_share=survey.double_coding_share,
+        review_order=survey.review_order,  # type: ignore[arg-type]
         link=public_link(settings, f"/s/{survey.slug}"),
         created_at=survey.created_at,
         updated_at=survey.updated_at,
@@ -118,6 +120,8 @@ def _snapshot(survey: Survey) -> dict[str, Any]:
         "status": survey.status,
         "closes_at": survey.closes_at.isoformat() if survey.closes_at else None,
         "codebook_id": survey.codebook_id,
+        "double_coding_share": survey.double_coding_share,
+        "review_order": survey.review_order,
     }
 
 
@@ -136,6 +140,8 @@ def create_survey(session: Session, data: SurveyCreate, actor: Principal | None)
         status="open" if data.open else "draft",
         closes_at=data.closes_at,
         codebook_id=_codebook_id(session, data.codebook_id),
+        double_coding_share=data.double_coding_share,
+        review_order=data.review_order,
     )
     session.add(survey)
     session.flush()
@@ -201,6 +207,10 @@ def update_survey(
         }
     if "closes_at" in changes:
         survey.closes_at = data.closes_at
+    if "double_coding_share" in changes and data.double_coding_share is not None:
+        survey.double_coding_share = data.double_coding_share
+    if "review_order" in changes and data.review_order is not None:
+        survey.review_order = data.review_order
     codebook_changed = False
     if "codebook_id" in changes:
         new_codebook = _codebook_id(session, data.codebook_id)

@@ -1,0 +1,302 @@
+"""Review workflow API: the queue, codings (blind double coding), adjudication, assignments,
+progress, the agreement report and the audit trail."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query, Request, Response
+
+from app.auth import RequireAdmin, RequireAnyRole, RequireResearcher
+from app.config import Settings
+from app.db import SessionDep
+from app.errors import (
+    Conflict,
+    Forbidden,
+    Invalid,
+    NotFound,
+    PreconditionFailed,
+    problem_responses,
+)
+from app.incidents.schemas import IncidentPage, IncidentRead
+from app.incidents.service import View, etag, get_incident, resolve_view, to_reads
+from app.reviews import queue, service, trail
+from app.reviews.errors import CodesInvalid, PreconditionRequired
+from app.reviews.reliability import reliability_report
+from app.reviews.schemas import (
+    AdjudicationUpdate,
+    AgreementReportRead,
+    AssignmentCreate,
+    AssignmentResult,
+    AuditPage,
+    CodingUpdate,
+    MyCoding,
+    NextRequest,
+    Progress,
+    ReviewItem,
+)
+
+router = APIRouter(tags=["review"], responses=problem_responses(Forbidden))
+reports_router = APIRouter(prefix="/api/v1/reports", tags=["reports"])
+audit_router = APIRouter(
+    prefix="/api/v1/audit", tags=["audit"], responses=problem_responses(Forbidden)
+)
+
+IfMatch = Annotated[
+    str | None,
+    Header(description='The ETag of the story as read (`"<version>"`); required'),
+]
+ViewParam = Annotated[
+    View | None, Query(description="original (admins only; their default) or redacted")
+]
+
+
+def _page_size(request: Request, limit: int | None) -> int:
+    settings: Settings = request.app.state.settings
+    return min(limit or settings.page_size_default, settings.page_size_max)
+
+
+Limit = Annotated[int | None, Query(ge=1)]
+
+
+# The queue ---------------------------------------------------------------------------------------
+
+
+@router.post(
+    "/api/v1/review/next",
+    response_model=ReviewItem,
+    responses={204: {"description": "Nothing left to code"}, **problem_responses(NotFound)},
+)
+def review_next(
+    response: Response,
+    session: SessionDep,
+    user: RequireResearcher,
+    body: NextRequest | None = None,
+    view: ViewParam = None,
+) -> ReviewItem | Response:
+    """Hand the caller the next story to code, held for them for `LEASE_MINUTES` (30): one
+    they hold already, else one assigned to them, else by the survey's review order. Never a
+    story they coded, nor a single-coded story someone else holds."""
+    chosen = resolve_view(user, view)
+    handed = queue.next_story(session, user, survey_id=body.survey_id if body else None)
+    if handed is None:
+        return Response(status_code=204)
+    incident, lease = handed
+    response.headers["ETag"] = etag(incident)
+    return ReviewItem(
+        incident=to_reads(session, [incident], chosen, user)[0],
+        lease_expires_at=lease.expires_at,
+    )
+
+
+@router.delete("/api/v1/review/leases/{incident_id}", status_code=204)
+def release_lease(incident_id: int, session: SessionDep, user: RequireResearcher) -> Response:
+    """Give a story the caller holds back to the queue."""
+    queue.release(session, user, incident_id)
+    return Response(status_code=204)
+
+
+@router.post(
+    "/api/v1/review/assignments",
+    status_code=201,
+    response_model=AssignmentResult,
+    responses=problem_responses(NotFound, Invalid, Conflict),
+)
+def create_assignments(
+    data: AssignmentCreate, session: SessionDep, user: RequireAdmin
+) -> AssignmentResult:
+    """Assign stories to a researcher (their queue serves them first): `incident_ids`, or the
+    `count` oldest open, unassigned stories of `survey_id`."""
+    return queue.assign(session, data, user)
+
+
+@router.get(
+    "/api/v1/review/progress",
+    response_model=Progress,
+    responses=problem_responses(NotFound, Invalid),
+)
+def review_progress(
+    session: SessionDep,
+    user: RequireResearcher,
+    researcher: Annotated[str | None, Query(description="Admins: another researcher")] = None,
+) -> Progress:
+    """Coded, left in the queue, assigned and not coded, and agreement with the other coder."""
+    if researcher is not None and researcher != user.name and user.role != "admin":
+        raise Forbidden("only admins see another researcher's progress")
+    return queue.progress(session, researcher or user.name)
+
+
+@router.get(
+    "/api/v1/review/adjudication",
+    response_model=IncidentPage,
+    responses=problem_responses(Invalid),
+)
+def adjudication_queue(
+    request: Request,
+    session: SessionDep,
+    user: RequireAdmin,
+    survey_id: int | None = None,
+    cursor: str | None = None,
+    limit: Limit = None,
+) -> IncidentPage:
+    """Stories whose coders disagree, with every coding."""
+    return service.adjudication_queue(
+        session,
+        survey_id=survey_id,
+        cursor=cursor,
+        limit=_page_size(request, limit),
+        user=user,
+    )
+
+
+# Codings -----------------------------------------------------------------------------------------
+
+
+@router.get(
+    "/api/v1/incidents/{incident_id}/codings/me",
+    response_model=MyCoding,
+    responses=problem_responses(NotFound),
+)
+def read_my_coding(
+    incident_id: int, response: Response, session: SessionDep, user: RequireResearcher
+) -> MyCoding:
+    coding, incident = service.my_coding(session, incident_id, user)
+    response.headers["ETag"] = etag(incident)
+    return coding
+
+
+@router.put(
+    "/api/v1/incidents/{incident_id}/codings/me",
+    response_model=MyCoding,
+    responses=problem_responses(
+        NotFound, Conflict, PreconditionFailed, PreconditionRequired, CodesInvalid
+    ),
+)
+def write_my_coding(
+    incident_id: int,
+    data: CodingUpdate,
+    response: Response,
+    session: SessionDep,
+    user: RequireResearcher,
+    if_match: IfMatch = None,
+) -> MyCoding:
+    """Code a story (or exclude it with a reason), or revise one's coding. Needs `If-Match`
+    with the story's ETag; answers with the new ETag. Once every required coding is in, the
+    story is final when the coders agree, else it goes to adjudication."""
+    coding = service.save_coding(session, incident_id, data, user, if_match)
+    response.headers["ETag"] = f'"{coding.incident_version}"'
+    return coding
+
+
+@router.put(
+    "/api/v1/incidents/{incident_id}/adjudication",
+    response_model=IncidentRead,
+    responses=problem_responses(
+        NotFound, Conflict, PreconditionFailed, PreconditionRequired, CodesInvalid
+    ),
+)
+def adjudicate(
+    incident_id: int,
+    data: AdjudicationUpdate,
+    response: Response,
+    session: SessionDep,
+    user: RequireAdmin,
+    if_match: IfMatch = None,
+) -> IncidentRead:
+    """Set the final codes (source "adjudication") or exclude the story. Needs `If-Match`."""
+    read = service.adjudicate(session, incident_id, data, user, if_match, "original")
+    response.headers["ETag"] = f'"{read.version}"'
+    return read
+
+
+# Audit trail -------------------------------------------------------------------------------------
+
+
+@router.get(
+    "/api/v1/incidents/{incident_id}/audit",
+    response_model=AuditPage,
+    responses=problem_responses(NotFound, Invalid),
+)
+def incident_audit(
+    incident_id: int,
+    request: Request,
+    session: SessionDep,
+    user: RequireAdmin,
+    cursor: str | None = None,
+    limit: Limit = None,
+) -> AuditPage:
+    """Every recorded change of a story: codings, status changes, adjudication."""
+    get_incident(session, incident_id)
+    return trail.list_events(
+        session,
+        trail.AuditFilters(entity_type="incident", entity_id=str(incident_id)),
+        cursor=cursor,
+        limit=_page_size(request, limit),
+    )
+
+
+@audit_router.get("", response_model=AuditPage, responses=problem_responses(Invalid))
+def list_audit_events(
+    request: Request,
+    session: SessionDep,
+    user: RequireAdmin,
+    entity_type: str | None = None,
+    entity_id: str | None = None,
+    actor: Annotated[str | None, Query(description="Name of the person (or cli)")] = None,
+    action: Annotated[str | None, Query(description='e.g. "coding.create"')] = None,
+    at_from: Annotated[datetime | None, Query(description="At or after (UTC by default)")] = None,
+    at_to: Annotated[datetime | None, Query(description="Before")] = None,
+    cursor: str | None = None,
+    limit: Limit = None,
+) -> AuditPage:
+    """The append-only audit trail, newest first. No endpoint changes or deletes it."""
+    filters = trail.AuditFilters(
+        entity_type=entity_type,
+        entity_id=entity_id,
+        actor=actor,
+        action=action,
+        at_from=at_from,
+        at_to=at_to,
+    )
+    return trail.list_events(session, filters, cursor=cursor, limit=_page_size(request, limit))
+
+
+# Agreement ---------------------------------------------------------------------------------------
+
+
+@reports_router.get(
+    "/agreement", response_model=AgreementReportRead, responses=problem_responses(Invalid)
+)
+def agreement(
+    session: SessionDep,
+    user: RequireAnyRole,
+    survey_id: int | None = None,
+    codebook_version: Annotated[
+        int | None, Query(description="Id of a codebook version: only codings made under it")
+    ] = None,
+    codebook_version_id: Annotated[
+        int | None, Query(description="The same as codebook_version (either name)")
+    ] = None,
+    submitted_from: Annotated[
+        datetime | None, Query(description="Stories submitted at or after (UTC by default)")
+    ] = None,
+    submitted_to: Annotated[datetime | None, Query(description="... and before")] = None,
+) -> dict[str, object]:
+    """Inter-coder agreement (percent agreement, Cohen's kappa per pair of coders, Fleiss'
+    kappa, Krippendorff's alpha, Perreault & Leigh's Ir) per code and overall, over the
+    stories two or more researchers coded; and the model's suggestions against the final
+    codes. Aggregates only: viewers may read it."""
+    if None not in (codebook_version, codebook_version_id) and (
+        codebook_version != codebook_version_id
+    ):
+        raise Invalid("codebook_version and codebook_version_id name different versions")
+    return reliability_report(
+        session,
+        survey_id=survey_id,
+        codebook_version_id=codebook_version
+        if codebook_version is not None
+        else codebook_version_id,
+        submitted_from=submitted_from,
+        submitted_to=submitted_to,
+    )

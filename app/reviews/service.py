@@ -1,0 +1,391 @@
+"""Coding stories: a coder's independent coding, settling the final codes once every required
+coding is in (agreement, or adjudication when coders disagree), and the admin's adjudication.
+
+Nothing counts until a researcher has confirmed it: final codes (incident_codes) are written
+here and only here (besides imports of earlier studies)."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import delete, exists, func, select
+from sqlalchemy.orm import Session
+
+from app import audit
+from app.auth import Principal
+from app.codebooks.service import current_version, default_codebook, load_nlp_codebook
+from app.errors import Conflict, NotFound
+from app.incidents.schemas import IncidentPage, IncidentRead
+from app.incidents.service import (
+    IncidentFilters,
+    View,
+    get_incident,
+    list_incidents,
+    load_codings,
+    to_reads,
+)
+from app.models import (
+    AuditEvent,
+    Codebook,
+    CodebookVersion,
+    Coding,
+    CodingCode,
+    Incident,
+    IncidentCode,
+    ReviewLease,
+    Survey,
+    User,
+)
+from app.models.base import utcnow
+from app.reviews.errors import CodesInvalid, check_if_match
+from app.reviews.schemas import AdjudicationUpdate, CodingUpdate, MyCoding
+
+FINAL_STATUSES = ("coded", "excluded")
+ADJUDICATE = "incident.adjudicate"
+
+
+def coders_required_for(incident_id: int, double_coding_share: int) -> int:
+    """2 for a stable `double_coding_share` % of stories (by a hash of the id), else 1."""
+    digest = hashlib.sha256(f"cit-double-coding:{incident_id}".encode()).digest()
+    return 2 if int.from_bytes(digest[:8], "big") % 100 < double_coding_share else 1
+
+
+def ensure_coders_required(session: Session, incident: Incident) -> int:
+    """Decide, on first hand-out (or first coding), how many coders the story needs."""
+    if incident.coders_required is None:
+        share = session.scalar(
+            select(Survey.double_coding_share).where(Survey.id == incident.survey_id)
+        )
+        incident.coders_required = coders_required_for(incident.id, share or 0)
+    return incident.coders_required
+
+
+# Codebook ---------------------------------------------------------------------------------------
+
+
+def codebook_version_for(session: Session, survey_id: int) -> CodebookVersion:
+    """The current version of the survey's codebook (the default codebook when it has none)."""
+    codebook_id = session.scalar(select(Survey.codebook_id).where(Survey.id == survey_id))
+    codebook = session.get(Codebook, codebook_id) if codebook_id else default_codebook(session)
+    if codebook is None:
+        raise Conflict("there is no codebook to code this story with; load one first")
+    return current_version(session, codebook)
+
+
+def _check_codes(version: CodebookVersion, given: dict[str, Sequence[str]]) -> None:
+    active = {code.key for code in load_nlp_codebook(version).active_codes}
+    for where, codes in given.items():
+        unknown = [code for code in codes if code not in active]
+        if unknown:
+            raise CodesInvalid(unknown, where, version.id)
+
+
+# Reading ----------------------------------------------------------------------------------------
+
+
+def _my_coding(session: Session, incident: Incident, coder_id: int) -> Coding | None:
+    return session.scalar(
+        select(Coding).where(Coding.incident_id == incident.id, Coding.coder_id == coder_id)
+    )
+
+
+def my_coding(session: Session, incident_id: int, user: Principal) -> tuple[MyCoding, Incident]:
+    incident = get_incident(session, incident_id)
+    return _my_read(session, incident, user), incident
+
+
+def _my_read(session: Session, incident: Incident, user: Principal) -> MyCoding:
+    mine = [c for c in load_codings(session, [incident.id])[incident.id] if c.coder == user.name]
+    if not mine:
+        raise NotFound(f"you have not coded incident {incident.id}")
+    return MyCoding(
+        **mine[0].model_dump(),
+        incident_status=incident.status,
+        incident_version=incident.version,
+    )
+
+
+def adjudication_queue(
+    session: Session, *, survey_id: int | None, cursor: str | None, limit: int, user: Principal
+) -> IncidentPage:
+    """Stories whose coders disagree, with every coding (admins only)."""
+    return list_incidents(
+        session,
+        filters=IncidentFilters(survey_id=survey_id, status="adjudication"),
+        cursor=cursor,
+        limit=limit,
+        view="original",
+        viewer=user,
+    )
+
+
+# Writing a coding --------------------------------------------------------------------------------
+
+
+def _coding_snapshot(coding: Coding, decisions: Sequence[tuple[str, str]]) -> dict[str, Any]:
+    return {
+        "coding_id": coding.id,
+        "coder_id": coding.coder_id,
+        "codebook_version_id": coding.codebook_version_id,
+        "codes": [{"code": c, "decision": d} for c, d in decisions],
+        "excluded": coding.excluded,
+        "exclusion_reason": coding.exclusion_reason,
+        "note": coding.note,
+    }
+
+
+def _was_adjudicated(session: Session, incident: Incident) -> bool:
+    return bool(
+        session.scalar(
+            select(
+                exists().where(
+                    AuditEvent.entity_type == "incident",
+                    AuditEvent.entity_id == str(incident.id),
+                    AuditEvent.action == ADJUDICATE,
+                )
+            )
+        )
+    )
+
+
+def save_coding(
+    session: Session,
+    incident_id: int,
+    data: CodingUpdate,
+    user: Principal,
+    if_match: str | None,
+) -> MyCoding:
+    """Create or revise the caller's coding, then settle the story's final codes."""
+    incident = get_incident(session, incident_id, for_update=True)
+    check_if_match(if_match, incident.version)
+    coding = _my_coding(session, incident, user.id)
+    if coding is None:
+        if incident.status in FINAL_STATUSES:
+            raise Conflict(f"incident {incident.id} is final ({incident.status}) already")
+        required = ensure_coders_required(session, incident)
+        count = session.scalar(
+            select(func.count(Coding.id)).where(Coding.incident_id == incident.id)
+        )
+        if (count or 0) >= required:
+            raise Conflict(f"incident {incident.id} has every coding it needs ({required})")
+    elif _was_adjudicated(session, incident):
+        raise Conflict(f"incident {incident.id} was adjudicated; an admin's decision stands")
+    version = codebook_version_for(session, incident.survey_id)
+    _check_codes(
+        version,
+        {"codes": [c.code for c in data.codes], "rejected_suggestions": data.rejected_suggestions},
+    )
+
+    before: dict[str, Any] | None = None
+    if coding is None:
+        coding = Coding(incident_id=incident.id, coder_id=user.id, codebook_version_id=version.id)
+        session.add(coding)
+    else:
+        old = session.execute(
+            select(CodingCode.code, CodingCode.decision)
+            .where(CodingCode.coding_id == coding.id)
+            .order_by(CodingCode.id)
+        ).all()
+        before = _coding_snapshot(coding, [(c, d) for c, d in old])
+        coding.updated_at = utcnow()
+    coding.codebook_version_id = version.id
+    coding.excluded = data.exclude
+    coding.exclusion_reason = data.exclusion_reason if data.exclude else None
+    coding.note = data.note
+    session.flush()
+    decisions = [(c.code, "accepted" if c.origin == "suggestion" else "added") for c in data.codes]
+    decisions += [(code, "rejected") for code in data.rejected_suggestions]
+    session.execute(delete(CodingCode).where(CodingCode.coding_id == coding.id))
+    session.add_all(CodingCode(coding_id=coding.id, code=c, decision=d) for c, d in decisions)
+    # The lease did its job: the coder has answered.
+    session.execute(
+        delete(ReviewLease).where(
+            ReviewLease.incident_id == incident.id, ReviewLease.coder_id == user.id
+        )
+    )
+    incident.version += 1
+    session.flush()
+    audit.record(
+        session,
+        user,
+        "coding.create" if before is None else "coding.update",
+        "incident",
+        incident.id,
+        before=before,
+        after=_coding_snapshot(coding, decisions),
+    )
+    settle(session, incident, user)
+    session.flush()
+    return _my_read(session, incident, user)
+
+
+# Final codes ------------------------------------------------------------------------------------
+
+
+def _state(session: Session, incident: Incident) -> dict[str, Any]:
+    codes = session.execute(
+        select(IncidentCode.code, IncidentCode.source)
+        .where(IncidentCode.incident_id == incident.id)
+        .order_by(IncidentCode.code)
+    ).all()
+    return {
+        "status": incident.status,
+        "final_codes": [code for code, _ in codes],
+        "source": codes[0][1] if codes else None,
+        "exclusion_reason": incident.exclusion_reason,
+    }
+
+
+def _set_final(
+    session: Session,
+    incident: Incident,
+    codes: Sequence[str],
+    *,
+    source: str,
+    confirmed_by: str,
+    version_id: int,
+) -> None:
+    """Replace the story's final codes, unless they are already exactly these."""
+    current = session.execute(
+        select(IncidentCode.code, IncidentCode.source, IncidentCode.codebook_version_id).where(
+            IncidentCode.incident_id == incident.id
+        )
+    ).all()
+    wanted = sorted((code, source, version_id) for code in set(codes))
+    if sorted((c, s, v) for c, s, v in current) == wanted:
+        return
+    session.execute(delete(IncidentCode).where(IncidentCode.incident_id == incident.id))
+    session.flush()
+    now = utcnow()
+    session.add_all(
+        IncidentCode(
+            incident_id=incident.id,
+            code=code,
+            codebook_version_id=version_id,
+            source=source,
+            confirmed_by=confirmed_by[:100],
+            confirmed_at=now,
+        )
+        for code in dict.fromkeys(codes)
+    )
+    session.flush()
+
+
+def _clear_final(session: Session, incident: Incident) -> None:
+    session.execute(delete(IncidentCode).where(IncidentCode.incident_id == incident.id))
+
+
+def settle(session: Session, incident: Incident, actor: Principal) -> None:
+    """Bring status and final codes in line with the codings: too few codings -> in_review;
+    all coders agree (same codes, or all excluded) -> coded / excluded; else adjudication."""
+    before = _state(session, incident)
+    rows = session.execute(
+        select(Coding, User.name)
+        .join(User, User.id == Coding.coder_id)
+        .where(Coding.incident_id == incident.id)
+        .order_by(Coding.id)
+    ).all()
+    given: dict[int, set[str]] = {coding.id: set() for coding, _ in rows}
+    for coding_id, code in session.execute(
+        select(CodingCode.coding_id, CodingCode.code).where(
+            CodingCode.coding_id.in_(list(given)), CodingCode.decision != "rejected"
+        )
+    ):
+        given[coding_id].add(code)
+    decisions = [None if c.excluded else frozenset(given[c.id]) for c, _ in rows]
+    required = incident.coders_required or 1
+
+    if len(rows) < required:
+        incident.status = "in_review" if rows else "new"
+        incident.exclusion_reason = None
+        incident.finalized_at = None
+        _clear_final(session, incident)
+    elif all(d == decisions[0] for d in decisions):
+        coders = ", ".join(name for _, name in rows)
+        agreed = decisions[0]
+        if agreed is None:
+            reasons = dict.fromkeys(c.exclusion_reason or "" for c, _ in rows)
+            incident.status = "excluded"
+            incident.exclusion_reason = " / ".join(r for r in reasons if r) or None
+            _clear_final(session, incident)
+        else:
+            incident.status = "coded"
+            incident.exclusion_reason = None
+            _set_final(
+                session,
+                incident,
+                sorted(agreed),
+                source="agreement" if len(rows) >= 2 else "review",
+                confirmed_by=coders,
+                version_id=max(c.codebook_version_id for c, _ in rows),
+            )
+    else:
+        incident.status = "adjudication"
+        incident.exclusion_reason = None
+        incident.finalized_at = None
+        _clear_final(session, incident)
+    session.flush()
+    after = _state(session, incident)
+    if after != before:
+        if incident.status in FINAL_STATUSES:
+            incident.finalized_at = utcnow()
+        audit.record(
+            session,
+            actor,
+            f"incident.{incident.status}",
+            "incident",
+            incident.id,
+            before=before,
+            after=after,
+        )
+
+
+def adjudicate(
+    session: Session,
+    incident_id: int,
+    data: AdjudicationUpdate,
+    user: Principal,
+    if_match: str | None,
+    view: View,
+) -> IncidentRead:
+    """An admin's final decision: codes (source "adjudication") or an exclusion."""
+    incident = get_incident(session, incident_id, for_update=True)
+    check_if_match(if_match, incident.version)
+    if incident.status not in ("adjudication", *FINAL_STATUSES):
+        raise Conflict(
+            f"incident {incident.id} is {incident.status}: it waits for its codings, "
+            "there is nothing to adjudicate yet"
+        )
+    version = codebook_version_for(session, incident.survey_id)
+    _check_codes(version, {"codes": data.codes})
+    before = _state(session, incident)
+    if data.exclude:
+        incident.status = "excluded"
+        incident.exclusion_reason = data.exclusion_reason
+        _clear_final(session, incident)
+    else:
+        incident.status = "coded"
+        incident.exclusion_reason = None
+        _set_final(
+            session,
+            incident,
+            data.codes,
+            source="adjudication",
+            confirmed_by=user.name,
+            version_id=version.id,
+        )
+    incident.finalized_at = utcnow()
+    incident.version += 1
+    session.flush()
+    audit.record(
+        session,
+        user,
+        ADJUDICATE,
+        "incident",
+        incident.id,
+        before=before,
+        after={**_state(session, incident), "note": data.note},
+    )
+    return to_reads(session, [incident], view, user)[0]
