@@ -108,7 +108,7 @@ def read_incident(
     versions), final codes and the codings the caller may see. The `ETag` header carries the
     story's version: send it back as `If-Match` when coding it."""
     incident = service.get_incident(session, incident_id)
-    response.headers["ETag"] = service.etag(incident)
+    response.headers["ETag"] = service.etag(session, incident, user.id)
     return service.to_reads(session, [incident], _view(user, view), user)[0]
 
 

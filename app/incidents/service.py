@@ -353,8 +353,15 @@ def get_incident(session: Session, incident_id: int, *, for_update: bool = False
     return incident
 
 
-def etag(incident: Incident) -> str:
-    return f'"{incident.version}"'
+def etag(session: Session, incident: Incident, user_id: int) -> str:
+    """The story's ETag as this caller sees it: the story's version (bumped when its status or
+    final codes change) and the revision of the caller's own coding. Another coder's save does
+    not change it, so blind double coding neither refuses the second coder nor tells them that
+    the first has answered; the caller's own concurrent writes (two tabs) still conflict."""
+    revision = session.scalar(
+        select(Coding.revision).where(Coding.incident_id == incident.id, Coding.coder_id == user_id)
+    )
+    return f'"{incident.version}.{revision or 0}"'
 
 
 def as_utc(moment: datetime) -> datetime:

@@ -24,6 +24,9 @@ class Coding(Base):
     excluded: Mapped[bool] = mapped_column(default=False)
     exclusion_reason: Mapped[str | None] = mapped_column(Text)
     note: Mapped[str | None] = mapped_column(Text)
+    # Bumped on each revision by its coder: part of the ETag that coder reads (see
+    # app.incidents.service.etag), so a coder's other tab cannot overwrite it unseen.
+    revision: Mapped[int] = mapped_column(default=1)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow, index=True)
 

@@ -31,9 +31,8 @@ class CodesInvalid(AppError):
         )
 
 
-def check_if_match(if_match: str | None, version: int) -> None:
-    """Optimistic concurrency: the write must name the story's current version (its ETag)."""
-    current = f'"{version}"'
+def check_if_match(if_match: str | None, current: str) -> None:
+    """Optimistic concurrency: the write must name the story's ETag as the caller read it."""
     if if_match is None or not if_match.strip():
         raise PreconditionRequired(
             f"send If-Match: {current} (the ETag of the story you read) to change it",
@@ -41,7 +40,7 @@ def check_if_match(if_match: str | None, version: int) -> None:
         )
     # If-Match compares strongly: a weak tag (W/"3") never matches.
     tags = [tag.strip() for tag in if_match.split(",")]
-    if "*" in tags or current in tags or str(version) in tags:
+    if "*" in tags or current in tags:
         return
     raise PreconditionFailed(
         f"the story has changed since you read it (now {current}); read it again",

@@ -83,7 +83,7 @@ def review_next(
     if handed is None:
         return Response(status_code=204)
     incident, lease = handed
-    response.headers["ETag"] = etag(incident)
+    response.headers["ETag"] = etag(session, incident, user.id)
     return ReviewItem(
         incident=to_reads(session, [incident], chosen, user)[0],
         lease_expires_at=lease.expires_at,
@@ -161,8 +161,8 @@ def adjudication_queue(
 def read_my_coding(
     incident_id: int, response: Response, session: SessionDep, user: RequireResearcher
 ) -> MyCoding:
-    coding, incident = service.my_coding(session, incident_id, user)
-    response.headers["ETag"] = etag(incident)
+    coding, _incident = service.my_coding(session, incident_id, user)
+    response.headers["ETag"] = coding.etag
     return coding
 
 
@@ -185,7 +185,7 @@ def write_my_coding(
     with the story's ETag; answers with the new ETag. Once every required coding is in, the
     story is final when the coders agree, else it goes to adjudication."""
     coding = service.save_coding(session, incident_id, data, user, if_match)
-    response.headers["ETag"] = f'"{coding.incident_version}"'
+    response.headers["ETag"] = coding.etag
     return coding
 
 
@@ -206,7 +206,7 @@ def adjudicate(
 ) -> IncidentRead:
     """Set the final codes (source "adjudication") or exclude the story. Needs `If-Match`."""
     read = service.adjudicate(session, incident_id, data, user, if_match, "original")
-    response.headers["ETag"] = f'"{read.version}"'
+    response.headers["ETag"] = etag(session, get_incident(session, incident_id), user.id)
     return read
 
 

@@ -95,6 +95,7 @@ class MyCoding(CodingRead):
 
     incident_status: str
     incident_version: int
+    etag: str = Field(description="The story's ETag for this coder: send it as If-Match")
 
 
 class NextRequest(Strict):

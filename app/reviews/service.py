@@ -21,6 +21,7 @@ from app.incidents.schemas import IncidentPage, IncidentRead
 from app.incidents.service import (
     IncidentFilters,
     View,
+    etag,
     get_incident,
     list_incidents,
     load_codings,
@@ -43,6 +44,7 @@ from app.reviews.errors import CodesInvalid, check_if_match
 from app.reviews.schemas import AdjudicationUpdate, CodingUpdate, MyCoding
 
 FINAL_STATUSES = ("coded", "excluded")
+SETTLED_STATUSES = {"coded", "excluded", "adjudication"}
 ADJUDICATE = "incident.adjudicate"
 
 
@@ -104,6 +106,7 @@ def _my_read(session: Session, incident: Incident, user: Principal) -> MyCoding:
         **mine[0].model_dump(),
         incident_status=incident.status,
         incident_version=incident.version,
+        etag=etag(session, incident, user.id),
     )
 
 
@@ -159,7 +162,7 @@ def save_coding(
 ) -> MyCoding:
     """Create or revise the caller's coding, then settle the story's final codes."""
     incident = get_incident(session, incident_id, for_update=True)
-    check_if_match(if_match, incident.version)
+    check_if_match(if_match, etag(session, incident, user.id))
     coding = _my_coding(session, incident, user.id)
     if coding is None:
         if incident.status in FINAL_STATUSES:
@@ -190,6 +193,7 @@ def save_coding(
         ).all()
         before = _coding_snapshot(coding, [(c, d) for c, d in old])
         coding.updated_at = utcnow()
+        coding.revision += 1
     coding.codebook_version_id = version.id
     coding.excluded = data.exclude
     coding.exclusion_reason = data.exclusion_reason if data.exclude else None
@@ -205,7 +209,6 @@ def save_coding(
             ReviewLease.incident_id == incident.id, ReviewLease.coder_id == user.id
         )
     )
-    incident.version += 1
     session.flush()
     audit.record(
         session,
@@ -331,6 +334,12 @@ def settle(session: Session, incident: Incident, actor: Principal) -> None:
     if after != before:
         if incident.status in FINAL_STATUSES:
             incident.finalized_at = utcnow()
+        # Settling (final, excluded, adjudication, or back) changes the story for everyone;
+        # new <-> in_review does not, so that a blind coder is not told the other has answered.
+        if {before["status"], after["status"]} & SETTLED_STATUSES or (
+            before["final_codes"] != after["final_codes"]
+        ):
+            incident.version += 1
         audit.record(
             session,
             actor,
@@ -352,7 +361,7 @@ def adjudicate(
 ) -> IncidentRead:
     """An admin's final decision: codes (source "adjudication") or an exclusion."""
     incident = get_incident(session, incident_id, for_update=True)
-    check_if_match(if_match, incident.version)
+    check_if_match(if_match, etag(session, incident, user.id))
     if incident.status not in ("adjudication", *FINAL_STATUSES):
         raise Conflict(
             f"incident {incident.id} is {incident.status}: it waits for its codings, "

@@ -41,6 +41,7 @@ def upgrade() -> None:
     sa.Column('excluded', sa.Boolean(), nullable=False),
     sa.Column('exclusion_reason', sa.Text(), nullable=True),
     sa.Column('note', sa.Text(), nullable=True),
+    sa.Column('revision', sa.Integer(), nullable=False),
     sa.Column('created_at', app.models.base.UTCDateTime(timezone=True), nullable=False),
     sa.Column('updated_at', app.models.base.UTCDateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['codebook_version_id'], ['codebook_versions.id'], name=op.f('fk_codings_codebook_version_id_codebook_versions')),

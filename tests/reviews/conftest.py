@@ -114,7 +114,8 @@ class Review:
         if response.status_code == 204:
             return None
         assert response.status_code == 200, response.text
-        assert response.headers["ETag"] == f'"{response.json()["incident"]["version"]}"'
+        # The story's version, and the caller's own coding revision (none yet: 0).
+        assert response.headers["ETag"] == f'"{response.json()["incident"]["version"]}.0"'
         return dict(response.json())
 
     def next_id(self, who: Person, survey_id: int | None = None) -> int | None:

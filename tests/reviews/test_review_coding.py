@@ -33,12 +33,12 @@ def test_etag_preconditions(
     url = f"/api/v1/incidents/{story}/codings/me"
 
     read, etag = review.read(alice, story)
-    assert etag == f'"{read["version"]}"' == '"1"'
+    assert etag == f'"{read["version"]}.0"' == '"1.0"'
 
     missing = client.put(url, json=body, headers=alice.headers)
     assert missing.status_code == 428 and missing.headers["content-type"] == PROBLEM
     assert missing.json()["type"] == "/problems/precondition-required"
-    assert missing.headers["ETag"] == '"1"'
+    assert missing.headers["ETag"] == '"1.0"'
 
     stale = client.put(url, json=body, headers={**alice.headers, "If-Match": '"7"'})
     assert stale.status_code == 412 and stale.headers["content-type"] == PROBLEM
@@ -48,7 +48,8 @@ def test_etag_preconditions(
 
     ok = client.put(url, json=body, headers={**alice.headers, "If-Match": etag})
     assert ok.status_code == 200, ok.text
-    assert ok.headers["ETag"] == '"2"'
+    # Final now (one coder needed): the story's version moves, and so does alice's revision.
+    assert ok.headers["ETag"] == ok.json()["etag"] == '"2.1"'
     assert ok.json()["incident_version"] == 2
 
     # The old ETag is stale now: the write changes nothing.
@@ -57,9 +58,9 @@ def test_etag_preconditions(
         json={"codes": [{"code": "complaint", "origin": "manual"}]},
         headers={**alice.headers, "If-Match": etag},
     )
-    assert again.status_code == 412 and again.headers["ETag"] == '"2"'
+    assert again.status_code == 412 and again.headers["ETag"] == '"2.1"'
     mine = client.get(url, headers=alice.headers)
-    assert mine.status_code == 200 and mine.headers["ETag"] == '"2"'
+    assert mine.status_code == 200 and mine.headers["ETag"] == '"2.1"'
     assert mine.json()["codes"] == [{"code": "extra_mile", "origin": "suggestion"}]
 
 
@@ -233,7 +234,7 @@ def test_disagreement_goes_to_adjudication(
     )
     assert decided.status_code == 200, decided.text
     assert decided.json()["status"] == "coded"
-    assert decided.headers["ETag"] == f'"{decided.json()["version"]}"'
+    assert decided.headers["ETag"] == f'"{decided.json()["version"]}.0"'
     assert _final(db, story) == [
         ("complaint", "adjudication", "the-admin"),
         ("extra_mile", "adjudication", "the-admin"),
@@ -383,3 +384,34 @@ def test_openapi_documents_the_review_api(client: TestClient) -> None:
     assert "/api/v1/reports/agreement" in paths and "/api/v1/audit" in paths
     assert set(paths["/api/v1/audit"]) == {"get"}
     assert "204" in paths["/api/v1/review/next"]["post"]["responses"]
+
+
+def test_the_second_blind_coder_is_neither_refused_nor_told(
+    client: TestClient,
+    review: Any,
+    person: Callable[..., Any],
+    make_survey: Callable[..., Survey],
+    codebook_id: int,
+    make_story: Any,
+) -> None:
+    """Both coders open the story, the first saves: the second's ETag is still valid (no 412,
+    and no sign that someone answered), while the first coder's other tab is stale."""
+    story = make_story(make_survey(codebook_id=codebook_id, double_coding_share=100))
+    alice, bob = person(name="alice"), person(name="bob")
+    alice_tag = review.read(alice, story)[1]
+    bob_tag = review.read(bob, story)[1]
+    assert alice_tag == bob_tag == '"1.0"'
+
+    saved = review.put(alice, story, ["complaint"], etag=alice_tag)
+    assert saved.status_code == 200, saved.text
+    assert saved.headers["ETag"] == '"1.1"'
+    assert review.read(bob, story)[1] == bob_tag  # nothing tells bob that alice answered
+
+    other_tab = review.put(alice, story, ["extra_mile"], etag=alice_tag)
+    assert other_tab.status_code == 412 and other_tab.headers["ETag"] == '"1.1"'
+
+    second = review.put(bob, story, ["complaint"], etag=bob_tag)
+    assert second.status_code == 200, second.text
+    assert second.json()["incident_status"] == "coded"
+    # Final now: the story's version moved for everyone.
+    assert review.read(alice, story)[1] == '"2.1"' and second.headers["ETag"] == '"2.1"'
