@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Header, Query, Request, Response
 
 from app.auth import Principal, RequireResearcher
-from app.config import Settings
+from app.config import app_settings
 from app.db import SessionDep
 from app.errors import (
     Conflict,
@@ -28,11 +28,6 @@ router = APIRouter(
     prefix="/api/v1/incidents", tags=["incidents"], responses=problem_responses(Forbidden)
 )
 public_router = APIRouter(prefix="/api/v1/public/surveys", tags=["public"])
-
-
-def _settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
 
 
 ViewParam = Annotated[
@@ -74,7 +69,7 @@ def list_incidents(
 ) -> IncidentPage:
     """Stories, oldest id first (keyset pages), with suggestions, final codes and the codings
     the caller may see."""
-    settings = _settings(request)
+    settings = app_settings(request)
     size = min(limit or settings.page_size_default, settings.page_size_max)
     filters = service.IncidentFilters(
         survey_id=survey_id,
@@ -140,7 +135,9 @@ def submit_story(
         raise NotFound(f"no open survey at {slug!r}")
     if survey_state(survey) == "closed":
         raise Gone("this survey is closed and no longer accepts stories")
-    story, errors = service.check_story(survey, data.model_dump(), data.consent, _settings(request))
+    story, errors = service.check_story(
+        survey, data.model_dump(), data.consent, app_settings(request)
+    )
     if story is None:
         raise service.SubmissionInvalid(errors)
     result = service.store_story(

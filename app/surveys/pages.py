@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
-from app.config import Settings
+from app.config import app_settings
 from app.db import SessionDep
 from app.i18n import DEFAULT_LANGUAGE, translator
 from app.incidents.service import (
@@ -33,11 +33,6 @@ HONEYPOT_FIELD = "website"
 def _templates(request: Request) -> Jinja2Templates:
     templates: Jinja2Templates = request.app.state.templates
     return templates
-
-
-def _settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
 
 
 def _message_page(request: Request, language: str, kind: str, status_code: int) -> HTMLResponse:
@@ -77,7 +72,7 @@ def _render_form(
     submission_id: str | None = None,
     status_code: int = 200,
 ) -> HTMLResponse:
-    settings = _settings(request)
+    settings = app_settings(request)
     t = translator(survey.language)
     cookie = request.cookies.get(CSRF_COOKIE)
     fresh_cookie = cookie is None or len(cookie) < 32
@@ -149,7 +144,7 @@ async def submit_form(slug: str, request: Request, session: SessionDep) -> Respo
     if unavailable is not None:
         return unavailable
     assert survey is not None
-    settings = _settings(request)
+    settings = app_settings(request)
     t = translator(survey.language)
     form = await request.form()
     values = {k: v for k, v in form.items() if isinstance(v, str)}

@@ -9,7 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query, Request, Response
 
 from app.auth import RequireAdmin, RequireResearcher
-from app.config import Settings
+from app.config import app_settings
 from app.db import SessionDep
 from app.errors import Conflict, Forbidden, Gone, Invalid, NotFound, problem_responses
 from app.surveys import service
@@ -29,31 +29,26 @@ router = APIRouter(
 public_router = APIRouter(prefix="/api/v1/public/surveys", tags=["public"])
 
 
-def _settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
-
-
 @router.post("", status_code=201, response_model=SurveyRead, responses=problem_responses(Conflict))
 def create_survey(
     data: SurveyCreate, request: Request, session: SessionDep, user: RequireAdmin
 ) -> SurveyRead:
     survey = service.create_survey(session, data, user)
-    return service.to_read(survey, _settings(request))
+    return service.to_read(survey, app_settings(request))
 
 
 @router.get("", response_model=list[SurveyRead])
 def list_surveys(
     request: Request, session: SessionDep, _user: RequireResearcher
 ) -> list[SurveyRead]:
-    return [service.to_read(s, _settings(request)) for s in service.list_surveys(session)]
+    return [service.to_read(s, app_settings(request)) for s in service.list_surveys(session)]
 
 
 @router.get("/{survey_id}", response_model=SurveyRead, responses=problem_responses(NotFound))
 def read_survey(
     survey_id: int, request: Request, session: SessionDep, _user: RequireResearcher
 ) -> SurveyRead:
-    return service.to_read(service.get_survey(session, survey_id), _settings(request))
+    return service.to_read(service.get_survey(session, survey_id), app_settings(request))
 
 
 @router.patch("/{survey_id}", response_model=SurveyRead, responses=problem_responses(NotFound))
@@ -61,7 +56,7 @@ def edit_survey(
     survey_id: int, data: SurveyUpdate, request: Request, session: SessionDep, user: RequireAdmin
 ) -> SurveyRead:
     survey = service.update_survey(session, service.get_survey(session, survey_id), data, user)
-    return service.to_read(survey, _settings(request))
+    return service.to_read(survey, app_settings(request))
 
 
 @router.post(
@@ -71,7 +66,7 @@ def open_survey(
     survey_id: int, request: Request, session: SessionDep, user: RequireAdmin
 ) -> SurveyRead:
     survey = service.set_status(session, service.get_survey(session, survey_id), "open", user)
-    return service.to_read(survey, _settings(request))
+    return service.to_read(survey, app_settings(request))
 
 
 @router.post("/{survey_id}/close", response_model=SurveyRead, responses=problem_responses(NotFound))
@@ -79,7 +74,7 @@ def close_survey(
     survey_id: int, request: Request, session: SessionDep, user: RequireAdmin
 ) -> SurveyRead:
     survey = service.set_status(session, service.get_survey(session, survey_id), "closed", user)
-    return service.to_read(survey, _settings(request))
+    return service.to_read(survey, app_settings(request))
 
 
 CSV_COLUMNS = ("id", "link", "status", "created_at", "expires_at", "used_at")
@@ -128,7 +123,7 @@ def create_invitations(
     format: Annotated[str | None, Query(pattern="^(json|csv)$")] = None,
 ) -> Response | list[InvitationRead]:
     """Create single-use invitations; answers their full links (JSON, or CSV by Accept/format)."""
-    settings = _settings(request)
+    settings = app_settings(request)
     survey = service.get_survey(session, survey_id)
     rows = service.create_invitations(session, survey, data, settings, user)
     items = [service.invitation_read(r, settings) for r in rows]
@@ -155,7 +150,7 @@ def list_invitations(
     format: Annotated[str | None, Query(pattern="^(json|csv)$")] = None,
 ) -> Response | InvitationPage:
     """List invitations with their links; the CSV form holds all of them in one download."""
-    settings = _settings(request)
+    settings = app_settings(request)
     survey = service.get_survey(session, survey_id)
     if _wants_csv(accept, format):
         items: list[InvitationRead] = []
@@ -183,7 +178,7 @@ def public_survey(slug: str, request: Request, session: SessionDep) -> PublicSur
         raise NotFound(f"no open survey at {slug!r}")
     if service.survey_state(survey) == "closed":
         raise Gone("this survey is closed and no longer accepts stories")
-    return service.to_public(survey, _settings(request))
+    return service.to_public(survey, app_settings(request))
 
 
 __all__ = ["public_router", "router"]
