@@ -53,7 +53,9 @@ format: $(VENV)/.installed-dev
 
 bench: $(VENV)/.installed-dev
 	$(BIN)/python -m bench.suggest_throughput
+	$(BIN)/python -m bench.worker_throughput
 	$(BIN)/python -m bench.learning_curve
+	$(BIN)/python -m bench.reports_scale
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -35,6 +35,8 @@ cli.add_typer(survey_cli, name="survey")
 cli.add_typer(nlp_cli, name="nlp")
 cli.add_typer(import_cli, name="import")
 cli.add_typer(codebook_cli, name="codebook")
+reports_cli = typer.Typer(help="Report rollups.", no_args_is_help=True)
+cli.add_typer(reports_cli, name="reports")
 cli.command()(worker)
 
 DEMO_SURVEY = Path(__file__).parent / "surveys" / "demo.yaml"
@@ -127,6 +129,19 @@ def survey_create(
     except AppError as exc:
         _fail(exc.detail)
     typer.echo(f"survey {read.id} created ({read.status}): {read.link}")
+
+
+@reports_cli.command("rebuild")
+def reports_rebuild() -> None:
+    """Recompute the report rollups from the stories and final codes (database triggers keep
+    them fresh; this is for after a bulk load made with the triggers disabled)."""
+    from app.reports.rollups import rebuild
+
+    settings = _settings()
+    _require_head(settings)
+    with session_scope(_session_factory(settings)) as session:
+        rebuild(session)
+    typer.echo("report rollups rebuilt")
 
 
 @cli.command()

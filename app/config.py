@@ -41,6 +41,9 @@ class Settings(BaseSettings):
     job_lease_seconds: int = Field(600, ge=10)
     job_max_attempts: int = Field(5, ge=1)
 
+    # Reports.
+    min_cell: int = Field(5, ge=1, description="small-cell suppression threshold of the reports")
+
     # API paging.
     page_size_default: int = Field(50, ge=1)
     page_size_max: int = Field(500, ge=1)

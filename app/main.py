@@ -20,6 +20,8 @@ from app.incidents.router import public_router as incidents_public_router
 from app.incidents.router import router as incidents_router
 from app.jobs.router import router as jobs_router
 from app.protection import BodySizeLimitMiddleware, RateLimiter
+from app.reports.pages import pages_router as reports_pages_router
+from app.reports.router import router as reports_router
 from app.reviews.router import audit_router as review_audit_router
 from app.reviews.router import reports_router as agreement_router
 from app.reviews.router import router as reviews_router
@@ -93,6 +95,8 @@ def create_app(settings: Settings | None = None, *, start_worker: bool = False) 
         agreement_router,
         review_audit_router,
         tokens_router,
+        reports_router,
+        reports_pages_router,
         pages_router,
     ):
         app.include_router(router)

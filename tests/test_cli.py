@@ -108,3 +108,18 @@ def test_import_and_resuggest(cli_db: str, tmp_path: Path) -> None:
 
     code, output = run("worker", "--once")
     assert code == 0 and "0 jobs done" in output
+
+
+def test_reports_rebuild_recomputes_the_rollups(cli_db: str) -> None:
+    from sqlalchemy import text
+
+    run("db", "upgrade")
+    run("demo")
+    engine = create_db_engine(cli_db)
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO report_story_days (survey_id, day, valence, stories, "
+                          "confirmed, excluded) VALUES (1, '2020-01-01', 'satisfying', 9, 0, 0)"))
+    code, output = run("reports", "rebuild")
+    assert code == 0 and "rebuilt" in output
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM report_story_days")).scalar() == 0

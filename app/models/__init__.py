@@ -6,6 +6,12 @@ from app.models.base import Base
 from app.models.codebooks import Codebook, CodebookVersion
 from app.models.coding import JOB_STATUSES, IncidentCode, Job, NlpModel, Suggestion
 from app.models.incidents import INCIDENT_STATUSES, VALENCES, Incident
+from app.models.reports import (
+    ReportCodeDay,
+    ReportCodeDayDetail,
+    ReportStoryDay,
+    ReportStoryDayDetail,
+)
 from app.models.reviews import Assignment, Coding, CodingCode, ReviewLease
 from app.models.surveys import SURVEY_STATUSES, Invitation, Survey
 
@@ -28,6 +34,10 @@ __all__ = [
     "Invitation",
     "Job",
     "NlpModel",
+    "ReportCodeDay",
+    "ReportCodeDayDetail",
+    "ReportStoryDay",
+    "ReportStoryDayDetail",
     "ReviewLease",
     "Suggestion",
     "Survey",

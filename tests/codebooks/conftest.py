@@ -11,29 +11,16 @@ from typing import Any
 
 import pytest
 import yaml
-from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.codebooks.router import router
 from app.models import Codebook, CodebookVersion, Incident, IncidentCode, Suggestion, Survey
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_FILE = ROOT / "codebooks" / "cit-service-encounters.yaml"
 PROBLEM = "application/problem+json"
 API = "/api/v1/codebooks"
-
-
-@pytest.fixture(autouse=True)
-def _codebooks_router(app: FastAPI) -> None:
-    # Harmless once app.main includes the router itself. Newer FastAPI keeps an included router
-    # as one entry (`original_router`) instead of copying its routes.
-    if not any(
-        getattr(r, "original_router", None) is router or getattr(r, "path", "").startswith(API)
-        for r in app.routes
-    ):
-        app.include_router(router)
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import update
 
@@ -21,22 +20,12 @@ from app.config import Settings
 from app.incidents.service import CleanStory, store_story
 from app.models import Incident, ReviewLease, Suggestion, Survey
 from app.models.base import utcnow
-from app.reviews.router import audit_router, reports_router, router
 from app.reviews.service import codebook_version_for
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CODEBOOK = ROOT / "codebooks" / "cit-service-encounters.yaml"
 CODES = ("complaint", "special_request", "extra_mile", "owner_error")
 PROBLEM = "application/problem+json"
-
-
-@pytest.fixture(autouse=True)
-def _review_routers(app: FastAPI) -> None:
-    # Harmless once app.main includes the routers. Newer FastAPI keeps an included router as
-    # one entry (`original_router`) instead of copying its routes.
-    for included in (router, reports_router, audit_router):
-        if not any(getattr(r, "original_router", None) is included for r in app.routes):
-            app.include_router(included)
 
 
 @pytest.fixture

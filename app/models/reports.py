@@ -1,0 +1,86 @@
+"""Daily report rollups, kept by database triggers in the same transaction as each change.
+
+Derived data only: the triggers of migration 0004 maintain these tables from `incidents` and
+`incident_codes`, and `app.reports.rollups.rebuild` recomputes them from scratch. No code writes
+them otherwise. Each table has a narrow form (survey, day, valence: what an ungrouped report
+reads, a few thousand rows for a million stories) and a `_detail` form that adds the grouping
+dimensions. A missing touchpoint, channel or segment is stored as '' so that the primary key,
+and with it the upsert, is NULL-safe. `day` is the story's `submitted_at` date in UTC.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+
+from sqlalchemy import String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.models.base import Base
+
+# Clustered by their key on SQLite (a report reads a key range; no rowid to maintain).
+_WITHOUT_ROWID = {"sqlite_with_rowid": False}
+
+
+class ReportStoryDay(Base):
+    """Stories per survey, day and valence: all reported, confirmed (status coded), excluded."""
+
+    __tablename__ = "report_story_days"
+    __table_args__ = _WITHOUT_ROWID
+
+    survey_id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    day: Mapped[date] = mapped_column(primary_key=True)
+    valence: Mapped[str] = mapped_column(String(16), primary_key=True)
+    stories: Mapped[int]
+    confirmed: Mapped[int]
+    excluded: Mapped[int]
+
+
+class ReportStoryDayDetail(Base):
+    """As `report_story_days`, also by touchpoint, channel and segment ('' when not given)."""
+
+    __tablename__ = "report_story_days_detail"
+    __table_args__ = _WITHOUT_ROWID
+
+    survey_id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    day: Mapped[date] = mapped_column(primary_key=True)
+    valence: Mapped[str] = mapped_column(String(16), primary_key=True)
+    touchpoint: Mapped[str] = mapped_column(String(200), primary_key=True)
+    channel: Mapped[str] = mapped_column(String(200), primary_key=True)
+    segment: Mapped[str] = mapped_column(String(200), primary_key=True)
+    stories: Mapped[int]
+    confirmed: Mapped[int]
+    excluded: Mapped[int]
+
+
+class ReportCodeDay(Base):
+    """Confirmed stories carrying a final code, per survey, day, valence and codebook version.
+
+    Only stories whose status is `coded` count, so a code count never exceeds the confirmed
+    stories of its cell (the share's denominator)."""
+
+    __tablename__ = "report_code_days"
+    __table_args__ = _WITHOUT_ROWID
+
+    survey_id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    day: Mapped[date] = mapped_column(primary_key=True)
+    valence: Mapped[str] = mapped_column(String(16), primary_key=True)
+    codebook_version_id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    code: Mapped[str] = mapped_column(String(100), primary_key=True)
+    n: Mapped[int]
+
+
+class ReportCodeDayDetail(Base):
+    """As `report_code_days`, also by touchpoint, channel and segment ('' when not given)."""
+
+    __tablename__ = "report_code_days_detail"
+    __table_args__ = _WITHOUT_ROWID
+
+    survey_id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    day: Mapped[date] = mapped_column(primary_key=True)
+    valence: Mapped[str] = mapped_column(String(16), primary_key=True)
+    touchpoint: Mapped[str] = mapped_column(String(200), primary_key=True)
+    channel: Mapped[str] = mapped_column(String(200), primary_key=True)
+    segment: Mapped[str] = mapped_column(String(200), primary_key=True)
+    codebook_version_id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    code: Mapped[str] = mapped_column(String(100), primary_key=True)
+    n: Mapped[int]

@@ -1,0 +1,218 @@
+"""Reading the daily rollups (period truncation in SQL, per dialect) and rebuilding them.
+
+The rollup tables are kept by triggers (migration 0004); this module only reads them, except
+`rebuild`, which recomputes them from the base tables with one INSERT ... SELECT per table (a
+repair tool, and the fast path for a bulk load with triggers disabled).
+"""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+from typing import Any, Literal
+
+from sqlalchemy import Date, DateTime, Integer, Select, cast, func, literal_column, select, text
+from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import ColumnElement
+
+from app.models.reports import (
+    ReportCodeDay,
+    ReportCodeDayDetail,
+    ReportStoryDay,
+    ReportStoryDayDetail,
+)
+
+Period = Literal["day", "week", "month", "quarter"]
+PERIODS: tuple[Period, ...] = ("day", "week", "month", "quarter")
+GroupField = Literal["survey", "touchpoint", "channel", "segment"]
+GROUP_FIELDS: tuple[GroupField, ...] = ("survey", "touchpoint", "channel", "segment")
+# The rollup column behind each group field.
+GROUP_COLUMNS: dict[GroupField, str] = {
+    "survey": "survey_id",
+    "touchpoint": "touchpoint",
+    "channel": "channel",
+    "segment": "segment",
+}
+
+StoryTable = type[ReportStoryDay] | type[ReportStoryDayDetail]
+CodeTable = type[ReportCodeDay] | type[ReportCodeDayDetail]
+
+
+def period_start(day: date, period: Period) -> date:
+    """The first day of the period that contains `day` (weeks start on Monday, ISO 8601)."""
+    if period == "day":
+        return day
+    if period == "week":
+        return day - timedelta(days=day.weekday())
+    if period == "month":
+        return day.replace(day=1)
+    return day.replace(month=(day.month - 1) // 3 * 3 + 1, day=1)
+
+
+def next_period(start: date, period: Period) -> date:
+    if period == "day":
+        return start + timedelta(days=1)
+    if period == "week":
+        return start + timedelta(days=7)
+    months = 1 if period == "month" else 3
+    month = start.month - 1 + months
+    return date(start.year + month // 12, month % 12 + 1, 1)
+
+
+def previous_period(start: date, period: Period) -> date:
+    if period in ("day", "week"):
+        return start - timedelta(days=1 if period == "day" else 7)
+    months = 1 if period == "month" else 3
+    month = start.month - 1 - months
+    return date(start.year + month // 12, month % 12 + 1, 1)
+
+
+def period_expression(dialect: str, column: Any, period: Period) -> ColumnElement[Any]:
+    """SQL for the first day of `column`'s period: date_trunc on PostgreSQL, strftime on SQLite."""
+    if dialect == "postgresql":
+        if period == "day":
+            return column  # type: ignore[no-any-return]
+        # A literal, not a bound parameter: GROUP BY must see the same expression as SELECT.
+        unit: ColumnElement[str] = literal_column(f"'{period}'")
+        return cast(func.date_trunc(unit, cast(column, DateTime)), Date)
+    if period == "day":
+        return column  # type: ignore[no-any-return]
+    if period == "month":
+        return func.strftime(literal_column("'%Y-%m-01'"), column)
+    if period == "week":
+        weekday_from_monday = (cast(func.strftime(literal_column("'%w'"), column), Integer) + 6) % 7
+        return func.date(column, func.printf(literal_column("'-%d days'"), weekday_from_monday))
+    month = cast(func.strftime(literal_column("'%m'"), column), Integer)
+    first_month = (month - 1) // 3 * 3 + 1
+    return func.printf(
+        literal_column("'%s-%02d-01'"), func.strftime(literal_column("'%Y'"), column), first_month
+    )
+
+
+def as_date(value: Any) -> date:
+    """A period start from either dialect (PostgreSQL: date; SQLite: 'YYYY-MM-DD')."""
+    return value if isinstance(value, date) else date.fromisoformat(str(value))
+
+
+def tables(group_by: tuple[GroupField, ...]) -> tuple[StoryTable, CodeTable]:
+    """The narrow rollups answer ungrouped and per-survey reports; the rest need the detail."""
+    if set(group_by) <= {"survey"}:
+        return ReportStoryDay, ReportCodeDay
+    return ReportStoryDayDetail, ReportCodeDayDetail
+
+
+def _filters(
+    table: Any, survey_id: int | None, first_day: date | None, last_day: date | None
+) -> list[ColumnElement[bool]]:
+    conditions: list[ColumnElement[bool]] = []
+    if survey_id is not None:
+        conditions.append(table.survey_id == survey_id)
+    if first_day is not None:
+        conditions.append(table.day >= first_day)
+    if last_day is not None:
+        conditions.append(table.day <= last_day)
+    return conditions
+
+
+def story_cells_query(
+    dialect: str,
+    *,
+    period: Period,
+    group_by: tuple[GroupField, ...],
+    survey_id: int | None = None,
+    first_day: date | None = None,
+    last_day: date | None = None,
+) -> Select[Any]:
+    """Stories, confirmed and excluded per period, valence and group: one GROUP BY."""
+    story_table, _ = tables(group_by)
+    period_col = period_expression(dialect, story_table.day, period).label("period")
+    groups = [getattr(story_table, GROUP_COLUMNS[g]).label(g) for g in group_by]
+    keys = [period_col, story_table.valence.label("valence"), *groups]
+    return (
+        select(
+            *keys,
+            func.sum(story_table.stories).label("stories"),
+            func.sum(story_table.confirmed).label("confirmed"),
+            func.sum(story_table.excluded).label("excluded"),
+        )
+        .where(*_filters(story_table, survey_id, first_day, last_day))
+        .group_by(*keys)
+    )
+
+
+def code_cells_query(
+    dialect: str,
+    *,
+    period: Period,
+    group_by: tuple[GroupField, ...],
+    survey_id: int | None = None,
+    first_day: date | None = None,
+    last_day: date | None = None,
+    codebook_version_id: int | None = None,
+) -> Select[Any]:
+    """Confirmed stories per code, period, valence and group: one GROUP BY."""
+    _, code_table = tables(group_by)
+    period_col = period_expression(dialect, code_table.day, period).label("period")
+    groups = [getattr(code_table, GROUP_COLUMNS[g]).label(g) for g in group_by]
+    keys = [period_col, code_table.code.label("code"), code_table.valence.label("valence"), *groups]
+    conditions = _filters(code_table, survey_id, first_day, last_day)
+    if codebook_version_id is not None:
+        conditions.append(code_table.codebook_version_id == codebook_version_id)
+    return select(*keys, func.sum(code_table.n).label("n")).where(*conditions).group_by(*keys)
+
+
+# --- Rebuilding from the base tables -------------------------------------------------------
+
+_DETAIL = ("survey_id", "day", "valence", "touchpoint", "channel", "segment")
+_NARROW = ("survey_id", "day", "valence")
+
+
+def _dimension_sql(dialect: str) -> list[str]:
+    """The rollup dimensions of story `i`, exactly as the triggers compute them."""
+    if dialect == "postgresql":
+        day = "CAST((i.submitted_at AT TIME ZONE 'UTC') AS date)"
+        segment = "COALESCE(left(i.attributes ->> 'segment', 200), '')"
+    else:
+        day = "date(i.submitted_at)"
+        segment = (
+            "COALESCE(substr(CAST(json_extract(i.attributes, '$.segment') AS TEXT), 1, 200), '')"
+        )
+    return [
+        "i.survey_id",
+        day,
+        "i.valence",
+        "COALESCE(substr(i.touchpoint, 1, 200), '')",
+        "COALESCE(substr(i.channel, 1, 200), '')",
+        segment,
+    ]
+
+
+def rebuild(session: Session) -> None:
+    """Recompute every rollup from `incidents` and `incident_codes` (GROUP BY, in SQL)."""
+    dialect = session.get_bind().dialect.name
+    dims = ", ".join(_dimension_sql(dialect))
+    detail, narrow = ", ".join(_DETAIL), ", ".join(_NARROW)
+    positions = ", ".join(str(p) for p in range(1, len(_DETAIL) + 1))
+    coded = "CASE WHEN i.status = 'coded' THEN 1 ELSE 0 END"
+    excluded = "CASE WHEN i.status = 'excluded' THEN 1 ELSE 0 END"
+    statements = [
+        "DELETE FROM report_code_days",
+        "DELETE FROM report_code_days_detail",
+        "DELETE FROM report_story_days",
+        "DELETE FROM report_story_days_detail",
+        f"INSERT INTO report_story_days_detail ({detail}, stories, confirmed, excluded) "
+        f"SELECT {dims}, COUNT(*), SUM({coded}), SUM({excluded}) "
+        f"FROM incidents i GROUP BY {positions}",
+        f"INSERT INTO report_code_days_detail ({detail}, codebook_version_id, code, n) "
+        f"SELECT {dims}, c.codebook_version_id, c.code, COUNT(*) FROM incident_codes c "
+        f"JOIN incidents i ON i.id = c.incident_id WHERE i.status = 'coded' "
+        f"GROUP BY {positions}, {len(_DETAIL) + 1}, {len(_DETAIL) + 2}",
+        f"INSERT INTO report_story_days ({narrow}, stories, confirmed, excluded) "
+        f"SELECT {narrow}, SUM(stories), SUM(confirmed), SUM(excluded) "
+        f"FROM report_story_days_detail GROUP BY {narrow}",
+        f"INSERT INTO report_code_days ({narrow}, codebook_version_id, code, n) "
+        f"SELECT {narrow}, codebook_version_id, code, SUM(n) "
+        f"FROM report_code_days_detail GROUP BY {narrow}, codebook_version_id, code",
+    ]
+    for statement in statements:
+        session.execute(text(statement))
+    session.flush()

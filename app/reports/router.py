@@ -1,0 +1,239 @@
+"""Report API: trends (JSON or CSV), the CIT study report (JSON, Markdown, HTML), survey list.
+
+Every answer carries an ETag (a hash of its body) and `Cache-Control: private, max-age=30`, so a
+polling dashboard gets `304 Not Modified` while nothing changed. Any role may read reports:
+viewers see aggregates only, and the trends are suppressed for everyone (small cells)."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import date
+from typing import Annotated, Any, Literal
+
+import orjson
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import Response
+from sqlalchemy import select
+
+from app.auth import RequireAnyRole
+from app.config import app_settings
+from app.db import SessionDep
+from app.errors import Forbidden, Invalid, NotFound, Unauthorized, problem_responses
+from app.models import Survey
+from app.reports import render
+from app.reports.rollups import PERIODS, Period
+from app.reports.schemas import ReportSurvey, StudyReport, TrendsReport
+from app.reports.study import study_report
+from app.reports.trends import TrendsQuery, parse_group_by, trends_report
+
+router = APIRouter(prefix="/api/v1/reports", tags=["reports"])
+
+CACHE_CONTROL = "private, max-age=30"
+MEDIA_TYPES = {
+    "json": "application/json",
+    "csv": "text/csv",
+    "markdown": "text/markdown",
+    "html": "text/html",
+}
+ERRORS = problem_responses(Invalid, Unauthorized, Forbidden, NotFound)
+
+TRENDS_DESCRIPTION = """
+Counts and shares of **confirmed stories by final code** per period (`day`, `week` starting on
+Monday, `month`, `quarter`; the period of a story is the UTC date it was submitted), split by
+valence and optionally grouped by `survey`, `touchpoint`, `channel` and/or `segment`.
+
+- `count`: confirmed stories (status coded) of the cell (period x valence x group) that carry the
+  code; `base`: the confirmed stories of that cell: **the share's denominator**;
+  `share = count / base`, with its Wilson 95% interval (`ci_low`, `ci_high`). A story may carry
+  several codes, so shares of one cell do not add up to 1.
+- `totals` (per cell) and `periods` (per period, in total and per valence) give stories
+  reported, confirmed and excluded, and `confirmed_share = confirmed / (stories - excluded)`:
+  how final the period's figures are.
+- `change_from_previous`: the share minus the previous period's, pooled two-proportion z-test.
+- Counts below the minimum cell size (`CIT_MIN_CELL`, default 5) are `null` with
+  `suppressed: true`, and so are the figures built on them; further counts are hidden where a
+  hidden one could be recovered by subtraction from totals or other cells.
+- `from`/`to` are snapped to whole periods. With `codebook_version_id` only that version's final
+  codes count; the base stays all confirmed stories of the cell.
+
+Figures are **shares of reported incidents, not prevalence** (the `note` field says so too).
+JSON by default; CSV (tidy rows) with `Accept: text/csv` or `format=csv`.
+"""
+
+
+def _min_cell(request: Request) -> int:
+    return app_settings(request).min_cell
+
+
+def _accepted(accept: str) -> list[tuple[str, float]]:
+    ranges = []
+    for part in accept.split(","):
+        fields = [f.strip() for f in part.split(";")]
+        if not fields[0]:
+            continue
+        quality = 1.0
+        for field in fields[1:]:
+            name, _, value = field.partition("=")
+            if name.strip() == "q":
+                try:
+                    quality = float(value)
+                except ValueError:
+                    quality = 0.0
+        ranges.append((fields[0].lower(), quality))
+    return ranges
+
+
+def negotiate(request: Request, asked: str | None, offered: tuple[str, ...]) -> str:
+    """The format named by `format=`, else the best offered match of Accept, else the first."""
+    if asked is not None:
+        if asked not in offered:
+            raise Invalid(f"format must be one of {', '.join(offered)}")
+        return asked
+    best, best_quality = offered[0], 0.0
+    for media_range, quality in _accepted(request.headers.get("accept", "")):
+        for name in offered:
+            media_type = MEDIA_TYPES[name]
+            matches = media_range == media_type or (
+                media_range.endswith("/*") and media_type.startswith(media_range[:-1])
+            )
+            if media_range == "*/*":
+                matches = name == offered[0]
+            if matches and quality > best_quality:
+                best, best_quality = name, quality
+    return best
+
+
+def _etag_matches(if_none_match: str | None, etag: str) -> bool:
+    if not if_none_match:
+        return False
+    if if_none_match.strip() == "*":
+        return True
+    tags = {t.strip().removeprefix("W/") for t in if_none_match.split(",")}
+    return etag in tags
+
+
+def cached(request: Request, body: bytes, media_type: str, **headers: str) -> Response:
+    """The body with its ETag, or 304 when the client holds this very body."""
+    etag = '"' + hashlib.sha256(body).hexdigest()[:40] + '"'
+    common = {
+        "ETag": etag,
+        "Cache-Control": CACHE_CONTROL,
+        "Vary": "Accept, Authorization",
+        **headers,
+    }
+    if _etag_matches(request.headers.get("if-none-match"), etag):
+        return Response(status_code=304, headers=common)
+    return Response(body, media_type=media_type, headers=common)
+
+
+def _json(data: Any) -> bytes:
+    return orjson.dumps(data)
+
+
+@router.get(
+    "/trends",
+    response_model=TrendsReport,
+    summary="Shares of confirmed stories by code, per period and valence",
+    description=TRENDS_DESCRIPTION,
+    responses={
+        **ERRORS,
+        200: {"content": {"text/csv": {"schema": {"type": "string"}}}},
+        304: {"description": "Not modified (If-None-Match matched the ETag)"},
+    },
+)
+def get_trends(
+    request: Request,
+    session: SessionDep,
+    _user: RequireAnyRole,
+    period: Annotated[Period, Query(description=", ".join(PERIODS))] = "month",
+    group_by: Annotated[
+        list[str] | None,
+        Query(description="survey, touchpoint, channel, segment: repeat or comma-separate"),
+    ] = None,
+    survey_id: int | None = None,
+    date_from: Annotated[date | None, Query(alias="from")] = None,
+    date_to: Annotated[date | None, Query(alias="to")] = None,
+    codebook_version_id: int | None = None,
+    format: Annotated[Literal["json", "csv"] | None, Query()] = None,
+) -> Response:
+    chosen = negotiate(request, format, ("json", "csv"))
+    if survey_id is not None and session.get(Survey, survey_id) is None:
+        raise NotFound(f"survey {survey_id} not found")
+    query = TrendsQuery(
+        period=period,
+        group_by=parse_group_by(group_by or []),
+        survey_id=survey_id,
+        date_from=date_from,
+        date_to=date_to,
+        codebook_version_id=codebook_version_id,
+    )
+    report = trends_report(session, query, min_cell=_min_cell(request))
+    if chosen == "csv":
+        return cached(
+            request,
+            render.trends_csv(report).encode(),
+            "text/csv; charset=utf-8",
+            **{
+                "Content-Disposition": 'inline; filename="cit-trends.csv"',
+                "X-Report-Note": report.note,
+            },
+        )
+    return cached(request, _json(report.model_dump(mode="json")), MEDIA_TYPES["json"])
+
+
+@router.get(
+    "/study",
+    response_model=StudyReport,
+    summary="The CIT reporting checklist filled from a survey's data",
+    description=(
+        "Gremler's (2004) checklist: incident definition and inclusion criteria, the questions "
+        "asked, respondents and stories (invitations sent and used), valence split, included "
+        "and excluded stories with reasons, context, time since the incident, codebook versions "
+        "with change notes, stories per final code, number of coders, reliability, and a "
+        "saturation curve (distinct codes against stories coded in order of finalization, with "
+        "Flanagan's rule: the last 100 stories added at most 3 new codes). JSON, Markdown "
+        "(`format=markdown` or `Accept: text/markdown`) or HTML (`format=html` or "
+        "`Accept: text/html`). For viewers, counts below the minimum cell size are suppressed."
+    ),
+    responses={
+        **ERRORS,
+        200: {"content": {"text/markdown": {}, "text/html": {}}},
+        304: {"description": "Not modified (If-None-Match matched the ETag)"},
+    },
+)
+def get_study(
+    request: Request,
+    session: SessionDep,
+    user: RequireAnyRole,
+    survey_id: int,
+    saturation_step: Annotated[int | None, Query(ge=1, le=100_000)] = None,
+    format: Annotated[Literal["json", "markdown", "html"] | None, Query()] = None,
+) -> Response:
+    chosen = negotiate(request, format, ("json", "markdown", "html"))
+    report = study_report(
+        session,
+        survey_id,
+        suppress=user.role == "viewer",
+        min_cell=_min_cell(request),
+        saturation_step=saturation_step,
+    )
+    if chosen == "markdown":
+        body = render.study_markdown(report).encode()
+        return cached(request, body, "text/markdown; charset=utf-8")
+    if chosen == "html":
+        return cached(request, render.study_html(report).encode(), "text/html; charset=utf-8")
+    return cached(request, _json(report), MEDIA_TYPES["json"])
+
+
+@router.get(
+    "/surveys",
+    response_model=list[ReportSurvey],
+    summary="Surveys that reports can be filtered by (for the dashboard)",
+    responses=ERRORS,
+)
+def get_report_surveys(request: Request, session: SessionDep, _user: RequireAnyRole) -> Response:
+    rows = session.execute(
+        select(Survey.id, Survey.title, Survey.slug, Survey.status).order_by(Survey.id)
+    ).all()
+    surveys = [ReportSurvey(id=r.id, title=r.title, slug=r.slug, status=r.status) for r in rows]
+    return cached(request, _json([s.model_dump() for s in surveys]), MEDIA_TYPES["json"])

@@ -1,0 +1,413 @@
+"""Trends: shares of confirmed stories by final code per period and valence, from the rollups.
+
+Two GROUP BY queries over the daily rollups (story counts, code counts) give every figure; the
+rest is arithmetic on those aggregates: margins for the suppression lines, Wilson intervals and
+the change against the previous period.
+
+Definitions (also in the response's `definitions`):
+- count: confirmed stories (status coded) of the cell that carry the final code;
+- base: confirmed stories of the cell (period x valence x group): the share's denominator;
+- share = count / base, with its Wilson 95% interval;
+- confirmed_share = confirmed / (stories - excluded): of the stories that can count, the share
+  already coded, i.e. how final the period's figures are.
+With `codebook_version_id`, only final codes of that version are counted; the base stays every
+confirmed story of the cell (stories coded under another version count as not carrying it).
+
+Suppression (see app.reports.suppression): counts below `min_cell` are hidden, and so is every
+figure computed from them. Lines, i.e. the sums a reader could subtract:
+- per period and measure (stories, confirmed, excluded): the period total = the sum of the two
+  valence totals; per period, valence and measure: the valence total = the sum over the groups;
+- per period, code and valence: the all-groups count (what the ungrouped report publishes) = the
+  sum over the groups.
+The all-groups code count is never hidden here beyond its own primary suppression, because the
+ungrouped report publishes it; the group cells are hidden instead. Story totals are decided from
+their own values only, so every report hides the same ones. Limits: reports of different date
+ranges or period lengths can be subtracted from each other (from/to are snapped to whole
+periods, but 30 daily figures still sum to a month); and codes do not sum to anything (a story
+may carry several), so there is no line across codes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from app.errors import Invalid
+from app.models.incidents import VALENCES
+from app.reports import rollups
+from app.reports.intervals import two_proportion_test, wilson_interval
+from app.reports.rollups import GROUP_FIELDS, PERIODS, GroupField, Period
+from app.reports.schemas import (
+    SHARES_NOTE,
+    CellTotals,
+    ChangeFromPrevious,
+    PeriodTotals,
+    StoryCounts,
+    TrendRow,
+    TrendsQueryRead,
+    TrendsReport,
+)
+from app.reports.suppression import Line, is_small, secondary
+
+MAX_ROWS = 100_000
+MEASURES = ("stories", "confirmed", "excluded")
+DEFINITIONS = {
+    "count": "confirmed stories (status coded) of the cell that carry the final code",
+    "base": "confirmed stories of the cell (period x valence x group): the share's denominator",
+    "share": "count / base; ci_low/ci_high: its Wilson 95% score interval",
+    "confirmed_share": "confirmed / (stories - excluded): of the stories that can count, the "
+    "share already coded (how final the figures are)",
+    "change_from_previous": "share minus the previous period's share, pooled two-proportion "
+    "z-test (two-sided p)",
+    "suppressed": "a count below min_cell, or one hidden so that it cannot be recovered from "
+    "totals and other cells; the share and interval built on it are null too",
+}
+
+Group = tuple[Any, ...]
+
+
+@dataclass(frozen=True)
+class TrendsQuery:
+    period: Period = "month"
+    group_by: tuple[GroupField, ...] = ()
+    survey_id: int | None = None
+    date_from: date | None = None
+    date_to: date | None = None
+    codebook_version_id: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.period not in PERIODS:
+            raise Invalid(f"period must be one of {', '.join(PERIODS)}")
+        unknown = [g for g in self.group_by if g not in GROUP_FIELDS]
+        if unknown:
+            raise Invalid(
+                f"cannot group by {', '.join(unknown)}; choose from {', '.join(GROUP_FIELDS)}"
+            )
+        if self.date_from and self.date_to and self.date_from > self.date_to:
+            raise Invalid("from must not be after to")
+
+    @property
+    def first_day(self) -> date | None:
+        return rollups.period_start(self.date_from, self.period) if self.date_from else None
+
+    @property
+    def last_day(self) -> date | None:
+        if self.date_to is None:
+            return None
+        start = rollups.period_start(self.date_to, self.period)
+        return date.fromordinal(rollups.next_period(start, self.period).toordinal() - 1)
+
+
+def parse_group_by(values: Sequence[str]) -> tuple[GroupField, ...]:
+    """`group_by=touchpoint&group_by=channel` or `group_by=touchpoint,channel`, in order."""
+    fields: list[GroupField] = []
+    for value in values:
+        for part in value.split(","):
+            name = part.strip()
+            if not name:
+                continue
+            if name not in GROUP_FIELDS:
+                raise Invalid(f"cannot group by {name!r}; choose from {', '.join(GROUP_FIELDS)}")
+            if name not in fields:
+                fields.append(name)  # type: ignore[arg-type]
+    return tuple(fields)
+
+
+def _group_value(field: GroupField, value: Any) -> Any:
+    if field == "survey":
+        return int(value)
+    return value or None  # '' in the rollups: not given
+
+
+@dataclass
+class _Cells:
+    """The aggregates of one report: story counts and code counts by their keys."""
+
+    stories: dict[tuple[date, str, Group], dict[str, int]]
+    codes: dict[tuple[date, str, str, Group], int]
+    code_names: list[str]
+
+
+def _fetch(session: Session, query: TrendsQuery) -> _Cells:
+    dialect = session.get_bind().dialect.name
+    common: dict[str, Any] = {
+        "period": query.period,
+        "group_by": query.group_by,
+        "survey_id": query.survey_id,
+        "first_day": query.first_day,
+        "last_day": query.last_day,
+    }
+    width = len(query.group_by)
+    stories: dict[tuple[date, str, Group], dict[str, int]] = {}
+    for row in session.execute(rollups.story_cells_query(dialect, **common)):
+        group = tuple(
+            _group_value(f, v) for f, v in zip(query.group_by, row[2 : 2 + width], strict=True)
+        )
+        key = (rollups.as_date(row.period), row.valence, group)
+        stories[key] = {m: int(getattr(row, m)) for m in MEASURES}
+    codes: dict[tuple[date, str, str, Group], int] = {}
+    names: set[str] = set()
+    code_sql = rollups.code_cells_query(
+        dialect, codebook_version_id=query.codebook_version_id, **common
+    )
+    for row in session.execute(code_sql):
+        group = tuple(
+            _group_value(f, v) for f, v in zip(query.group_by, row[3 : 3 + width], strict=True)
+        )
+        codes[(rollups.as_date(row.period), row.code, row.valence, group)] = int(row.n)
+        names.add(row.code)
+    return _Cells(stories, codes, sorted(names))
+
+
+def _story_key(measure: str, period: date, valence: str | None, group: Group | None) -> Hashable:
+    return ("story", measure, period, valence, group)
+
+
+def _code_key(period: date, code: str, valence: str, group: Group | None) -> Hashable:
+    return ("code", period, code, valence, group)
+
+
+class _Protected:
+    """Every published count of the report, and which of them are hidden."""
+
+    def __init__(self, cells: _Cells, grouped: bool, min_cell: int) -> None:
+        self.values: dict[Hashable, int] = {}
+        self.hidden: set[Hashable] = set()
+        self.grouped = grouped
+        self.cells = cells
+        self.periods = sorted({p for p, _v, _g in cells.stories})
+        self.groups: dict[tuple[date, str], list[Group]] = {}
+        for period, valence, group in sorted(cells.stories, key=_sort_key):
+            self.groups.setdefault((period, valence), []).append(group)
+        self._protect_stories(min_cell)
+        self._find_coded_cells()
+        self._protect_codes(min_cell)
+
+    def cell(self, measure: str, period: date, valence: str, group: Group) -> Hashable:
+        # Ungrouped, the one group cell is the valence total itself.
+        return _story_key(measure, period, valence, group if self.grouped else None)
+
+    def coded_cells(self, period: date, valence: str) -> list[Group]:
+        """Groups whose code rows are published: some confirmed stories, or a hidden base.
+
+        (A base visibly 0 has no code rows; a hidden one must have them, or their absence would
+        give the base away.)"""
+        return self._coded.get((period, valence), [])
+
+    def _find_coded_cells(self) -> None:
+        self._coded: dict[tuple[date, str], list[Group]] = {}
+        for (period, valence), groups in self.groups.items():
+            self._coded[(period, valence)] = [
+                g
+                for g in groups
+                if self.cells.stories[(period, valence, g)]["confirmed"] > 0
+                or self.cell("confirmed", period, valence, g) in self.hidden
+            ]
+
+    def _protect_stories(self, min_cell: int) -> None:
+        lines: list[Line] = []
+        for period in self.periods:
+            for measure in MEASURES:
+                period_total = _story_key(measure, period, None, None)
+                self.values[period_total] = 0
+                valence_totals = []
+                for valence in VALENCES:
+                    valence_total = _story_key(measure, period, valence, None)
+                    valence_totals.append(valence_total)
+                    self.values[valence_total] = 0
+                    parts = []
+                    for group in self.groups.get((period, valence), []):
+                        value = self.cells.stories[(period, valence, group)][measure]
+                        self.values[valence_total] += value
+                        if self.grouped:
+                            key = self.cell(measure, period, valence, group)
+                            self.values[key] = value
+                            parts.append(key)
+                    self.values[period_total] += self.values[valence_total]
+                    if self.grouped:
+                        lines.append(Line(valence_total, tuple(parts)))
+                lines.append(Line(period_total, tuple(valence_totals)))
+        self.hidden |= {k for k, v in self.values.items() if is_small(v, min_cell)}
+        secondary(self.values, self.hidden, lines)
+
+    def _protect_codes(self, min_cell: int) -> None:
+        values: dict[Hashable, int] = {}
+        hidden: set[Hashable] = set()
+        lines: list[Line] = []
+        external: set[Hashable] = set()
+        for period in self.periods:
+            for valence in VALENCES:
+                groups = self.coded_cells(period, valence)
+                if not groups:
+                    continue
+                base_total_hidden = _story_key("confirmed", period, valence, None) in self.hidden
+                for code in self.cells.code_names:
+                    parts = []
+                    total = 0
+                    for group in groups:
+                        value = self.cells.codes.get((period, code, valence, group), 0)
+                        total += value
+                        key = _code_key(period, code, valence, group if self.grouped else None)
+                        values[key] = value
+                        base_hidden = self.cell("confirmed", period, valence, group) in self.hidden
+                        if is_small(value, min_cell) or (value == 0 and base_hidden):
+                            hidden.add(key)
+                        parts.append(key)
+                    if self.grouped:
+                        # The ungrouped report publishes this total: hidden only when small there.
+                        total_key = _code_key(period, code, valence, None)
+                        values[total_key] = total
+                        external.add(total_key)
+                        if is_small(total, min_cell) or (total == 0 and base_total_hidden):
+                            hidden.add(total_key)
+                        lines.append(Line(total_key, tuple(parts)))
+        secondary(values, hidden, lines, may_hide=lambda key: key not in external)
+        self.values.update(values)
+        self.hidden |= hidden
+
+    def get(self, key: Hashable) -> int | None:
+        return None if key in self.hidden else self.values[key]
+
+
+def _sort_key(key: tuple[date, str, Group]) -> tuple[Any, ...]:
+    period, valence, group = key
+    return (period, valence, tuple((v is None, v) for v in group))
+
+
+def _confirmed_share(counts: dict[str, int | None]) -> float | None:
+    stories, confirmed, excluded = counts["stories"], counts["confirmed"], counts["excluded"]
+    if stories is None or confirmed is None or excluded is None or stories - excluded <= 0:
+        return None
+    return confirmed / (stories - excluded)
+
+
+def _counts(protected: _Protected, keys: dict[str, Hashable]) -> dict[str, Any]:
+    counts = {m: protected.get(keys[m]) for m in MEASURES}
+    return {
+        **counts,
+        "confirmed_share": _confirmed_share(counts),
+        "suppressed": any(v is None for v in counts.values()),
+    }
+
+
+def _change(
+    current: tuple[int | None, int | None],
+    previous: tuple[int | None, int | None],
+    previous_period: date,
+) -> ChangeFromPrevious:
+    (x1, n1), (x2, n2) = current, previous
+    if x1 is None or n1 is None or x2 is None or n2 is None:
+        return ChangeFromPrevious(previous_period=previous_period, reason="suppressed")
+    result = two_proportion_test(x1, n1, x2, n2)
+    return ChangeFromPrevious(
+        previous_period=previous_period,
+        diff=result.diff,
+        z=result.z,
+        p_value=result.p_value,
+        reason=result.reason,
+    )
+
+
+def trends_report(session: Session, query: TrendsQuery, *, min_cell: int = 5) -> TrendsReport:
+    """Shares of confirmed stories by code, per period and valence (and group), suppressed."""
+    cells = _fetch(session, query)
+    grouped = bool(query.group_by)
+    # At most one row per story cell and code: refuse before the work, not after.
+    if len(cells.stories) * max(1, len(cells.code_names)) > MAX_ROWS:
+        raise Invalid(
+            f"this report would have more than {MAX_ROWS} rows: choose a longer period, fewer "
+            "groups or a shorter date range"
+        )
+    protected = _Protected(cells, grouped, min_cell)
+
+    def group_fields(group: Group) -> dict[str, Any]:
+        return {
+            ("survey_id" if f == "survey" else f): v
+            for f, v in zip(query.group_by, group, strict=True)
+        }
+
+    periods = [
+        PeriodTotals(
+            period=period,
+            **_counts(protected, {m: _story_key(m, period, None, None) for m in MEASURES}),
+            valences={
+                v: StoryCounts(
+                    **_counts(protected, {m: _story_key(m, period, v, None) for m in MEASURES})
+                )
+                for v in VALENCES
+            },
+        )
+        for period in protected.periods
+    ]
+    totals = [
+        CellTotals(
+            period=period,
+            valence=valence,
+            **group_fields(group),
+            **_counts(protected, {m: protected.cell(m, period, valence, group) for m in MEASURES}),
+        )
+        for period, valence, group in sorted(cells.stories, key=_sort_key)
+    ]
+
+    def published(
+        period: date, code: str, valence: str, group: Group
+    ) -> tuple[int | None, int | None]:
+        count = protected.get(_code_key(period, code, valence, group if grouped else None))
+        base = protected.get(protected.cell("confirmed", period, valence, group))
+        return count, base
+
+    rows: list[TrendRow] = []
+    for period in protected.periods:
+        previous = rollups.previous_period(period, query.period)
+        # The change needs the previous period's row: same code, valence and group.
+        previous_groups = {v: set(protected.coded_cells(previous, v)) for v in VALENCES}
+        for code in cells.code_names:
+            for valence in VALENCES:
+                for group in protected.coded_cells(period, valence):
+                    count, base = published(period, code, valence, group)
+                    share = interval = None
+                    if count is not None and base is not None and base > 0:
+                        share = count / base
+                        interval = wilson_interval(count, base)
+                    change = None
+                    if group in previous_groups.get(valence, ()):
+                        change = _change(
+                            (count, base), published(previous, code, valence, group), previous
+                        )
+                    rows.append(
+                        TrendRow(
+                            period=period,
+                            code=code,
+                            valence=valence,
+                            **group_fields(group),
+                            count=count,
+                            base=base,
+                            share=share,
+                            ci_low=interval[0] if interval else None,
+                            ci_high=interval[1] if interval else None,
+                            suppressed=count is None or base is None,
+                            change_from_previous=change,
+                        )
+                    )
+
+    return TrendsReport(
+        note=SHARES_NOTE,
+        definitions=DEFINITIONS,
+        query=TrendsQueryRead(
+            period=query.period,
+            group_by=list(query.group_by),
+            survey_id=query.survey_id,
+            date_from=query.first_day,
+            date_to=query.last_day,
+            codebook_version_id=query.codebook_version_id,
+            min_cell=min_cell,
+        ),
+        codes=cells.code_names,
+        periods=periods,
+        totals=totals,
+        rows=rows,
+    )

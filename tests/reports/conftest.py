@@ -1,0 +1,237 @@
+"""Fixtures for reports: the routers on the test app, codebook versions, stories with final codes
+(ORM rows, as the review step writes them), and an independent oracle for the rollups."""
+
+from __future__ import annotations
+
+import itertools
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.models import Codebook, CodebookVersion, Incident, IncidentCode, Survey
+from app.models.reports import (
+    ReportCodeDay,
+    ReportCodeDayDetail,
+    ReportStoryDay,
+    ReportStoryDayDetail,
+)
+
+API = "/api/v1/reports"
+CODES = ("complaint", "special_request", "extra_mile", "owner_error")
+
+
+@pytest.fixture
+def version_id(db: Callable[[], Any]) -> Callable[..., int]:
+    """Factory: a codebook version (id) with the default codes, or the given ones."""
+    counter = itertools.count(1)
+
+    def make(
+        codes: Iterable[str] = CODES, *, number: int = 1, note: str = "", key: str | None = None
+    ) -> int:
+        with db() as session:
+            book_key = key or f"book-{next(counter)}"
+            book = session.scalar(select(Codebook).where(Codebook.key == book_key))
+            if book is None:
+                book = Codebook(key=book_key, name=f"Codebook {book_key}", current_version=number)
+                session.add(book)
+                session.flush()
+            version = CodebookVersion(
+                codebook_id=book.id,
+                number=number,
+                content={
+                    "key": book_key,
+                    "name": book.name,
+                    "codes": [{"key": c, "label": c.replace("_", " ").title()} for c in codes],
+                },
+                change_note=note,
+                created_by="admin-1",
+            )
+            session.add(version)
+            session.flush()
+            return int(version.id)
+
+    return make
+
+
+@dataclass
+class StorySpec:
+    """One story to store; `codes` are its final codes (counted only when status is coded)."""
+
+    survey_id: int
+    day: date
+    valence: str = "dissatisfying"
+    codes: tuple[str, ...] = ()
+    status: str | None = None  # default: coded when it has codes, else new
+    touchpoint: str | None = None
+    channel: str | None = None
+    segment: str | None = None
+    exclusion_reason: str | None = None
+    finalized_at: datetime | None = None
+    occurred_on: date | None = None
+    hour: int = 12
+    attributes: dict[str, Any] = field(default_factory=dict)
+
+
+@pytest.fixture
+def add_stories(db: Callable[[], Any]) -> Callable[..., list[int]]:
+    """Factory: store stories (and their final codes) in one transaction; their ids."""
+    counter = itertools.count(1)
+
+    def add(specs: Iterable[StorySpec], version: int) -> list[int]:
+        ids = []
+        with db() as session:
+            for spec in specs:
+                attributes = dict(spec.attributes)
+                if spec.segment is not None:
+                    attributes["segment"] = spec.segment
+                status = spec.status or ("coded" if spec.codes else "new")
+                moment = datetime(
+                    spec.day.year, spec.day.month, spec.day.day, spec.hour, tzinfo=UTC
+                )
+                incident = Incident(
+                    survey_id=spec.survey_id,
+                    submission_key=f"report-story-{next(counter)}",
+                    what_happened="Something happened at the gate.",
+                    valence=spec.valence,
+                    touchpoint=spec.touchpoint,
+                    channel=spec.channel,
+                    language="en",
+                    attributes=attributes,
+                    redacted={},
+                    redaction_spans={},
+                    submitted_at=moment,
+                    status=status,
+                    exclusion_reason=spec.exclusion_reason,
+                    finalized_at=spec.finalized_at or (moment if status == "coded" else None),
+                    occurred_on=spec.occurred_on,
+                )
+                session.add(incident)
+                session.flush()
+                session.add_all(
+                    IncidentCode(
+                        incident_id=incident.id,
+                        code=code,
+                        codebook_version_id=version,
+                        source="review",
+                        confirmed_by="coder-1",
+                    )
+                    for code in spec.codes
+                )
+                session.flush()
+                ids.append(int(incident.id))
+        return ids
+
+    return add
+
+
+@pytest.fixture
+def survey_id(make_survey: Callable[..., Survey]) -> int:
+    return int(make_survey().id)
+
+
+# --- Oracle: the rollups as they must be, computed in Python from the base rows -------------
+
+
+def _dims(incident: Incident) -> tuple[Any, ...]:
+    segment = incident.attributes.get("segment")
+    return (
+        incident.survey_id,
+        incident.submitted_at.astimezone(UTC).date(),
+        incident.valence,
+        incident.touchpoint or "",
+        incident.channel or "",
+        "" if segment is None else str(segment),
+    )
+
+
+def expected_rollups(session: Session) -> dict[str, Counter[tuple[Any, ...]]]:
+    """The four rollup tables computed from `incidents` and `incident_codes` (test oracle)."""
+    incidents = {i.id: i for i in session.scalars(select(Incident))}
+    detail_stories: Counter[tuple[Any, ...]] = Counter()
+    narrow_stories: Counter[tuple[Any, ...]] = Counter()
+    for incident in incidents.values():
+        dims = _dims(incident)
+        for measure, value in (
+            ("stories", 1),
+            ("confirmed", int(incident.status == "coded")),
+            ("excluded", int(incident.status == "excluded")),
+        ):
+            detail_stories[(*dims, measure)] += value
+            narrow_stories[(*dims[:3], measure)] += value
+    detail_codes: Counter[tuple[Any, ...]] = Counter()
+    narrow_codes: Counter[tuple[Any, ...]] = Counter()
+    for code in session.scalars(select(IncidentCode)):
+        incident = incidents[code.incident_id]
+        if incident.status != "coded":
+            continue
+        dims = _dims(incident)
+        detail_codes[(*dims, code.codebook_version_id, code.code)] += 1
+        narrow_codes[(*dims[:3], code.codebook_version_id, code.code)] += 1
+    return {
+        "report_story_days": +narrow_stories,
+        "report_story_days_detail": +detail_stories,
+        "report_code_days": +narrow_codes,
+        "report_code_days_detail": +detail_codes,
+    }
+
+
+def _as_date(value: Any) -> date:
+    return value if isinstance(value, date) else date.fromisoformat(str(value))
+
+
+def stored_rollups(session: Session) -> dict[str, Counter[tuple[Any, ...]]]:
+    """The four rollup tables as stored, in the oracle's shape (zero counts left out)."""
+    result: dict[str, Counter[tuple[Any, ...]]] = {}
+    for table, dims in (
+        (ReportStoryDay, ("survey_id", "day", "valence")),
+        (ReportStoryDayDetail, ("survey_id", "day", "valence", "touchpoint", "channel", "segment")),
+    ):
+        counter: Counter[tuple[Any, ...]] = Counter()
+        for row in session.scalars(select(table)):
+            key = tuple(_as_date(getattr(row, d)) if d == "day" else getattr(row, d) for d in dims)
+            for measure in ("stories", "confirmed", "excluded"):
+                counter[(*key, measure)] += getattr(row, measure)
+        result[table.__tablename__] = counter
+    for code_table, dims in (
+        (ReportCodeDay, ("survey_id", "day", "valence")),
+        (ReportCodeDayDetail, ("survey_id", "day", "valence", "touchpoint", "channel", "segment")),
+    ):
+        counter = Counter()
+        for row in session.scalars(select(code_table)):
+            key = tuple(_as_date(getattr(row, d)) if d == "day" else getattr(row, d) for d in dims)
+            counter[(*key, row.codebook_version_id, row.code)] += row.n
+        result[code_table.__tablename__] = counter
+    # Stored zero rows would be a leak of deleted data: the oracle drops zeros, so must we not.
+    return result
+
+
+def zero_rows(session: Session) -> int:
+    """Rollup rows whose counts are all zero (the triggers delete them)."""
+    return sum(
+        len(session.scalars(select(t).where(*conds)).all())
+        for t, conds in (
+            (ReportStoryDay, (ReportStoryDay.stories == 0,)),
+            (ReportStoryDayDetail, (ReportStoryDayDetail.stories == 0,)),
+            (ReportCodeDay, (ReportCodeDay.n == 0,)),
+            (ReportCodeDayDetail, (ReportCodeDayDetail.n == 0,)),
+        )
+    )
+
+
+@pytest.fixture
+def assert_rollups_match(db: Callable[[], Any]) -> Callable[[], None]:
+    def check() -> None:
+        with db() as session:
+            stored, expected = stored_rollups(session), expected_rollups(session)
+            assert zero_rows(session) == 0
+        for table in expected:
+            assert +stored[table] == expected[table], table
+            assert all(v >= 0 for v in stored[table].values()), table
+
+    return check
