@@ -117,8 +117,12 @@ def test_reports_rebuild_recomputes_the_rollups(cli_db: str) -> None:
     run("demo")
     engine = create_db_engine(cli_db)
     with engine.begin() as conn:
-        conn.execute(text("INSERT INTO report_story_days (survey_id, day, valence, stories, "
-                          "confirmed, excluded) VALUES (1, '2020-01-01', 'satisfying', 9, 0, 0)"))
+        conn.execute(
+            text(
+                "INSERT INTO report_story_days (survey_id, day, valence, stories, "
+                "confirmed, excluded) VALUES (1, '2020-01-01', 'satisfying', 9, 0, 0)"
+            )
+        )
     code, output = run("reports", "rebuild")
     assert code == 0 and "rebuilt" in output
     with engine.connect() as conn:
