@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import base64
-from typing import Any
+from typing import Annotated, Any
 
+from fastapi import Depends, Query, Request
 from sqlalchemy import Select
 from sqlalchemy.orm import Session
 
+from app.config import app_settings
 from app.errors import Invalid
 
 
@@ -41,3 +43,17 @@ def keyset_page(
         return rows, None
     rows = rows[:limit]
     return rows, encode_cursor(rows[-1].id)
+
+
+def page_size(
+    request: Request,
+    limit: Annotated[
+        int | None, Query(ge=1, description="Page size (capped by the server)")
+    ] = None,
+) -> int:
+    """The `limit` query parameter, defaulted and capped by the settings."""
+    settings = app_settings(request)
+    return min(limit or settings.page_size_default, settings.page_size_max)
+
+
+PageSize = Annotated[int, Depends(page_size)]

@@ -21,6 +21,7 @@ from app.errors import (
 )
 from app.incidents import service
 from app.incidents.schemas import IncidentPage, IncidentRead, StorySubmission, SubmissionReceipt
+from app.pagination import PageSize
 from app.protection import client_key
 from app.surveys.service import find_by_slug, survey_state
 
@@ -44,6 +45,7 @@ def _view(user: Principal, asked: service.View | None) -> service.View:
 def list_incidents(
     request: Request,
     session: SessionDep,
+    size: PageSize,
     user: RequireResearcher,
     survey_id: int | None = None,
     status: service.StatusFilter | None = None,
@@ -64,13 +66,10 @@ def list_incidents(
         ),
     ] = None,
     cursor: str | None = None,
-    limit: Annotated[int | None, Query(ge=1)] = None,
     view: ViewParam = None,
 ) -> IncidentPage:
     """Stories, oldest id first (keyset pages), with suggestions, final codes and the codings
     the caller may see."""
-    settings = app_settings(request)
-    size = min(limit or settings.page_size_default, settings.page_size_max)
     filters = service.IncidentFilters(
         survey_id=survey_id,
         status=status,

@@ -9,7 +9,6 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query, Request, Response
 
 from app.auth import RequireAdmin, RequireAnyRole, RequireResearcher
-from app.config import Settings
 from app.db import SessionDep
 from app.errors import (
     Conflict,
@@ -21,6 +20,7 @@ from app.errors import (
 )
 from app.incidents.schemas import IncidentPage, IncidentRead
 from app.incidents.service import View, etag, get_incident, resolve_view, to_reads
+from app.pagination import PageSize
 from app.reviews import queue, service, trail
 from app.reviews.errors import CodesInvalid, PreconditionRequired
 from app.reviews.reliability import reliability_report
@@ -50,14 +50,6 @@ IfMatch = Annotated[
 ViewParam = Annotated[
     View | None, Query(description="original (admins only; their default) or redacted")
 ]
-
-
-def _page_size(request: Request, limit: int | None) -> int:
-    settings: Settings = request.app.state.settings
-    return min(limit or settings.page_size_default, settings.page_size_max)
-
-
-Limit = Annotated[int | None, Query(ge=1)]
 
 
 # The queue ---------------------------------------------------------------------------------------
@@ -135,17 +127,17 @@ def review_progress(
 def adjudication_queue(
     request: Request,
     session: SessionDep,
+    size: PageSize,
     user: RequireAdmin,
     survey_id: int | None = None,
     cursor: str | None = None,
-    limit: Limit = None,
 ) -> IncidentPage:
     """Stories whose coders disagree, with every coding."""
     return service.adjudication_queue(
         session,
         survey_id=survey_id,
         cursor=cursor,
-        limit=_page_size(request, limit),
+        limit=size,
         user=user,
     )
 
@@ -222,9 +214,9 @@ def incident_audit(
     incident_id: int,
     request: Request,
     session: SessionDep,
+    size: PageSize,
     user: RequireAdmin,
     cursor: str | None = None,
-    limit: Limit = None,
 ) -> AuditPage:
     """Every recorded change of a story: codings, status changes, adjudication."""
     get_incident(session, incident_id)
@@ -232,7 +224,7 @@ def incident_audit(
         session,
         trail.AuditFilters(entity_type="incident", entity_id=str(incident_id)),
         cursor=cursor,
-        limit=_page_size(request, limit),
+        limit=size,
     )
 
 
@@ -240,6 +232,7 @@ def incident_audit(
 def list_audit_events(
     request: Request,
     session: SessionDep,
+    size: PageSize,
     user: RequireAdmin,
     entity_type: str | None = None,
     entity_id: str | None = None,
@@ -248,7 +241,6 @@ def list_audit_events(
     at_from: Annotated[datetime | None, Query(description="At or after (UTC by default)")] = None,
     at_to: Annotated[datetime | None, Query(description="Before")] = None,
     cursor: str | None = None,
-    limit: Limit = None,
 ) -> AuditPage:
     """The append-only audit trail, newest first. No endpoint changes or deletes it."""
     filters = trail.AuditFilters(
@@ -259,7 +251,7 @@ def list_audit_events(
         at_from=at_from,
         at_to=at_to,
     )
-    return trail.list_events(session, filters, cursor=cursor, limit=_page_size(request, limit))
+    return trail.list_events(session, filters, cursor=cursor, limit=size)
 
 
 # Agreement ---------------------------------------------------------------------------------------

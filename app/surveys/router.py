@@ -12,6 +12,7 @@ from app.auth import RequireAdmin, RequireResearcher
 from app.config import app_settings
 from app.db import SessionDep
 from app.errors import Conflict, Forbidden, Gone, Invalid, NotFound, problem_responses
+from app.pagination import PageSize
 from app.surveys import service
 from app.surveys.schemas import (
     InvitationBatchCreate,
@@ -143,9 +144,9 @@ def list_invitations(
     survey_id: int,
     request: Request,
     session: SessionDep,
+    size: PageSize,
     _user: RequireAdmin,
     cursor: str | None = None,
-    limit: Annotated[int | None, Query(ge=1)] = None,
     accept: Annotated[str | None, Header()] = None,
     format: Annotated[str | None, Query(pattern="^(json|csv)$")] = None,
 ) -> Response | InvitationPage:
@@ -164,7 +165,6 @@ def list_invitations(
             if next_cursor is None:
                 break
         return _invitations_csv(items, f"invitations-survey-{survey.id}.csv")
-    size = min(limit or settings.page_size_default, settings.page_size_max)
     return service.list_invitations(session, survey, settings, cursor=cursor, limit=size)
 
 
