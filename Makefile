@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test test-postgres lint format bench clean help
+.PHONY: run test test-postgres lint format bench fuzz clean help
 
 help:
 	@echo "make run            set up, migrate, load the demo and serve on http://$(HOST):$(PORT)"
@@ -13,6 +13,7 @@ help:
 	@echo "make test-postgres  run the suite on postgresql://postgres@127.0.0.1:5432/test"
 	@echo "make lint           ruff and mypy"
 	@echo "make bench          benchmarks (see bench/README.md)"
+	@echo "make fuzz           schemathesis against the OpenAPI document: no request may get a 5xx"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -56,6 +57,9 @@ bench: $(VENV)/.installed-dev
 	$(BIN)/python -m bench.worker_throughput
 	$(BIN)/python -m bench.learning_curve
 	$(BIN)/python -m bench.reports_scale
+
+fuzz: $(VENV)/.installed-dev
+	.ci/fuzz $(FUZZ_SECONDS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

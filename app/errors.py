@@ -7,6 +7,7 @@ from typing import Any, ClassVar
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 PROBLEM_JSON = "application/problem+json"
@@ -148,6 +149,18 @@ def install_error_handlers(app: FastAPI) -> None:
             headers=getattr(exc, "headers", None),
         )
 
+    async def out_of_range(_request: Request, exc: Exception) -> JSONResponse:
+        # A number beyond the database's integer range (an id of 10**20), or text the database
+        # refuses (NUL characters on PostgreSQL): the request is at fault, not the server.
+        return problem(
+            422,
+            "Validation failed",
+            "a value in the request is out of range or contains characters that cannot be stored",
+            "validation",
+        )
+
     app.add_exception_handler(AppError, app_error)
+    app.add_exception_handler(OverflowError, out_of_range)
+    app.add_exception_handler(DataError, out_of_range)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(StarletteHTTPException, http_error)

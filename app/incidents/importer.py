@@ -111,6 +111,8 @@ def prepare(row: dict[str, Any], codes: set[str], settings: Settings) -> Prepare
             value = row.get("text")
         if value is not None and not isinstance(value, str):
             raise RowError(f"{name}: must be text")
+        if value is not None and "\x00" in value:
+            raise RowError(f"{name}: contains a NUL character")
         if value is not None and len(value) > settings.max_answer_chars:
             raise RowError(f"{name}: longer than {settings.max_answer_chars} characters")
         answers[name] = value if value and value.strip() else None

@@ -81,7 +81,9 @@ def check_story(
     for name in (*ANSWER_FIELDS, *CHOICE_FIELDS):
         value = answers.get(name)
         clean[name] = value if isinstance(value, str) and value.strip() else None
-        if isinstance(value, str) and len(value) > settings.max_answer_chars:
+        if isinstance(value, str) and "\x00" in value:
+            errors.append(FieldError(name, "invalid_characters"))
+        elif isinstance(value, str) and len(value) > settings.max_answer_chars:
             errors.append(
                 FieldError(
                     name, "too_long", {"max": settings.max_answer_chars, "length": len(value)}

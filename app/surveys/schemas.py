@@ -53,7 +53,9 @@ class SurveyQuestions(Strict):
     channel: QuestionText | None = None
 
 
-def _unique(values: list[str]) -> list[str]:
+def _unique(values: list[str] | None) -> list[str] | None:
+    if values is None:  # an update that leaves the choices as they are
+        return values
     if len({v.casefold() for v in values}) != len(values):
         raise ValueError("choices must be unique")
     return values

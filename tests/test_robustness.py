@@ -1,0 +1,50 @@
+"""Inputs found by fuzzing the OpenAPI document (schemathesis) that once gave a 500."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from fastapi.testclient import TestClient
+
+from app.models import Survey
+
+PROBLEM = "application/problem+json"
+HUGE = "99999999999999999999"  # beyond any database integer
+
+
+def test_ids_beyond_the_integer_range_are_a_client_error(
+    client: TestClient, admin: dict[str, str]
+) -> None:
+    for path in (
+        f"/api/v1/surveys/{HUGE}",
+        f"/api/v1/incidents?survey_id={HUGE}",
+        f"/api/v1/jobs/{HUGE}",
+        f"/api/v1/codebooks/{HUGE}/versions",
+        "/api/v1/incidents/3000000000",  # beyond PostgreSQL's 32-bit integer
+    ):
+        response = client.get(path, headers=admin)
+        assert response.status_code in (404, 422), (path, response.status_code)
+        assert response.headers["content-type"] == PROBLEM
+
+
+def test_explicit_nulls_in_a_survey_update_leave_fields_alone(
+    client: TestClient, admin: dict[str, str], make_survey: Callable[..., Survey]
+) -> None:
+    survey = make_survey()
+    response = client.patch(
+        f"/api/v1/surveys/{survey.id}", headers=admin, json={"touchpoints": None, "channels": None}
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["touchpoints"] == ["Check-in", "On board"]
+
+
+def test_nul_characters_in_a_story_are_refused_clearly(
+    client: TestClient, make_survey: Callable[..., Survey]
+) -> None:
+    survey = make_survey()
+    response = client.post(
+        f"/api/v1/public/surveys/{survey.slug}/incidents",
+        json={"what_happened": "bad\x00byte", "valence": "satisfying"},
+    )
+    assert response.status_code == 422 and response.headers["content-type"] == PROBLEM
+    assert [e["type"] for e in response.json()["errors"]] == ["invalid_characters"]
