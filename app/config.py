@@ -39,7 +39,6 @@ class Settings(BaseSettings):
     worker_batch_size: int = Field(512, ge=1, le=10_000)
     worker_poll_seconds: float = Field(1.0, gt=0)
     job_lease_seconds: int = Field(600, ge=10)
-    job_max_attempts: int = Field(5, ge=1)
 
     # Reports.
     min_cell: int = Field(5, ge=1, description="small-cell suppression threshold of the reports")

@@ -78,12 +78,6 @@ class PreconditionFailed(AppError):
     type_slug = "precondition-failed"
 
 
-class PayloadTooLarge(AppError):
-    status = 413
-    title = "Payload too large"
-    type_slug = "payload-too-large"
-
-
 class TooManyRequests(AppError):
     status = 429
     title = "Too many requests"

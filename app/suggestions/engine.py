@@ -44,8 +44,3 @@ class SuggesterCache:
             while len(self._items) > MAX_CACHED:
                 self._items.popitem(last=False)
         return suggester
-
-    @property
-    def has_ner(self) -> bool:
-        with self._lock:
-            return any("ner" in s.nlp.pipe_names for s in self._items.values())

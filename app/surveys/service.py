@@ -11,7 +11,7 @@ import unicodedata
 from datetime import datetime
 from typing import Any, Literal
 
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from app import audit
@@ -341,15 +341,6 @@ def list_invitations(
     )
     return InvitationPage(
         items=[invitation_read(r, settings) for r in rows], next_cursor=next_cursor
-    )
-
-
-def count_invitations(session: Session, survey: Survey) -> int:
-    return (
-        session.scalar(
-            select(func.count()).select_from(Invitation).where(Invitation.survey_id == survey.id)
-        )
-        or 0
     )
 
 
