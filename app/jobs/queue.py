@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, delete, or_, select, update
+from sqlalchemy import ColumnElement, and_, delete, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -108,6 +108,16 @@ def lock_due(
         .limit(limit)
         .with_for_update(skip_locked=True)
     ).all()
+    if rows:
+        # Like `claim`: a job being worked on no longer holds its dedupe key, so a request that
+        # arrives meanwhile (a new model, a codebook edit) queues a new job instead of being
+        # swallowed by the one about to be deleted.
+        session.execute(
+            update(Job)
+            .where(Job.id.in_([r.id for r in rows]))
+            .values(dedupe_key=None)
+            .execution_options(synchronize_session=False)
+        )
     return [ClaimedJob(r.id, r.kind, r.payload, r.attempts, r.max_attempts) for r in rows]
 
 
@@ -159,21 +169,26 @@ def finish(
     *,
     keep: bool = False,
     result: dict[str, Any] | None = None,
-) -> None:
-    """Mark jobs done (kept, with their result) or delete them (high-volume kinds)."""
+    worker: str | None = None,
+) -> int:
+    """Mark jobs done (kept, with their result) or delete them (high-volume kinds); returns how
+    many. With `worker` (jobs taken by `claim`), only jobs that worker still holds: one whose
+    lease ran out and was claimed by another worker is left to that worker."""
     if not job_ids:
-        return
+        return 0
+    mine: ColumnElement[bool] = Job.id.in_(job_ids)
+    if worker is not None:
+        mine = and_(mine, Job.locked_by == worker)
     if keep:
-        session.execute(
+        statement: Any = (
             update(Job)
-            .where(Job.id.in_(job_ids))
+            .where(mine)
             .values(status="done", result=result, locked_by=None, locked_until=None)
-            .execution_options(synchronize_session=False)
         )
     else:
-        session.execute(
-            delete(Job).where(Job.id.in_(job_ids)).execution_options(synchronize_session=False)
-        )
+        statement = delete(Job).where(mine)
+    outcome = session.execute(statement.execution_options(synchronize_session=False))
+    return int(getattr(outcome, "rowcount", 0) or 0)
 
 
 def backoff_seconds(attempts: int) -> int:
@@ -186,15 +201,20 @@ def fail(
     error: str,
     *,
     final: bool = False,
+    worker: str | None = None,
     now: datetime | None = None,
 ) -> str:
     """Record a failure: retried later with backoff, or `failed` after the last attempt (or at
-    once when `final`: an explained failure that a retry would only repeat)."""
+    once when `final`: an explained failure that a retry would only repeat). With `worker`,
+    only while that worker still holds the job."""
     now = now or utcnow()
     final = final or job.attempts >= job.max_attempts
+    mine: ColumnElement[bool] = Job.id == job.id
+    if worker is not None:
+        mine = and_(mine, Job.locked_by == worker)
     session.execute(
         update(Job)
-        .where(Job.id == job.id)
+        .where(mine)
         .values(
             status="failed" if final else "queued",
             run_after=now if final else now + timedelta(seconds=backoff_seconds(job.attempts)),

@@ -22,13 +22,14 @@ from app.models import (
     CodebookVersion,
     Incident,
     IncidentCode,
+    Job,
     NlpModel,
     Suggestion,
     Survey,
 )
 from app.models.base import utcnow
 from app.suggestions.engine import SuggesterCache
-from app.suggestions.queue import enqueue_rescoring
+from app.suggestions.queue import SUGGEST, enqueue_rescoring
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +104,14 @@ def score_incidents(
                 }
             )
         session.execute(delete(Suggestion).where(Suggestion.incident_id.in_(ids)))
+        # A failed attempt at these stories is history now that they have fresh suggestions.
+        session.execute(
+            delete(Job).where(
+                Job.kind == SUGGEST,
+                Job.status == "failed",
+                Job.subject.in_([f"incident:{i}" for i in ids]),
+            )
+        )
         if new_rows:  # Core executemany: the ORM's bulk path costs a tenth of the scoring time
             session.execute(insert(cast(Table, Suggestion.__table__)), new_rows)
         scored += len(ids)

@@ -28,6 +28,10 @@ from app.suggestions.queue import SUGGEST, TRAIN
 log = logging.getLogger("cit.worker")
 
 
+class _LeaseLost(Exception):
+    pass
+
+
 @dataclass
 class BatchResult:
     claimed: int = 0
@@ -57,8 +61,10 @@ class Worker:
         result = BatchResult()
         if SUGGEST in kinds:
             self._suggest_batch(result)
+        # One other job (training) every round, so that a steady stream of new stories cannot
+        # starve it.
         other = tuple(k for k in kinds if k != SUGGEST)
-        if other and result.claimed == 0:
+        if other:
             with session_scope(self.factory) as session:
                 jobs = queue.claim(
                     session,
@@ -131,8 +137,12 @@ class Worker:
         try:
             with session_scope(self.factory) as session:
                 outcome = work(session, job)
-                queue.finish(session, [job.id], keep=keep, result=outcome)
+                if not queue.finish(session, [job.id], keep=keep, result=outcome, worker=self.name):
+                    # Our lease ran out and another worker took the job: its run counts.
+                    raise _LeaseLost
             result.done += 1
+        except _LeaseLost:
+            log.warning("job %s: lease lost to another worker; this run was rolled back", job.id)
         except AppError as exc:  # an explained failure: retrying would only repeat it
             self._record_failure(job, exc.detail, result, final=True)
         except Exception:
@@ -142,7 +152,7 @@ class Worker:
         self, job: ClaimedJob, error: str, result: BatchResult, *, final: bool = False
     ) -> None:
         with session_scope(self.factory) as session:
-            status = queue.fail(session, job, error, final=final)
+            status = queue.fail(session, job, error, final=final, worker=self.name)
         result.failed += 1
         log.warning(
             "job %s (%s) failed, now %s: %s",

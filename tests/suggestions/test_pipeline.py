@@ -292,3 +292,40 @@ def test_a_pipeline_with_ner_also_redacts_person_names(
     extra = next(s for s in seen["suggestions"] if s["code"] == "extra_mile")
     for span in extra["evidence"]:
         assert seen[span["field"]][span["start"] : span["end"]] == span["text"]
+
+
+def test_review_findings_on_the_queue(
+    client: TestClient,
+    make_survey: Callable[..., Survey],
+    codebook_id: int,
+    worker: Worker,
+    db: Callable[[], Any],
+    admin: dict[str, str],
+) -> None:
+    """A re-scoring request during a batch is kept; training is not starved by new stories; a
+    failed attempt disappears once the story is scored; a worker that lost its lease cannot
+    overwrite the job."""
+    survey = make_survey()
+    _submit(client, survey, COMPLAINT)
+    with db() as session:
+        locked = queue.lock_due(session, kinds=[SUGGEST], limit=10)
+        story_id = locked[0].payload["incident_id"]
+        queue.enqueue_many(session, SUGGEST, [({"incident_id": story_id}, f"incident:{story_id}")])
+        queue.finish(session, [j.id for j in locked])
+        assert session.scalar(select(func.count()).select_from(Job)) == 1  # the new request
+
+    with db() as session:
+        train = queue.enqueue(session, "train", {"codebook_id": codebook_id}, subject="c")
+    _submit(client, survey, COMPLAINT)
+    worker.run_once()
+    with db() as session:
+        assert session.get(Job, train).status == "failed"  # it ran (too few stories), not starved
+
+    with db() as session:
+        queue.enqueue(session, SUGGEST, {"incident_id": story_id}, subject="late")
+    with db() as session:
+        stale = queue.claim(session, "w-old", kinds=[SUGGEST], limit=1, lease_seconds=60)[0]
+        session.execute(update(Job).where(Job.id == stale.id).values(locked_by="w-new"))
+        assert queue.finish(session, [stale.id], worker="w-old") == 0
+        assert queue.fail(session, stale, "boom", worker="w-old") == "queued"
+        assert session.get(Job, stale.id).locked_by == "w-new"  # untouched
