@@ -185,7 +185,12 @@ def _reliability(session: Session, survey_id: int) -> dict[str, Any]:
     return report
 
 
-def _codebook_versions(session: Session, survey_id: int) -> list[dict[str, Any]]:
+def _codebook_versions(
+    session: Session, survey_id: int, *, hide_counts: bool = False
+) -> list[dict[str, Any]]:
+    """The codebook versions the survey's final codes were made under, with their change notes;
+    `hide_counts` (viewers) leaves out the per-version counts, which would give suppressed code
+    and story counts away by subtraction."""
     used = (
         select(
             IncidentCode.codebook_version_id.label("version_id"),
@@ -220,8 +225,8 @@ def _codebook_versions(session: Session, survey_id: int) -> list[dict[str, Any]]
                     for c in content_codes
                     if isinstance(c, dict)
                 ],
-                "stories": int(stories),
-                "final_codes": int(codes),
+                "stories": None if hide_counts else int(stories),
+                "final_codes": None if hide_counts else int(codes),
             }
         )
     return versions
@@ -386,7 +391,10 @@ def study_report(
         "respondents": {
             "stories": get(total),
             "invitations_sent": int(invitations[0]),
-            "invitations_used": int(invitations[1]),
+            # Each used invitation carries one story: the same count, suppressed alike.
+            "invitations_used": get("stories_via_invitation")
+            if suppress
+            else int(invitations[1]),
             "stories_via_invitation": get("stories_via_invitation"),
             "stories_via_open_link": get("stories_via_open_link"),
             "note": "Respondents are not identified across submissions: each submitted form "
@@ -414,7 +422,7 @@ def study_report(
         "time_since": [
             {"bucket": label, "stories": get(("time_since", label))} for label in time_labels
         ],
-        "classification": _codebook_versions(session, survey_id),
+        "classification": _codebook_versions(session, survey_id, hide_counts=suppress),
         "codes": [
             {
                 "code": code,
@@ -431,6 +439,13 @@ def study_report(
         "reliability": _reliability(session, survey_id),
         "saturation": _saturation(session, survey_id, saturation_step),
     }
+    if suppress:
+        # The curve's last point and its total are the number of coded stories: publish them
+        # only as the suppressed count allows (the points at whole steps give bounds only).
+        saturation = report["saturation"]
+        saturation["stories_coded"] = get(("status", "coded"))
+        step = saturation["step"]
+        saturation["points"] = [p for p in saturation["points"] if p["stories_coded"] % step == 0]
     report["checklist"] = [
         {"item": label, "section": key, "reported": _reported(report, key)}
         for key, label in CHECKLIST

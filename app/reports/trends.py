@@ -254,7 +254,9 @@ class _Protected:
                         key = _code_key(period, code, valence, group if self.grouped else None)
                         values[key] = value
                         base_hidden = self.cell("confirmed", period, valence, group) in self.hidden
-                        if is_small(value, min_cell) or (value == 0 and base_hidden):
+                        # A count is hidden with its base: count <= base <= stories - excluded, so
+                        # a visible count under a hidden base would pin the base down.
+                        if is_small(value, min_cell) or base_hidden:
                             hidden.add(key)
                         parts.append(key)
                     if self.grouped:
@@ -262,7 +264,7 @@ class _Protected:
                         total_key = _code_key(period, code, valence, None)
                         values[total_key] = total
                         external.add(total_key)
-                        if is_small(total, min_cell) or (total == 0 and base_total_hidden):
+                        if is_small(total, min_cell) or base_total_hidden:
                             hidden.add(total_key)
                         lines.append(Line(total_key, tuple(parts)))
         secondary(values, hidden, lines, may_hide=lambda key: key not in external)

@@ -270,3 +270,49 @@ def test_no_hidden_count_can_be_recovered(
                 constant -= sign * value
         equations.append((coefs, constant))
     assert determined(equations) == set()
+
+
+def test_a_count_is_hidden_with_its_base(
+    make_survey: Any, version_id: Any, add_stories: Any, client: Any, token_for: Any
+) -> None:
+    """Found in review: a visible count under a hidden base pinned the base down (count <= base
+    <= stories - excluded), and with it the other valence's base by subtraction."""
+    survey, version = make_survey(), version_id()
+    day = date(2025, 3, 3)
+    add_stories(
+        [StorySpec(survey.id, day, "satisfying", ("extra_mile",)) for _ in range(3)], version
+    )
+    add_stories([StorySpec(survey.id, day, "satisfying") for _ in range(7)], version)
+    add_stories(
+        [StorySpec(survey.id, day, "dissatisfying", ("complaint",)) for _ in range(50)], version
+    )
+    report = client.get(
+        f"{API}/trends", params={"period": "month"}, headers=token_for("viewer")
+    ).json()
+    valences = report["periods"][0]["valences"]
+    assert valences["satisfying"]["confirmed"] is None
+    assert valences["dissatisfying"]["confirmed"] is None
+    for row in report["rows"]:
+        if row["base"] is None:
+            assert row["count"] is None and row["suppressed"], row
+
+
+def test_the_study_report_gives_no_hidden_count_away(
+    make_survey: Any, version_id: Any, add_stories: Any, client: Any, token_for: Any
+) -> None:
+    survey, version = make_survey(), version_id()
+    day = date(2025, 3, 3)
+    add_stories(
+        [StorySpec(survey.id, day, "satisfying", ("extra_mile",)) for _ in range(3)], version
+    )
+    add_stories([StorySpec(survey.id, day, "satisfying") for _ in range(20)], version)
+    report = client.get(
+        f"{API}/study", params={"survey_id": survey.id}, headers=token_for("viewer")
+    ).json()
+    assert report["incidents"]["included"] is None
+    assert report["saturation"]["stories_coded"] is None
+    assert all(p["stories_coded"] != 3 for p in report["saturation"]["points"])
+    assert all(v["stories"] is None and v["final_codes"] is None for v in report["classification"])
+    assert (
+        report["respondents"]["invitations_used"] == report["respondents"]["stories_via_invitation"]
+    )
