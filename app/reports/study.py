@@ -392,9 +392,7 @@ def study_report(
             "stories": get(total),
             "invitations_sent": int(invitations[0]),
             # Each used invitation carries one story: the same count, suppressed alike.
-            "invitations_used": get("stories_via_invitation")
-            if suppress
-            else int(invitations[1]),
+            "invitations_used": get("stories_via_invitation") if suppress else int(invitations[1]),
             "stories_via_invitation": get("stories_via_invitation"),
             "stories_via_open_link": get("stories_via_open_link"),
             "note": "Respondents are not identified across submissions: each submitted form "
