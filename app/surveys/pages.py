@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
@@ -137,8 +138,26 @@ def invitation_form(token: str, request: Request, session: SessionDep) -> Respon
     return _render_form(request, survey, values={}, errors=[], invitation=token)
 
 
+@dataclass(frozen=True)
+class PostedForm:
+    values: dict[str, str]
+    names: frozenset[str]
+
+
+async def posted_form(request: Request) -> PostedForm:
+    """The posted fields, read asynchronously so that the route itself can be a plain function:
+    its database work then runs in the thread pool, not on the event loop."""
+    form = await request.form()
+    return PostedForm({k: v for k, v in form.items() if isinstance(v, str)}, frozenset(form.keys()))
+
+
 @router.post("/s/{slug}", response_class=HTMLResponse, name="submit_form")
-async def submit_form(slug: str, request: Request, session: SessionDep) -> Response:
+def submit_form(
+    slug: str,
+    request: Request,
+    session: SessionDep,
+    form: Annotated[PostedForm, Depends(posted_form)],
+) -> Response:
     survey = find_by_slug(session, slug)
     unavailable = _unavailable(request, survey)
     if unavailable is not None:
@@ -146,8 +165,7 @@ async def submit_form(slug: str, request: Request, session: SessionDep) -> Respo
     assert survey is not None
     settings = app_settings(request)
     t = translator(survey.language)
-    form = await request.form()
-    values = {k: v for k, v in form.items() if isinstance(v, str)}
+    values = dict(form.values)
     invitation = values.get("invitation") or None
     submission_id = values.get("submission_id") or None
     keep = {"invitation": invitation, "submission_id": submission_id}
@@ -171,7 +189,7 @@ async def submit_form(slug: str, request: Request, session: SessionDep) -> Respo
     if not request.app.state.submit_limiter.allow(client_key(request)):
         return again([], t("errors.rate_limited"), status_code=429)
     unknown = sorted(
-        set(form.keys()) - set(ANSWER_FIELDS) - set(CHOICE_FIELDS) - set(FORM_CONTROL_FIELDS)
+        set(form.names) - set(ANSWER_FIELDS) - set(CHOICE_FIELDS) - set(FORM_CONTROL_FIELDS)
     )
     if unknown:
         return again([], t("errors.unknown_fields", fields=", ".join(unknown)), 400)

@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app import audit
@@ -143,8 +144,12 @@ def create_survey(session: Session, data: SurveyCreate, actor: Principal | None)
         double_coding_share=data.double_coding_share,
         review_order=data.review_order,
     )
-    session.add(survey)
-    session.flush()
+    try:
+        with session.begin_nested():  # two admins taking the same slug at once on PostgreSQL
+            session.add(survey)
+            session.flush()
+    except IntegrityError as exc:
+        raise Conflict(f"a survey with the slug {slug!r} exists already") from exc
     audit.record(session, actor, "survey.create", "survey", survey.id, after=_snapshot(survey))
     return survey
 
