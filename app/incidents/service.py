@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
-from sqlalchemy import ColumnElement, SQLColumnExpression, exists, or_, select
+from sqlalchemy import ColumnElement, SQLColumnExpression, and_, exists, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -44,9 +44,10 @@ from app.models import (
     Survey,
     User,
 )
-from app.pagination import decode_cursor, encode_cursor
+from app.pagination import keyset_page
 from app.suggestions.queue import SUGGEST, enqueue_suggestions
 from app.surveys.service import claim_invitation, find_invitation, invitation_status
+from nlp import redact
 
 if TYPE_CHECKING:
     from app.auth import Principal
@@ -273,6 +274,37 @@ def visible_codings(
     return [c for c in codings if c.coder == viewer.name]
 
 
+def visible_status(incident: Incident, codings: list[CodingRead], viewer: Principal | None) -> str:
+    """Blind double coding, for the status too: a researcher who has not coded the story yet
+    sees `new` while other codings are in but not all of them (else `in_review` would tell them
+    that the other coder has answered)."""
+    if incident.status != "in_review" or (viewer is not None and viewer.role == "admin"):
+        return incident.status
+    if viewer is not None and any(c.coder == viewer.name for c in codings):
+        return incident.status
+    return "new"
+
+
+def _status_condition(status: str, viewer: Principal | None) -> ColumnElement[bool]:
+    """The status filter as `visible_status` shows statuses: for a researcher, a story in review
+    that they have not coded is `new`."""
+    if viewer is None or viewer.role == "admin" or status not in ("new", "in_review"):
+        return Incident.status == status
+    mine = exists().where(
+        Coding.incident_id == Incident.id,
+        Coding.coder_id == viewer.id,
+    )
+    if status == "in_review":
+        return and_(Incident.status == "in_review", mine)
+    return or_(Incident.status == "new", and_(Incident.status == "in_review", ~mine))
+
+
+def _redacted_attributes(attributes: dict[str, Any]) -> dict[str, Any]:
+    """Attributes can come from imported columns (a free comment, an e-mail address): their
+    text gets the same pattern redaction as the answers before researchers read it."""
+    return {k: redact(v).text if isinstance(v, str) else v for k, v in attributes.items()}
+
+
 def to_reads(
     session: Session,
     incidents: Sequence[Incident],
@@ -329,10 +361,12 @@ def to_reads(
                 touchpoint=incident.touchpoint,
                 channel=incident.channel,
                 language=incident.language,
-                attributes=incident.attributes,
+                attributes=incident.attributes
+                if view == "original"
+                else _redacted_attributes(incident.attributes),
                 invitation_id=incident.invitation_id,
                 submitted_at=incident.submitted_at,
-                status=incident.status,
+                status=visible_status(incident, codings[incident.id], viewer),
                 version=incident.version,
                 coders_required=incident.coders_required,
                 exclusion_reason=incident.exclusion_reason,
@@ -399,12 +433,14 @@ def _text_columns(view: View) -> list[SQLColumnExpression[Any]]:
     return [Incident.redacted[field].as_string() for field in REDACTED_FIELDS]
 
 
-def filter_conditions(filters: IncidentFilters, view: View) -> list[ColumnElement[bool]]:
+def filter_conditions(
+    filters: IncidentFilters, view: View, viewer: Principal | None = None
+) -> list[ColumnElement[bool]]:
     conditions: list[ColumnElement[bool]] = []
     if filters.survey_id is not None:
         conditions.append(Incident.survey_id == filters.survey_id)
     if filters.status is not None:
-        conditions.append(Incident.status == filters.status)
+        conditions.append(_status_condition(filters.status, viewer))
     if filters.code is not None:
         conditions.append(
             exists().where(
@@ -440,17 +476,9 @@ def list_incidents(
 ) -> IncidentPage:
     """One keyset page of stories (by id) matching `filters`."""
     filters = filters or IncidentFilters(survey_id=survey_id)
-    query = select(Incident).where(*filter_conditions(filters, view)).order_by(Incident.id)
-    after = decode_cursor(cursor)
-    if after is not None:
-        query = query.where(Incident.id > after)
-    rows = list(session.scalars(query.limit(limit + 1)))
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return IncidentPage(
-        items=to_reads(session, rows, view, viewer),
-        next_cursor=encode_cursor(rows[-1].id) if more and rows else None,
-    )
+    query = select(Incident).where(*filter_conditions(filters, view, viewer))
+    rows, next_cursor = keyset_page(session, query, Incident.id, cursor, limit)
+    return IncidentPage(items=to_reads(session, rows, view, viewer), next_cursor=next_cursor)
 
 
 class SubmissionInvalid(AppError):

@@ -406,6 +406,15 @@ def test_the_second_blind_coder_is_neither_refused_nor_told(
     assert saved.status_code == 200, saved.text
     assert saved.headers["ETag"] == '"1.1"'
     assert review.read(bob, story)[1] == bob_tag  # nothing tells bob that alice answered
+    assert review.read(bob, story)[0]["status"] == "new"  # ... not even the status
+    assert review.read(alice, story)[0]["status"] == "in_review"
+
+    def listed(who: Any, status: str) -> list[int]:
+        page = client.get("/api/v1/incidents", params={"status": status}, headers=who.headers)
+        return [item["id"] for item in page.json()["items"]]
+
+    assert listed(bob, "in_review") == [] and listed(bob, "new") == [story]
+    assert listed(alice, "in_review") == [story] and listed(alice, "new") == []
 
     other_tab = review.put(alice, story, ["extra_mile"], etag=alice_tag)
     assert other_tab.status_code == 412 and other_tab.headers["ETag"] == '"1.1"'

@@ -204,3 +204,31 @@ def test_evaluate_cli_reports_per_code_figures(
     assert 0 <= report["macro_f1"] <= 1 and report["n_examples"] == len(_examples())
     with app.state.sessionmaker() as session:
         assert session.scalar(select(func.count()).select_from(Incident)) == len(_examples())
+
+
+def test_imported_attributes_are_redacted_for_researchers(
+    app: FastAPI,
+    client: TestClient,
+    settings: Settings,
+    make_survey: Callable[..., Survey],
+    codebook_id: int,
+    tmp_path: Path,
+    admin: dict[str, str],
+    token_for: Callable[..., dict[str, str]],
+) -> None:
+    survey = make_survey()
+    path = tmp_path / "old.csv"
+    path.write_text(
+        "id,what_happened,valence,comment\n"
+        "1,The bag never arrived,dissatisfying,call me on +1 415 555 0134 or x@y.example\n",
+        encoding="utf-8",
+    )
+    assert (
+        import_incidents(app.state.sessionmaker, path, survey.id, settings, imported_by="t").stored
+        == 1
+    )
+    seen = client.get("/api/v1/incidents", headers=token_for("researcher")).json()["items"][0]
+    assert "x@y.example" not in seen["attributes"]["comment"]
+    assert "[EMAIL]" in seen["attributes"]["comment"] and "[PHONE]" in seen["attributes"]["comment"]
+    original = client.get("/api/v1/incidents", headers=admin).json()["items"][0]
+    assert original["attributes"]["comment"].endswith("x@y.example")
