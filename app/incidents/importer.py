@@ -21,8 +21,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.codebooks.service import current_version, load_nlp_codebook
 from app.config import Settings
 from app.db import session_scope
+from app.i18n import SUPPORTED_LANGUAGES
 from app.incidents.redaction import redaction_columns
-from app.incidents.service import ANSWER_FIELDS, VALENCES, CleanStory
+from app.incidents.service import ANSWER_FIELDS, VALENCES, CleanStory, parse_occurred_on
 from app.models import Codebook, Incident, IncidentCode, Survey
 from app.models.base import utcnow
 from app.suggestions.queue import enqueue_suggestions
@@ -100,6 +101,7 @@ class PreparedRow:
     submitted_at: datetime | None
     attributes: dict[str, Any]
     codes: tuple[str, ...]
+    language: str | None = None
 
 
 def prepare(row: dict[str, Any], codes: set[str], settings: Settings) -> PreparedRow:
@@ -154,8 +156,13 @@ def prepare(row: dict[str, Any], codes: set[str], settings: Settings) -> Prepare
     else:
         digest = json.dumps(row, sort_keys=True, ensure_ascii=False, default=str)
         key = "import:" + hashlib.sha256(digest.encode()).hexdigest()[:40]
-    story = CleanStory(answers, None)
-    return PreparedRow(key, story, submitted_at, attributes, tuple(dict.fromkeys(raw_codes)))
+    language = row.get("language")
+    if language is not None and language not in SUPPORTED_LANGUAGES:
+        raise RowError(f"language: one of {', '.join(SUPPORTED_LANGUAGES)}, not {language!r}")
+    story = CleanStory(answers, parse_occurred_on(answers["occurred"]))
+    return PreparedRow(
+        key, story, submitted_at, attributes, tuple(dict.fromkeys(raw_codes)), language
+    )
 
 
 def import_incidents(
@@ -234,14 +241,14 @@ def _store(
                         survey_id=survey.id,
                         submission_key=prepared.key,
                         occurred_text=answers["occurred"],
-                        occurred_on=None,
+                        occurred_on=prepared.story.occurred_on,
                         circumstances=answers["circumstances"],
                         what_happened=answers["what_happened"] or "",
                         outcome=answers["outcome"],
                         valence=answers["valence"] or "",
                         touchpoint=answers["touchpoint"],
                         channel=answers["channel"],
-                        language=survey.language,
+                        language=prepared.language or survey.language,
                         attributes=prepared.attributes,
                         **redaction_columns(answers),
                     )

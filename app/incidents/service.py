@@ -73,6 +73,17 @@ class CleanStory:
     occurred_on: date | None
 
 
+def parse_occurred_on(text: str | None) -> date | None:
+    """The date of "when did it happen" when the answer is an ISO date; free text stays text."""
+    match = _ISO_DATE.match(text or "")
+    if not match:
+        return None
+    try:
+        return date(*(int(g) for g in match.groups()))
+    except ValueError:
+        return None
+
+
 def check_story(
     survey: Survey, answers: Mapping[str, Any], consent: bool, settings: Settings
 ) -> tuple[CleanStory | None, list[FieldError]]:
@@ -106,14 +117,7 @@ def check_story(
         errors.append(FieldError("consent", "consent_required"))
     if errors:
         return None, errors
-    match = _ISO_DATE.match(clean["occurred"] or "")
-    occurred_on = None
-    if match:
-        try:
-            occurred_on = date(*(int(g) for g in match.groups()))
-        except ValueError:
-            occurred_on = None
-    return CleanStory(clean, occurred_on), []
+    return CleanStory(clean, parse_occurred_on(clean["occurred"])), []
 
 
 SubmitOutcome = Literal[

@@ -56,12 +56,13 @@ def test_import_reports_bad_rows_and_keeps_good_ones(
     survey = make_survey()
     path = tmp_path / "study.csv"
     path.write_text(
-        "id,what_happened,valence,codes,touchpoint,segment\n"
-        "a1,They lost my bag and nobody called back,dissatisfying,complaint,Baggage,gold\n"
-        "a2,,dissatisfying,complaint,,gold\n"
-        "a3,The pilot waited for me,satisfying,extra_mile;nonsense,,gold\n"
-        "a4,I typed the wrong account number,dissatisfying,owner_error,,\n"
-        "a5,Great crew,happy,,,\n",
+        "id,what_happened,valence,codes,touchpoint,segment,occurred,language\n"
+        "a1,They lost my bag and nobody called back,dissatisfying,complaint,Baggage,gold,"
+        "2023-05-01,de\n"
+        "a2,,dissatisfying,complaint,,gold,,\n"
+        "a3,The pilot waited for me,satisfying,extra_mile;nonsense,,gold,,\n"
+        "a4,I typed the wrong account number,dissatisfying,owner_error,,,last spring,\n"
+        "a5,Great crew,happy,,,,,\n",
         encoding="utf-8",
     )
     report = import_incidents(
@@ -76,6 +77,9 @@ def test_import_reports_bad_rows_and_keeps_good_ones(
         stories = session.scalars(select(Incident).order_by(Incident.id)).all()
         assert [s.attributes["import_id"] for s in stories] == ["a1", "a4"]
         assert stories[0].attributes["segment"] == "gold" and stories[0].touchpoint == "Baggage"
+        assert str(stories[0].occurred_on) == "2023-05-01" and stories[0].language == "de"
+        assert stories[1].occurred_on is None and stories[1].occurred_text == "last spring"
+        assert stories[1].language == "en"
         codes = session.scalars(select(IncidentCode.code).order_by(IncidentCode.id)).all()
         assert codes == ["complaint", "owner_error"]
         assert {c.source for c in session.scalars(select(IncidentCode))} == {"import"}
