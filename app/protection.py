@@ -15,6 +15,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.errors import PROBLEM_JSON
 
+MAX_TRACKED_CLIENTS = 100_000
+
 
 class RateLimiter:
     """Sliding-window limit per client key, kept in this process.
@@ -29,6 +31,7 @@ class RateLimiter:
         self.window = window_seconds
         self._clock = clock
         self._hits: dict[str, deque[float]] = {}
+        self._pruned_at = clock()
         self._lock = threading.Lock()
 
     def allow(self, key: str) -> bool:
@@ -40,7 +43,10 @@ class RateLimiter:
             if len(hits) >= self.limit:
                 return False
             hits.append(now)
-            if len(self._hits) > 100_000:  # forget idle clients so memory stays bounded
+            # Forget idle clients so memory stays bounded: at most once a window, so that a
+            # flood from many addresses does not make every request rebuild the table.
+            if len(self._hits) > MAX_TRACKED_CLIENTS and now - self._pruned_at >= self.window:
+                self._pruned_at = now
                 self._hits = {
                     k: v for k, v in self._hits.items() if v and v[-1] > now - self.window
                 }

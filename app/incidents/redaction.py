@@ -5,15 +5,19 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from spacy.language import Language
+
 from app.models import Incident
 from nlp import redact
 
 REDACTED_FIELDS = ("occurred", "circumstances", "what_happened", "outcome")
 
 
-def redaction_columns(answers: Mapping[str, str | None]) -> dict[str, Any]:
+def redaction_columns(
+    answers: Mapping[str, str | None], pipeline: Language | None = None
+) -> dict[str, Any]:
     """Pattern-based redaction (e-mail, phone, card, account, URL), cheap enough for the request
-    path; names need an NER pipeline and are redacted by the worker when one is configured."""
+    path; with an NER `pipeline` (the worker, when one is configured) person names too."""
     redacted: dict[str, str | None] = {}
     spans: dict[str, list[dict[str, Any]]] = {}
     for field in REDACTED_FIELDS:
@@ -21,7 +25,7 @@ def redaction_columns(answers: Mapping[str, str | None]) -> dict[str, Any]:
         if text is None:
             redacted[field] = None
             continue
-        result = redact(text)
+        result = redact(text, pipeline)
         redacted[field] = result.text
         if result.spans:
             spans[field] = [{"start": s.start, "end": s.end, "kind": s.kind} for s in result.spans]

@@ -8,7 +8,6 @@ researchers, who can read the stories themselves, get exact counts for their met
 
 from __future__ import annotations
 
-import importlib
 import math
 from collections.abc import Hashable
 from typing import Any
@@ -17,7 +16,6 @@ from sqlalchemy import Date, Integer, and_, case, cast, distinct, func, select
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
-from app.errors import NotFound
 from app.models import (
     INCIDENT_STATUSES,
     VALENCES,
@@ -27,12 +25,13 @@ from app.models import (
     Incident,
     IncidentCode,
     Invitation,
-    Survey,
 )
 from app.models.reports import ReportCodeDay
 from app.reports.schemas import SHARES_NOTE
 from app.reports.suppression import Line, primary, secondary
+from app.reviews.reliability import reliability_report
 from app.surveys.schemas import QUESTION_KEYS
+from app.surveys.service import get_survey
 
 # Flanagan's stopping rule: a further 100 incidents add only two or three new categories.
 SATURATION_WINDOW = 100
@@ -72,13 +71,6 @@ CHECKLIST = (
     ("reliability", "Inter-judge reliability: statistic and value"),
     ("saturation", "Saturation: new categories against incidents coded"),
 )
-
-
-def _get_survey(session: Session, survey_id: int) -> Survey:
-    survey = session.get(Survey, survey_id)
-    if survey is None:
-        raise NotFound(f"survey {survey_id} not found")
-    return survey
 
 
 def _days_since(dialect: str) -> ColumnElement[Any]:
@@ -170,19 +162,14 @@ def _saturation(session: Session, survey_id: int, step: int | None) -> dict[str,
 
 
 def _reliability(session: Session, survey_id: int) -> dict[str, Any]:
-    """The review domain's reliability report (app.reviews.reliability), when it is there."""
-    try:
-        module = importlib.import_module("app.reviews.reliability")
-    except ImportError:
-        return {"available": False, "reason": "the reliability report is not installed"}
-    report: dict[str, Any] = module.reliability_report(
+    """The review domain's reliability report for the whole survey."""
+    return reliability_report(
         session,
         survey_id=survey_id,
         codebook_version_id=None,
         submitted_from=None,
         submitted_to=None,
     )
-    return report
 
 
 def _codebook_versions(
@@ -264,7 +251,7 @@ def study_report(
     saturation_step: int | None = None,
 ) -> dict[str, Any]:
     """The checklist as a JSON-ready dict (rendered as Markdown and HTML by app.reports.render)."""
-    survey = _get_survey(session, survey_id)
+    survey = get_survey(session, survey_id)
     dialect = session.get_bind().dialect.name
     counts = _Counts()
 

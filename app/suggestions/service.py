@@ -16,7 +16,7 @@ import nlp
 from app.codebooks.service import current_version, load_nlp_codebook
 from app.config import Settings
 from app.errors import Invalid
-from app.incidents.redaction import original_answers, redacted_answers
+from app.incidents.redaction import original_answers, redacted_answers, redaction_columns
 from app.models import (
     Codebook,
     CodebookVersion,
@@ -160,21 +160,10 @@ def _redact_names(
     texts = []
     for incident_id in incident_ids:
         incident = incidents[incident_id]
-        redacted: dict[str, str | None] = {}
-        spans: dict[str, list[dict[str, Any]]] = {}
-        for field, text in original_answers(incident).items():
-            if text is None:
-                redacted[field] = None
-                continue
-            result = nlp.redact(text, pipeline)
-            redacted[field] = result.text
-            if result.spans:
-                spans[field] = [
-                    {"start": s.start, "end": s.end, "kind": s.kind} for s in result.spans
-                ]
-        incident.redacted = redacted
-        incident.redaction_spans = spans
-        texts.append(redacted)
+        columns = redaction_columns(original_answers(incident), pipeline)
+        incident.redacted = columns["redacted"]
+        incident.redaction_spans = columns["redaction_spans"]
+        texts.append(columns["redacted"])
     session.flush()
     return texts
 

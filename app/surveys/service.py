@@ -16,7 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app import audit
-from app.auth import Principal
+from app.auth import Principal, hash_token
 from app.codebooks.service import default_codebook
 from app.config import Settings
 from app.errors import Conflict, Invalid, NotFound
@@ -266,10 +266,6 @@ def _invitation_token(secret_key: str, nonce: str) -> str:
     return base64.urlsafe_b64encode(digest.digest()).decode().rstrip("=")
 
 
-def _hash(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
 def invitation_status(inv: Invitation, now: datetime | None = None) -> str:
     if inv.used_at is not None:
         return "used"
@@ -310,7 +306,7 @@ def create_invitations(
             Invitation(
                 survey_id=survey.id,
                 nonce=nonce,
-                token_hash=_hash(_invitation_token(settings.secret_key, nonce)),
+                token_hash=hash_token(_invitation_token(settings.secret_key, nonce)),
                 attributes=dict(data.attributes),
                 expires_at=data.expires_at,
             )
@@ -350,7 +346,7 @@ def list_invitations(
 
 
 def find_invitation(session: Session, token: str) -> Invitation | None:
-    return session.scalar(select(Invitation).where(Invitation.token_hash == _hash(token)))
+    return session.scalar(select(Invitation).where(Invitation.token_hash == hash_token(token)))
 
 
 def claim_invitation(session: Session, invitation: Invitation) -> bool:

@@ -281,3 +281,22 @@ def test_second_language(client: TestClient, make_survey: Callable[..., Survey])
     )
     assert "Bitte erzählen Sie uns, was passiert ist." in response.text
     assert "Verspätung" in response.text
+
+
+def test_rate_limiter_forgets_idle_clients_at_most_once_a_window() -> None:
+    from app import protection
+
+    now = [0.0]
+    limiter = protection.RateLimiter(2, 60, clock=lambda: now[0])
+    original = protection.MAX_TRACKED_CLIENTS
+    protection.MAX_TRACKED_CLIENTS = 3
+    try:
+        for i in range(5):
+            assert limiter.allow(f"10.0.0.{i}")
+        assert len(limiter._hits) == 5  # within the first window nothing is pruned
+        now[0] = 61.0
+        assert limiter.allow("10.0.0.9")
+        assert list(limiter._hits) == ["10.0.0.9"]  # the idle ones are forgotten
+        assert limiter.allow("10.0.0.9") and not limiter.allow("10.0.0.9")
+    finally:
+        protection.MAX_TRACKED_CLIENTS = original
