@@ -89,16 +89,20 @@
     return params.toString();
   }
 
+  var latestLoad = 0;  // a slow answer for an older filter (or poll) must not overwrite a newer one
+
   function load() {
+    var mine = ++latestLoad;
     say("Loading…");
     getJSON(API + "/trends?" + query()).then(function (report) {
+      if (mine !== latestLoad) { return; }
       els.note.textContent = report.note;
       draw(report);
       fillTable(report);
       var periods = report.periods.length;
       say(periods ? periods + " periods, " + report.codes.length + " codes." :
         "No stories in this selection.");
-    }).catch(function (error) { say(error.message, true); });
+    }).catch(function (error) { if (mine === latestLoad) { say(error.message, true); } });
   }
 
   function svg(name, attrs, parent) {
@@ -120,7 +124,14 @@
     report.rows.forEach(function (r) { rowsByKey[r.period + "|" + r.code + "|" + r.valence] = r; });
     var W = 480, H = 260, left = 46, right = 10, top = 12, bottom = 34;
     var plotW = W - left - right, plotH = H - top - bottom;
-    function x(i) { return left + (periods.length < 2 ? plotW / 2 : i * plotW / (periods.length - 1)); }
+    // Periods without stories are absent from the report: place points by date, so that a
+    // gap looks like a gap, and do not draw a line across it.
+    var times = periods.map(function (p) { return Date.parse(p + "T00:00:00Z"); });
+    var span = times.length > 1 ? times[times.length - 1] - times[0] : 0;
+    var steps = times.slice(1).map(function (t, i) { return t - times[i]; }).sort(function (a, b) { return a - b; });
+    var usualStep = steps.length ? steps[0] : 0;
+    function x(i) { return left + (span ? (times[i] - times[0]) * plotW / span : plotW / 2); }
+    function followsOn(i) { return i > 0 && times[i] - times[i - 1] <= usualStep * 1.6; }
     function y(share) { return top + plotH * (1 - share); }
 
     VALENCES.forEach(function (valence) {
@@ -156,6 +167,7 @@
             if (current.length) { segments.push(current); current = []; }
             return;
           }
+          if (current.length && !followsOn(i)) { segments.push(current); current = []; }
           current.push([x(i), y(row.share), row]);
         });
         if (current.length) { segments.push(current); }
