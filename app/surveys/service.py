@@ -224,7 +224,6 @@ def update_survey(
     after = _snapshot(survey)
     if after != before:
         survey.version += 1
-        survey.updated_at = utcnow()
         session.flush()
         audit.record(
             session, actor, "survey.update", "survey", survey.id, before=before, after=after
@@ -244,7 +243,6 @@ def set_status(
     before = _snapshot(survey)
     survey.status = status
     survey.version += 1
-    survey.updated_at = utcnow()
     session.flush()
     audit.record(
         session,

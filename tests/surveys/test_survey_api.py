@@ -70,6 +70,7 @@ def test_read_edit_open_close(client: TestClient, admin: dict[str, str]) -> None
     assert edited["title"] == "Renamed" and edited["channels"] == ["Chat"]
     assert edited["questions"]["prompt"] == "Tell us"
     assert edited["version"] == survey["version"] + 1
+    assert edited["updated_at"] > survey["updated_at"]
     assert client.post(f"/api/v1/surveys/{sid}/open", headers=admin).json()["status"] == "open"
     closed = client.post(f"/api/v1/surveys/{sid}/close", headers=admin).json()
     assert closed["status"] == "closed" and closed["accepting_responses"] is False
