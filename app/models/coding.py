@@ -5,7 +5,16 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import CheckConstraint, Float, ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy import (
+    CheckConstraint,
+    Float,
+    ForeignKey,
+    Index,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.models.base import Base, utcnow
@@ -54,6 +63,16 @@ class NlpModel(Base):
     """A trained textcat model on disk, with its metrics; at most one active per codebook."""
 
     __tablename__ = "nlp_models"
+    __table_args__ = (
+        # At most one active model per codebook, even if two trainings finish at once.
+        Index(
+            "uq_nlp_models_active_codebook",
+            "codebook_id",
+            unique=True,
+            sqlite_where=text("active"),
+            postgresql_where=text("active"),
+        ),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     codebook_id: Mapped[int] = mapped_column(ForeignKey("codebooks.id", ondelete="CASCADE"))

@@ -236,3 +236,26 @@ def test_imported_attributes_are_redacted_for_researchers(
     assert "[EMAIL]" in seen["attributes"]["comment"] and "[PHONE]" in seen["attributes"]["comment"]
     original = client.get("/api/v1/incidents", headers=admin).json()["items"][0]
     assert original["attributes"]["comment"].endswith("x@y.example")
+
+
+def test_one_active_model_per_codebook(db: Callable[[], Any], codebook_id: int) -> None:
+    from sqlalchemy.exc import IntegrityError
+
+    from app.models import CodebookVersion
+
+    with db() as session:
+        version = session.scalars(select(CodebookVersion)).first()
+        assert version is not None
+        fields = {
+            "codebook_id": codebook_id,
+            "codebook_version_id": version.id,
+            "path": "/x",
+            "n_examples": 30,
+            "metrics": {},
+            "trained_by": "t",
+        }
+        session.add_all([NlpModel(**fields, active=False), NlpModel(**fields, active=False)])
+        session.add(NlpModel(**fields, active=True))
+    with pytest.raises(IntegrityError), db() as session:
+        session.add(NlpModel(**fields, active=True))
+        session.flush()
