@@ -348,7 +348,8 @@ class AgreementReport(Generic[C]):
     overall: CodeAgreement[C]
 
 
-def _ir(po: Statistic, k: int) -> Statistic:
+def ir_statistic(po: Statistic, k: int) -> Statistic:
+    """Perreault & Leigh's Ir from a percent-agreement statistic, with its units and reason."""
     if po.value is None:
         return Statistic(None, po.n_units, po.reason)
     if k < 2:
@@ -356,7 +357,8 @@ def _ir(po: Statistic, k: int) -> Statistic:
     return Statistic(perreault_leigh_ir(po.value, k), po.n_units)
 
 
-def _mean(stats: Sequence[Statistic]) -> Statistic:
+def mean_statistic(stats: Sequence[Statistic]) -> Statistic:
+    """The mean over codes, skipping undefined values (with a reason when all are)."""
     n_units = max((s.n_units for s in stats), default=0)
     values = [s.value for s in stats if s.value is not None]
     if not values:
@@ -389,15 +391,17 @@ def agreement_report(
             cohen_kappa={(order[i], order[j]): s for (i, j), s in kappas.items()},
             fleiss_kappa=fleiss_kappa(table),
             krippendorff_alpha=krippendorff_alpha_nominal(table),
-            perreault_leigh_ir=_ir(po, 2),
+            perreault_leigh_ir=ir_statistic(po, 2),
         )
     figures = list(per_code.values())
-    overall_po = _mean([f.percent_agreement for f in figures])
+    overall_po = mean_statistic([f.percent_agreement for f in figures])
     overall = CodeAgreement(
         percent_agreement=overall_po,
-        cohen_kappa={pair: _mean([f.cohen_kappa[pair] for f in figures]) for pair in pairs},
-        fleiss_kappa=_mean([f.fleiss_kappa for f in figures]),
-        krippendorff_alpha=_mean([f.krippendorff_alpha for f in figures]),
-        perreault_leigh_ir=_ir(overall_po, kk),
+        cohen_kappa={
+            pair: mean_statistic([f.cohen_kappa[pair] for f in figures]) for pair in pairs
+        },
+        fleiss_kappa=mean_statistic([f.fleiss_kappa for f in figures]),
+        krippendorff_alpha=mean_statistic([f.krippendorff_alpha for f in figures]),
+        perreault_leigh_ir=ir_statistic(overall_po, kk),
     )
     return AgreementReport(coders=order, k=kk, per_code=per_code, overall=overall)

@@ -4,7 +4,6 @@ app.reviews.agreement)."""
 
 from __future__ import annotations
 
-import math
 from collections import Counter, defaultdict
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from datetime import datetime
@@ -34,11 +33,12 @@ from app.reviews.agreement import (
     binary_tables,
     coding_table,
     fleiss_kappa_from_counts,
+    ir_statistic,
     is_missing,
     krippendorff_alpha_nominal,
+    mean_statistic,
     pairwise_cohen_kappa,
     percent_agreement_table,
-    perreault_leigh_ir,
     scott_pi,
 )
 from app.reviews.schemas import (
@@ -287,17 +287,6 @@ def fleiss_kappa_any_raters(table: Table) -> Statistic:
     return fleiss_kappa_from_counts(counts)
 
 
-def _mean(stats: Sequence[Statistic]) -> Statistic:
-    n_units = max((s.n_units for s in stats), default=0)
-    values = [s.value for s in stats if s.value is not None]
-    if not values:
-        first = next((s.reason for s in stats if s.reason), None)
-        return Statistic(
-            None, n_units, "undefined for every code" + (f" ({first})" if first else "")
-        )
-    return Statistic(math.fsum(values) / len(values), n_units)
-
-
 def _section(codings: Codings, codes: list[str], k: int, coders: list[str]) -> ReliabilitySection:
     report: AgreementReport[str] = agreement_report(codings, codes, k=k, coders=coders)
     tables = binary_tables(codings, codes, coders)
@@ -308,7 +297,9 @@ def _section(codings: Codings, codes: list[str], k: int, coders: list[str]) -> R
         return FiguresRead(
             percent_agreement=_stat(source.percent_agreement),
             cohen_kappa=_pairs(source.cohen_kappa),
-            fleiss_kappa=_stat(_mean(list(fleiss.values())) if code is None else fleiss[code]),
+            fleiss_kappa=_stat(
+                mean_statistic(list(fleiss.values())) if code is None else fleiss[code]
+            ),
             krippendorff_alpha=_stat(source.krippendorff_alpha),
             perreault_leigh_ir=_stat(source.perreault_leigh_ir),
         )
@@ -358,16 +349,8 @@ def _single_label(codings: Codings, k: int, coders: list[str]) -> SingleLabelRea
         scott_pi=pi,
         fleiss_kappa=_stat(fleiss_kappa_any_raters(table)),
         krippendorff_alpha=_stat(krippendorff_alpha_nominal(table)),
-        perreault_leigh_ir=_ir(po, k),
+        perreault_leigh_ir=_stat(ir_statistic(po, k)),
     )
-
-
-def _ir(po: Statistic, k: int) -> StatisticRead:
-    if po.value is None:
-        return _stat(po)
-    if k < 2:
-        return StatisticRead(value=None, n_units=po.n_units, reason="Ir needs k >= 2 categories")
-    return StatisticRead(value=perreault_leigh_ir(po.value, k), n_units=po.n_units, reason=None)
 
 
 def _exclusions(excluded: Excluded) -> ExclusionAgreementRead:
