@@ -280,6 +280,29 @@ def _clear_final(session: Session, incident: Incident) -> None:
     session.execute(delete(IncidentCode).where(IncidentCode.incident_id == incident.id))
 
 
+def _decide(
+    session: Session,
+    incident: Incident,
+    codes: Sequence[str] | None,
+    *,
+    exclusion_reason: str | None,
+    source: str,
+    confirmed_by: str,
+    version_id: int,
+) -> None:
+    """Make a decision final: these codes (status coded), or None for an exclusion."""
+    if codes is None:
+        incident.status = "excluded"
+        incident.exclusion_reason = exclusion_reason
+        _clear_final(session, incident)
+        return
+    incident.status = "coded"
+    incident.exclusion_reason = None
+    _set_final(
+        session, incident, codes, source=source, confirmed_by=confirmed_by, version_id=version_id
+    )
+
+
 def settle(session: Session, incident: Incident, actor: Principal) -> None:
     """Bring status and final codes in line with the codings: too few codings -> in_review;
     all coders agree (same codes, or all excluded) -> coded / excluded; else adjudication."""
@@ -306,24 +329,17 @@ def settle(session: Session, incident: Incident, actor: Principal) -> None:
         incident.finalized_at = None
         _clear_final(session, incident)
     elif all(d == decisions[0] for d in decisions):
-        coders = ", ".join(name for _, name in rows)
         agreed = decisions[0]
-        if agreed is None:
-            reasons = dict.fromkeys(c.exclusion_reason or "" for c, _ in rows)
-            incident.status = "excluded"
-            incident.exclusion_reason = " / ".join(r for r in reasons if r) or None
-            _clear_final(session, incident)
-        else:
-            incident.status = "coded"
-            incident.exclusion_reason = None
-            _set_final(
-                session,
-                incident,
-                sorted(agreed),
-                source="agreement" if len(rows) >= 2 else "review",
-                confirmed_by=coders,
-                version_id=max(c.codebook_version_id for c, _ in rows),
-            )
+        reasons = dict.fromkeys(c.exclusion_reason or "" for c, _ in rows)
+        _decide(
+            session,
+            incident,
+            None if agreed is None else sorted(agreed),
+            exclusion_reason=" / ".join(r for r in reasons if r) or None,
+            source="agreement" if len(rows) >= 2 else "review",
+            confirmed_by=", ".join(name for _, name in rows),
+            version_id=max(c.codebook_version_id for c, _ in rows),
+        )
     else:
         incident.status = "adjudication"
         incident.exclusion_reason = None
@@ -370,21 +386,15 @@ def adjudicate(
     version = codebook_version_for(session, incident.survey_id)
     _check_codes(version, {"codes": data.codes})
     before = _state(session, incident)
-    if data.exclude:
-        incident.status = "excluded"
-        incident.exclusion_reason = data.exclusion_reason
-        _clear_final(session, incident)
-    else:
-        incident.status = "coded"
-        incident.exclusion_reason = None
-        _set_final(
-            session,
-            incident,
-            data.codes,
-            source="adjudication",
-            confirmed_by=user.name,
-            version_id=version.id,
-        )
+    _decide(
+        session,
+        incident,
+        None if data.exclude else data.codes,
+        exclusion_reason=data.exclusion_reason,
+        source="adjudication",
+        confirmed_by=user.name,
+        version_id=version.id,
+    )
     incident.finalized_at = utcnow()
     incident.version += 1
     session.flush()
