@@ -13,7 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app import audit
-from app.db import SessionDep
+from app.db import SessionDep, brief_read
 from app.errors import Conflict, Forbidden, Invalid, Unauthorized
 from app.models import ROLES, ApiToken, User
 from app.models.base import utcnow
@@ -95,7 +95,8 @@ def current_user(
 ) -> Principal:
     if credentials is None:
         raise Unauthorized("missing bearer token (Authorization: Bearer <token>)")
-    principal = authenticate(session, credentials.credentials)
+    with brief_read(session):
+        principal = authenticate(session, credentials.credentials)
     if principal is None:
         raise Unauthorized("invalid or revoked token")
     return principal

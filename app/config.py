@@ -40,6 +40,15 @@ class Settings(BaseSettings):
     worker_poll_seconds: float = Field(1.0, gt=0)
     job_lease_seconds: int = Field(600, ge=10)
 
+    # Database use per process: at most `db_concurrency` requests hold a session at once; the
+    # others wait (on the event loop) up to `db_queue_timeout_seconds`, then get 503.
+    db_concurrency: int = Field(20, ge=1, le=500)
+    db_queue_timeout_seconds: float = Field(10.0, gt=0)
+    db_lock_timeout_seconds: float = Field(10.0, gt=0, description="wait for a lock, then 503")
+    db_statement_timeout_seconds: float = Field(
+        30.0, gt=0, description="PostgreSQL statement_timeout for API requests"
+    )
+
     # Reports.
     min_cell: int = Field(5, ge=1, description="small-cell suppression threshold of the reports")
 
@@ -57,6 +66,18 @@ class Settings(BaseSettings):
         if len(self.secret_key) < 16:
             raise ValueError("CIT_SECRET_KEY must be at least 16 characters")
         return self
+
+    @property
+    def db_pool_size(self) -> int:
+        """Connections per process: every admitted request, the in-process worker, and spares
+        for the readiness probe and the CLI-style sessions the app opens itself."""
+        return self.db_concurrency + 4
+
+    @property
+    def worker_threads(self) -> int:
+        """Threads for sync endpoints and dependencies: above the admitted requests, so that a
+        request holding a transaction always finds a thread for its next step."""
+        return max(40, self.db_concurrency * 2 + 8)
 
     @property
     def models_dir(self) -> Path:

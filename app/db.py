@@ -2,18 +2,26 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+import threading
+import weakref
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
+import anyio
 import orjson
+import sqlalchemy.exc
 from fastapi import Depends, Request
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
+from starlette.concurrency import run_in_threadpool
+
+from app.errors import RETRY_AFTER_SECONDS, ServiceUnavailable
 
 SQLITE_BUSY_TIMEOUT_MS = 15_000
+T = TypeVar("T")
 
 
 def _json_dumps(value: Any) -> str:
@@ -25,19 +33,52 @@ def _json_dumps(value: Any) -> str:
 JSON_OPTIONS: dict[str, Any] = {"json_serializer": _json_dumps, "json_deserializer": orjson.loads}
 
 
-def create_db_engine(url: str, **kwargs: Any) -> Engine:
-    """Create the engine; SQLite gets WAL, foreign keys, a busy timeout and explicit BEGINs."""
+def create_db_engine(
+    url: str,
+    *,
+    pool_size: int = 5,
+    pool_timeout: float = 30,
+    lock_timeout_seconds: float | None = None,
+    statement_timeout_seconds: float | None = None,
+    **kwargs: Any,
+) -> Engine:
+    """Create the engine; SQLite gets WAL, foreign keys, a busy timeout and explicit BEGINs.
+
+    `pool_size` connections and no overflow: the API sizes it above the number of requests it
+    lets use the database at once (DbGate), so no request waits for a connection while it holds
+    a worker thread. The timeouts bound how long a statement may wait (PostgreSQL `lock_timeout`
+    and `statement_timeout`; SQLite's busy timeout is the lock timeout)."""
     parsed = make_url(url)
     kwargs = {**JSON_OPTIONS, **kwargs}
     if parsed.get_backend_name() != "sqlite":
-        return create_engine(url, pool_pre_ping=True, **kwargs)
+        options = []
+        if lock_timeout_seconds is not None:
+            options.append(f"-c lock_timeout={int(lock_timeout_seconds * 1000)}")
+        if statement_timeout_seconds is not None:
+            options.append(f"-c statement_timeout={int(statement_timeout_seconds * 1000)}")
+        connect_args: dict[str, Any] = {"connect_timeout": 5}
+        if options:
+            connect_args["options"] = " ".join(options)
+        return create_engine(
+            url,
+            pool_pre_ping=True,
+            pool_size=pool_size,
+            max_overflow=0,
+            pool_timeout=pool_timeout,
+            connect_args=connect_args,
+            **kwargs,
+        )
 
     database = parsed.database
     if database and database != ":memory:":
         Path(database).parent.mkdir(parents=True, exist_ok=True)
+    busy_ms = int((lock_timeout_seconds or SQLITE_BUSY_TIMEOUT_MS / 1000) * 1000)
     engine = create_engine(
         url,
-        connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
+        connect_args={"check_same_thread": False, "timeout": busy_ms / 1000},
+        pool_size=pool_size,
+        max_overflow=0,
+        pool_timeout=pool_timeout,
         **kwargs,
     )
 
@@ -48,16 +89,41 @@ def create_db_engine(url: str, **kwargs: Any) -> Engine:
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute(f"PRAGMA busy_timeout={busy_ms}")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()
+
+    # Writers of this process queue on a lock of this process before BEGIN IMMEDIATE. SQLite's
+    # own busy handler polls with sleeps of up to 100 ms, so under contention the write lock sat
+    # free while every waiter slept; a thread lock hands it over at once. Other processes still
+    # meet at SQLite's lock (busy timeout). The lock is held from BEGIN IMMEDIATE until the
+    # connection goes back to the pool (after its COMMIT or ROLLBACK), or is invalidated.
+    writer = threading.Lock()
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
         # A writing transaction takes the write lock up front (BEGIN IMMEDIATE): a deferred one
         # that reads first and writes later fails with SQLITE_BUSY instead of waiting its turn.
         writing = connection.get_execution_options().get("cit_write", False)
-        connection.exec_driver_sql("BEGIN IMMEDIATE" if writing else "BEGIN")
+        if not writing:
+            connection.exec_driver_sql("BEGIN")
+            return
+        info = connection.info
+        if not info.get("cit_writer"):
+            if not writer.acquire(timeout=busy_ms / 1000):
+                raise sqlalchemy.exc.OperationalError(
+                    "BEGIN IMMEDIATE", None, TimeoutError("waited too long for the write lock")
+                )
+            info["cit_writer"] = True
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    def _release(_dbapi_connection: Any, record: Any, *_args: Any) -> None:
+        if record is not None and record.info.pop("cit_writer", False):
+            writer.release()
+
+    event.listen(engine, "checkin", _release)
+    event.listen(engine, "invalidate", _release)
+    event.listen(engine, "soft_invalidate", _release)
 
     return engine
 
@@ -66,12 +132,30 @@ def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(bind=engine, expire_on_commit=False, autoflush=False)
 
 
+_write_engines: weakref.WeakKeyDictionary[Engine, Engine] = weakref.WeakKeyDictionary()
+
+
+def write_engine(engine: Engine) -> Engine:
+    """The same engine and pool, marked so that its transactions begin as writers (SQLite)."""
+    marked = _write_engines.get(engine)
+    if marked is None:
+        marked = _write_engines[engine] = engine.execution_options(cit_write=True)
+    return marked
+
+
+def new_session(factory: sessionmaker[Session], *, write: bool) -> Session:
+    """A session that takes no connection until its first statement (then begins as a writer
+    when `write`), so that holding one costs nothing while a request waits."""
+    if not write:
+        return factory()
+    bind = factory.kw["bind"]
+    return factory(bind=write_engine(bind))
+
+
 @contextmanager
 def session_scope(factory: sessionmaker[Session], *, write: bool = True) -> Iterator[Session]:
     """A unit of work: commit on success, roll back on error. Services only flush."""
-    session = factory()
-    if write:
-        session.connection(execution_options={"cit_write": True})
+    session = new_session(factory, write=write)
     try:
         yield session
         session.commit()
@@ -82,15 +166,81 @@ def session_scope(factory: sessionmaker[Session], *, write: bool = True) -> Iter
         session.close()
 
 
+class DbGate:
+    """How many requests of this process may use the database at once.
+
+    Requests beyond it wait on the event loop (holding no worker thread and no connection) up to
+    `queue_timeout` seconds, then get a 503 with Retry-After: saturation answers instead of
+    hanging. The pool and the thread limiter are sized above `capacity` (see create_app), so an
+    admitted request never waits for a connection or a thread while it holds a transaction."""
+
+    def __init__(self, capacity: int, queue_timeout: float) -> None:
+        self.capacity = capacity
+        self.queue_timeout = queue_timeout
+        self._semaphore: anyio.Semaphore | None = None
+        self.waiting = 0
+
+    @property
+    def in_use(self) -> int:
+        return self.capacity - self._semaphore.value if self._semaphore else 0
+
+    @asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        if self._semaphore is None:  # created lazily: it belongs to the running event loop
+            self._semaphore = anyio.Semaphore(self.capacity)
+        self.waiting += 1
+        try:
+            with anyio.fail_after(self.queue_timeout):
+                await self._semaphore.acquire()
+        except TimeoutError:
+            raise ServiceUnavailable(
+                "the service is busy; please retry in a moment",
+                retry_after=RETRY_AFTER_SECONDS,
+            ) from None
+        finally:
+            self.waiting -= 1
+        try:
+            yield
+        finally:
+            self._semaphore.release()
+
+    async def run(self, work: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+        """Run `work(*args, **kwargs)` in one worker-thread call once a slot is free."""
+        async with self.slot():
+            return await run_in_threadpool(work, *args, **kwargs)
+
+
 _READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
-def get_session(request: Request) -> Iterator[Session]:
+async def db_slot(request: Request) -> AsyncIterator[None]:
+    gate: DbGate = request.app.state.db_gate
+    async with gate.slot():
+        yield
+
+
+def get_session(
+    request: Request, _slot: Annotated[None, Depends(db_slot, scope="function")]
+) -> Iterator[Session]:
     factory: sessionmaker[Session] = request.app.state.sessionmaker
     with session_scope(factory, write=request.method not in _READ_METHODS) as session:
         yield session
 
 
 # scope="function": commit before the response is built, so a failed commit is an error
-# response, never a success the database does not hold.
+# response, never a success the database does not hold. The session takes its connection at
+# its first statement, inside the endpoint's thread, and FastAPI runs the commit on a thread of
+# its own (not limited by the pool of worker threads), so a transaction never waits for a
+# thread; `db_slot` keeps the number of open sessions below the pool size.
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
+
+
+@contextmanager
+def brief_read(session: Session) -> Iterator[Session]:
+    """A read in a transaction of its own, ended at once (authentication, say): its connection
+    goes back to the pool and takes no write lock, and the request's writes begin afresh."""
+    session.connection(execution_options={"cit_write": False})
+    try:
+        yield session
+    finally:
+        session.rollback()

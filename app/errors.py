@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any, ClassVar
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DataError
+from sqlalchemy.exc import DataError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 PROBLEM_JSON = "application/problem+json"
+log = logging.getLogger("cit.errors")
 
 
 class AppError(Exception):
@@ -84,6 +87,34 @@ class TooManyRequests(AppError):
     type_slug = "too-many-requests"
 
 
+# What a client is told to wait before retrying when the service or its database is busy/away.
+RETRY_AFTER_SECONDS = 5
+
+
+class ServiceUnavailable(AppError):
+    status = 503
+    title = "Service unavailable"
+    type_slug = "unavailable"
+
+    def __init__(self, detail: str, *, retry_after: int = RETRY_AFTER_SECONDS) -> None:
+        super().__init__(detail, headers={"Retry-After": str(retry_after)})
+
+
+# Errors that say the database is away or saturated, not that the request is wrong: the pool
+# could not hand out a connection, the server is unreachable or restarting, a lock or statement
+# timed out. SQLAlchemy wraps them as OperationalError / InterfaceError (DBAPI) or raises its
+# own pool TimeoutError.
+DATABASE_UNAVAILABLE: tuple[type[Exception], ...] = (
+    OperationalError,
+    InterfaceError,
+    PoolTimeoutError,
+)
+
+
+def database_unavailable(exc: BaseException) -> bool:
+    return isinstance(exc, DATABASE_UNAVAILABLE)
+
+
 def problem(
     status: int,
     title: str,
@@ -153,7 +184,31 @@ def install_error_handlers(app: FastAPI) -> None:
             "validation",
         )
 
+    async def unavailable(_request: Request, exc: Exception) -> JSONResponse:
+        # Logged by class only: the message of a failed statement may quote story text.
+        log.warning("database unavailable: %s", type(exc).__name__)
+        return problem(
+            503,
+            ServiceUnavailable.title,
+            "the database is unavailable for a moment; please retry",
+            ServiceUnavailable.type_slug,
+            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+        )
+
+    async def unstorable_text(_request: Request, exc: Exception) -> JSONResponse:
+        # A str the database driver cannot encode (a lone UTF-16 surrogate from a JSON escape):
+        # refused, never stored altered, never a 500 with the text in a traceback.
+        return problem(
+            422,
+            "Validation failed",
+            "the request contains text that cannot be stored (an unpaired surrogate character)",
+            "validation",
+        )
+
+    app.add_exception_handler(UnicodeEncodeError, unstorable_text)
     app.add_exception_handler(AppError, app_error)
+    for error_class in DATABASE_UNAVAILABLE:
+        app.add_exception_handler(error_class, unavailable)
     app.add_exception_handler(OverflowError, out_of_range)
     app.add_exception_handler(DataError, out_of_range)
     app.add_exception_handler(RequestValidationError, validation_error)

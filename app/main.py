@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import anyio.to_thread
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from fastapi.staticfiles import StaticFiles
@@ -14,7 +15,7 @@ from fastapi.templating import Jinja2Templates
 
 from app.codebooks.router import router as codebooks_router
 from app.config import Settings, get_settings
-from app.db import create_db_engine, make_sessionmaker
+from app.db import DbGate, create_db_engine, make_sessionmaker
 from app.errors import install_error_handlers
 from app.incidents.router import public_router as incidents_public_router
 from app.incidents.router import router as incidents_router
@@ -51,11 +52,19 @@ PROBLEM_SCHEMA = {
 def create_app(settings: Settings | None = None, *, start_worker: bool = False) -> FastAPI:
     """The ASGI app; `start_worker` runs one job worker in a thread for the app's lifetime."""
     settings = settings or get_settings()
-    engine = create_db_engine(settings.database_url)
+    engine = create_db_engine(
+        settings.database_url,
+        pool_size=settings.db_pool_size,
+        pool_timeout=settings.db_queue_timeout_seconds,
+        lock_timeout_seconds=settings.db_lock_timeout_seconds,
+        statement_timeout_seconds=settings.db_statement_timeout_seconds,
+    )
     sessions = make_sessionmaker(engine)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        limiter = anyio.to_thread.current_default_thread_limiter()
+        limiter.total_tokens = max(limiter.total_tokens, settings.worker_threads)
         worker = Worker(sessions, settings) if start_worker else None
         thread = worker.start_thread() if worker else None
         try:
@@ -75,6 +84,10 @@ def create_app(settings: Settings | None = None, *, start_worker: bool = False) 
     app.state.settings = settings
     app.state.engine = engine
     app.state.sessionmaker = sessions
+    app.state.db_gate = DbGate(settings.db_concurrency, settings.db_queue_timeout_seconds)
+    # Surveys as last read by this process: the form re-renders from it while the database is
+    # away, so a respondent's text is never lost to an outage.
+    app.state.survey_cache = {}
     app.state.templates = Jinja2Templates(directory=APP_DIR / "templates")
     app.state.submit_limiter = RateLimiter(
         settings.submit_rate_limit, settings.submit_rate_window_seconds
