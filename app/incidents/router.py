@@ -9,21 +9,22 @@ from fastapi import APIRouter, Header, Query, Request, Response
 
 from app.auth import Principal, RequireResearcher
 from app.config import app_settings
-from app.db import SessionDep
+from app.db import DbGate, SessionDep
 from app.errors import (
     Conflict,
     Forbidden,
     Gone,
     Invalid,
     NotFound,
+    ServiceUnavailable,
     TooManyRequests,
     problem_responses,
 )
 from app.incidents import service
+from app.incidents.intake import receive_story
 from app.incidents.schemas import IncidentPage, IncidentRead, StorySubmission, SubmissionReceipt
 from app.pagination import PageSize
 from app.protection import client_key
-from app.surveys.service import find_by_slug, survey_state
 
 router = APIRouter(
     prefix="/api/v1/incidents", tags=["incidents"], responses=problem_responses(Forbidden)
@@ -112,15 +113,14 @@ def read_incident(
     response_model=SubmissionReceipt,
     responses={
         200: {"model": SubmissionReceipt, "description": "Already received (same id)"},
-        **problem_responses(NotFound, Gone, Conflict, TooManyRequests),
+        **problem_responses(NotFound, Gone, Conflict, TooManyRequests, ServiceUnavailable),
     },
 )
-def submit_story(
+async def submit_story(
     slug: str,
     data: StorySubmission,
     request: Request,
     response: Response,
-    session: SessionDep,
     idempotency_key: Annotated[str | None, Header(max_length=64)] = None,
 ) -> SubmissionReceipt:
     """Submit a story as JSON (for custom front ends). Respondents get a receipt, never the
@@ -129,33 +129,32 @@ def submit_story(
         raise TooManyRequests(
             "too many submissions from this client; wait a minute", headers={"Retry-After": "60"}
         )
-    survey = find_by_slug(session, slug)
-    if survey is None or survey_state(survey) == "not_open":
-        raise NotFound(f"no open survey at {slug!r}")
-    if survey_state(survey) == "closed":
-        raise Gone("this survey is closed and no longer accepts stories")
-    story, errors = service.check_story(
-        survey, data.model_dump(), data.consent, app_settings(request)
-    )
-    if story is None:
-        raise service.SubmissionInvalid(errors)
-    result = service.store_story(
-        session,
-        survey,
-        story,
+    gate: DbGate = request.app.state.db_gate
+    intake = await gate.run(
+        receive_story,
+        request.app.state.engine,
+        app_settings(request),
+        slug,
+        data.model_dump(),
+        data.consent,
         submission_key=data.submission_id or idempotency_key,
         invitation_token=data.invitation,
     )
-    if result.outcome == "invitation_invalid":
-        raise NotFound("this invitation is not valid for this survey")
-    if result.outcome == "invitation_used":
-        raise Conflict("this invitation has been used already")
-    if result.outcome == "invitation_expired":
-        raise Gone("this invitation has expired")
-    assert result.incident is not None
-    if result.outcome == "duplicate":
+    match intake.outcome:
+        case "no_survey":
+            raise NotFound(f"no open survey at {slug!r}")
+        case "closed":
+            raise Gone("this survey is closed and no longer accepts stories")
+        case "invalid":
+            raise service.SubmissionInvalid(intake.errors)
+        case "invitation_invalid":
+            raise NotFound("this invitation is not valid for this survey")
+        case "invitation_used":
+            raise Conflict("this invitation has been used already")
+        case "invitation_expired":
+            raise Gone("this invitation has expired")
+    assert intake.submitted_at is not None
+    if intake.outcome == "duplicate":
         response.status_code = 200
-        return SubmissionReceipt(
-            status="already_received", submitted_at=result.incident.submitted_at
-        )
-    return SubmissionReceipt(status="received", submitted_at=result.incident.submitted_at)
+        return SubmissionReceipt(status="already_received", submitted_at=intake.submitted_at)
+    return SubmissionReceipt(status="received", submitted_at=intake.submitted_at)

@@ -9,10 +9,9 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from sqlalchemy import ColumnElement, SQLColumnExpression, and_, exists, or_, select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.config import Settings
@@ -22,7 +21,6 @@ from app.incidents.redaction import (
     REDACTED_FIELDS,
     original_answers,
     redacted_answers,
-    redaction_columns,
 )
 from app.incidents.schemas import (
     CodeDecisionRead,
@@ -38,21 +36,21 @@ from app.models import (
     CodingCode,
     Incident,
     IncidentCode,
-    Invitation,
     Job,
     Suggestion,
-    Survey,
     User,
 )
 from app.pagination import keyset_page
-from app.suggestions.queue import SUGGEST, enqueue_suggestions
-from app.surveys.service import claim_invitation, find_invitation, invitation_status
+from app.suggestions.queue import SUGGEST
 from nlp import redact
 
 if TYPE_CHECKING:
     from app.auth import Principal
 
 ANSWER_FIELDS = ("occurred", "circumstances", "what_happened", "outcome")
+# Text a database cannot store as typed: NUL, and UTF-16 surrogates (a JSON "\\ud800" that
+# pairs with nothing). Refused with a message, never silently altered.
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 CHOICE_FIELDS = ("valence", "touchpoint", "channel")
 VALENCES = ("satisfying", "dissatisfying")
 _ISO_DATE = re.compile(r"^\s*(\d{4})-(\d{2})-(\d{2})\s*$")
@@ -84,8 +82,18 @@ def parse_occurred_on(text: str | None) -> date | None:
         return None
 
 
+class StoryRules(Protocol):
+    """What checking a story needs of its survey (a Survey row, or the intake's SurveyRules)."""
+
+    @property
+    def choices(self) -> dict[str, Any]: ...
+
+    @property
+    def consent_text(self) -> str | None: ...
+
+
 def check_story(
-    survey: Survey, answers: Mapping[str, Any], consent: bool, settings: Settings
+    survey: StoryRules, answers: Mapping[str, Any], consent: bool, settings: Settings
 ) -> tuple[CleanStory | None, list[FieldError]]:
     """Check a story against the survey; text is kept exactly as typed (only "" becomes None)."""
     errors: list[FieldError] = []
@@ -93,7 +101,7 @@ def check_story(
     for name in (*ANSWER_FIELDS, *CHOICE_FIELDS):
         value = answers.get(name)
         clean[name] = value if isinstance(value, str) and value.strip() else None
-        if isinstance(value, str) and "\x00" in value:
+        if isinstance(value, str) and _UNSTORABLE.search(value):
             errors.append(FieldError(name, "invalid_characters"))
         elif isinstance(value, str) and len(value) > settings.max_answer_chars:
             errors.append(
@@ -120,86 +128,33 @@ def check_story(
     return CleanStory(clean, parse_occurred_on(clean["occurred"])), []
 
 
-SubmitOutcome = Literal[
-    "stored", "duplicate", "invitation_invalid", "invitation_used", "invitation_expired"
+IntakeOutcome = Literal[
+    "stored",
+    "duplicate",
+    "invalid",
+    "no_survey",
+    "closed",
+    "invitation_invalid",
+    "invitation_used",
+    "invitation_expired",
 ]
 
 
 @dataclass(frozen=True)
-class SubmitResult:
-    outcome: SubmitOutcome
-    incident: Incident | None = None
+class Intake:
+    """What became of one submission (app.incidents.intake): for the JSON endpoint's answer and
+    the form's page. `language` is the survey's (None when there is no such survey); `errors`
+    are the field errors of an invalid story."""
+
+    outcome: IntakeOutcome
+    errors: list[FieldError] = dataclasses.field(default_factory=list)
+    language: str | None = None
+    submitted_at: datetime | None = None
+    incident_id: int | None = None
 
 
 def new_submission_key() -> str:
     return secrets.token_urlsafe(18)
-
-
-def store_story(
-    session: Session,
-    survey: Survey,
-    story: CleanStory,
-    *,
-    submission_key: str | None,
-    invitation_token: str | None,
-) -> SubmitResult:
-    """Store one story; a repeated submission key (refresh, double click) stores nothing new."""
-    key = submission_key or new_submission_key()
-    existing = _by_submission_key(session, survey, key)
-    if existing is not None:
-        return SubmitResult("duplicate", existing)
-
-    invitation: Invitation | None = None
-    if invitation_token:
-        invitation = find_invitation(session, invitation_token)
-        if invitation is None or invitation.survey_id != survey.id:
-            return SubmitResult("invitation_invalid")
-        status = invitation_status(invitation)
-        if status != "unused":
-            return SubmitResult("invitation_used" if status == "used" else "invitation_expired")
-
-    incident = Incident(
-        survey_id=survey.id,
-        invitation_id=invitation.id if invitation else None,
-        submission_key=key,
-        occurred_text=story.answers["occurred"],
-        occurred_on=story.occurred_on,
-        circumstances=story.answers["circumstances"],
-        what_happened=story.answers["what_happened"] or "",
-        outcome=story.answers["outcome"],
-        valence=story.answers["valence"] or "",
-        touchpoint=story.answers["touchpoint"],
-        channel=story.answers["channel"],
-        language=survey.language,
-        attributes=dict(invitation.attributes) if invitation else {},
-        **redaction_columns(story.answers),
-    )
-    try:
-        with session.begin_nested():
-            if invitation is not None and not claim_invitation(session, invitation):
-                raise _InvitationTaken
-            session.add(incident)
-            session.flush()
-    except (_InvitationTaken, IntegrityError):
-        # A concurrent request with the same key or the same invitation got there first.
-        existing = _by_submission_key(session, survey, key)
-        if existing is not None:
-            return SubmitResult("duplicate", existing)
-        if invitation is not None:
-            return SubmitResult("invitation_used")
-        raise
-    enqueue_suggestions(session, [incident.id])
-    return SubmitResult("stored", incident)
-
-
-class _InvitationTaken(Exception):
-    pass
-
-
-def _by_submission_key(session: Session, survey: Survey, key: str) -> Incident | None:
-    return session.scalar(
-        select(Incident).where(Incident.survey_id == survey.id, Incident.submission_key == key)
-    )
 
 
 # Reading ---------------------------------------------------------------------------------------

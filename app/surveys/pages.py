@@ -4,25 +4,33 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Annotated, Any
+from urllib.parse import unquote_to_bytes
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
+from sqlalchemy.orm import Session, sessionmaker
 
-from app.config import app_settings
-from app.db import SessionDep
+from app.config import Settings, app_settings
+from app.db import DbGate, SessionDep, session_scope
+from app.errors import DATABASE_UNAVAILABLE, RETRY_AFTER_SECONDS, ServiceUnavailable
 from app.i18n import DEFAULT_LANGUAGE, translator
+from app.incidents.intake import receive_story
 from app.incidents.service import (
     ANSWER_FIELDS,
     CHOICE_FIELDS,
     FieldError,
-    check_story,
     new_submission_key,
-    store_story,
 )
 from app.models import Survey
 from app.protection import CSRF_COOKIE, client_key, csrf_token_for, csrf_valid, new_csrf_cookie
-from app.surveys.service import find_by_slug, find_invitation, invitation_status, survey_state
+from app.surveys.service import (
+    default_questions,
+    find_by_slug,
+    find_invitation,
+    invitation_status,
+    survey_state,
+)
 
 router = APIRouter(include_in_schema=False)
 
@@ -142,36 +150,108 @@ def invitation_form(token: str, request: Request, session: SessionDep) -> Respon
 class PostedForm:
     values: dict[str, str]
     names: frozenset[str]
+    # The body was not valid UTF-8: what could be read is in `values` (with U+FFFD where bytes
+    # were broken) so that the respondent gets it back, but nothing is stored from it.
+    undecodable: bool = False
 
 
 async def posted_form(request: Request) -> PostedForm:
-    """The posted fields, read asynchronously so that the route itself can be a plain function:
-    its database work then runs in the thread pool, not on the event loop."""
+    """The posted fields, read on the event loop. A urlencoded body is decoded strictly: the
+    form parser would silently replace bytes that are not UTF-8."""
+    if request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
+        values, undecodable = _parse_urlencoded(await request.body())
+        return PostedForm(values, frozenset(values), undecodable)
     form = await request.form()
     return PostedForm({k: v for k, v in form.items() if isinstance(v, str)}, frozenset(form.keys()))
 
 
+# The gate's 503 and the database's own errors: the form answers both the same way.
+DATABASE_OR_GATE: tuple[type[Exception], ...] = (ServiceUnavailable, *DATABASE_UNAVAILABLE)
+
+
+def _parse_urlencoded(body: bytes) -> tuple[dict[str, str], bool]:
+    """Fields of a urlencoded body (the first of repeated names), each decoded as UTF-8, and
+    whether any was not valid UTF-8 (those are decoded with U+FFFD to be shown back)."""
+    values: dict[str, str] = {}
+    undecodable = False
+    for pair in body.split(b"&"):
+        if not pair:
+            continue
+        raw_name, _, raw_value = pair.partition(b"=")
+        decoded = []
+        for raw in (raw_name, raw_value):
+            data = unquote_to_bytes(raw.replace(b"+", b" "))
+            try:
+                decoded.append(data.decode("utf-8"))
+            except UnicodeDecodeError:
+                undecodable = True
+                decoded.append(data.decode("utf-8", errors="replace"))
+        values.setdefault(decoded[0], decoded[1])
+    return values, undecodable
+
+
+def _form_problem(request: Request, form: PostedForm, settings: Settings) -> tuple[str, int] | None:
+    """A reason to send the form back before touching the database: (message key, status)."""
+    if form.undecodable:
+        return "errors.undecodable", 400
+    if not request.app.state.submit_limiter.allow(client_key(request)):
+        return "errors.rate_limited", 429
+    unknown = set(form.names) - set(ANSWER_FIELDS) - set(CHOICE_FIELDS) - set(FORM_CONTROL_FIELDS)
+    if unknown:
+        return "errors.unknown_fields", 400
+    if not csrf_valid(
+        settings.secret_key, request.cookies.get(CSRF_COOKIE), form.values.get("csrf_token")
+    ):
+        return "errors.csrf", 400
+    return None
+
+
+def read_survey(factory: sessionmaker[Session], slug: str) -> Survey | None:
+    """The survey at `slug`, detached, from a read-only session of its own."""
+    with session_scope(factory, write=False) as session:
+        survey = find_by_slug(session, slug)
+        if survey is not None:
+            session.expunge(survey)
+        return survey
+
+
+def _remembered_survey(request: Request, slug: str, values: dict[str, str]) -> Survey:
+    """The survey as last seen by this process, to re-render a form while the database is
+    away; a bare stand-in (default questions, the posted choices) if it was never seen."""
+    cached: Survey | None = request.app.state.survey_cache.get(slug)
+    if cached is not None:
+        return cached
+    choices = {
+        "touchpoints": [values["touchpoint"]] if values.get("touchpoint") else [],
+        "channels": [values["channel"]] if values.get("channel") else [],
+    }
+    return Survey(
+        slug=slug,
+        title="",
+        introduction=None,
+        consent_text=None,
+        language=DEFAULT_LANGUAGE,
+        questions=default_questions(DEFAULT_LANGUAGE),
+        choices=choices,
+        status="open",
+    )
+
+
 @router.post("/s/{slug}", response_class=HTMLResponse, name="submit_form")
-def submit_form(
+async def submit_form(
     slug: str,
     request: Request,
-    session: SessionDep,
     form: Annotated[PostedForm, Depends(posted_form)],
 ) -> Response:
-    survey = find_by_slug(session, slug)
-    unavailable = _unavailable(request, survey)
-    if unavailable is not None:
-        return unavailable
-    assert survey is not None
     settings = app_settings(request)
-    t = translator(survey.language)
+    gate: DbGate = request.app.state.db_gate
+    factory: sessionmaker[Session] = request.app.state.sessionmaker
     values = dict(form.values)
     invitation = values.get("invitation") or None
     submission_id = values.get("submission_id") or None
-    keep = {"invitation": invitation, "submission_id": submission_id}
 
     def again(
-        errors: list[FieldError], form_error: str | None = None, status_code: int = 422
+        survey: Survey, errors: list[FieldError], form_error: str | None, status_code: int
     ) -> HTMLResponse:
         return _render_form(
             request,
@@ -180,33 +260,58 @@ def submit_form(
             errors=errors,
             form_error=form_error,
             status_code=status_code,
-            **keep,
+            invitation=invitation,
+            submission_id=submission_id,
         )
 
     if values.get(HONEYPOT_FIELD):
         # A bot filled the hidden field: look successful, store nothing.
         return RedirectResponse(request.url_for("thanks", slug=slug).path, status_code=303)
-    if not request.app.state.submit_limiter.allow(client_key(request)):
-        return again([], t("errors.rate_limited"), status_code=429)
-    unknown = sorted(
-        set(form.names) - set(ANSWER_FIELDS) - set(CHOICE_FIELDS) - set(FORM_CONTROL_FIELDS)
-    )
-    if unknown:
-        return again([], t("errors.unknown_fields", fields=", ".join(unknown)), 400)
-    if not csrf_valid(
-        settings.secret_key, request.cookies.get(CSRF_COOKIE), values.get("csrf_token")
-    ):
-        return again([], t("errors.csrf"), status_code=400)
+    refused = _form_problem(request, form, settings)
+    try:
+        intake = (
+            await gate.run(
+                receive_story,
+                request.app.state.engine,
+                settings,
+                slug,
+                values,
+                values.get("consent") == "yes",
+                submission_key=submission_id,
+                invitation_token=invitation,
+            )
+            if refused is None
+            else None
+        )
+        if intake is not None and intake.outcome in ("stored", "duplicate"):
+            return RedirectResponse(request.url_for("thanks", slug=slug).path, status_code=303)
+        # Anything else shows the survey again (or a page about it): read it whole.
+        survey = await gate.run(read_survey, factory, slug)
+    except DATABASE_OR_GATE:
+        # The database is away or saturated: the respondent keeps every word, and is asked to
+        # send again in a moment (the same submission id, so a retry stores one story).
+        survey = _remembered_survey(request, slug, values)
+        page = again(survey, [], translator(survey.language)("errors.unavailable"), 503)
+        page.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+        return page
 
-    story, errors = check_story(survey, values, values.get("consent") == "yes", settings)
-    if story is None:
-        return again(errors)
-    result = store_story(
-        session, survey, story, submission_key=submission_id, invitation_token=invitation
-    )
-    if result.outcome in ("stored", "duplicate"):
-        return RedirectResponse(request.url_for("thanks", slug=slug).path, status_code=303)
-    kind = result.outcome
+    if survey is not None:
+        request.app.state.survey_cache[slug] = survey
+    unavailable = _unavailable(request, survey)
+    if unavailable is not None:
+        return unavailable
+    assert survey is not None
+    t = translator(survey.language)
+    if refused is not None:
+        key, status_code = refused
+        unknown = sorted(
+            set(form.names) - set(ANSWER_FIELDS) - set(CHOICE_FIELDS) - set(FORM_CONTROL_FIELDS)
+        )
+        return again(survey, [], t(key, fields=", ".join(unknown)), status_code)
+    assert intake is not None
+    if intake.outcome == "invalid":
+        return again(survey, intake.errors, None, 422)
+    kind = intake.outcome
     return _message_page(request, survey.language, kind, 404 if kind.endswith("invalid") else 410)
 
 

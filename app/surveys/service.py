@@ -9,7 +9,7 @@ import re
 import secrets
 import unicodedata
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
@@ -60,7 +60,17 @@ def _slugify(title: str) -> str:
     return f"{base}-{secrets.token_hex(3)}"
 
 
-def survey_state(survey: Survey, now: datetime | None = None) -> SurveyState:
+class HasOpening(Protocol):
+    """What deciding a survey's state needs (a Survey row, or the intake's SurveyRules)."""
+
+    @property
+    def status(self) -> str: ...
+
+    @property
+    def closes_at(self) -> datetime | None: ...
+
+
+def survey_state(survey: HasOpening, now: datetime | None = None) -> SurveyState:
     now = now or utcnow()
     if survey.status == "closed" or (survey.closes_at is not None and survey.closes_at <= now):
         return "closed"

@@ -11,7 +11,8 @@ from fastapi import FastAPI
 from sqlalchemy import func, select
 
 from app.db import session_scope
-from app.incidents.service import CleanStory, store_story
+from app.incidents.intake import store_story
+from app.incidents.service import CleanStory
 from app.models import Incident, Survey
 
 

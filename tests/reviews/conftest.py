@@ -17,7 +17,8 @@ from sqlalchemy import update
 
 from app.codebooks.service import ensure_default_codebook
 from app.config import Settings
-from app.incidents.service import CleanStory, store_story
+from app.incidents.intake import store_story
+from app.incidents.service import CleanStory
 from app.models import Incident, ReviewLease, Suggestion, Survey
 from app.models.base import utcnow
 from app.reviews.service import codebook_version_for
