@@ -9,8 +9,10 @@ from app.models.incidents import INCIDENT_STATUSES, VALENCES, Incident
 from app.models.reports import (
     ReportCodeDay,
     ReportCodeDayDetail,
+    ReportCodeDelta,
     ReportStoryDay,
     ReportStoryDayDetail,
+    ReportStoryDelta,
 )
 from app.models.reviews import Assignment, Coding, CodingCode, ReviewLease
 from app.models.surveys import SURVEY_STATUSES, Invitation, Survey
@@ -36,8 +38,10 @@ __all__ = [
     "NlpModel",
     "ReportCodeDay",
     "ReportCodeDayDetail",
+    "ReportCodeDelta",
     "ReportStoryDay",
     "ReportStoryDayDetail",
+    "ReportStoryDelta",
     "ReviewLease",
     "Suggestion",
     "Survey",

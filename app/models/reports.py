@@ -1,11 +1,16 @@
-"""Daily report rollups, kept by database triggers in the same transaction as each change.
+"""Daily report rollups, and the delta rows that database triggers append with each change.
 
-Derived data only: the triggers of migration 0004 maintain these tables from `incidents` and
-`incident_codes`, and `app.reports.rollups.rebuild` recomputes them from scratch. No code writes
-them otherwise. Each table has a narrow form (survey, day, valence: what an ungrouped report
-reads, a few thousand rows for a million stories) and a `_detail` form that adds the grouping
-dimensions. A missing touchpoint, channel or segment is stored as '' so that the primary key,
-and with it the upsert, is NULL-safe. `day` is the story's `submitted_at` date in UTC.
+Derived data only. The triggers (migration 0006) append one signed row per change of
+`incidents` or `incident_codes` to `report_story_deltas` / `report_code_deltas`, in the same
+transaction as the change; an append never waits on another transaction, so no submission
+queues behind another on a shared counter row. The worker folds the deltas into the rollup
+tables every round (`app.reports.rollups.fold`), and every report reads rollup plus pending
+deltas in one statement, so figures are exact the moment a change commits.
+`app.reports.rollups.rebuild` recomputes the rollups from scratch. No code writes them otherwise.
+Each table has a narrow form (survey, day, valence: what an ungrouped report reads, a few
+thousand rows for a million stories) and a `_detail` form that adds the grouping dimensions. A
+missing touchpoint, channel or segment is stored as '' so that the primary key, and with it the
+fold's upsert, is NULL-safe. `day` is the story's `submitted_at` date in UTC.
 """
 
 from __future__ import annotations
@@ -83,4 +88,38 @@ class ReportCodeDayDetail(Base):
     segment: Mapped[str] = mapped_column(String(200), primary_key=True)
     codebook_version_id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
     code: Mapped[str] = mapped_column(String(100), primary_key=True)
+    n: Mapped[int]
+
+
+class ReportStoryDelta(Base):
+    """+1/-1 changes to the story rollups, at the detail grain, not yet folded in."""
+
+    __tablename__ = "report_story_deltas"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    survey_id: Mapped[int]
+    day: Mapped[date]
+    valence: Mapped[str] = mapped_column(String(16))
+    touchpoint: Mapped[str] = mapped_column(String(200))
+    channel: Mapped[str] = mapped_column(String(200))
+    segment: Mapped[str] = mapped_column(String(200))
+    stories: Mapped[int]
+    confirmed: Mapped[int]
+    excluded: Mapped[int]
+
+
+class ReportCodeDelta(Base):
+    """+1/-1 changes to the code rollups, at the detail grain, not yet folded in."""
+
+    __tablename__ = "report_code_deltas"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    survey_id: Mapped[int]
+    day: Mapped[date]
+    valence: Mapped[str] = mapped_column(String(16))
+    touchpoint: Mapped[str] = mapped_column(String(200))
+    channel: Mapped[str] = mapped_column(String(200))
+    segment: Mapped[str] = mapped_column(String(200))
+    codebook_version_id: Mapped[int]
+    code: Mapped[str] = mapped_column(String(100))
     n: Mapped[int]

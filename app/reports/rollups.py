@@ -1,8 +1,11 @@
-"""Reading the daily rollups (period truncation in SQL, per dialect) and rebuilding them.
+"""Reading the daily rollups (period truncation in SQL, per dialect), folding and rebuilding.
 
-The rollup tables are kept by triggers (migration 0004); this module only reads them, except
-`rebuild`, which recomputes them from the base tables with one INSERT ... SELECT per table (a
-repair tool, and the fast path for a bulk load with triggers disabled).
+Triggers (migration 0006) append signed delta rows with every change; `fold` moves them into
+the rollup tables (the worker calls it every round); every read takes rollup plus pending
+deltas in one statement (`story_source` / `code_source`), so a report is exact as soon as a
+change commits, however long ago the last fold ran. `rebuild` recomputes the rollups from the
+base tables with one INSERT ... SELECT per table (a repair tool, and the fast path for a bulk
+load with triggers disabled).
 """
 
 from __future__ import annotations
@@ -10,15 +13,28 @@ from __future__ import annotations
 from datetime import date, timedelta
 from typing import Any, Literal
 
-from sqlalchemy import Date, DateTime, Integer, Select, cast, func, literal_column, select, text
+from sqlalchemy import (
+    Date,
+    DateTime,
+    Integer,
+    Select,
+    cast,
+    func,
+    literal_column,
+    select,
+    text,
+    union_all,
+)
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
 from app.models.reports import (
     ReportCodeDay,
     ReportCodeDayDetail,
+    ReportCodeDelta,
     ReportStoryDay,
     ReportStoryDayDetail,
+    ReportStoryDelta,
 )
 
 Period = Literal["day", "week", "month", "quarter"]
@@ -100,6 +116,32 @@ def tables(group_by: tuple[GroupField, ...]) -> tuple[StoryTable, CodeTable]:
     return ReportStoryDayDetail, ReportCodeDayDetail
 
 
+_STORY_COUNTS = ("stories", "confirmed", "excluded")
+
+
+def _key_names(table: StoryTable | CodeTable) -> list[str]:
+    return [column.name for column in table.__mapper__.primary_key]
+
+
+def story_source(table: StoryTable) -> Any:
+    """A story rollup table with the pending deltas appended (same columns), to aggregate over:
+    the sum over both is exact whether or not the deltas have been folded yet."""
+    names = [*_key_names(table), *_STORY_COUNTS]
+    return union_all(
+        select(*(getattr(table, n) for n in names)),
+        select(*(getattr(ReportStoryDelta, n) for n in names)),
+    ).subquery(table.__tablename__)
+
+
+def code_source(table: CodeTable) -> Any:
+    """A code rollup table with the pending deltas appended (see `story_source`)."""
+    names = [*_key_names(table), "n"]
+    return union_all(
+        select(*(getattr(table, n) for n in names)),
+        select(*(getattr(ReportCodeDelta, n) for n in names)),
+    ).subquery(table.__tablename__)
+
+
 def _filters(
     table: Any, survey_id: int | None, first_day: date | None, last_day: date | None
 ) -> list[ColumnElement[bool]]:
@@ -123,7 +165,7 @@ def story_cells_query(
     last_day: date | None = None,
 ) -> Select[Any]:
     """Stories, confirmed and excluded per period, valence and group: one GROUP BY."""
-    story_table, _ = tables(group_by)
+    story_table = story_source(tables(group_by)[0]).c
     period_col = period_expression(dialect, story_table.day, period).label("period")
     groups = [getattr(story_table, GROUP_COLUMNS[g]).label(g) for g in group_by]
     keys = [period_col, story_table.valence.label("valence"), *groups]
@@ -150,7 +192,7 @@ def code_cells_query(
     codebook_version_id: int | None = None,
 ) -> Select[Any]:
     """Confirmed stories per code, period, valence and group: one GROUP BY."""
-    _, code_table = tables(group_by)
+    code_table = code_source(tables(group_by)[1]).c
     period_col = period_expression(dialect, code_table.day, period).label("period")
     groups = [getattr(code_table, GROUP_COLUMNS[g]).label(g) for g in group_by]
     keys = [period_col, code_table.code.label("code"), code_table.valence.label("valence"), *groups]
@@ -195,6 +237,8 @@ def rebuild(session: Session) -> None:
     coded = "CASE WHEN i.status = 'coded' THEN 1 ELSE 0 END"
     excluded = "CASE WHEN i.status = 'excluded' THEN 1 ELSE 0 END"
     statements = [
+        "DELETE FROM report_code_deltas",
+        "DELETE FROM report_story_deltas",
         "DELETE FROM report_code_days",
         "DELETE FROM report_code_days_detail",
         "DELETE FROM report_story_days",
@@ -216,3 +260,88 @@ def rebuild(session: Session) -> None:
     for statement in statements:
         session.execute(text(statement))
     session.flush()
+
+
+# --- Folding the deltas ----------------------------------------------------------------------
+
+# The rollup tables each delta table feeds, with their key columns and counts.
+_FOLDS = (
+    (
+        "report_story_deltas",
+        (
+            ("report_story_days", _NARROW),
+            ("report_story_days_detail", _DETAIL),
+        ),
+        _STORY_COUNTS,
+    ),
+    (
+        "report_code_deltas",
+        (
+            ("report_code_days", (*_NARROW, "codebook_version_id", "code")),
+            ("report_code_days_detail", (*_DETAIL, "codebook_version_id", "code")),
+        ),
+        ("n",),
+    ),
+)
+# Any fixed number: PostgreSQL's advisory lock that lets one fold run at a time.
+_FOLD_LOCK = 7_301_911
+
+
+def fold(session: Session) -> int:
+    """Move the pending delta rows into the rollup tables; returns how many were folded.
+
+    In the caller's transaction. On PostgreSQL the deltas are taken with DELETE ... RETURNING
+    (exactly the rows this transaction sees: one committing meanwhile waits for the next fold)
+    under an advisory lock (several workers fold one at a time; the others skip). On SQLite the
+    transaction holds the write lock, so every delta up to the highest id is there to take.
+    Cells that fall to zero are deleted, as if they had never been."""
+    dialect = session.get_bind().dialect.name
+    postgres = dialect == "postgresql"
+    if postgres and not session.scalar(
+        text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": _FOLD_LOCK}
+    ):
+        return 0
+    folded = 0
+    for deltas, targets, counts in _FOLDS:
+        if postgres:
+            batch = f"pg_temp.fold_{deltas}"
+            session.execute(
+                text(
+                    f"CREATE TEMP TABLE IF NOT EXISTS fold_{deltas} (LIKE {deltas}) "
+                    "ON COMMIT DELETE ROWS"
+                )
+            )
+            moved = session.execute(  # type: ignore[attr-defined]
+                text(
+                    f"WITH moved AS (DELETE FROM {deltas} RETURNING *) "
+                    f"INSERT INTO {batch} SELECT * FROM moved"
+                )
+            ).rowcount
+            source, taken = batch, "TRUE"
+        else:
+            last = session.scalar(text(f"SELECT max(id) FROM {deltas}"))
+            source, taken = deltas, f"id <= {int(last or 0)}"
+            moved = int(session.scalar(text(f"SELECT count(*) FROM {source} WHERE {taken}")) or 0)
+        if not moved:
+            continue
+        folded += moved
+        for table, keys in targets:
+            key = ", ".join(keys)
+            sums = ", ".join(f"SUM({c})" for c in counts)
+            update = ", ".join(f"{c} = {table}.{c} + excluded.{c}" for c in counts)
+            session.execute(
+                text(
+                    f"INSERT INTO {table} ({key}, {', '.join(counts)}) "
+                    f"SELECT {key}, {sums} FROM {source} WHERE {taken} GROUP BY {key} "
+                    f"ON CONFLICT ({key}) DO UPDATE SET {update}"
+                )
+            )
+            session.execute(
+                text(
+                    f"DELETE FROM {table} WHERE {counts[0]} = 0 AND ({key}) IN "
+                    f"(SELECT {key} FROM {source} WHERE {taken})"
+                )
+            )
+        if not postgres:
+            session.execute(text(f"DELETE FROM {deltas} WHERE {taken}"))
+    return folded

@@ -27,6 +27,7 @@ from app.models import (
     Invitation,
 )
 from app.models.reports import ReportCodeDay
+from app.reports.rollups import code_source
 from app.reports.schemas import SHARES_NOTE
 from app.reports.suppression import Line, primary, secondary
 from app.reviews.reliability import reliability_report
@@ -302,10 +303,11 @@ def study_report(
     ]
     counts.breakdown(total, time_keys)
 
+    code_days = code_source(ReportCodeDay).c
     code_rows = session.execute(
-        select(ReportCodeDay.code, ReportCodeDay.valence, func.sum(ReportCodeDay.n))
-        .where(ReportCodeDay.survey_id == survey_id)
-        .group_by(ReportCodeDay.code, ReportCodeDay.valence)
+        select(code_days.code, code_days.valence, func.sum(code_days.n))
+        .where(code_days.survey_id == survey_id)
+        .group_by(code_days.code, code_days.valence)
     ).all()
     code_names = sorted({code for code, _v, _n in code_rows})
     by_code = {(code, valence): int(n) for code, valence, n in code_rows}

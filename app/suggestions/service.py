@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
@@ -58,64 +58,117 @@ def scoring_context(session: Session, codebook: Codebook, cache: SuggesterCache)
     return ScoringContext(codebook, version, model, suggester)
 
 
-def score_incidents(
-    session: Session, incident_ids: Sequence[int], cache: SuggesterCache, batch_size: int = 256
-) -> int:
-    """Replace the suggestions of these stories with fresh ones; returns how many were scored."""
+@dataclass
+class ScoringWork:
+    """Stories of one codebook to score: read in one transaction, scored with none open, then
+    stored in a short one (the worker's write lock is never held while spaCy runs)."""
+
+    context: ScoringContext
+    ids: list[int]
+    # The redacted answers to score, or None where they must be made first (from `originals`).
+    texts: list[dict[str, str | None] | None]
+    originals: dict[int, dict[str, str | None]]
+    redactions: dict[int, dict[str, Any]] = field(default_factory=dict)
+    rows: list[dict[str, Any]] = field(default_factory=list)
+
+
+def read_scoring_work(
+    session: Session, incident_ids: Sequence[int], cache: SuggesterCache
+) -> list[ScoringWork]:
+    """What scoring these stories needs, grouped by codebook; reads only."""
     rows = session.execute(
         select(Incident.id, Incident.redacted, Survey.codebook_id)
         .join(Survey, Survey.id == Incident.survey_id)
         .where(Incident.id.in_(incident_ids))
     ).all()
-    if not rows:
-        return 0
     # A survey without a codebook (none existed when it was made) has nothing to score against.
     groups: dict[int, list[Any]] = defaultdict(list)
     for row in rows:
         if row.codebook_id is not None:
             groups[row.codebook_id].append(row)
-    scored = 0
+    work = []
     for codebook_id, group in groups.items():
         codebook = session.get(Codebook, codebook_id)
         assert codebook is not None
         context = scoring_context(session, codebook, cache)
         ids = [row.id for row in group]
-        if "ner" in context.suggester.nlp.pipe_names:
-            texts = _redact_names(session, ids, context.suggester.nlp)
-        else:
-            texts = [row.redacted or _redact_now(session, row.id) for row in group]
-        stories = [nlp.compose_story(t) for t in texts]
-        thresholds = {c.key: c.threshold for c in context.suggester.codebook.active_codes}
-        now = utcnow()
-        new_rows: list[dict[str, Any]] = []
+        with_names = "ner" in context.suggester.nlp.pipe_names
+        # With an NER pipeline, person names are redacted too, from the original text; stories
+        # stored before redaction existed (empty `redacted`) are redacted when scored.
+        texts = [None if with_names or not row.redacted else row.redacted for row in group]
+        missing = [i for i, text in zip(ids, texts, strict=True) if text is None]
+        originals = {}
+        if missing:
+            for incident in session.scalars(select(Incident).where(Incident.id.in_(missing))):
+                originals[incident.id] = original_answers(incident)
+        work.append(ScoringWork(context, ids, texts, originals))
+    return work
+
+
+def compute_scores(work: ScoringWork, batch_size: int = 256) -> ScoringWork:
+    """Redact what must be redacted and score every story; no database."""
+    suggester = work.context.suggester
+    pipeline = suggester.nlp if "ner" in suggester.nlp.pipe_names else None
+    texts: list[dict[str, str | None]] = []
+    for incident_id, text in zip(work.ids, work.texts, strict=True):
+        if text is None:
+            columns = redaction_columns(work.originals[incident_id], pipeline)
+            work.redactions[incident_id] = columns
+            text = columns["redacted"]
+        texts.append(text)
+    stories = [nlp.compose_story(t) for t in texts]
+    thresholds = {c.key: c.threshold for c in suggester.codebook.active_codes}
+    now = utcnow()
+    context = work.context
+    work.rows = [
+        {
+            "incident_id": incident_id,
+            "items": [suggestion_item(story, s) for s in suggestions],
+            "certainty": min((abs(s.score - thresholds[s.code]) for s in suggestions), default=1.0),
+            "codebook_version_id": context.version.id,
+            "model_id": context.model.id if context.model else None,
+            "created_at": now,
+        }
         for incident_id, story, suggestions in zip(
-            ids, stories, score_stories(context.suggester, stories, batch_size), strict=True
-        ):
-            new_rows.append(
-                {
-                    "incident_id": incident_id,
-                    "items": [suggestion_item(story, s) for s in suggestions],
-                    "certainty": min(
-                        (abs(s.score - thresholds[s.code]) for s in suggestions), default=1.0
-                    ),
-                    "codebook_version_id": context.version.id,
-                    "model_id": context.model.id if context.model else None,
-                    "created_at": now,
-                }
-            )
-        session.execute(delete(Suggestion).where(Suggestion.incident_id.in_(ids)))
-        # A failed attempt at these stories is history now that they have fresh suggestions.
-        session.execute(
-            delete(Job).where(
-                Job.kind == SUGGEST,
-                Job.status == "failed",
-                Job.subject.in_([f"incident:{i}" for i in ids]),
-            )
+            work.ids, stories, score_stories(suggester, stories, batch_size), strict=True
         )
-        if new_rows:  # Core executemany: the ORM's bulk path costs a tenth of the scoring time
-            session.execute(insert(cast(Table, Suggestion.__table__)), new_rows)
-        scored += len(ids)
-    return scored
+    ]
+    return work
+
+
+def store_scores(session: Session, work: ScoringWork) -> int:
+    """Write scored work: fresh redactions, the stories' suggestions replaced."""
+    ids = work.ids
+    for incident_id, columns in work.redactions.items():
+        session.execute(
+            update(Incident)
+            .where(Incident.id == incident_id)
+            .values(redacted=columns["redacted"], redaction_spans=columns["redaction_spans"])
+            .execution_options(synchronize_session=False)
+        )
+    session.execute(delete(Suggestion).where(Suggestion.incident_id.in_(ids)))
+    # A failed attempt at these stories is history now that they have fresh suggestions.
+    session.execute(
+        delete(Job).where(
+            Job.kind == SUGGEST,
+            Job.status == "failed",
+            Job.subject.in_([f"incident:{i}" for i in ids]),
+        )
+    )
+    if work.rows:  # Core executemany: the ORM's bulk path costs a tenth of the scoring time
+        session.execute(insert(cast(Table, Suggestion.__table__)), work.rows)
+    return len(ids)
+
+
+def score_incidents(
+    session: Session, incident_ids: Sequence[int], cache: SuggesterCache, batch_size: int = 256
+) -> int:
+    """Replace the suggestions of these stories with fresh ones, all in `session`; returns how
+    many were scored. (The worker runs the three steps in separate transactions.)"""
+    return sum(
+        store_scores(session, compute_scores(work, batch_size))
+        for work in read_scoring_work(session, incident_ids, cache)
+    )
 
 
 def score_stories(
@@ -140,32 +193,6 @@ def suggestion_item(story: nlp.ComposedStory, suggestion: nlp.CodeSuggestion) ->
         "source": suggestion.source,
         "evidence": evidence,
     }
-
-
-def _redact_now(session: Session, incident_id: int) -> dict[str, str | None]:
-    """Stories stored before redaction existed (empty `redacted`) are redacted when scored."""
-    incident = session.get(Incident, incident_id)
-    assert incident is not None
-    return redacted_answers(incident)
-
-
-def _redact_names(
-    session: Session, incident_ids: Sequence[int], pipeline: Any
-) -> list[dict[str, str | None]]:
-    """With an NER pipeline configured, redact person names too (from the original text),
-    store the result, and return the redacted answers in the given order."""
-    incidents = {
-        i.id: i for i in session.scalars(select(Incident).where(Incident.id.in_(incident_ids)))
-    }
-    texts = []
-    for incident_id in incident_ids:
-        incident = incidents[incident_id]
-        columns = redaction_columns(original_answers(incident), pipeline)
-        incident.redacted = columns["redacted"]
-        incident.redaction_spans = columns["redaction_spans"]
-        texts.append(columns["redacted"])
-    session.flush()
-    return texts
 
 
 # Training ---------------------------------------------------------------------------------------

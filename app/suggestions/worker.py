@@ -21,6 +21,7 @@ from app.errors import AppError
 from app.jobs import queue
 from app.jobs.queue import ClaimedJob
 from app.models import Codebook
+from app.reports import rollups
 from app.suggestions import service
 from app.suggestions.engine import SuggesterCache
 from app.suggestions.queue import SUGGEST, TRAIN
@@ -61,6 +62,7 @@ class Worker:
         result = BatchResult()
         if SUGGEST in kinds:
             self._suggest_batch(result)
+        self.fold_rollups()
         # One other job (training) every round, so that a steady stream of new stories cannot
         # starve it.
         other = tuple(k for k in kinds if k != SUGGEST)
@@ -81,36 +83,47 @@ class Worker:
                     self._record_failure(job, f"unknown job kind {job.kind!r}", result, final=True)
         return result
 
-    def _suggest_batch(self, result: BatchResult) -> None:
-        """Lock a batch of suggestion jobs, score the stories and delete the jobs, all in one
-        transaction (no lease round trip); if the batch fails, its jobs run one by one with
-        leases so that one broken story cannot hold back the others."""
-        size = self.settings.worker_batch_size
-        try:
-            with session_scope(self.factory) as session:
-                jobs = queue.lock_due(session, kinds=(SUGGEST,), limit=size)
-                if jobs:
-                    service.score_incidents(
-                        session, [j.payload["incident_id"] for j in jobs], self.cache, size
-                    )
-                    queue.finish(session, [j.id for j in jobs])
-            if jobs:
-                result.claimed += len(jobs)
-                result.done += len(jobs)
-                return
-        except Exception:
-            log.warning("a suggestion batch failed; running its jobs one by one")
-        # Also the way back for jobs whose lease ran out (their worker died mid-job).
+    def fold_rollups(self) -> int:
+        """Fold the report deltas written since the last round into the rollup tables (reports
+        are exact without it; folding keeps what they read small)."""
         with session_scope(self.factory) as session:
-            leased = queue.claim(
+            return rollups.fold(session)
+
+    def _suggest_batch(self, result: BatchResult) -> None:
+        """Claim a batch of suggestion jobs (a lease, in a short transaction), read the
+        stories, score them with no transaction open, then store the scores and delete the jobs
+        in another short one: the write lock (SQLite) and row locks are never held while spaCy
+        runs, so submissions do not wait for the worker. If the batch fails, its jobs run one
+        by one so that one broken story cannot hold back the others; a worker that dies leaves
+        its jobs to be claimed again when the lease runs out."""
+        size = self.settings.worker_batch_size
+        with session_scope(self.factory) as session:
+            jobs = queue.claim(
                 session,
                 self.name,
                 kinds=(SUGGEST,),
                 limit=size,
                 lease_seconds=self.settings.job_lease_seconds,
             )
-        result.claimed += len(leased)
-        for job in leased:
+        if not jobs:
+            return
+        result.claimed += len(jobs)
+        job_ids = [j.id for j in jobs]
+        try:
+            with session_scope(self.factory, write=False) as session:
+                work = service.read_scoring_work(
+                    session, [j.payload["incident_id"] for j in jobs], self.cache
+                )
+            scored = [service.compute_scores(w, size) for w in work]
+            with session_scope(self.factory) as session:
+                for w in scored:
+                    service.store_scores(session, w)
+                queue.finish(session, job_ids, worker=self.name)
+            result.done += len(jobs)
+            return
+        except Exception:
+            log.warning("a suggestion batch failed; running its jobs one by one")
+        for job in jobs:
             self._run_single(job, self._suggest_one, result, keep=False)
 
     def _suggest_one(self, session: Session, job: ClaimedJob) -> dict[str, object]:

@@ -11,16 +11,19 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app.models import Codebook, CodebookVersion, Incident, IncidentCode, Survey
 from app.models.reports import (
     ReportCodeDay,
     ReportCodeDayDetail,
+    ReportCodeDelta,
     ReportStoryDay,
     ReportStoryDayDetail,
+    ReportStoryDelta,
 )
+from app.reports import rollups
 
 API = "/api/v1/reports"
 CODES = ("complaint", "special_request", "extra_mile", "owner_error")
@@ -185,15 +188,21 @@ def _as_date(value: Any) -> date:
     return value if isinstance(value, date) else date.fromisoformat(str(value))
 
 
-def stored_rollups(session: Session) -> dict[str, Counter[tuple[Any, ...]]]:
-    """The four rollup tables as stored, in the oracle's shape (zero counts left out)."""
+def stored_rollups(
+    session: Session, *, with_deltas: bool = False
+) -> dict[str, Counter[tuple[Any, ...]]]:
+    """The four rollup tables as stored, in the oracle's shape; `with_deltas` adds the pending
+    delta rows, as every report reads them."""
     result: dict[str, Counter[tuple[Any, ...]]] = {}
     for table, dims in (
         (ReportStoryDay, ("survey_id", "day", "valence")),
         (ReportStoryDayDetail, ("survey_id", "day", "valence", "touchpoint", "channel", "segment")),
     ):
         counter: Counter[tuple[Any, ...]] = Counter()
-        for row in session.scalars(select(table)):
+        rows = list(session.scalars(select(table)))
+        if with_deltas:
+            rows += list(session.scalars(select(ReportStoryDelta)))
+        for row in rows:
             key = tuple(_as_date(getattr(row, d)) if d == "day" else getattr(row, d) for d in dims)
             for measure in ("stories", "confirmed", "excluded"):
                 counter[(*key, measure)] += getattr(row, measure)
@@ -203,7 +212,10 @@ def stored_rollups(session: Session) -> dict[str, Counter[tuple[Any, ...]]]:
         (ReportCodeDayDetail, ("survey_id", "day", "valence", "touchpoint", "channel", "segment")),
     ):
         counter = Counter()
-        for row in session.scalars(select(code_table)):
+        code_rows = list(session.scalars(select(code_table)))
+        if with_deltas:
+            code_rows += list(session.scalars(select(ReportCodeDelta)))
+        for row in code_rows:
             key = tuple(_as_date(getattr(row, d)) if d == "day" else getattr(row, d) for d in dims)
             counter[(*key, row.codebook_version_id, row.code)] += row.n
         result[code_table.__tablename__] = counter
@@ -224,12 +236,29 @@ def zero_rows(session: Session) -> int:
     )
 
 
+def pending_deltas(session: Session) -> int:
+    return sum(
+        int(session.scalar(select(func.count()).select_from(t)) or 0)
+        for t in (ReportStoryDelta, ReportCodeDelta)
+    )
+
+
 @pytest.fixture
 def assert_rollups_match(db: Callable[[], Any]) -> Callable[[], None]:
+    """The rollups plus pending deltas (what reports read) equal a GROUP BY over the base
+    tables; after a fold, the rollup tables alone do, with no delta and no zero row left."""
+
     def check() -> None:
         with db() as session:
-            stored, expected = stored_rollups(session), expected_rollups(session)
+            read, expected = stored_rollups(session, with_deltas=True), expected_rollups(session)
+        for table in expected:
+            assert +read[table] == expected[table], table
+        with db() as session:
+            rollups.fold(session)
+        with db() as session:
+            stored = stored_rollups(session)
             assert zero_rows(session) == 0
+            assert pending_deltas(session) == 0
         for table in expected:
             assert +stored[table] == expected[table], table
             assert all(v >= 0 for v in stored[table].values()), table
