@@ -59,9 +59,11 @@ def create_db_engine(
         connect_args: dict[str, Any] = {"connect_timeout": 5}
         if options:
             connect_args["options"] = " ".join(options)
+        # No pre-ping (a round trip per checkout, as much as a story's INSERT): a connection
+        # that died with a server restart fails its first statement, which is a 503, and
+        # SQLAlchemy then replaces every pooled connection older than the failure.
         return create_engine(
             url,
-            pool_pre_ping=True,
             pool_size=pool_size,
             max_overflow=0,
             pool_timeout=pool_timeout,

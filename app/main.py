@@ -17,6 +17,7 @@ from app.codebooks.router import router as codebooks_router
 from app.config import Settings, get_settings
 from app.db import DbGate, create_db_engine, make_sessionmaker
 from app.errors import install_error_handlers
+from app.incidents.intake import RulesCache
 from app.incidents.router import public_router as incidents_public_router
 from app.incidents.router import router as incidents_router
 from app.jobs.router import router as jobs_router
@@ -88,6 +89,8 @@ def create_app(settings: Settings | None = None, *, start_worker: bool = False) 
     # Surveys as last read by this process: the form re-renders from it while the database is
     # away, so a respondent's text is never lost to an outage.
     app.state.survey_cache = {}
+    # Survey rules the intake checks stories against, re-read every RULES_TTL_SECONDS.
+    app.state.rules_cache = RulesCache()
     app.state.templates = Jinja2Templates(directory=APP_DIR / "templates")
     app.state.submit_limiter = RateLimiter(
         settings.submit_rate_limit, settings.submit_rate_window_seconds

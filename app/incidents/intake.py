@@ -1,21 +1,47 @@
-"""The story intake: one submission read, checked and stored in one short transaction.
+"""The story intake: one submission checked and stored in one short transaction.
 
 This is the service's front door (the form and the JSON endpoint), so it is written in plain
-SQLAlchemy Core on one connection: the ORM's unit of work cost several times the INSERT it
-wrapped (bench/ingest.py). A submission reads the survey, checks the story, inserts it with
-`ON CONFLICT DO NOTHING` (a repeated submission key, or an invitation already used, inserts
-nothing), claims the invitation, queues its suggestion job and commits, all inside one call
-that runs on one worker thread (`DbGate.run`): the transaction never waits for a thread, an
-event-loop turn or another request while it holds a lock. No statement here touches a row that
-another submission also writes: report rollups take delta rows (migration 0006)."""
+SQLAlchemy Core on one connection, with statements built once per dialect: the ORM's unit of
+work, and building `.values(...)` anew per request, cost several times the INSERT they wrapped
+(bench/ingest.py). A submission:
+
+- checks the story against the survey's rules, kept by this process for `RULES_TTL_SECONDS`
+  (so a story costs no survey SELECT; an edit of the questions' choices or consent text
+  reaches every process within that time);
+- inserts the story only if the survey is open at that moment (`INSERT ... SELECT ... WHERE
+  EXISTS (open survey)`: closing a survey takes effect at once, cache or not), with `ON CONFLICT
+  DO NOTHING` (a repeated submission key, or an invitation already used, inserts nothing), and
+  queues its suggestion job; on PostgreSQL story and job are one statement (a data-modifying
+  CTE), so a story costs the same two round trips (statement, COMMIT) as a bare INSERT;
+- claims the invitation, if any, and commits.
+
+All of it runs inside one call on one worker thread (`DbGate.run`): the transaction never waits
+for a thread, an event-loop turn or another request while it holds a lock. No statement touches
+a row that another submission also writes (report rollups take delta rows, migration 0006)."""
 
 from __future__ import annotations
 
+import threading
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Table, bindparam, select, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    String,
+    Table,
+    bindparam,
+    cast,
+    func,
+    literal,
+    literal_column,
+    null,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -34,10 +60,14 @@ invitations: Table = Invitation.__table__  # type: ignore[assignment]
 jobs: Table = Job.__table__  # type: ignore[assignment]
 surveys: Table = Survey.__table__  # type: ignore[assignment]
 
+RULES_TTL_SECONDS = 2.0
+_INCIDENT_COLUMNS = [c.name for c in incidents.columns if c.name != "id"]
+_JOB_COLUMNS = [c.name for c in jobs.columns if c.name != "id"]
+
 
 @dataclass(frozen=True)
 class SurveyRules:
-    """What the intake needs of a survey (the columns of one small SELECT)."""
+    """What checking a story needs of its survey (the columns of one small SELECT)."""
 
     id: int
     status: str
@@ -47,9 +77,36 @@ class SurveyRules:
     consent_text: str | None
 
 
+class RulesCache:
+    """Survey rules by slug, as this process last read them (one per app)."""
+
+    def __init__(self, ttl_seconds: float = RULES_TTL_SECONDS) -> None:
+        self.ttl = ttl_seconds
+        self._rules: dict[str, tuple[float, SurveyRules | None]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, conn: Connection, slug: str) -> SurveyRules | None:
+        now = time.monotonic()
+        found = self._rules.get(slug)
+        if found is not None and now - found[0] < self.ttl:
+            return found[1]
+        row = conn.execute(_sql(conn).survey, {"slug": slug}).first()
+        rules = SurveyRules(*row) if row is not None else None
+        with self._lock:
+            if len(self._rules) > 10_000:  # unknown slugs must not grow it without bound
+                self._rules.clear()
+            self._rules[slug] = (now, rules)
+        return rules
+
+    def forget(self, slug: str) -> None:
+        """This process changed the survey: read it afresh next time."""
+        with self._lock:
+            self._rules.pop(slug, None)
+
+
 @dataclass(frozen=True)
 class Stored:
-    outcome: str  # stored, duplicate, invitation_invalid, invitation_used, invitation_expired
+    outcome: str  # stored, duplicate, closed, invitation_invalid, invitation_used, ..._expired
     incident_id: int | None = None
     submitted_at: datetime | None = None
 
@@ -59,13 +116,21 @@ class _Rollback(Exception):
         self.outcome = outcome
 
 
+def _param(name: str, column: Any, postgres: bool) -> Any:
+    # In `INSERT ... SELECT :a, :b` PostgreSQL must be told each parameter's type (an untyped
+    # NULL would be text); SQLite must not be (CAST AS DATETIME would make a date a number).
+    value = bindparam(name, type_=column.type)
+    return cast(value, column.type) if postgres else value
+
+
 class _Statements:
-    """The intake's statements, built once per dialect: a statement object keeps its compiled
-    form and cache key, so a request only binds parameters (building `.values(...)` anew cost
-    more than the INSERT itself)."""
+    """The intake's statements for one dialect, built once: a statement object keeps its
+    compiled form and cache key, so a request only binds parameters."""
 
     def __init__(self, dialect: str) -> None:
-        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        postgres = dialect == "postgresql"
+        insert = postgresql.insert if postgres else sqlite.insert
+        self.postgres = postgres
         self.survey = select(
             surveys.c.id,
             surveys.c.status,
@@ -74,6 +139,9 @@ class _Statements:
             surveys.c.choices,
             surveys.c.consent_text,
         ).where(surveys.c.slug == bindparam("slug"))
+        self.state = select(surveys.c.status, surveys.c.closes_at).where(
+            surveys.c.id == bindparam("survey_id")
+        )
         self.invitation = select(
             invitations.c.id,
             invitations.c.survey_id,
@@ -81,12 +149,53 @@ class _Statements:
             invitations.c.expires_at,
             invitations.c.attributes,
         ).where(invitations.c.token_hash == bindparam("token_hash"))
-        # Every column given (no Python-side defaults to fill in): the values dict is the row.
+        survey_open = (
+            select(surveys.c.id)
+            .where(
+                surveys.c.id == bindparam("open_survey_id"),
+                surveys.c.status == "open",
+                or_(surveys.c.closes_at.is_(None), surveys.c.closes_at > bindparam("open_at")),
+            )
+            .exists()
+        )
+        story_row = select(
+            *(_param(name, incidents.c[name], postgres) for name in _INCIDENT_COLUMNS)
+        ).where(survey_open)
         self.incident = (
             insert(incidents)
+            .from_select(_INCIDENT_COLUMNS, story_row)
             .on_conflict_do_nothing()
             .returning(incidents.c.id, incidents.c.submitted_at)
         )
+        self.job = insert(jobs).on_conflict_do_nothing(index_elements=["dedupe_key"])
+        if postgres:
+            # Story and suggestion job in one statement.
+            new = self.incident.cte("new_incident")
+            subject = literal("incident:", String) + cast(new.c.id, String)
+            job_values = {
+                "kind": literal(SUGGEST, String),
+                "payload": func.jsonb_build_object(literal_column("'incident_id'"), new.c.id),
+                "subject": subject,
+                "dedupe_key": literal(f"{SUGGEST}:", String) + subject,
+                "status": literal("queued", String),
+                "attempts": literal(0),
+                "max_attempts": literal(5),
+                "run_after": bindparam("job_at", type_=jobs.c.run_after.type),
+                "locked_by": null(),
+                "locked_until": null(),
+                "last_error": null(),
+                "result": null(),
+                "created_at": bindparam("job_created", type_=jobs.c.created_at.type),
+                "updated_at": bindparam("job_updated", type_=jobs.c.updated_at.type),
+            }
+            job_row = select(*(job_values[name] for name in _JOB_COLUMNS)).select_from(new)
+            new_job = (
+                postgresql.insert(jobs)
+                .from_select(_JOB_COLUMNS, job_row)
+                .on_conflict_do_nothing(index_elements=["dedupe_key"])
+                .cte("new_job")
+            )
+            self.incident_and_job = select(new.c.id, new.c.submitted_at).add_cte(new_job)
         self.by_key = select(incidents.c.id, incidents.c.submitted_at).where(
             incidents.c.survey_id == bindparam("survey_id"),
             incidents.c.submission_key == bindparam("key"),
@@ -96,7 +205,6 @@ class _Statements:
             .where(invitations.c.id == bindparam("invitation_id"), invitations.c.used_at.is_(None))
             .values(used_at=bindparam("now"))
         )
-        self.job = insert(jobs).on_conflict_do_nothing(index_elements=["dedupe_key"])
 
 
 _statements: dict[str, _Statements] = {}
@@ -108,11 +216,6 @@ def _sql(conn: Connection) -> _Statements:
     if found is None:
         found = _statements[name] = _Statements(name)
     return found
-
-
-def load_rules(conn: Connection, slug: str) -> SurveyRules | None:
-    row = conn.execute(_sql(conn).survey, {"slug": slug}).first()
-    return SurveyRules(*row) if row is not None else None
 
 
 def insert_story(
@@ -144,63 +247,76 @@ def insert_story(
 
     now = utcnow()
     answers = story.answers
-    row = conn.execute(
-        sql.incident,
-        {
-            "survey_id": survey.id,
-            "invitation_id": invitation_id,
-            "submission_key": key,
-            "occurred_text": answers["occurred"],
-            "occurred_on": story.occurred_on,
-            "circumstances": answers["circumstances"],
-            "what_happened": answers["what_happened"] or "",
-            "outcome": answers["outcome"],
-            "valence": answers["valence"] or "",
-            "touchpoint": answers["touchpoint"],
-            "channel": answers["channel"],
-            "language": survey.language,
-            "attributes": attributes,
-            "submitted_at": now,
-            "status": "new",
-            "coders_required": None,
-            "exclusion_reason": None,
-            "finalized_at": None,
-            "version": 1,
-            **redaction_columns(answers),
-        },
-    ).first()
+    values = {
+        "survey_id": survey.id,
+        "invitation_id": invitation_id,
+        "submission_key": key,
+        "occurred_text": answers["occurred"],
+        "occurred_on": story.occurred_on,
+        "circumstances": answers["circumstances"],
+        "what_happened": answers["what_happened"] or "",
+        "outcome": answers["outcome"],
+        "valence": answers["valence"] or "",
+        "touchpoint": answers["touchpoint"],
+        "channel": answers["channel"],
+        "language": survey.language,
+        "attributes": attributes,
+        "submitted_at": now,
+        "status": "new",
+        "coders_required": None,
+        "exclusion_reason": None,
+        "finalized_at": None,
+        "version": 1,
+        **redaction_columns(answers),
+        "open_survey_id": survey.id,
+        "open_at": now,
+    }
+    if sql.postgres:
+        values |= {"job_at": now, "job_created": now, "job_updated": now}
+        row = conn.execute(sql.incident_and_job, values).first()
+    else:
+        row = conn.execute(sql.incident, values).first()
     if row is None:
-        # The key was stored before (a refresh, a retry), or the invitation was taken meanwhile.
-        return _stored_before(conn, survey, key) or Stored("invitation_used")
+        # The key was stored before (a refresh, a retry), the survey closed a moment ago, or
+        # the invitation was taken meanwhile.
+        return _stored_before(conn, survey, key) or _why_refused(conn, survey, invitation_id)
     if invitation_id is not None:
         claimed = conn.execute(sql.claim, {"invitation_id": invitation_id, "now": now})
         if claimed.rowcount != 1:
             raise _Rollback("invitation_used")
-    conn.execute(
-        sql.job,
-        {
-            "kind": SUGGEST,
-            "payload": {"incident_id": row.id},
-            "subject": f"incident:{row.id}",
-            "dedupe_key": f"{SUGGEST}:incident:{row.id}",
-            "status": "queued",
-            "attempts": 0,
-            "max_attempts": 5,
-            "run_after": now,
-            "locked_by": None,
-            "locked_until": None,
-            "last_error": None,
-            "result": None,
-            "created_at": now,
-            "updated_at": now,
-        },
-    )
+    if not sql.postgres:
+        conn.execute(
+            sql.job,
+            {
+                "kind": SUGGEST,
+                "payload": {"incident_id": row.id},
+                "subject": f"incident:{row.id}",
+                "dedupe_key": f"{SUGGEST}:incident:{row.id}",
+                "status": "queued",
+                "attempts": 0,
+                "max_attempts": 5,
+                "run_after": now,
+                "locked_by": None,
+                "locked_until": None,
+                "last_error": None,
+                "result": None,
+                "created_at": now,
+                "updated_at": now,
+            },
+        )
     return Stored("stored", row.id, row.submitted_at)
 
 
 def _stored_before(conn: Connection, survey: SurveyRules, key: str) -> Stored | None:
     existing = conn.execute(_sql(conn).by_key, {"survey_id": survey.id, "key": key}).first()
     return Stored("duplicate", existing.id, existing.submitted_at) if existing else None
+
+
+def _why_refused(conn: Connection, survey: SurveyRules, invitation_id: int | None) -> Stored:
+    state = conn.execute(_sql(conn).state, {"survey_id": survey.id}).first()
+    if state is None or survey_state(state) != "open":
+        return Stored("closed" if state is not None and state.status == "closed" else "gone")
+    return Stored("invitation_used" if invitation_id is not None else "gone")
 
 
 def rules_of(survey: Survey) -> SurveyRules:
@@ -248,6 +364,7 @@ def store_story(
 def receive_story(
     engine: Engine,
     settings: Settings,
+    rules_cache: RulesCache,
     slug: str,
     answers: dict[str, Any],
     consent: bool,
@@ -255,17 +372,17 @@ def receive_story(
     submission_key: str | None,
     invitation_token: str | None,
 ) -> Intake:
-    """One submission, whole: read the survey, check the story, store it, commit.
+    """One submission, whole: check the story, store it, commit.
 
-    Run it in a single worker-thread call (`DbGate.run`). `Intake.survey_id` and `language`
-    say which survey answered; the form loads the full survey itself when it must re-render."""
+    Run it in a single worker-thread call (`DbGate.run`). `Intake.language` says in which
+    language the survey answers; the form loads the full survey itself when it must re-render."""
     rules: SurveyRules | None = None
     try:
         with write_engine(engine).begin() as conn:
-            rules = load_rules(conn, slug)
-            if rules is None or survey_state(rules) == "not_open":  # type: ignore[arg-type]
+            rules = rules_cache.get(conn, slug)
+            if rules is None or survey_state(rules) == "not_open":
                 return Intake("no_survey", language=rules.language if rules else None)
-            if survey_state(rules) == "closed":  # type: ignore[arg-type]
+            if survey_state(rules) == "closed":
                 return Intake("closed", language=rules.language)
             story, errors = check_story(rules, answers, consent, settings)
             if story is None:
@@ -280,6 +397,11 @@ def receive_story(
     except _Rollback as refused:
         assert rules is not None
         return Intake(refused.outcome, language=rules.language)  # type: ignore[arg-type]
+    if stored.outcome in ("closed", "gone"):
+        rules_cache.forget(slug)
+        return Intake(
+            "closed" if stored.outcome == "closed" else "no_survey", language=rules.language
+        )
     return Intake(
         stored.outcome,  # type: ignore[arg-type]
         language=rules.language,

@@ -134,6 +134,7 @@ async def submit_story(
         receive_story,
         request.app.state.engine,
         app_settings(request),
+        request.app.state.rules_cache,
         slug,
         data.model_dump(),
         data.consent,

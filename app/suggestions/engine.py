@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
 
 import nlp
@@ -24,16 +25,21 @@ class SuggesterCache:
     def get(
         self,
         version_id: int,
-        codebook: nlp.Codebook,
+        codebook: nlp.Codebook | Callable[[], nlp.Codebook],
         model_id: int | None = None,
         model_dir: Path | None = None,
     ) -> Suggester:
+        """The suggester of this version and model; `codebook` may be a function that parses
+        it, called only when the suggester must be built (parsing cost a few percent of every
+        worker round when done each time)."""
         key = (version_id, model_id)
         with self._lock:
             found = self._items.get(key)
             if found is not None:
                 self._items.move_to_end(key)
                 return found
+        if callable(codebook):
+            codebook = codebook()
         suggester = Suggester(codebook, model_dir=model_dir, base=self.base)
         # The pipeline (vocabulary, tables, matchers) lives as long as the worker: moving it out
         # of the cyclic collector's reach keeps each collection from rescanning it (measured: a

@@ -53,7 +53,7 @@ def scoring_context(session: Session, codebook: Codebook, cache: SuggesterCache)
     model = active_model(session, codebook.id)
     model_dir = Path(model.path) if model is not None else None
     suggester = cache.get(
-        version.id, load_nlp_codebook(version), model.id if model else None, model_dir
+        version.id, lambda: load_nlp_codebook(version), model.id if model else None, model_dir
     )
     return ScoringContext(codebook, version, model, suggester)
 

@@ -27,6 +27,8 @@ from app.suggestions.engine import SuggesterCache
 from app.suggestions.queue import SUGGEST, TRAIN
 
 log = logging.getLogger("cit.worker")
+# How long a worker lets stories gather after a round that found only a few.
+BATCH_GATHER_SECONDS = 0.25
 
 
 class _LeaseLost(Exception):
@@ -204,6 +206,10 @@ class Worker:
                 batch = BatchResult()
             if batch.claimed == 0:
                 self._stop.wait(self.settings.worker_poll_seconds)
+            elif batch.claimed < self.settings.worker_batch_size // 2:
+                # Stories arrive one by one: let a few more come before the next round, so that
+                # a round's fixed cost (five short transactions) is shared by more of them.
+                self._stop.wait(BATCH_GATHER_SECONDS)
         log.info("worker %s stopped", self.name)
 
     def stop(self) -> None:

@@ -274,6 +274,7 @@ async def submit_form(
                 receive_story,
                 request.app.state.engine,
                 settings,
+                request.app.state.rules_cache,
                 slug,
                 values,
                 values.get("consent") == "yes",

@@ -52,11 +52,21 @@ def read_survey(
     return service.to_read(service.get_survey(session, survey_id), app_settings(request))
 
 
+def _forget_rules(request: Request, *slugs: str) -> None:
+    """This process's story intake reads the changed survey afresh (others within
+    RULES_TTL_SECONDS; opening and closing take effect everywhere at once)."""
+    for slug in slugs:
+        request.app.state.rules_cache.forget(slug)
+
+
 @router.patch("/{survey_id}", response_model=SurveyRead, responses=problem_responses(NotFound))
 def edit_survey(
     survey_id: int, data: SurveyUpdate, request: Request, session: SessionDep, user: RequireAdmin
 ) -> SurveyRead:
-    survey = service.update_survey(session, service.get_survey(session, survey_id), data, user)
+    survey = service.get_survey(session, survey_id)
+    old_slug = survey.slug
+    survey = service.update_survey(session, survey, data, user)
+    _forget_rules(request, old_slug, survey.slug)
     return service.to_read(survey, app_settings(request))
 
 
@@ -67,6 +77,7 @@ def open_survey(
     survey_id: int, request: Request, session: SessionDep, user: RequireAdmin
 ) -> SurveyRead:
     survey = service.set_status(session, service.get_survey(session, survey_id), "open", user)
+    _forget_rules(request, survey.slug)
     return service.to_read(survey, app_settings(request))
 
 
@@ -75,6 +86,7 @@ def close_survey(
     survey_id: int, request: Request, session: SessionDep, user: RequireAdmin
 ) -> SurveyRead:
     survey = service.set_status(session, service.get_survey(session, survey_id), "closed", user)
+    _forget_rules(request, survey.slug)
     return service.to_read(survey, app_settings(request))
 
 
