@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import ctypes
+import os
+import shutil
+import signal
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -19,6 +25,7 @@ from app.codebooks.service import ensure_default_codebook
 from app.db import session_scope
 from app.errors import AppError
 from app.models import Survey
+from app.observability import configure_logging
 from app.suggestions.cli import import_cli, nlp_cli, worker
 from app.surveys import service as surveys
 from app.surveys.schemas import SurveyCreate
@@ -180,31 +187,87 @@ def demo() -> None:
 def serve(
     host: Annotated[str, typer.Option(help="Interface to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port")] = 8000,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=64,
+            help="API processes; more than one runs the job worker as a process of its own "
+            "(PostgreSQL, or SQLite on one machine)",
+        ),
+    ] = 1,
     run_worker: Annotated[
         bool | None,
         typer.Option(
             "--worker/--no-worker",
-            help="Run a job worker in this process (default: CIT_WORKER_IN_PROCESS, true)",
+            help="Run a job worker (in this process, or beside the API processes; default: "
+            "CIT_WORKER_IN_PROCESS, true)",
         ),
     ] = None,
 ) -> None:
     """Serve the API and the survey pages (refuses a database behind the migrations)."""
     import uvicorn
 
-    from app.main import create_app
-
     settings = _settings()
     _require_head(settings)
-    typer.echo(f"serving on http://{host}:{port} (database: {_safe_url(settings.database_url)})")
+    configure_logging(settings.log_level, settings.log_format)
+    typer.echo(
+        f"serving on http://{host}:{port} with {workers} process(es) "
+        f"(database: {_safe_url(settings.database_url)})",
+        err=True,
+    )
     with_worker = settings.worker_in_process if run_worker is None else run_worker
-    if with_worker and not settings.is_sqlite:
-        typer.echo("running one in-process worker; add more with `cit worker`")
-    uvicorn.run(
-        create_app(settings, start_worker=with_worker),
-        host=host,
-        port=port,
-        proxy_headers=True,
-        forwarded_allow_ips="127.0.0.1",
+    # Our own access log (route templates, never /i/<token>) replaces uvicorn's; client
+    # addresses from proxies are taken only from CIT_TRUSTED_PROXIES (app.protection), so
+    # uvicorn must not rewrite them from X-Forwarded-For.
+    options: dict[str, Any] = {
+        "host": host,
+        "port": port,
+        "log_config": None,
+        "access_log": False,
+        "proxy_headers": False,
+        "server_header": False,
+        "timeout_graceful_shutdown": 20,
+        # A process loading spaCy on a busy machine takes more than uvicorn's 5 s to answer
+        # its first health check; it would be killed and restarted in a loop.
+        "timeout_worker_healthcheck": 60,
+    }
+    if workers == 1:
+        from app.main import create_app
+
+        uvicorn.run(create_app(settings, start_worker=with_worker), **options)
+        return
+    # Several processes: each builds its app from the environment; their metrics are added up
+    # through a shared directory; one job worker runs beside them (several are fine on
+    # PostgreSQL: `cit worker` more).
+    metrics_dir = tempfile.mkdtemp(prefix="cit-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    job_worker = _start_job_worker() if with_worker else None
+    try:
+        uvicorn.run("app.main:app_from_environment", factory=True, workers=workers, **options)
+    finally:
+        if job_worker is not None:
+            job_worker.terminate()
+            try:
+                job_worker.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                job_worker.kill()
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _start_job_worker() -> subprocess.Popen[bytes]:
+    """`cit worker` as a child that dies with this process (Linux: PR_SET_PDEATHSIG)."""
+
+    def die_with_parent() -> None:
+        try:
+            libc = ctypes.CDLL("libc.so.6", use_errno=True)
+            libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        except OSError:
+            pass
+
+    return subprocess.Popen(
+        [sys.executable, "-m", "app.cli", "worker"],
+        preexec_fn=die_with_parent,
     )
 
 
@@ -219,3 +282,7 @@ def main() -> None:
         cli()
     except KeyboardInterrupt:
         sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from functools import lru_cache
+from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 from typing import Literal
 
@@ -49,6 +50,16 @@ class Settings(BaseSettings):
         30.0, gt=0, description="PostgreSQL statement_timeout for API requests"
     )
 
+    # Operations.
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["json", "text"] = "json"
+    log_access: bool = Field(True, description="one JSON line per request (route, status, ms)")
+    trusted_proxies: str = Field(
+        "",
+        description="comma-separated addresses or networks (CIDR) of reverse proxies whose "
+        "X-Forwarded-For names the client; empty: trust none, the peer is the client",
+    )
+
     # Reports.
     min_cell: int = Field(5, ge=1, description="small-cell suppression threshold of the reports")
 
@@ -63,6 +74,10 @@ class Settings(BaseSettings):
                 f"CIT_SECRET_KEY must be set when CIT_ENV={self.env} "
                 "(the built-in default is for development only)"
             )
+        try:
+            self.trusted_proxy_networks  # noqa: B018 - validates the setting
+        except ValueError as error:
+            raise ValueError(f"CIT_TRUSTED_PROXIES: {error}") from None
         if len(self.secret_key) < 16:
             raise ValueError("CIT_SECRET_KEY must be at least 16 characters")
         return self
@@ -78,6 +93,14 @@ class Settings(BaseSettings):
         """Threads for sync endpoints and dependencies: above the admitted requests, so that a
         request holding a transaction always finds a thread for its next step."""
         return max(40, self.db_concurrency * 2 + 8)
+
+    @property
+    def trusted_proxy_networks(self) -> tuple[IPv4Network | IPv6Network, ...]:
+        return tuple(
+            ip_network(part.strip(), strict=False)
+            for part in self.trusted_proxies.split(",")
+            if part.strip()
+        )
 
     @property
     def models_dir(self) -> Path:

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
 from app.errors import RETRY_AFTER_SECONDS, ServiceUnavailable
+from app.observability import DB_SESSION_REFUSALS, DB_SESSIONS_IN_USE, DB_SESSIONS_WAITING
 
 SQLITE_BUSY_TIMEOUT_MS = 15_000
 T = TypeVar("T")
@@ -49,7 +50,9 @@ def create_db_engine(
     a worker thread. The timeouts bound how long a statement may wait (PostgreSQL `lock_timeout`
     and `statement_timeout`; SQLite's busy timeout is the lock timeout)."""
     parsed = make_url(url)
-    kwargs = {**JSON_OPTIONS, **kwargs}
+    # hide_parameters: an error's message never carries a statement's values (story text)
+    # into a log line.
+    kwargs = {**JSON_OPTIONS, "hide_parameters": True, **kwargs}
     if parsed.get_backend_name() != "sqlite":
         options = []
         if lock_timeout_seconds is not None:
@@ -191,20 +194,25 @@ class DbGate:
         if self._semaphore is None:  # created lazily: it belongs to the running event loop
             self._semaphore = anyio.Semaphore(self.capacity)
         self.waiting += 1
+        DB_SESSIONS_WAITING.inc()
         try:
             with anyio.fail_after(self.queue_timeout):
                 await self._semaphore.acquire()
         except TimeoutError:
+            DB_SESSION_REFUSALS.inc()
             raise ServiceUnavailable(
                 "the service is busy; please retry in a moment",
                 retry_after=RETRY_AFTER_SECONDS,
             ) from None
         finally:
             self.waiting -= 1
+            DB_SESSIONS_WAITING.dec()
+        DB_SESSIONS_IN_USE.inc()
         try:
             yield
         finally:
             self._semaphore.release()
+            DB_SESSIONS_IN_USE.dec()
 
     async def run(self, work: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
         """Run `work(*args, **kwargs)` in one worker-thread call once a slot is free."""

@@ -8,19 +8,24 @@ from pathlib import Path
 from typing import Any
 
 import anyio.to_thread
-from fastapi import FastAPI
+from fastapi import FastAPI, Response
 from fastapi.openapi.utils import get_openapi
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
+from sqlalchemy import Engine, text
+from starlette.concurrency import run_in_threadpool
 
+from app import migrate
 from app.codebooks.router import router as codebooks_router
 from app.config import Settings, get_settings
 from app.db import DbGate, create_db_engine, make_sessionmaker
-from app.errors import install_error_handlers
+from app.errors import ServiceUnavailable, install_error_handlers, problem_responses
 from app.incidents.intake import RulesCache
 from app.incidents.router import public_router as incidents_public_router
 from app.incidents.router import router as incidents_router
 from app.jobs.router import router as jobs_router
+from app.observability import RequestContextMiddleware, configure_logging, metrics_body
+from app.openapi_problems import document_problems
 from app.protection import BodySizeLimitMiddleware, RateLimiter
 from app.reports.pages import pages_router as reports_pages_router
 from app.reports.router import router as reports_router
@@ -48,6 +53,18 @@ PROBLEM_SCHEMA = {
     },
     "required": ["type", "title", "status", "detail"],
 }
+
+
+def _readiness(engine: Engine, head: str | None) -> str | None:
+    """Why the service is not ready, or None."""
+    try:
+        with engine.connect() as conn:
+            current = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+    except Exception as error:
+        return f"the database is unreachable ({type(error).__name__})"
+    if current != head:
+        return f"the database schema is at {current}, the migrations' head is {head}"
+    return None
 
 
 def create_app(settings: Settings | None = None, *, start_worker: bool = False) -> FastAPI:
@@ -98,6 +115,8 @@ def create_app(settings: Settings | None = None, *, start_worker: bool = False) 
 
     install_error_handlers(app)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_request_bytes)
+    # Outermost: every answer, a 413 from the size limit included, carries a request id.
+    app.add_middleware(RequestContextMiddleware, access_log_enabled=settings.log_access)
     app.mount("/static", StaticFiles(directory=APP_DIR / "static"), name="static")
     for router in (
         codebooks_router,
@@ -119,7 +138,28 @@ def create_app(settings: Settings | None = None, *, start_worker: bool = False) 
 
     @app.get("/healthz", tags=["health"])
     def healthz() -> dict[str, str]:
+        """Liveness: the process answers (it does not look at the database)."""
         return {"status": "ok"}
+
+    head = migrate.head_revision(settings.database_url)
+
+    @app.get(
+        "/readyz",
+        tags=["health"],
+        responses=problem_responses(ServiceUnavailable),
+    )
+    async def readyz() -> dict[str, str]:
+        """Readiness: 200 when the database answers and its schema is at the migrations' head;
+        503 (with the reason) while it is unreachable or the migrations are behind."""
+        problem_text = await run_in_threadpool(_readiness, engine, head)
+        if problem_text:
+            raise ServiceUnavailable(problem_text)
+        return {"status": "ready"}
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        body, content_type = await run_in_threadpool(metrics_body, engine)
+        return Response(body, media_type=content_type)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
@@ -129,8 +169,17 @@ def create_app(settings: Settings | None = None, *, start_worker: bool = False) 
             schema.setdefault("components", {}).setdefault("schemas", {})["Problem"] = (
                 PROBLEM_SCHEMA
             )
+            document_problems(schema, app.routes)
             app.openapi_schema = schema
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
     return app
+
+
+def app_from_environment() -> FastAPI:
+    """The app of one of several API processes (`cit serve --workers N`): settings from the
+    environment, logs configured, no job worker inside (one runs beside them)."""
+    settings = get_settings()
+    configure_logging(settings.log_level, settings.log_format)
+    return create_app(settings, start_worker=False)

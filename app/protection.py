@@ -9,6 +9,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from ipaddress import ip_address
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -73,12 +74,13 @@ def csrf_valid(secret_key: str, cookie_value: str | None, form_token: str | None
     return hmac.compare_digest(csrf_token_for(secret_key, cookie_value), form_token)
 
 
-class BodyTooLarge(Exception):
-    pass
-
-
 class BodySizeLimitMiddleware:
-    """Refuses request bodies over `max_bytes` (413) whether or not Content-Length is sent."""
+    """Refuses request bodies over `max_bytes` (413) however they are sent.
+
+    With a Content-Length over the limit, at once. A body sent without one (chunked) is read
+    here, up to the limit, before the app sees it: refused past the limit with the same 413
+    (an error raised from inside the app's body reading would come out as a 400), else handed
+    on whole."""
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app = app
@@ -90,32 +92,36 @@ class BodySizeLimitMiddleware:
             return
         headers = dict(scope.get("headers") or [])
         length = headers.get(b"content-length")
-        if length is not None and length.isdigit() and int(length) > self.max_bytes:
-            await self._reject(send)
-            return
-        received = 0
-        started = False
-
-        async def limited_receive() -> Message:
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    raise BodyTooLarge
-            return message
-
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
-        try:
-            await self.app(scope, limited_receive, tracking_send)
-        except BodyTooLarge:
-            if not started:
+        if length is not None:
+            if length.isdigit() and int(length) > self.max_bytes:
                 await self._reject(send)
+                return
+            await self.app(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        received = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away
+                return
+            chunk = message.get("body", b"")
+            received += len(chunk)
+            if received > self.max_bytes:
+                await self._reject(send)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
 
     async def _reject(self, send: Send) -> None:
         body = (
@@ -131,12 +137,32 @@ class BodySizeLimitMiddleware:
                 "headers": [
                     (b"content-type", PROBLEM_JSON.encode()),
                     (b"content-length", str(len(body)).encode()),
+                    (b"connection", b"close"),
                 ],
             }
         )
         await send({"type": "http.response.body", "body": body})
 
 
-def client_key(scope_or_request: Any) -> str:
-    client = getattr(scope_or_request, "client", None)
-    return client.host if client else "unknown"
+def client_key(request: Any) -> str:
+    """The client's address, for rate limits: the peer, or, when the peer is a trusted reverse
+    proxy (CIT_TRUSTED_PROXIES), the last address in X-Forwarded-For that is not one of ours.
+    An X-Forwarded-For from anyone else is ignored, so it cannot dodge a limit."""
+    client = getattr(request, "client", None)
+    peer = client.host if client else "unknown"
+    networks = request.app.state.settings.trusted_proxy_networks
+    if not networks or not _trusted(peer, networks):
+        return str(peer)
+    hops = [h.strip() for h in request.headers.get("x-forwarded-for", "").split(",") if h.strip()]
+    for hop in reversed(hops):
+        if not _trusted(hop, networks):
+            return hop
+    return hops[0] if hops else str(peer)
+
+
+def _trusted(address: str, networks: tuple[Any, ...]) -> bool:
+    try:
+        ip = ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in network for network in networks)

@@ -62,6 +62,8 @@ def list_incidents(
         str | None,
         Query(
             max_length=200,
+            # A NUL cannot be stored, so cannot be found either (SQLite would match every story).
+            pattern=r"^[^\x00]*$",
             description="Case-insensitive text search over the answers the caller reads "
             "(researchers: the redacted text)",
         ),

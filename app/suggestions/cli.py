@@ -24,6 +24,7 @@ from app.errors import AppError
 from app.incidents.importer import count_rows, import_incidents
 from app.incidents.redaction import REDACTED_FIELDS, redaction_columns
 from app.models import Codebook, Job, Survey
+from app.observability import configure_logging
 from app.suggestions import service
 from app.suggestions.engine import SuggesterCache
 from app.suggestions.queue import SUGGEST, enqueue_rescoring
@@ -51,10 +52,8 @@ def worker(
     once: Annotated[bool, typer.Option(help="Run the due jobs, then exit")] = False,
 ) -> None:
     """Run a job worker (suggestions, training). Several may run side by side on PostgreSQL."""
-    import logging
-
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     settings, factory = ready()
+    configure_logging(settings.log_level, settings.log_format)
     job_worker = Worker(factory, settings)
     if once:
         total = job_worker.drain()

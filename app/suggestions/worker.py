@@ -21,6 +21,7 @@ from app.errors import AppError
 from app.jobs import queue
 from app.jobs.queue import ClaimedJob
 from app.models import Codebook
+from app.observability import JOB_FAILURES
 from app.reports import rollups
 from app.suggestions import service
 from app.suggestions.engine import SuggesterCache
@@ -169,6 +170,7 @@ class Worker:
         with session_scope(self.factory) as session:
             status = queue.fail(session, job, error, final=final, worker=self.name)
         result.failed += 1
+        JOB_FAILURES.labels(job.kind).inc()
         log.warning(
             "job %s (%s) failed, now %s: %s",
             job.id,
