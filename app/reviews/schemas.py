@@ -44,17 +44,30 @@ class _Decision(Strict):
     )
     note: Note | None = None
 
+    no_code_applies: bool = Field(
+        False,
+        description="The story is included, but no code of the codebook applies to it "
+        "(recorded as a decision; coders who both say so agree)",
+    )
+
     def _check_exclusion(self, has_codes: bool) -> None:
         if self.exclude:
             if has_codes:
                 raise ValueError("an excluded story gets no codes")
+            if self.no_code_applies:
+                raise ValueError("an excluded story is not coded: leave no_code_applies out")
             if not self.exclusion_reason:
                 raise ValueError("exclusion_reason is required when excluding a story")
         else:
             if self.exclusion_reason is not None:
                 raise ValueError("exclusion_reason is only for excluded stories")
-            if not has_codes:
-                raise ValueError("give at least one code, or exclude the story with a reason")
+            if has_codes and self.no_code_applies:
+                raise ValueError("no_code_applies goes without codes")
+            if not has_codes and not self.no_code_applies:
+                raise ValueError(
+                    "give at least one code, set no_code_applies, or exclude the story with "
+                    "a reason"
+                )
 
 
 class CodingUpdate(_Decision):
@@ -96,6 +109,10 @@ class MyCoding(CodingRead):
     incident_status: str
     incident_version: int
     etag: str = Field(description="The story's ETag for this coder: send it as If-Match")
+    notifications: list[NotificationRead] = Field(
+        default_factory=list,
+        description="Unread notifications about this story (e.g. a proposed code rejected)",
+    )
 
 
 class NextRequest(Strict):
@@ -141,12 +158,111 @@ class CoderAgreement(BaseModel):
     share: float | None = Field(description="agreed / double_coded; null before the first one")
 
 
+class SurveyProgress(BaseModel):
+    survey_id: int
+    title: str
+    coded: int = Field(description="Stories of this survey the researcher has coded")
+    remaining_in_queue: int
+    assigned_remaining: int
+
+
+class NotificationRead(BaseModel):
+    """A message about the reader's own work, e.g. a proposed code they used was rejected."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    kind: str
+    incident_id: int | None
+    message: str
+    payload: dict[str, Any]
+    created_at: datetime
+    read_at: datetime | None
+
+
 class Progress(BaseModel):
     researcher: str
     coded: int = Field(description="Stories the researcher has coded")
     remaining_in_queue: int = Field(description="Stories the queue could still hand them")
     assigned_remaining: int = Field(description="Stories assigned to them, not yet coded")
     agreement: CoderAgreement
+    by_survey: list[SurveyProgress] = Field(
+        default_factory=list, description="The same counts per survey (surveys with any)"
+    )
+    needs_revision: list[int] = Field(
+        default_factory=list,
+        description="Stories whose coding lost its codes (a proposed code was rejected): code "
+        "them again",
+    )
+    notifications: list[NotificationRead] = Field(
+        default_factory=list, description="Unread notifications, newest first"
+    )
+
+
+class SurveyQueueCounts(BaseModel):
+    """Where a survey's stories are in the review workflow."""
+
+    survey_id: int
+    title: str
+    double_coding_share: int
+    stories: int
+    by_status: dict[str, int] = Field(description="new, in_review, adjudication, coded, excluded")
+    double_coded: int = Field(description="Stories that need two independent codings")
+    awaiting_codings: int = Field(description="Open stories with fewer codings than they need")
+    leased_now: int = Field(description="Stories a researcher holds right now")
+    waiting_for_proposals: int = Field(
+        description="Stories whose coding uses a proposed code not decided yet"
+    )
+
+
+class DoubleCodingFilter(Strict):
+    survey_id: int
+    valence: Literal["satisfying", "dissatisfying"] | None = None
+    touchpoint: str | None = None
+    channel: str | None = None
+    submitted_from: datetime | None = None
+    submitted_to: datetime | None = None
+    limit: Annotated[int, Field(ge=1, le=10_000)] | None = Field(
+        None, description="At most this many (oldest first)"
+    )
+
+
+class DoubleCodingChoice(Strict):
+    """Stories an admin picks for (or takes out of) blind double coding, by id or by filter;
+    besides the survey's share, which decides for the stories nobody picked."""
+
+    incident_ids: Annotated[list[int], Field(min_length=1, max_length=10_000)] | None = None
+    filter: DoubleCodingFilter | None = None
+    coders_required: Literal[1, 2] = Field(2, description="2: double-code; 1: single-code")
+
+    @model_validator(mode="after")
+    def _one_way(self) -> DoubleCodingChoice:
+        if (self.incident_ids is None) == (self.filter is None):
+            raise ValueError("give either incident_ids or filter")
+        return self
+
+
+class SkippedStory(BaseModel):
+    incident_id: int
+    reason: str
+
+
+class DoubleCodingResult(BaseModel):
+    coders_required: int
+    updated: list[int]
+    unchanged: list[int]
+    skipped: list[SkippedStory]
+
+
+class LeaseRead(BaseModel):
+    incident_id: int
+    researcher: str
+    expires_at: datetime
+
+
+class LeaseBreakResult(BaseModel):
+    incident_id: int
+    released: list[str] = Field(description="Whose leases were removed")
 
 
 # Agreement report -------------------------------------------------------------------------------
@@ -264,8 +380,12 @@ __all__ = [
     "CodeChoice",
     "CodingRead",
     "CodingUpdate",
+    "DoubleCodingChoice",
+    "DoubleCodingResult",
     "MyCoding",
     "NextRequest",
+    "NotificationRead",
     "Progress",
     "ReviewItem",
+    "SurveyQueueCounts",
 ]
