@@ -4,7 +4,7 @@ progress, the agreement report and the audit trail."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Header, Query, Request, Response
 
@@ -21,7 +21,7 @@ from app.errors import (
 from app.incidents.schemas import IncidentPage, IncidentRead
 from app.incidents.service import View, etag, get_incident, resolve_view, to_reads
 from app.pagination import PageSize
-from app.reviews import notifications, queue, service, trail
+from app.reviews import bootstrap, notifications, queue, service, trail
 from app.reviews.errors import CodesInvalid, PreconditionRequired
 from app.reviews.reliability import reliability_report
 from app.reviews.schemas import (
@@ -351,6 +351,19 @@ def agreement(
         datetime | None, Query(description="Stories submitted at or after (UTC by default)")
     ] = None,
     submitted_to: Annotated[datetime | None, Query(description="... and before")] = None,
+    exclusion: Annotated[
+        Literal["missing", "category"],
+        Query(
+            description="missing (default): a coder who excluded a story is left out of its "
+            "per-code figures; category: an exclusion is one more code"
+        ),
+    ] = "missing",
+    seed: Annotated[
+        int, Query(ge=0, le=2**32 - 1, description="Seed of the bootstrap intervals")
+    ] = bootstrap.DEFAULT_SEED,
+    resamples: Annotated[
+        int, Query(ge=100, le=10_000, description="Bootstrap resamples of the stories")
+    ] = bootstrap.DEFAULT_RESAMPLES,
 ) -> dict[str, object]:
     """Inter-coder agreement (percent agreement, Cohen's kappa per pair of coders, Fleiss'
     kappa, Krippendorff's alpha, Perreault & Leigh's Ir) per code and overall, over the
@@ -368,4 +381,7 @@ def agreement(
         else codebook_version_id,
         submitted_from=submitted_from,
         submitted_to=submitted_to,
+        exclusion=exclusion,
+        seed=seed,
+        resamples=resamples,
     )

@@ -268,10 +268,30 @@ class LeaseBreakResult(BaseModel):
 # Agreement report -------------------------------------------------------------------------------
 
 
+class IntervalRead(BaseModel):
+    """A 95 % confidence interval and how it was computed (seeded: the same data and seed give
+    the same interval)."""
+
+    low: float
+    high: float
+    level: float = 0.95
+    method: str
+    resamples: int | None = None
+    seed: int | None = None
+    prob_below: dict[str, float] | None = Field(
+        None,
+        description="Krippendorff's alpha: share of bootstrap resamples below 0.667 / 0.800 "
+        "(q(alpha_min), Hayes & Krippendorff 2007)",
+    )
+
+
 class StatisticRead(BaseModel):
     value: float | None
     n_units: int = Field(description="Stories the figure rests on")
     reason: str | None = Field(description="Why the value is null, when it is")
+    ci95: IntervalRead | None = Field(
+        None, description="95 % confidence interval, where one is computed and the value is set"
+    )
 
 
 class PairStatisticRead(StatisticRead):
@@ -311,14 +331,63 @@ class ExclusionAgreementRead(BaseModel):
     agreement: float | None
 
 
+class ShareRead(BaseModel):
+    stories: int
+    agreed: int
+    share: float | None
+    ci95: IntervalRead | None
+    description: str
+
+
+class StoryLevelRead(BaseModel):
+    """Story-level agreement: identical code sets (the figure most CIT papers print)."""
+
+    exclusion_missing: ShareRead
+    exclusion_as_category: ShareRead
+
+
 class ReliabilitySection(BaseModel):
     coders: list[str]
     n_units: int = Field(
         description="Stories with two or more coders' codings (an exclusion counts as a coding)"
     )
-    overall: FiguresRead
+    overall_codes: list[str] = Field(
+        description="Codes the overall means run over: active codes a coder used"
+    )
+    left_out_of_overall: dict[str, str] = Field(
+        description="Codes listed per code but left out of the overall means, and why"
+    )
+    overall: FiguresRead = Field(
+        description="Plain means of the per-code values over overall_codes (Ir: k = 2 each)"
+    )
     per_code: dict[str, FiguresRead]
+    story_level: StoryLevelRead
     single_label: SingleLabelRead
+
+
+class AdjudicationRead(BaseModel):
+    adjudicated: int = Field(description="Stories an admin adjudicated")
+    adjudicated_coded: int
+    adjudicated_excluded: int
+    pending: int = Field(description="Stories waiting for adjudication")
+    method: str
+
+
+class ParentLevelRead(BaseModel):
+    """Agreement on the top-level categories, each rolling up the codes below it."""
+
+    available: bool
+    reason: str | None
+    children: dict[str, list[str]] = {}
+    section: ReliabilitySection | None = None
+
+
+class BootstrapRead(BaseModel):
+    seed: int
+    resamples: int = Field(description="Resamples of the stories (kappa, means over codes)")
+    alpha_resamples: int = Field(description="Resamples of the coincidences (per-code alpha)")
+    alpha_method: str
+    method: str
 
 
 class AgreementFilters(BaseModel):
@@ -339,9 +408,21 @@ class AgreementReportRead(ReliabilitySection):
     filters: AgreementFilters
     codebook_version_ids: list[int]
     codes: list[str]
-    k: int = Field(description="Number of active codes of the codebook version (for Ir)")
+    k: int = Field(
+        description="Number of active codes of the codebook version (Ir of single-label coding)"
+    )
     n_codings: int
+    exclusion_handling: Literal["missing", "category"] = Field(
+        description="missing: an excluding coder is left out of the per-code figures; "
+        "category: an exclusion is one more code, '(excluded)'"
+    )
     exclusions: ExclusionAgreementRead
+    include_exclude: FiguresRead = Field(
+        description="Agreement on the include / exclude decision (two values)"
+    )
+    adjudication: AdjudicationRead
+    parent_level: ParentLevelRead
+    bootstrap: BootstrapRead
     model_vs_final: ReliabilitySection = Field(
         description='Suggested codes ("model") against the final codes ("final") of coded stories'
     )
