@@ -12,6 +12,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
+from app.codebooks.router import proposals_router as code_proposals_router
 from app.codebooks.router import router as codebooks_router
 from app.config import Settings, get_settings
 from app.db import create_db_engine, make_sessionmaker
@@ -85,6 +86,7 @@ def create_app(settings: Settings | None = None, *, start_worker: bool = False) 
     app.mount("/static", StaticFiles(directory=APP_DIR / "static"), name="static")
     for router in (
         codebooks_router,
+        code_proposals_router,
         jobs_router,
         nlp_router,
         surveys_router,

@@ -222,9 +222,11 @@ def test_filters_exclusions_and_empty_reports(
     story = report["story_level"]
     assert (story["exclusion_missing"]["stories"], story["exclusion_missing"]["agreed"]) == (2, 1)
     assert story["exclusion_as_category"]["share"] == 0.5
-    assert story["exclusion_as_category"]["ci95"]["low"] < 0.5 < story["exclusion_as_category"][
-        "ci95"
-    ]["high"]
+    assert (
+        story["exclusion_as_category"]["ci95"]["low"]
+        < 0.5
+        < story["exclusion_as_category"]["ci95"]["high"]
+    )
     include = report["include_exclude"]
     assert include["percent_agreement"]["value"] == 0.75
     assert include["percent_agreement"]["n_units"] == 4
