@@ -415,10 +415,11 @@ def _wilson(x: int, n: int) -> IntervalRead | None:
 
 
 def _used(codings: Codings, coders: list[str]) -> set[str]:
-    """Codes given by a coder on a story two or more coders coded."""
+    """Codes given by a coder on a story that two or more coders coded (and did not exclude):
+    the stories a code's figures rest on."""
     used: set[str] = set()
     for by_coder in codings.values():
-        if sum(1 for c in coders if c in by_coder) >= 2:
+        if sum(1 for c in coders if by_coder.get(c) is not None) >= 2:
             for coder in coders:
                 used.update(by_coder.get(coder) or ())
     return used
@@ -436,7 +437,7 @@ def _section(
     left_out = {
         code: "retired or not in the current codebook version"
         if code in retired
-        else "no coder used it on a story coded by two or more"
+        else "no coder used it on a story two or more coders coded (and included)"
         for code in codes
         if code in retired or code not in used
     }
