@@ -272,3 +272,68 @@ def test_no_code_applies_and_chosen_double_coding(
     assert second.status_code == 200
     story = review.read(admin_person, picked)[0]
     assert story["status"] == "coded" and story["final_codes"] == []
+
+
+def test_parents_not_codable_and_agreement_at_parent_level(
+    client: TestClient,
+    review: Review,
+    person: Callable[..., Person],
+    admin_person: Person,
+    make_survey: Callable[..., Survey],
+    make_story: Any,
+) -> None:
+    content = {
+        "key": "grouped",
+        "name": "Grouped",
+        "codes": [
+            {"key": "failure", "label": "Failure", "codable": False},
+            {"key": "delay", "label": "Delay", "parent": "failure"},
+            {"key": "loss", "label": "Loss", "parent": "failure"},
+            {"key": "praise", "label": "Praise"},
+        ],
+    }
+    created = client.post(
+        "/api/v1/codebooks", json={"content": content}, headers=admin_person.headers
+    )
+    assert created.status_code == 201, created.text
+    survey = make_survey(codebook_id=created.json()["id"], double_coding_share=100)
+    alice, bob = person(name="alice"), person(name="bob")
+    stories = [make_story(survey) for _ in range(3)]
+    refused = review.put(alice, stories[0], ["failure"])
+    assert refused.status_code == 422
+    assert "parent category, not codable" in refused.json()["errors"][0]["msg"]
+    for story, (a, b) in zip(
+        stories,
+        [(["delay"], ["loss"]), (["delay"], ["delay"]), (["praise"], ["praise"])],
+        strict=True,
+    ):
+        review.code(alice, story, a)
+        review.code(bob, story, b)
+    report = client.get(
+        "/api/v1/reports/agreement", params={"survey_id": survey.id}, headers=alice.headers
+    ).json()
+    assert "failure" not in report["codes"]  # not codable: no leaf-level figure
+    assert report["per_code"]["delay"]["percent_agreement"]["value"] == 2 / 3
+    parent = report["parent_level"]
+    assert parent["available"] is True and parent["children"]["failure"] == ["delay", "loss"]
+    # delay vs loss disagree on the leaf, agree on the parent.
+    rolled = parent["section"]["per_code"]["failure"]["percent_agreement"]
+    assert (rolled["value"], rolled["n_units"]) == (1.0, 3)
+    assert parent["section"]["story_level"]["exclusion_missing"]["share"] == 1.0
+
+
+def test_a_lease_on_a_double_coded_story_leaves_room_for_the_second_coder(
+    client: TestClient,
+    review: Review,
+    person: Callable[..., Person],
+    make_survey: Callable[..., Survey],
+    codebook_id: int,
+    make_story: Any,
+) -> None:
+    survey = make_survey(codebook_id=codebook_id, double_coding_share=100)
+    alice, bob, carol = person(), person(), person()
+    story = make_story(survey)
+    assert review.next_id(alice) == story
+    review.code(bob, story, ["complaint"])  # one place left: alice holds it
+    taken = review.put(carol, story, ["complaint"])
+    assert taken.status_code == 409 and alice.name in taken.json()["detail"]
