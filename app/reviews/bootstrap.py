@@ -18,7 +18,7 @@ per-unit features, so a resample is one matrix product (numpy).
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -88,6 +88,12 @@ def alpha_interval(table: Table, *, seed: int, resamples: int = ALPHA_RESAMPLES)
     )
 
 
+# Above this many weights (resamples x units) they are drawn again, chunk by chunk, for each
+# statistic instead of being kept: the same seed gives the same resamples, memory stays small.
+MAX_KEPT_WEIGHTS = 5_000_000
+CHUNK = 100
+
+
 class UnitBootstrap:
     """Multinomial unit weights shared by every statistic of one report section."""
 
@@ -95,14 +101,28 @@ class UnitBootstrap:
         self.n_units = n_units
         self.seed = seed
         self.resamples = resamples
-        rng = np.random.default_rng(seed)
-        self.weights = (
-            rng.multinomial(n_units, np.full(n_units, 1.0 / n_units), size=resamples).astype(
-                np.float64
-            )
-            if n_units
-            else np.zeros((resamples, 0))
+        self._kept = (
+            np.vstack(list(self._chunks())) if n_units * resamples <= MAX_KEPT_WEIGHTS else None
         )
+
+    def _chunks(self) -> Iterator[np.ndarray]:
+        rng = np.random.default_rng(self.seed)
+        if self.n_units == 0:
+            yield np.zeros((self.resamples, 0))
+            return
+        n = self.n_units
+        for start in range(0, self.resamples, CHUNK):
+            size = min(CHUNK, self.resamples - start)
+            # n draws of a unit per resample, counted: the resample's weight of each unit.
+            drawn = rng.integers(0, n, size=(size, n)) + (np.arange(size) * n)[:, None]
+            counts = np.bincount(drawn.ravel(), minlength=size * n)
+            yield counts.reshape(size, n).astype(np.float64)
+
+    def _sums(self, features: np.ndarray) -> np.ndarray:
+        """Per resample, the weighted sums of the per-unit features."""
+        if self._kept is not None:
+            return np.asarray(self._kept @ features)
+        return np.vstack([chunk @ features for chunk in self._chunks()])
 
     def interval(self, values: np.ndarray) -> Interval | None:
         bounds = _quantiles(values)
@@ -126,7 +146,7 @@ class UnitBootstrap:
         features = np.zeros((self.n_units, size * size))
         for i in both:
             features[i, index[a[i]] * size + index[b[i]]] = 1.0
-        cells = (self.weights @ features).reshape(self.resamples, size, size)
+        cells = self._sums(features).reshape(self.resamples, size, size)
         n = cells.sum(axis=(1, 2))
         agree = np.trace(cells, axis1=1, axis2=2)
         chance = np.einsum("ri,ri->r", cells.sum(axis=2), cells.sum(axis=1))
@@ -153,7 +173,7 @@ class UnitBootstrap:
             for label, c in counts.items():
                 features[u, index[label]] = c
             features[u, size] = (m * m - sum(c * c for c in counts.values())) / (m - 1)
-        sums = self.weights @ features
+        sums = self._sums(features)
         totals = sums[:, :size]
         n = totals.sum(axis=1)
         expected = n * n - (totals * totals).sum(axis=1)
