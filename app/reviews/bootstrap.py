@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Hashable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -139,48 +140,85 @@ class UnitBootstrap:
     def kappas(self, a: Sequence[Hashable | None], b: Sequence[Hashable | None]) -> np.ndarray:
         """Cohen's kappa of two coders in every resample (nan where undefined); `a` and `b`
         hold one entry per unit of the section (None: that coder did not code it)."""
-        both = [i for i in range(len(a)) if not is_missing(a[i]) and not is_missing(b[i])]
-        labels = list(dict.fromkeys([a[i] for i in both] + [b[i] for i in both]))
-        index = {label: k for k, label in enumerate(labels)}
-        size = len(labels)
-        features = np.zeros((self.n_units, size * size))
-        for i in both:
-            features[i, index[a[i]] * size + index[b[i]]] = 1.0
-        cells = self._sums(features).reshape(self.resamples, size, size)
-        n = cells.sum(axis=(1, 2))
-        agree = np.trace(cells, axis1=1, axis2=2)
-        chance = np.einsum("ri,ri->r", cells.sum(axis=2), cells.sum(axis=1))
-        with np.errstate(divide="ignore", invalid="ignore"):
-            kappa = (n * agree - chance) / (n * n - chance)
-        kappa[(n == 0) | (n * n == chance)] = np.nan
-        return np.asarray(kappa)
+        return self.many([("kappa", (a, b))])[0]
 
     def alphas(self, table: Table) -> np.ndarray:
         """Nominal Krippendorff's alpha in every resample (nan where undefined); the table's
         columns are the section's units."""
-        columns = list(zip(*table, strict=True)) if table else []
-        labels = list(dict.fromkeys(v for col in columns for v in col if not is_missing(v)))
-        index = {label: k for k, label in enumerate(labels)}
-        size = len(labels)
-        # Per unit: its value counts, and its off-diagonal coincidences (m^2 - sum c^2)/(m-1).
-        features = np.zeros((self.n_units, size + 1))
-        for u, column in enumerate(columns):
-            values = [v for v in column if not is_missing(v)]
-            m = len(values)
-            if m < 2:
-                continue
-            counts = Counter(values)
-            for label, c in counts.items():
-                features[u, index[label]] = c
-            features[u, size] = (m * m - sum(c * c for c in counts.values())) / (m - 1)
-        sums = self._sums(features)
-        totals = sums[:, :size]
-        n = totals.sum(axis=1)
-        expected = n * n - (totals * totals).sum(axis=1)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            alpha = 1.0 - (n - 1) * sums[:, size] / expected
-        alpha[expected == 0] = np.nan
-        return np.asarray(alpha)
+        return self.many([("alpha", table)])[0]
+
+    def many(self, statistics: Sequence[tuple[str, Any]]) -> list[np.ndarray]:
+        """Several statistics over the same resamples in one pass over the weights:
+        ("kappa", (a, b)) or ("alpha", table)."""
+        built = [
+            _kappa_features(self.n_units, *args)
+            if kind == "kappa"
+            else _alpha_features(self.n_units, args)
+            for kind, args in statistics
+        ]
+        if not built:
+            return []
+        sums = self._sums(np.hstack([features for features, _size in built]))
+        out: list[np.ndarray] = []
+        start = 0
+        for (kind, _args), (features, size) in zip(statistics, built, strict=True):
+            part = sums[:, start : start + features.shape[1]]
+            start += features.shape[1]
+            out.append(_kappa(part, size) if kind == "kappa" else _alpha(part, size))
+        return out
+
+
+def _kappa_features(
+    n_units: int, a: Sequence[Hashable | None], b: Sequence[Hashable | None]
+) -> tuple[np.ndarray, int]:
+    both = [i for i in range(len(a)) if not is_missing(a[i]) and not is_missing(b[i])]
+    labels = list(dict.fromkeys([a[i] for i in both] + [b[i] for i in both]))
+    index = {label: k for k, label in enumerate(labels)}
+    size = len(labels)
+    features = np.zeros((n_units, size * size))
+    for i in both:
+        features[i, index[a[i]] * size + index[b[i]]] = 1.0
+    return features, size
+
+
+def _kappa(sums: np.ndarray, size: int) -> np.ndarray:
+    cells = sums.reshape(sums.shape[0], size, size)
+    n = cells.sum(axis=(1, 2))
+    agree = np.trace(cells, axis1=1, axis2=2)
+    chance = np.einsum("ri,ri->r", cells.sum(axis=2), cells.sum(axis=1))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        kappa = (n * agree - chance) / (n * n - chance)
+    kappa[(n == 0) | (n * n == chance)] = np.nan
+    return np.asarray(kappa)
+
+
+def _alpha_features(n_units: int, table: Table) -> tuple[np.ndarray, int]:
+    """Per unit: its value counts, and its off-diagonal coincidences (m^2 - sum c^2)/(m-1)."""
+    columns = list(zip(*table, strict=True)) if table else []
+    labels = list(dict.fromkeys(v for col in columns for v in col if not is_missing(v)))
+    index = {label: k for k, label in enumerate(labels)}
+    size = len(labels)
+    features = np.zeros((n_units, size + 1))
+    for u, column in enumerate(columns):
+        values = [v for v in column if not is_missing(v)]
+        m = len(values)
+        if m < 2:
+            continue
+        counts = Counter(values)
+        for label, c in counts.items():
+            features[u, index[label]] = c
+        features[u, size] = (m * m - sum(c * c for c in counts.values())) / (m - 1)
+    return features, size
+
+
+def _alpha(sums: np.ndarray, size: int) -> np.ndarray:
+    totals = sums[:, :size]
+    n = totals.sum(axis=1)
+    expected = n * n - (totals * totals).sum(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        alpha = 1.0 - (n - 1) * sums[:, size] / expected
+    alpha[expected == 0] = np.nan
+    return np.asarray(alpha)
 
 
 def nanmean_rows(columns: list[np.ndarray]) -> np.ndarray:

@@ -451,16 +451,14 @@ def _section(
     fleiss = {code: fleiss_kappa_any_raters(table) for code, table in tables.items()}
     boot = bootstrap.UnitBootstrap(len(units), seed=options.seed, resamples=options.resamples)
     pairs = [(i, j) for i in range(len(coders)) for j in range(i + 1, len(coders))]
-    alpha_runs = {code: boot.alphas(table) for code, table in tables.items()} if units else {}
-    kappa_runs = (
-        {
-            (code, i, j): boot.kappas(table[i], table[j])
-            for code, table in tables.items()
-            for i, j in pairs
-        }
-        if units
-        else {}
-    )
+    alpha_runs: dict[str, np.ndarray] = {}
+    kappa_runs: dict[tuple[str, int, int], np.ndarray] = {}
+    if units:
+        wanted: list[tuple[str, Any]] = [("alpha", table) for table in tables.values()]
+        wanted += [("kappa", (table[i], table[j])) for table in tables.values() for i, j in pairs]
+        runs = iter(boot.many(wanted))
+        alpha_runs = {code: next(runs) for code in tables}
+        kappa_runs = {(code, i, j): next(runs) for code in tables for i, j in pairs}
 
     def figures(code: str | None) -> FiguresRead:
         source = report.overall if code is None else report.per_code[code]
