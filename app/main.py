@@ -16,6 +16,7 @@ from sqlalchemy import Engine, text
 from starlette.concurrency import run_in_threadpool
 
 from app import migrate
+from app.codebooks.router import proposals_router as code_proposals_router
 from app.codebooks.router import router as codebooks_router
 from app.config import Settings, get_settings
 from app.db import DbGate, create_db_engine, make_sessionmaker
@@ -120,6 +121,7 @@ def create_app(settings: Settings | None = None, *, start_worker: bool = False) 
     app.mount("/static", StaticFiles(directory=APP_DIR / "static"), name="static")
     for router in (
         codebooks_router,
+        code_proposals_router,
         jobs_router,
         nlp_router,
         surveys_router,

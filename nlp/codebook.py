@@ -44,6 +44,7 @@ CODE_FIELDS = (
     "examples",
     "threshold",
     "retired",
+    "codable",
     "indicators",
 )
 INDICATOR_FIELDS = ("phrases", "lemma_phrases", "patterns")
@@ -89,12 +90,15 @@ class CodeSpec:
     examples: tuple[str, ...] = ()
     threshold: float = DEFAULT_THRESHOLD
     retired: bool = False
+    # False for a parent that only groups its sub-codes: coders apply one of those instead.
+    codable: bool = True
     indicators: Indicators = field(default_factory=Indicators)
 
 
 @dataclass(frozen=True)
 class Codebook:
-    """A named set of codes; `active_codes` leaves out retired ones."""
+    """A named set of codes; `active_codes` are those a coder may apply (not retired, and not a
+    parent marked `codable: false`)."""
 
     key: str
     name: str
@@ -104,7 +108,7 @@ class Codebook:
 
     @property
     def active_codes(self) -> tuple[CodeSpec, ...]:
-        return tuple(code for code in self.codes if not code.retired)
+        return tuple(code for code in self.codes if not code.retired and code.codable)
 
     @property
     def code_keys(self) -> tuple[str, ...]:
@@ -320,6 +324,12 @@ def _code(data: object, path: str, problems: _Problems) -> CodeSpec | None:
     if not isinstance(retired, bool):
         problems.add(f"{path}.retired", f"must be true or false, not {_type_name(retired)}")
         retired = False
+    codable = data.get("codable", True)
+    if codable is None:
+        codable = True
+    if not isinstance(codable, bool):
+        problems.add(f"{path}.codable", f"must be true or false, not {_type_name(codable)}")
+        codable = True
     return CodeSpec(
         key=key,
         label=_text(data, "label", path, problems, required=True),
@@ -331,6 +341,7 @@ def _code(data: object, path: str, problems: _Problems) -> CodeSpec | None:
         examples=_string_list(data.get("examples"), f"{path}.examples", problems),
         threshold=_threshold(data.get("threshold"), f"{path}.threshold", problems),
         retired=retired,
+        codable=codable,
         indicators=_indicators(data.get("indicators"), f"{path}.indicators", problems),
     )
 
@@ -356,6 +367,12 @@ def _check_references(codes: Sequence[tuple[int, CodeSpec]], problems: _Problems
             problems.add(f"codes[{index}].parent", f"unknown parent {code.parent!r}")
         elif code.key and first_index.get(code.key) == index:
             parents[code.key] = code.parent
+    for index, code in codes:
+        if not code.codable and code.key not in parents.values():
+            problems.add(
+                f"codes[{index}].codable",
+                f"only a parent code can be not codable; no code names {code.key!r} as parent",
+            )
     reported: set[str] = set()
     for start in parents:
         chain: list[str] = []
@@ -450,6 +467,9 @@ def codebook_to_dict(codebook: Codebook) -> dict[str, Any]:
                 "examples": list(code.examples),
                 "threshold": code.threshold,
                 "retired": code.retired,
+                # Written only when false, so that codebooks stored before the field existed
+                # keep their exact content (and fingerprint).
+                **({"codable": False} if not code.codable else {}),
                 "indicators": _indicators_to_dict(code.indicators),
             }
             for code in codebook.codes

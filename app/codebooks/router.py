@@ -2,22 +2,27 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Response
 
 from app.auth import RequireAdmin, RequireResearcher
-from app.codebooks import service
+from app.codebooks import proposals, service
 from app.codebooks.schemas import (
     CodebookChange,
     CodebookRead,
     CodebookSummary,
     CodebookVersionRead,
     CodebookWrite,
+    ProposalAccept,
+    ProposalCreate,
+    ProposalMerge,
+    ProposalRead,
+    ProposalReject,
 )
 from app.codebooks.service import CodebookInvalid
 from app.db import SessionDep
-from app.errors import Conflict, Forbidden, NotFound, problem_responses
+from app.errors import Conflict, Forbidden, Invalid, NotFound, problem_responses
 
 router = APIRouter(
     prefix="/api/v1/codebooks", tags=["codebooks"], responses=problem_responses(Forbidden)
@@ -127,4 +132,81 @@ def export_codebook(
     )
 
 
-__all__ = ["router"]
+# Proposed codes -----------------------------------------------------------------------------------
+
+proposals_router = APIRouter(
+    prefix="/api/v1/code-proposals", tags=["codebooks"], responses=problem_responses(Forbidden)
+)
+
+
+@proposals_router.post(
+    "",
+    status_code=201,
+    response_model=ProposalRead,
+    responses=problem_responses(NotFound, Conflict),
+)
+def propose_code(
+    data: ProposalCreate, session: SessionDep, user: RequireResearcher
+) -> ProposalRead:
+    """Propose a new code while coding a story (name, definition; the story is its first
+    example). Use its key in your own coding of any story at once; it shows as `proposed`, and
+    the story waits until an admin accepts, merges or rejects it."""
+    return proposals.read_one(session, proposals.propose(session, data, user))
+
+
+@proposals_router.get("", response_model=list[ProposalRead])
+def list_proposals(
+    session: SessionDep,
+    _user: RequireResearcher,
+    codebook_id: int | None = None,
+    status: Annotated[Literal["proposed", "accepted", "merged", "rejected"] | None, Query()] = None,
+) -> list[ProposalRead]:
+    return proposals.list_proposals(session, codebook_id=codebook_id, status=status)
+
+
+@proposals_router.get(
+    "/{proposal_id}", response_model=ProposalRead, responses=problem_responses(NotFound)
+)
+def read_proposal(proposal_id: int, session: SessionDep, _user: RequireResearcher) -> ProposalRead:
+    return proposals.read_one(session, proposals.get_proposal(session, proposal_id))
+
+
+@proposals_router.post(
+    "/{proposal_id}/accept",
+    response_model=ProposalRead,
+    responses=problem_responses(NotFound, Conflict, CodebookInvalid),
+)
+def accept_proposal(
+    proposal_id: int, data: ProposalAccept, session: SessionDep, user: RequireAdmin
+) -> ProposalRead:
+    """Add the code to a new codebook version (key, label, definition, parent editable); the
+    codings that used it carry the accepted code, and their stories are settled."""
+    return proposals.read_one(session, proposals.accept(session, proposal_id, data, user))
+
+
+@proposals_router.post(
+    "/{proposal_id}/merge",
+    response_model=ProposalRead,
+    responses=problem_responses(NotFound, Conflict, Invalid),
+)
+def merge_proposal(
+    proposal_id: int, data: ProposalMerge, session: SessionDep, user: RequireAdmin
+) -> ProposalRead:
+    """Map the codings that used the proposed code to an existing code."""
+    return proposals.read_one(session, proposals.merge(session, proposal_id, data, user))
+
+
+@proposals_router.post(
+    "/{proposal_id}/reject",
+    response_model=ProposalRead,
+    responses=problem_responses(NotFound, Conflict),
+)
+def reject_proposal(
+    proposal_id: int, data: ProposalReject, session: SessionDep, user: RequireAdmin
+) -> ProposalRead:
+    """Drop the proposed code from the codings that used it (they keep the coder's other
+    codes); the coder gets a notification on their progress and coding reads."""
+    return proposals.read_one(session, proposals.reject(session, proposal_id, data, user))
+
+
+__all__ = ["proposals_router", "router"]

@@ -116,3 +116,58 @@ CodeOperation = Annotated[Rename | Merge | Split, Field(discriminator="op")]
 class CodebookChange(Strict):
     operations: Annotated[list[CodeOperation], Field(min_length=1, max_length=100)]
     change_note: ChangeNote = ""
+
+
+# Proposed codes (inductive category building) ---------------------------------------------------
+
+Definition = Annotated[str, StringConstraints(strip_whitespace=True, max_length=5000)]
+DecisionNote = Annotated[str, StringConstraints(max_length=2000)]
+
+
+class ProposalCreate(Strict):
+    """A new code, proposed while coding `incident_id` (its first example). The proposer may
+    use `key` in their own codings at once; it counts once an admin accepts it."""
+
+    incident_id: int
+    key: CodeKey
+    label: Label
+    definition: Definition = ""
+
+
+class ProposalRead(BaseModel):
+    id: int
+    codebook_id: int
+    key: str
+    label: str
+    definition: str
+    incident_id: int | None = Field(description="The story it was proposed on (first example)")
+    proposed_by: str
+    status: Literal["proposed", "accepted", "merged", "rejected"]
+    resolved_code: str | None = Field(
+        description="accepted: its key in the codebook; merged: the code it was merged into"
+    )
+    codebook_version_id: int | None = Field(description="accepted: the version that added it")
+    decided_by: str | None
+    decided_at: datetime | None
+    decision_note: str | None
+    codings: int = Field(description="Codings that use it while it is proposed")
+    created_at: datetime
+
+
+class ProposalAccept(Strict):
+    """Accept into a new codebook version; key, label, definition and parent may be edited."""
+
+    key: CodeKey | None = None
+    label: Label | None = None
+    definition: Definition | None = None
+    parent: CodeKey | None = None
+    note: DecisionNote = ""
+
+
+class ProposalMerge(Strict):
+    into: CodeKey = Field(description="An active code of the codebook")
+    note: DecisionNote = ""
+
+
+class ProposalReject(Strict):
+    note: DecisionNote = Field("", description="Told to the proposer")

@@ -26,7 +26,16 @@ from app.codebooks.schemas import (
     Split,
 )
 from app.errors import AppError, Conflict, NotFound
-from app.models import Codebook, CodebookVersion, IncidentCode, Suggestion, Survey
+from app.models import (
+    Codebook,
+    CodebookVersion,
+    Coding,
+    CodingCode,
+    IncidentCode,
+    Suggestion,
+    Survey,
+)
+from app.models.base import utcnow
 from app.suggestions.queue import enqueue_rescoring, enqueue_suggestions
 from nlp.codebook import Codebook as NlpCodebook
 from nlp.codebook import (
@@ -448,15 +457,38 @@ def _validated_operations(operations: Sequence[Operation | Mapping[str, Any]]) -
         ) from exc
 
 
+# (incident id, {code: decision}) of one coding, decision as in coding_codes.
+CodingState = tuple[int, dict[str, str]]
+
+
+def _move_decision(decisions: dict[str, str], source: str, targets: Sequence[str]) -> None:
+    """Move one coding's decision on `source` to `targets`; a code chosen (accepted or added)
+    wins over the same code rejected."""
+    decision = decisions.pop(source, None)
+    if decision is None:
+        return
+    for target in targets:
+        existing = decisions.get(target)
+        if existing is None or existing == "rejected":
+            decisions[target] = decision
+
+
 class _Plan:
     """The operations simulated on a copy of the codes and of the stories' final codes, so that
     every one is checked before anything is written."""
 
-    def __init__(self, content: Mapping[str, Any], stories: dict[int, dict[str, int]]) -> None:
+    def __init__(
+        self,
+        content: Mapping[str, Any],
+        stories: dict[int, dict[str, int]],
+        codings: dict[int, CodingState] | None = None,
+    ) -> None:
         self.original_keys = {code["key"] for code in content["codes"]}
         self.codes: list[dict[str, Any]] = copy.deepcopy(list(content["codes"]))
         # incident id -> {code: id of the incident_codes row it comes from}
         self.stories = stories
+        # coding id -> (incident id, {code: decision}): each coder's codings move along too.
+        self.codings: dict[int, CodingState] = codings or {}
         self.problems: list[Problem] = []
         self.mapping: dict[str, list[str]] = {}
         self.retired: list[str] = []
@@ -515,6 +547,8 @@ class _Plan:
         for codes in self.stories.values():
             if op.from_ in codes:
                 codes.setdefault(op.to, codes.pop(op.from_))
+        for _incident_id, decisions in self.codings.values():
+            _move_decision(decisions, op.from_, [op.to])
         self._map(op.from_, [op.to])
 
     def merge(self, op: Merge, where: str) -> None:
@@ -542,6 +576,9 @@ class _Plan:
             origins = [codes.pop(key) for key in op.from_ if key in codes]
             if origins:
                 codes.setdefault(op.into, origins[0])
+        for _incident_id, decisions in self.codings.values():
+            for key in op.from_:
+                _move_decision(decisions, key, [op.into])
         for key in op.from_:
             self._map(key, [op.into])
 
@@ -550,7 +587,14 @@ class _Plan:
         source = self._need(op.from_, f"{where}.from", active=True)
         for i, key in enumerate(op.into):
             self._need(key, f"{where}.into[{i}]", active=True)
-        carriers = sorted(i for i, codes in self.stories.items() if op.from_ in codes)
+        carriers = sorted(
+            {i for i, codes in self.stories.items() if op.from_ in codes}
+            | {
+                i
+                for i, decisions in self.codings.values()
+                if decisions.get(op.from_) not in (None, "rejected")
+            }
+        )
         missing = [i for i in carriers if not op.assign.get(i)]
         if missing:
             self.problems.append(
@@ -578,10 +622,20 @@ class _Plan:
             return
         self._retire(source, None)
         for incident_id in carriers:
-            codes = self.stories[incident_id]
-            origin = codes.pop(op.from_)
-            for key in op.assign[incident_id]:
-                codes.setdefault(key, origin)
+            codes = self.stories.get(incident_id, {})
+            if op.from_ in codes:
+                origin = codes.pop(op.from_)
+                for key in op.assign[incident_id]:
+                    codes.setdefault(key, origin)
+        for incident_id, decisions in self.codings.values():
+            # A rejected suggestion of the old code rejects each of its parts; a chosen one
+            # becomes the parts the story was assigned.
+            targets = (
+                list(op.into)
+                if decisions.get(op.from_) == "rejected"
+                else list(op.assign.get(incident_id, []))
+            )
+            _move_decision(decisions, op.from_, targets)
         self._map(op.from_, list(op.into))
 
 
@@ -623,7 +677,8 @@ def apply_changes(
     stories: dict[int, dict[str, int]] = {}
     for row in rows:
         stories.setdefault(row.incident_id, {})[row.code] = row.id
-    plan = _Plan(current.content, copy.deepcopy(stories))
+    codings = _involved_codings(session, codebook, _involved_codes(ops))
+    plan = _Plan(current.content, copy.deepcopy(stories), copy.deepcopy(codings))
     for index, op in enumerate(ops):
         where = f"operations[{index}]"
         if isinstance(op, Rename):
@@ -639,6 +694,7 @@ def apply_changes(
         session, codebook, codebook_to_dict(parsed), actor, change_note, plan.mapping
     )
     mapped, removed = _move_codings(session, rows, plan.stories, version)
+    coder_codings = _move_coder_codings(session, codings, plan.codings, version, change_note)
     dropped = _drop_suggestions(session, codebook, plan.retired)
     audit.record(
         session,
@@ -653,11 +709,99 @@ def apply_changes(
             "code_mapping": plan.mapping,
             "codings_mapped": mapped,
             "codings_removed": removed,
+            "coder_codings_mapped": len(coder_codings),
             "suggestions_dropped": dropped,
             "change_note": change_note,
         },
     )
+    _resettle(session, coder_codings, actor)
     return version
+
+
+def _involved_codings(
+    session: Session, codebook: Codebook, keys: Iterable[str]
+) -> dict[int, CodingState]:
+    """Every coder's decisions, in the codings made with this codebook that name one of the
+    codes an operation touches: coding id -> (incident id, {code: decision})."""
+    involved = (
+        select(CodingCode.coding_id)
+        .join(Coding, Coding.id == CodingCode.coding_id)
+        .where(
+            CodingCode.code.in_(sorted(set(keys))),
+            Coding.codebook_version_id.in_(_version_ids(codebook)),
+        )
+    )
+    found: dict[int, CodingState] = {}
+    for coding_id, incident_id, code, decision in session.execute(
+        select(Coding.id, Coding.incident_id, CodingCode.code, CodingCode.decision)
+        .join(CodingCode, CodingCode.coding_id == Coding.id)
+        .where(Coding.id.in_(involved), CodingCode.proposal_id.is_(None))
+        .order_by(Coding.id, CodingCode.id)
+    ):
+        found.setdefault(coding_id, (incident_id, {}))[1][code] = decision
+    return found
+
+
+def _move_coder_codings(
+    session: Session,
+    before: dict[int, CodingState],
+    after: dict[int, CodingState],
+    version: CodebookVersion,
+    change_note: str,
+) -> list[int]:
+    """Write each coder's mapped decisions; what they had chosen, and under which version,
+    goes to the coding's history. Returns the ids of the codings that changed."""
+    changed = [cid for cid in sorted(before) if before[cid][1] != after[cid][1]]
+    if not changed:
+        return []
+    codings = {c.id: c for c in session.scalars(select(Coding).where(Coding.id.in_(changed)))}
+    now = utcnow()
+    for coding_id in changed:
+        old, new = before[coding_id][1], after[coding_id][1]
+        coding = codings[coding_id]
+        coding.history = [
+            *coding.history,
+            {
+                "at": now.isoformat(),
+                "reason": "codebook_change",
+                "note": change_note,
+                "codebook_version_id": coding.codebook_version_id,
+                "mapped_to_version_id": version.id,
+                "codes": [{"code": c, "decision": d} for c, d in old.items()],
+            },
+        ]
+        coding.codebook_version_id = version.id
+        # The coder's open tab holds the old codes: its If-Match must fail, not overwrite.
+        coding.revision += 1
+        session.execute(
+            delete(CodingCode).where(
+                CodingCode.coding_id == coding_id,
+                CodingCode.code.in_(sorted(set(old) | set(new))),
+                CodingCode.proposal_id.is_(None),
+            )
+        )
+    session.flush()
+    session.add_all(
+        CodingCode(coding_id=coding_id, code=code, decision=decision)
+        for coding_id in changed
+        for code, decision in after[coding_id][1].items()
+    )
+    session.flush()
+    return changed
+
+
+def _resettle(session: Session, coding_ids: Sequence[int], actor: Principal | None) -> None:
+    """Settle again the open stories whose codings were mapped: coders who disagreed under the
+    old codes may agree under the new ones (a merge), so the story leaves adjudication."""
+    if not coding_ids:
+        return
+    # The review domain settles stories; it imports this module, hence the late import.
+    from app.reviews.service import resettle_open
+
+    incident_ids = sorted(
+        set(session.scalars(select(Coding.incident_id).where(Coding.id.in_(coding_ids))))
+    )
+    resettle_open(session, incident_ids, actor)
 
 
 def _move_codings(

@@ -66,6 +66,22 @@ class CodeDecisionRead(BaseModel):
     origin: Literal["suggestion", "manual"] = Field(
         description="suggestion: an accepted model suggestion; manual: added by the coder"
     )
+    proposed: bool = Field(
+        False, description="A code the coder proposed, not yet accepted into the codebook"
+    )
+    proposal_id: int | None = Field(None, description="The open proposal, when proposed")
+
+
+class CodingHistoryEntry(BaseModel):
+    """What the coder had chosen before a codebook change or a decision on a proposed code
+    mapped the coding's codes (the coding itself holds the mapped codes)."""
+
+    at: datetime
+    reason: Literal["codebook_change", "proposal_accepted", "proposal_merged", "proposal_rejected"]
+    note: str | None = None
+    codebook_version_id: int = Field(description="The version the codes below belong to")
+    mapped_to_version_id: int | None = None
+    codes: list[dict[str, str]] = Field(description='[{"code", "decision"}] as chosen then')
 
 
 class CodingRead(BaseModel):
@@ -79,7 +95,14 @@ class CodingRead(BaseModel):
     rejected_suggestions: list[str]
     excluded: bool
     exclusion_reason: str | None
+    no_code_applies: bool = Field(
+        False, description="Included, but no code of the codebook applies (a decision)"
+    )
     note: str | None
+    history: list[CodingHistoryEntry] = Field(
+        default_factory=list,
+        description="Earlier codes of this coding, before codebook changes mapped them",
+    )
     created_at: datetime
     updated_at: datetime
 

@@ -202,7 +202,10 @@ def load_codings(session: Session, incident_ids: Sequence[int]) -> dict[int, lis
                 codebook_version_id=coding.codebook_version_id,
                 codes=[
                     CodeDecisionRead(
-                        code=d.code, origin="suggestion" if d.decision == "accepted" else "manual"
+                        code=d.code,
+                        origin="suggestion" if d.decision == "accepted" else "manual",
+                        proposed=d.proposal_id is not None,
+                        proposal_id=d.proposal_id,
                     )
                     for d in made
                     if d.decision != "rejected"
@@ -210,7 +213,9 @@ def load_codings(session: Session, incident_ids: Sequence[int]) -> dict[int, lis
                 rejected_suggestions=[d.code for d in made if d.decision == "rejected"],
                 excluded=coding.excluded,
                 exclusion_reason=coding.exclusion_reason,
+                no_code_applies=coding.no_code_applies,
                 note=coding.note,
+                history=coding.history,
                 created_at=coding.created_at,
                 updated_at=coding.updated_at,
             )

@@ -3,7 +3,7 @@
 from app.models.audit import AuditEvent
 from app.models.auth import ROLES, ApiToken, User
 from app.models.base import Base
-from app.models.codebooks import Codebook, CodebookVersion
+from app.models.codebooks import PROPOSAL_STATUSES, Codebook, CodebookVersion, CodeProposal
 from app.models.coding import JOB_STATUSES, IncidentCode, Job, NlpModel, Suggestion
 from app.models.incidents import INCIDENT_STATUSES, VALENCES, Incident
 from app.models.reports import (
@@ -14,12 +14,13 @@ from app.models.reports import (
     ReportStoryDayDetail,
     ReportStoryDelta,
 )
-from app.models.reviews import Assignment, Coding, CodingCode, ReviewLease
+from app.models.reviews import Assignment, Coding, CodingCode, Notification, ReviewLease
 from app.models.surveys import SURVEY_STATUSES, Invitation, Survey
 
 __all__ = [
     "INCIDENT_STATUSES",
     "JOB_STATUSES",
+    "PROPOSAL_STATUSES",
     "ROLES",
     "SURVEY_STATUSES",
     "VALENCES",
@@ -27,6 +28,7 @@ __all__ = [
     "Assignment",
     "AuditEvent",
     "Base",
+    "CodeProposal",
     "Codebook",
     "CodebookVersion",
     "Coding",
@@ -36,6 +38,7 @@ __all__ = [
     "Invitation",
     "Job",
     "NlpModel",
+    "Notification",
     "ReportCodeDay",
     "ReportCodeDayDetail",
     "ReportCodeDelta",

@@ -4,6 +4,7 @@ to a coder, and batch assignments. Final codes live in `incident_codes`."""
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import CheckConstraint, ForeignKey, Index, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
@@ -23,7 +24,12 @@ class Coding(Base):
     codebook_version_id: Mapped[int] = mapped_column(ForeignKey("codebook_versions.id"))
     excluded: Mapped[bool] = mapped_column(default=False)
     exclusion_reason: Mapped[str | None] = mapped_column(Text)
+    # An included story to which no code of the codebook applies (a decision, not a gap).
+    no_code_applies: Mapped[bool] = mapped_column(default=False, server_default="0")
     note: Mapped[str | None] = mapped_column(Text)
+    # What the coder chose before a codebook change (or a decision on a proposed code) mapped
+    # the codes forward: [{"at", "reason", "codebook_version_id", "codes": [{code, decision}]}].
+    history: Mapped[list[dict[str, Any]]] = mapped_column(default=list, server_default="[]")
     # Bumped on each revision by its coder: part of the ETag that coder reads (see
     # app.incidents.service.etag), so a coder's other tab cannot overwrite it unseen.
     revision: Mapped[int] = mapped_column(default=1)
@@ -46,6 +52,10 @@ class CodingCode(Base):
     coding_id: Mapped[int] = mapped_column(ForeignKey("codings.id", ondelete="CASCADE"))
     code: Mapped[str] = mapped_column(String(100))
     decision: Mapped[str] = mapped_column(String(16))
+    # Set while the code is a researcher's proposal, not (yet) a code of the codebook.
+    proposal_id: Mapped[int | None] = mapped_column(
+        ForeignKey("code_proposals.id", ondelete="SET NULL"), index=True
+    )
 
 
 class ReviewLease(Base):
@@ -74,3 +84,21 @@ class Assignment(Base):
     )
     assigned_by: Mapped[str] = mapped_column(String(100))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Notification(Base):
+    """A message to one person about their work (e.g. a proposed code they used was rejected)."""
+
+    __tablename__ = "notifications"
+    __table_args__ = (Index("ix_notifications_user_id_read_at", "user_id", "read_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(32))
+    incident_id: Mapped[int | None] = mapped_column(
+        ForeignKey("incidents.id", ondelete="CASCADE"), index=True
+    )
+    message: Mapped[str] = mapped_column(Text)
+    payload: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    read_at: Mapped[datetime | None]

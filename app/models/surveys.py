@@ -44,6 +44,9 @@ class Survey(Base):
     codebook_id: Mapped[int | None] = mapped_column(
         ForeignKey("codebooks.id", ondelete="SET NULL"), index=True
     )
+    # What the team writes for the methods section (app.surveys.schemas.StudyProtocol):
+    # incident definition, inclusion/exclusion criteria, data collection, instructions.
+    study_protocol: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default="{}")
 
 
 class Invitation(Base):

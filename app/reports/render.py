@@ -1,13 +1,15 @@
-"""Report bodies in other formats: trends as CSV, the study report as Markdown and HTML."""
+"""Report bodies in other formats: trends as CSV; the study report as Markdown and HTML, from
+the Jinja2 templates in app/templates/reports/ (autoescaped HTML; Markdown cells escaped)."""
 
 from __future__ import annotations
 
 import csv
-import html
 import io
 import json
-from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from app.reports.schemas import TrendsReport
 
@@ -41,49 +43,42 @@ def trends_csv(report: TrendsReport) -> str:
     return out.getvalue()
 
 
-# --- Study report ---------------------------------------------------------------------------
+# --- Study report: Jinja2 templates (app/templates/reports/) ---------------------------------
+
+TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
 
 
-def _n(value: Any) -> str:
+def number(value: Any) -> str:
+    """A count or figure as printed: a suppressed (null) count says so."""
     if value is None:
         return "suppressed"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
     if isinstance(value, float):
         return f"{value:.3f}"
     return str(value)
 
 
-def _md_escape(text: Any) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
+def _md(value: Any) -> str:
+    """A Markdown table cell or inline text: no pipe or line break breaks the table."""
+    return "n/a" if value is None else str(value).replace("|", "\\|").replace("\n", " ")
 
 
-def _md_table(header: list[str], rows: Iterable[list[Any]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(_md_escape(c) for c in row) + " |" for row in rows]
-    return [*lines, ""]
+def _environment(autoescape: bool) -> Environment:
+    env = Environment(
+        loader=FileSystemLoader(TEMPLATES),
+        autoescape=autoescape,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        undefined=StrictUndefined,
+    )
+    env.filters["md"] = _md
+    return env
 
 
-def _md_nested(value: Any, indent: int = 0) -> list[str]:
-    """A JSON-ready value of unknown shape (the reliability report) as nested bullets."""
-    pad = "  " * indent
-    if isinstance(value, dict):
-        lines = []
-        for key, item in value.items():
-            if isinstance(item, dict | list) and item:
-                lines.append(f"{pad}- **{key}**:")
-                lines += _md_nested(item, indent + 1)
-            else:
-                lines.append(f"{pad}- **{key}**: {_scalar(item)}")
-        return lines
-    if isinstance(value, list):
-        lines = []
-        for item in value:
-            if isinstance(item, dict | list):
-                lines.append(f"{pad}-")
-                lines += _md_nested(item, indent + 1)
-            else:
-                lines.append(f"{pad}- {_scalar(item)}")
-        return lines
-    return [f"{pad}- {_scalar(value)}"]
+_HTML = _environment(autoescape=True)
+_MARKDOWN = _environment(autoescape=False)
 
 
 def _scalar(value: Any) -> str:
@@ -108,8 +103,17 @@ STATISTICS = (
 )
 
 
+def _interval(entry: dict[str, Any]) -> str:
+    ci = entry.get("ci95")
+    if not isinstance(ci, dict):
+        return ""
+    return f" [{ci['low']:.3f}, {ci['high']:.3f}]"
+
+
 def _statistic(entry: Any) -> str:
     if isinstance(entry, list):  # Cohen's kappa per pair of coders
+        if not entry:
+            return "n/a"
         return "; ".join(
             f"{'/'.join(map(str, e.get('coders', [])))}: {_statistic(e)}"
             if isinstance(e, dict) and e.get("coders")
@@ -119,14 +123,20 @@ def _statistic(entry: Any) -> str:
     if isinstance(entry, dict):
         value = entry.get("value")
         if isinstance(value, int | float):
-            return f"{value:.3f}"
+            return f"{value:.3f}{_interval(entry)}"
         return f"n/a ({entry.get('reason') or 'undefined'})"
     return _scalar(entry)
 
 
+def _share(entry: Any) -> str:
+    if not isinstance(entry, dict) or not entry.get("stories"):
+        return "n/a (no story)"
+    return f"{entry['agreed']} of {entry['stories']} ({entry['share']:.3f}{_interval(entry)})"
+
+
 def reliability_summary(rel: dict[str, Any]) -> tuple[list[str], list[list[str]], list[str]] | None:
     """(table header, rows: statistic x overall/per code, summary lines), or None when the report
-    does not have the expected shape (then it is shown as nested lists)."""
+    does not have the expected shape (then its keys are listed)."""
     if not isinstance(rel.get("overall"), dict):
         return None
     sections: list[tuple[str, dict[str, Any]]] = [("overall (mean of codes)", rel["overall"])]
@@ -134,8 +144,13 @@ def reliability_summary(rel: dict[str, Any]) -> tuple[list[str], list[list[str]]
     if isinstance(single, dict) and single.get("applicable"):
         sections.append(("single label", single))
     per_code = rel.get("per_code")
+    left_out = rel.get("left_out_of_overall") or {}
     if isinstance(per_code, dict):
-        sections += [(str(code), v) for code, v in per_code.items() if isinstance(v, dict)]
+        sections += [
+            (f"{code} (not in overall)" if code in left_out else str(code), v)
+            for code, v in per_code.items()
+            if isinstance(v, dict)
+        ]
     header = ["Statistic", *(name for name, _s in sections)]
     rows = [
         [stat, *(_statistic(section[stat]) if stat in section else "" for _n, section in sections)]
@@ -149,11 +164,54 @@ def reliability_summary(rel: dict[str, Any]) -> tuple[list[str], list[list[str]]
         f"more: {rel.get('n_units', 0)}; codings: {rel.get('n_codings', 'n/a')}; "
         f"k (codes in the codebook): {rel.get('k', 'n/a')}",
     ]
+    story = rel.get("story_level")
+    if isinstance(story, dict):
+        lines.append(
+            "Story-level agreement (identical code sets): "
+            f"{_share(story.get('exclusion_missing'))} of the stories every coder included; "
+            f"{_share(story.get('exclusion_as_category'))} counting an exclusion as an answer"
+        )
+    include = rel.get("include_exclude")
+    if isinstance(include, dict) and include.get("percent_agreement", {}).get("n_units"):
+        lines.append(
+            "Include / exclude decision: agreement "
+            f"{_statistic(include['percent_agreement'])}, Krippendorff's alpha "
+            f"{_statistic(include.get('krippendorff_alpha'))}"
+        )
     exclusions = rel.get("exclusions")
     if isinstance(exclusions, dict) and exclusions.get("units"):
         lines.append(
-            f"Exclusion decisions on {exclusions['units']} stories: agreement "
-            f"{_statistic({'value': exclusions.get('agreement')})}"
+            f"Exclusion decisions on {exclusions['units']} stories: "
+            f"{exclusions.get('all_excluded', 0)} excluded by every coder, "
+            f"{exclusions.get('split', 0)} split"
+        )
+    adjudication = rel.get("adjudication")
+    if isinstance(adjudication, dict):
+        lines.append(
+            f"Adjudicated: {adjudication.get('adjudicated', 0)} stories "
+            f"({adjudication.get('adjudicated_coded', 0)} coded, "
+            f"{adjudication.get('adjudicated_excluded', 0)} excluded), "
+            f"{adjudication.get('pending', 0)} waiting; {adjudication.get('method', '')}"
+        )
+    if left_out:
+        lines.append(
+            "Left out of the overall means: "
+            + ", ".join(f"{code} ({why})" for code, why in left_out.items())
+        )
+    parent = rel.get("parent_level")
+    if isinstance(parent, dict) and parent.get("available") and parent.get("section"):
+        overall = parent["section"].get("overall", {})
+        lines.append(
+            "Parent-level agreement (top categories, sub-codes rolled up): Krippendorff's "
+            f"alpha {_statistic(overall.get('krippendorff_alpha'))}, percent agreement "
+            f"{_statistic(overall.get('percent_agreement'))}"
+        )
+    boot = rel.get("bootstrap")
+    if isinstance(boot, dict):
+        lines.append(
+            f"95 % intervals in brackets: alpha by {boot.get('alpha_method')}, kappa and the "
+            f"means by {boot.get('method')} ({boot.get('resamples')} resamples), seed "
+            f"{boot.get('seed')}; shares by the Wilson score interval"
         )
     model = rel.get("model_vs_final")
     if isinstance(model, dict) and model.get("n_units") and isinstance(model.get("overall"), dict):
@@ -166,318 +224,370 @@ def reliability_summary(rel: dict[str, Any]) -> tuple[list[str], list[list[str]]
     return header, rows, lines
 
 
-def study_markdown(report: dict[str, Any]) -> str:
-    survey = report["survey"]
-    out = [f"# CIT study report: {survey['title']}", "", f"> {report['note']}", ""]
-    out += [
-        f"Survey `{survey['slug']}` (id {survey['id']}, {survey['status']}, language "
-        f"{survey['language']}).",
-        "",
-    ]
-    if report["suppression"]["applied"]:
-        out += [
-            f"Counts below {report['suppression']['min_cell']} are suppressed "
-            "(and complementary counts so that none can be recovered).",
-            "",
-        ]
-    out += ["## Reporting checklist (Gremler 2004)", ""]
-    out += _md_table(
-        ["Item", "Reported"],
-        ([item["item"], "yes" if item["reported"] else "no"] for item in report["checklist"]),
-    )
-    out += ["## Definition of a critical incident", "", report["incident_definition"], ""]
-    out += ["## Inclusion criteria", ""]
-    out += [f"- {c}" for c in report["inclusion_criteria"]] + [""]
-    out += ["## Questions asked", ""]
-    out += _md_table(["Field", "Question"], ([q["field"], q["text"]] for q in report["questions"]))
-    r = report["respondents"]
-    out += ["## Respondents", ""]
-    out += _md_table(
-        ["Figure", "Value"],
-        [
-            ["Stories (submitted forms)", _n(r["stories"])],
-            ["Invitations sent", _n(r["invitations_sent"])],
-            ["Invitations used", _n(r["invitations_used"])],
-            ["Stories via a personal invitation", _n(r["stories_via_invitation"])],
-            ["Stories via the open link", _n(r["stories_via_open_link"])],
-        ],
-    )
-    out += [r["note"], ""]
-    inc = report["incidents"]
-    out += ["## Incidents", ""]
-    out += _md_table(
-        ["Figure", "Stories"],
-        [
-            ["Reported", _n(inc["reported"])],
-            ["Included (coded)", _n(inc["included"])],
-            ["Excluded", _n(inc["excluded"])],
-            ["Pending (not yet coded)", _n(inc["pending"])],
-            *([f"Status {s}", _n(v)] for s, v in inc["by_status"].items()),
-        ],
-    )
-    out += ["### Exclusion reasons", ""]
-    if inc["exclusion_reasons"]:
-        out += _md_table(
-            ["Reason", "Stories"],
-            (
-                [x["reason"] or "(no reason given)", _n(x["stories"])]
-                for x in inc["exclusion_reasons"]
-            ),
-        )
-    else:
-        out += ["No story was excluded.", ""]
-    val = report["valence"]
-    out += ["## Favourable / unfavourable split", ""]
-    out += _md_table(
-        ["Valence", "Reported", "Included"],
-        ([v, _n(val["reported"][v]), _n(val["included"][v])] for v in val["reported"]),
-    )
-    out += ["## Context", ""]
-    for name, entries in report["context"].items():
-        out += [f"### By {name}", ""]
-        out += _md_table(
-            [name.capitalize(), "Stories"],
-            ([e["value"] or "(not given)", _n(e["stories"])] for e in entries),
-        )
-    out += ["## Time between incident and report", ""]
-    out += _md_table(
-        ["Time since the incident", "Stories"],
-        ([t["bucket"], _n(t["stories"])] for t in report["time_since"]),
-    )
-    out += ["## Classification", ""]
-    if not report["classification"]:
-        out += ["No final codes yet.", ""]
-    for v in report["classification"]:
-        out += [
-            f"### {v['codebook_name']} (`{v['codebook']}`), version {v['number']}",
-            "",
-            f"Created by {v['created_by']} on {v['created_at'][:10]}; "
-            f"{v['stories']} stories, {v['final_codes']} final codes.",
-            "",
-            f"Change note: {v['change_note'] or '(none)'}",
-            "",
-            "Codes: " + ", ".join(f"`{c['key']}` ({c['label']})" for c in v["codes"]),
-            "",
-        ]
-    out += ["## Incidents per category (final codes)", ""]
-    out += _md_table(
-        ["Code", "Stories", "Satisfying", "Dissatisfying"],
-        (
-            [c["code"], _n(c["stories"]), _n(c["satisfying"]), _n(c["dissatisfying"])]
-            for c in report["codes"]
-        ),
-    )
-    co = report["coders"]
-    out += ["## Judges", ""]
-    out += [
-        f"{co['coders']} coders, {co['codings']} codings, "
-        f"{co['double_coded_stories']} stories coded independently by two or more.",
-        "",
-    ]
-    out += ["## Reliability", ""]
-    summary = reliability_summary(report["reliability"])
-    if summary is None:
-        out += [*_md_nested(report["reliability"]), ""]
-    else:
-        header, rows, lines = summary
-        out += [*(f"- {line}" for line in lines), ""]
-        out += _md_table(header, rows)
-    s = report["saturation"]
-    out += ["## Saturation", "", s["rule"] + ".", ""]
-    if s.get("saturated") is None:
-        out += [f"Not judged: {s.get('reason', 'no data')}.", ""]
-    else:
-        verdict = "reached" if s["saturated"] else "not reached"
-        out += [
-            f"Saturation {verdict}: the last 100 coded stories added "
-            f"{s['new_codes_in_last_100']} new codes ({s['distinct_codes']} distinct codes in "
-            f"{s['stories_coded']} coded stories).",
-            "",
-        ]
-    out += _md_table(
-        ["Stories coded", "Distinct codes", "New codes"],
-        ([p["stories_coded"], p["distinct_codes"], p["new_codes"]] for p in s["points"]),
-    )
-    return "\n".join(out)
+# The report as a document of sections and blocks (paragraphs, lists, tables) that both
+# templates render; every value is turned into text here, so neither can print a None.
+
+Block = dict[str, Any]
 
 
-# --- HTML: the same content, every value escaped ------------------------------------------
-
-_STYLE = (
-    "body{font:16px/1.5 system-ui,sans-serif;max-width:60rem;margin:0 auto;padding:1rem;"
-    "color:#1d2330}table{border-collapse:collapse;margin:.5rem 0 1rem}th,td{border:1px solid "
-    "#c5cbd5;padding:.25rem .6rem;text-align:left}td.num{text-align:right}blockquote{margin:0;"
-    "padding:.5rem 1rem;border-left:4px solid #2f6fde;background:#eef3fd}"
-    ".suppressed{color:#5b6472;font-style:italic}"
-)
-
-
-def _h(value: Any) -> str:
-    return html.escape(str(value))
-
-
-def _cell(value: Any) -> str:
+def cell(value: Any) -> dict[str, str]:
     if value is None:
-        return '<td class="suppressed">suppressed</td>'
+        return {"text": "suppressed", "kind": "suppressed"}
     if isinstance(value, int | float) and not isinstance(value, bool):
-        return f'<td class="num">{_h(_n(value))}</td>'
-    return f"<td>{_h(value)}</td>"
+        return {"text": number(value), "kind": "num"}
+    return {"text": str(value), "kind": "text"}
 
 
-def _html_table(header: list[str], rows: Iterable[list[Any]]) -> str:
-    head = "".join(f"<th>{_h(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(_cell(c) for c in row) + "</tr>" for row in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+def _p(text: str, *, missing: bool = False) -> Block:
+    return {"kind": "p", "text": text, "missing": missing}
 
 
-def _html_nested(value: Any) -> str:
-    if isinstance(value, dict):
-        items = "".join(f"<dt>{_h(k)}</dt><dd>{_html_nested(v)}</dd>" for k, v in value.items())
-        return f"<dl>{items}</dl>"
-    if isinstance(value, list):
-        return "<ul>" + "".join(f"<li>{_html_nested(v)}</li>" for v in value) + "</ul>"
-    return _h(_scalar(value))
+def _ul(items: list[str]) -> Block:
+    return {"kind": "ul", "items": items}
 
 
-def _html_reliability(rel: dict[str, Any]) -> str:
+def _table(header: list[str], rows: list[list[Any]]) -> Block:
+    return {"kind": "table", "header": header, "rows": [[cell(c) for c in row] for row in rows]}
+
+
+def _section(heading: str, blocks: list[Block], level: int = 2) -> dict[str, Any]:
+    return {"heading": heading, "level": level, "blocks": blocks}
+
+
+def _missing(what: str) -> Block:
+    return _p(f"Missing: {what}.", missing=True)
+
+
+def _criteria(items: list[str] | None, what: str) -> list[Block]:
+    return [_ul(list(items))] if items else [_missing(what)]
+
+
+def _mapping_text(entry: dict[str, Any]) -> str:
+    olds, news = ", ".join(entry["from"]), ", ".join(entry["to"])
+    if entry["kind"] == "rename":
+        return f"renamed {olds} to {news}"
+    if entry["kind"] == "merge":
+        return f"merged {olds} into {news}"
+    return f"split {olds} into {news}"
+
+
+def _code_name(code: dict[str, Any]) -> str:
+    marks = [
+        m
+        for m, on in (
+            ("retired", code.get("retired")),
+            ("not codable", not code.get("codable", True)),
+        )
+        if on
+    ]
+    return f"{code['key']} ({code.get('label') or code['key']})" + (
+        f" [{', '.join(marks)}]" if marks else ""
+    )
+
+
+def _classification(versions: list[dict[str, Any]]) -> list[Block]:
+    if not versions:
+        return [_p("No codebook yet.")]
+    blocks: list[Block] = []
+    for v in versions:
+        current = " (current)" if v.get("current") else ""
+        counts = (
+            "counts per version withheld (suppression)"
+            if v["stories"] is None
+            else f"{v['stories']} stories, {v['final_codes']} final codes made under it"
+        )
+        blocks.append(
+            {
+                "kind": "p",
+                "missing": False,
+                "text": f"{v['codebook_name']} ({v['codebook']}), version {v['number']}"
+                f"{current}: created by {v['created_by']} on {v['created_at'][:10]}; {counts}.",
+            }
+        )
+        blocks.append(_p(f"Change note: {v['change_note'] or '(none)'}"))
+        if v["mapping"]:
+            blocks.append(
+                _p(
+                    "Mapping from the previous version: "
+                    + "; ".join(map(_mapping_text, v["mapping"]))
+                )
+            )
+        blocks.append(_p("Codes: " + ", ".join(_code_name(c) for c in v["codes"])))
+    return blocks
+
+
+def _appendix(codes: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    sections = []
+    for code in codes:
+        blocks: list[Block] = []
+        where = [
+            f"{label}: {value}"
+            for label, value in (
+                ("Parent", code.get("parent")),
+                ("Bitner group", code.get("bitner_group")),
+            )
+            if value
+        ]
+        if where:
+            blocks.append(_p("; ".join(where)))
+        blocks.append(
+            _p(f"Definition: {code['definition']}")
+            if code.get("definition")
+            else _missing("no definition")
+        )
+        blocks.append(_p("Include when:"))
+        blocks += _criteria(code.get("inclusion"), "no inclusion criteria")
+        blocks.append(_p("Exclude when:"))
+        blocks += _criteria(code.get("exclusion"), "no exclusion criteria")
+        blocks.append(
+            _p(f"Example: {code['example']}") if code.get("example") else _missing("no example")
+        )
+        sections.append(_section(_code_name(code), blocks, level=3))
+    return sections
+
+
+def _reliability(rel: dict[str, Any]) -> list[Block]:
     summary = reliability_summary(rel)
     if summary is None:
-        return _html_nested(rel)
+        return [_ul([f"{key}: {_scalar(value)}" for key, value in rel.items()])]
     header, rows, lines = summary
-    items = "".join(f"<li>{_h(line)}</li>" for line in lines)
-    return f"<ul>{items}</ul>" + _html_table(header, rows)
+    blocks: list[Block] = [_ul(lines), _table(header, rows)]
+    parent = rel.get("parent_level")
+    if isinstance(parent, dict) and parent.get("available") and parent.get("section"):
+        parent_summary = reliability_summary(parent["section"])
+        if parent_summary is not None:
+            blocks.append(_p("At parent level (each top category rolls up the codes below it):"))
+            blocks.append(_table(parent_summary[0], parent_summary[1]))
+    return blocks
 
 
-def study_html(report: dict[str, Any]) -> str:
-    survey = report["survey"]
-    inc, val, co, sat = (
+def study_document(report: dict[str, Any]) -> dict[str, Any]:
+    survey, study = report["survey"], report["study"]
+    r, inc, val, co, sat = (
+        report["respondents"],
         report["incidents"],
         report["valence"],
         report["coders"],
         report["saturation"],
     )
-    r = report["respondents"]
-    parts = [
-        '<!doctype html><html lang="en"><head><meta charset="utf-8">',
-        f"<title>CIT study report: {_h(survey['title'])}</title><style>{_STYLE}</style>",
-        "</head><body>",
-        f"<h1>CIT study report: {_h(survey['title'])}</h1>",
-        f"<blockquote>{_h(report['note'])}</blockquote>",
-        f"<p>Survey <code>{_h(survey['slug'])}</code> (id {_h(survey['id'])}, "
-        f"{_h(survey['status'])}, language {_h(survey['language'])}).</p>",
+    intro: list[Block] = [
+        {"kind": "quote", "text": report["note"]},
+        _p(
+            f"Survey {survey['slug']} (id {survey['id']}, {survey['status']}, language "
+            f"{survey['language']})."
+        ),
     ]
     if report["suppression"]["applied"]:
-        parts.append(
-            f"<p>Counts below {_h(report['suppression']['min_cell'])} are suppressed (and "
-            "complementary counts so that none can be recovered).</p>"
+        intro.append(
+            _p(
+                f"Counts below {report['suppression']['min_cell']} are suppressed (and "
+                "complementary counts so that none can be recovered)."
+            )
         )
-    parts += [
-        "<h2>Reporting checklist (Gremler 2004)</h2>",
-        _html_table(
-            ["Item", "Reported"],
-            ([i["item"], "yes" if i["reported"] else "no"] for i in report["checklist"]),
+    sections = [
+        _section(
+            "Reporting checklist (Gremler 2004)",
+            [_table(["Item", "Reported"], [[i["item"], i["status"]] for i in report["checklist"]])],
         ),
-        "<h2>Definition of a critical incident</h2>",
-        f"<p>{_h(report['incident_definition'])}</p>",
-        "<h2>Inclusion criteria</h2><ul>",
-        *(f"<li>{_h(c)}</li>" for c in report["inclusion_criteria"]),
-        "</ul><h2>Questions asked</h2>",
-        _html_table(["Field", "Question"], ([q["field"], q["text"]] for q in report["questions"])),
-        "<h2>Respondents</h2>",
-        _html_table(
-            ["Figure", "Value"],
-            [
-                ["Stories (submitted forms)", r["stories"]],
-                ["Invitations sent", r["invitations_sent"]],
-                ["Invitations used", r["invitations_used"]],
-                ["Stories via a personal invitation", r["stories_via_invitation"]],
-                ["Stories via the open link", r["stories_via_open_link"]],
+        _section(
+            "Definition of a critical incident",
+            [_p(study["incident_definition"])]
+            if study["incident_definition"]
+            else [
+                _missing("the team has not entered the study's definition of a critical incident")
             ],
         ),
-        f"<p>{_h(r['note'])}</p>",
-        "<h2>Incidents</h2>",
-        _html_table(
-            ["Figure", "Stories"],
+        _section(
+            "Inclusion criteria",
+            _criteria(study["inclusion_criteria"], "no inclusion criteria entered"),
+        ),
+        _section(
+            "Exclusion criteria",
+            _criteria(study["exclusion_criteria"], "no exclusion criteria entered"),
+        ),
+        _section(
+            "Data collection",
+            [_p(study["data_collection_method"])]
+            if study["data_collection_method"]
+            else [_missing("the data-collection method is not described")],
+        ),
+        _section(
+            "Instructions",
             [
-                ["Reported", inc["reported"]],
-                ["Included (coded)", inc["included"]],
-                ["Excluded", inc["excluded"]],
-                ["Pending (not yet coded)", inc["pending"]],
-                *([f"Status {s}", v] for s, v in inc["by_status"].items()),
+                _p(f"To interviewers: {study['interviewer_instructions']}")
+                if study["interviewer_instructions"]
+                else _missing("no instructions to interviewers entered"),
+                _p(f"To respondents: {study['respondent_instructions']}")
+                if study["respondent_instructions"]
+                else _missing("no instructions to respondents entered"),
             ],
         ),
-        "<h3>Exclusion reasons</h3>",
-        _html_table(
-            ["Reason", "Stories"],
-            ([x["reason"] or "(no reason given)", x["stories"]] for x in inc["exclusion_reasons"]),
+        _section(
+            "Questions asked",
+            [_table(["Field", "Question"], [[q["field"], q["text"]] for q in report["questions"]])]
+            if report["questions"]
+            else [_missing("no question wording")],
+        ),
+        _section(
+            "Respondents",
+            [
+                _table(
+                    ["Figure", "Value"],
+                    [
+                        ["Stories (submitted forms)", r["stories"]],
+                        ["Invitations sent", r["invitations_sent"]],
+                        ["Invitations used", r["invitations_used"]],
+                        ["Stories via a personal invitation", r["stories_via_invitation"]],
+                        ["Stories via the open link", r["stories_via_open_link"]],
+                    ],
+                ),
+                _p(r["note"]),
+            ],
+        ),
+    ]
+    for attribute in r["by_attribute"]:
+        sections.append(
+            _section(
+                f"Respondents by {attribute['attribute']}",
+                [
+                    _table(
+                        [attribute["attribute"], "Stories"],
+                        [[v["value"], v["stories"]] for v in attribute["values"]],
+                    )
+                ]
+                if attribute["tabulated"]
+                else [
+                    _p(
+                        f"Not tabulated: {attribute['distinct_values']} distinct values (an "
+                        "identifier or free text, not a respondent characteristic)."
+                    )
+                ],
+                level=3,
+            )
         )
-        if inc["exclusion_reasons"]
-        else "<p>No story was excluded.</p>",
-        "<h2>Favourable / unfavourable split</h2>",
-        _html_table(
-            ["Valence", "Reported", "Included"],
-            ([v, val["reported"][v], val["included"][v]] for v in val["reported"]),
+    sections += [
+        _section(
+            "Incidents",
+            [
+                _table(
+                    ["Figure", "Stories"],
+                    [
+                        ["Reported", inc["reported"]],
+                        ["Included (coded)", inc["included"]],
+                        ["Excluded", inc["excluded"]],
+                        ["Pending (not yet coded)", inc["pending"]],
+                        *([f"Status {s}", v] for s, v in inc["by_status"].items()),
+                    ],
+                )
+            ],
         ),
-        "<h2>Context</h2>",
-    ]
-    for name, entries in report["context"].items():
-        parts += [
-            f"<h3>By {_h(name)}</h3>",
-            _html_table(
-                [name.capitalize(), "Stories"],
-                ([e["value"] or "(not given)", e["stories"]] for e in entries),
-            ),
-        ]
-    parts += [
-        "<h2>Time between incident and report</h2>",
-        _html_table(
-            ["Time since the incident", "Stories"],
-            ([t["bucket"], t["stories"]] for t in report["time_since"]),
+        _section(
+            "Exclusion reasons",
+            [
+                _table(
+                    ["Reason", "Stories"],
+                    [
+                        [x["reason"] or "(no reason given)", x["stories"]]
+                        for x in inc["exclusion_reasons"]
+                    ],
+                )
+            ]
+            if inc["exclusion_reasons"]
+            else [_p("No story was excluded.")],
+            level=3,
         ),
-        "<h2>Classification</h2>",
-    ]
-    if not report["classification"]:
-        parts.append("<p>No final codes yet.</p>")
-    for v in report["classification"]:
-        codes = ", ".join(f"{c['key']} ({c['label']})" for c in v["codes"])
-        parts += [
-            f"<h3>{_h(v['codebook_name'])} ({_h(v['codebook'])}), version {_h(v['number'])}</h3>",
-            f"<p>Created by {_h(v['created_by'])} on {_h(v['created_at'][:10])}; "
-            f"{_h(v['stories'])} stories, {_h(v['final_codes'])} final codes.</p>",
-            f"<p>Change note: {_h(v['change_note'] or '(none)')}</p>",
-            f"<p>Codes: {_h(codes)}</p>",
-        ]
-    parts += [
-        "<h2>Incidents per category (final codes)</h2>",
-        _html_table(
-            ["Code", "Stories", "Satisfying", "Dissatisfying"],
-            (
-                [c["code"], c["stories"], c["satisfying"], c["dissatisfying"]]
-                for c in report["codes"]
-            ),
+        _section(
+            "Favourable / unfavourable split",
+            [
+                _table(
+                    ["Valence", "Reported", "Included"],
+                    [[v, val["reported"][v], val["included"][v]] for v in val["reported"]],
+                )
+            ],
         ),
-        "<h2>Judges</h2>",
-        f"<p>{_h(co['coders'])} coders, {_h(co['codings'])} codings, "
-        f"{_h(co['double_coded_stories'])} stories coded independently by two or more.</p>",
-        "<h2>Reliability</h2>",
-        _html_reliability(report["reliability"]),
-        "<h2>Saturation</h2>",
-        f"<p>{_h(sat['rule'])}.</p>",
+        _section("Context", []),
+        *(
+            _section(
+                f"By {name}",
+                [
+                    _table(
+                        [name.capitalize(), "Stories"],
+                        [[e["value"] or "(not given)", e["stories"]] for e in entries],
+                    )
+                ],
+                level=3,
+            )
+            for name, entries in report["context"].items()
+        ),
+        _section(
+            "Time between incident and report",
+            [
+                _table(
+                    ["Time since the incident", "Stories"],
+                    [[t["bucket"], t["stories"]] for t in report["time_since"]],
+                )
+            ],
+        ),
+        _section("Classification: codebook history", _classification(report["classification"])),
+        _section(
+            "Incidents per category (final codes)",
+            [
+                _table(
+                    ["Code", "Stories", "Satisfying", "Dissatisfying"],
+                    [
+                        [c["code"], c["stories"], c["satisfying"], c["dissatisfying"]]
+                        for c in report["codes"]
+                    ],
+                )
+            ]
+            if report["codes"]
+            else [_p("No final codes yet.")],
+        ),
+        _section(
+            "Judges",
+            [
+                _p(
+                    f"{co['coders']} coders, {co['codings']} codings, "
+                    f"{co['double_coded_stories']} stories coded independently by two or more."
+                )
+            ],
+        ),
+        _section("Reliability", _reliability(report["reliability"])),
+        _section("Saturation", _saturation(sat)),
+        _section(
+            "Appendix: categories",
+            [] if report["appendix"] else [_missing("the survey has no codebook")],
+        ),
+        *_appendix(report["appendix"]),
     ]
+    return {"title": f"CIT study report: {survey['title']}", "intro": intro, "sections": sections}
+
+
+def _saturation(sat: dict[str, Any]) -> list[Block]:
+    blocks = [_p(f"{sat['rule']}.")]
     if sat.get("saturated") is None:
-        parts.append(f"<p>Not judged: {_h(sat.get('reason', 'no data'))}.</p>")
+        blocks.append(_p(f"Not judged: {sat.get('reason') or 'no data'}."))
     else:
         verdict = "reached" if sat["saturated"] else "not reached"
-        parts.append(
-            f"<p>Saturation {verdict}: the last 100 coded stories added "
-            f"{_h(sat['new_codes_in_last_100'])} new codes ({_h(sat['distinct_codes'])} distinct "
-            f"codes in {_h(sat['stories_coded'])} coded stories).</p>"
+        blocks.append(
+            _p(
+                f"Saturation {verdict}: the last 100 coded stories added "
+                f"{sat['new_codes_in_last_100']} new codes ({sat['distinct_codes']} distinct "
+                f"codes in {number(sat['stories_coded'])} coded stories)."
+            )
         )
-    parts += [
-        _html_table(
+    blocks.append(
+        _table(
             ["Stories coded", "Distinct codes", "New codes"],
-            ([p["stories_coded"], p["distinct_codes"], p["new_codes"]] for p in sat["points"]),
-        ),
-        "</body></html>",
-    ]
-    return "\n".join(parts)
+            [[p["stories_coded"], p["distinct_codes"], p["new_codes"]] for p in sat["points"]],
+        )
+    )
+    return blocks
+
+
+def study_markdown(report: dict[str, Any]) -> str:
+    return _MARKDOWN.get_template("reports/study.md.j2").render(doc=study_document(report))
+
+
+def study_html(report: dict[str, Any]) -> str:
+    return _HTML.get_template("reports/study.html.j2").render(doc=study_document(report))

@@ -12,7 +12,7 @@ import math
 from collections.abc import Hashable
 from typing import Any
 
-from sqlalchemy import Date, Integer, and_, case, cast, distinct, func, select
+from sqlalchemy import Date, Integer, String, and_, case, cast, distinct, func, select, true
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -33,23 +33,24 @@ from app.reports.suppression import Line, primary, secondary
 from app.reviews.reliability import reliability_report
 from app.surveys.schemas import QUESTION_KEYS
 from app.surveys.service import get_survey
+from nlp import redact
 
 # Flanagan's stopping rule: a further 100 incidents add only two or three new categories.
 SATURATION_WINDOW = 100
 SATURATION_MAX_NEW = 3
 
-INCIDENT_DEFINITION = (
-    "An observable episode of an interaction between a customer and the service (staff or "
-    "self-service), complete enough to be judged, whose purpose and consequences are clear to "
-    "the respondent, and that the respondent found particularly satisfying or dissatisfying "
-    "(Flanagan 1954; Bitner, Booms & Tetreault 1990)."
+# What the team fills per survey (app.surveys.schemas.StudyProtocol), in report order.
+PROTOCOL_FIELDS = (
+    "incident_definition",
+    "inclusion_criteria",
+    "exclusion_criteria",
+    "data_collection_method",
+    "interviewer_instructions",
+    "respondent_instructions",
 )
-INCLUSION_CRITERIA = [
-    "The story involves an interaction between the customer and the service.",
-    "It is clearly satisfying or dissatisfying from the customer's point of view.",
-    "It is one discrete episode, not a general opinion or a series of events.",
-    "It has enough detail for a judge to visualise and classify it.",
-]
+# An attribute with more distinct values than this is an identifier or free text, not a
+# respondent characteristic: it is named, not tabulated.
+MAX_ATTRIBUTE_VALUES = 20
 TIME_SINCE_BUCKETS = (
     ("0-7 days", 0, 7),
     ("8-30 days", 8, 30),
@@ -59,7 +60,10 @@ TIME_SINCE_BUCKETS = (
 )
 CHECKLIST = (
     ("incident_definition", "Definition of a critical incident"),
-    ("inclusion_criteria", "Criteria for including and excluding incidents"),
+    ("inclusion_criteria", "Criteria for including incidents"),
+    ("exclusion_criteria", "Criteria for excluding incidents"),
+    ("data_collection_method", "Data collection method"),
+    ("instructions", "Instructions to interviewers or respondents"),
     ("questions", "The exact questions asked of respondents"),
     ("respondents", "Respondents: how many, how they were reached"),
     ("incidents", "Number of incidents: reported, included, excluded (with reasons)"),
@@ -67,6 +71,7 @@ CHECKLIST = (
     ("context", "Context of the incidents (touchpoint, channel)"),
     ("time_since", "Time between the incident and its report"),
     ("classification", "Classification scheme: codebook versions, change notes, codes"),
+    ("appendix", "Category definitions, criteria and an example of each"),
     ("codes", "Incidents per category (final codes)"),
     ("coders", "Number of judges (coders)"),
     ("reliability", "Inter-judge reliability: statistic and value"),
@@ -173,51 +178,156 @@ def _reliability(session: Session, survey_id: int) -> dict[str, Any]:
     )
 
 
-def _codebook_versions(
-    session: Session, survey_id: int, *, hide_counts: bool = False
+def _mapping_entries(mapping: dict[str, list[str]] | None) -> list[dict[str, Any]]:
+    """A version's code mapping as rename / merge / split entries."""
+    if not mapping:
+        return []
+    into: dict[str, list[str]] = {}
+    for old, new in mapping.items():
+        if len(new) == 1:
+            into.setdefault(new[0], []).append(old)
+    entries = []
+    for old, new in mapping.items():
+        if len(new) > 1:
+            entries.append({"kind": "split", "from": [old], "to": list(new)})
+        elif len(into[new[0]]) == 1:
+            entries.append({"kind": "rename", "from": [old], "to": list(new)})
+    entries += [
+        {"kind": "merge", "from": olds, "to": [target]}
+        for target, olds in into.items()
+        if len(olds) > 1
+    ]
+    return entries
+
+
+def _codebook_history(
+    session: Session, survey: Any, *, hide_counts: bool = False
 ) -> list[dict[str, Any]]:
-    """The codebook versions the survey's final codes were made under, with their change notes;
-    `hide_counts` (viewers) leaves out the per-version counts, which would give suppressed code
-    and story counts away by subtraction."""
-    used = (
-        select(
-            IncidentCode.codebook_version_id.label("version_id"),
-            func.count(distinct(IncidentCode.incident_id)).label("stories"),
-            func.count().label("codes"),
+    """Every version of the survey's codebook (and of any other codebook its final codes were
+    made under), with change notes, the rename / merge / split mapping, retired codes marked,
+    and the stories and final codes per version; `hide_counts` (viewers) leaves the counts
+    out, which would give suppressed code and story counts away by subtraction."""
+    used = {
+        int(version_id): (int(stories), int(codes))
+        for version_id, stories, codes in session.execute(
+            select(
+                IncidentCode.codebook_version_id,
+                func.count(distinct(IncidentCode.incident_id)),
+                func.count(),
+            )
+            .join(Incident, Incident.id == IncidentCode.incident_id)
+            .where(Incident.survey_id == survey.id, Incident.status == "coded")
+            .group_by(IncidentCode.codebook_version_id)
         )
-        .join(Incident, Incident.id == IncidentCode.incident_id)
-        .where(Incident.survey_id == survey_id, Incident.status == "coded")
-        .group_by(IncidentCode.codebook_version_id)
-        .subquery()
+    }
+    codebook_ids = set(
+        session.scalars(
+            select(CodebookVersion.codebook_id).where(CodebookVersion.id.in_(list(used)))
+        )
     )
+    if survey.codebook_id is not None:
+        codebook_ids.add(survey.codebook_id)
     rows = session.execute(
-        select(CodebookVersion, Codebook.key, Codebook.name, used.c.stories, used.c.codes)
-        .join(used, used.c.version_id == CodebookVersion.id)
+        select(CodebookVersion, Codebook.key, Codebook.name, Codebook.current_version)
         .join(Codebook, Codebook.id == CodebookVersion.codebook_id)
+        .where(Codebook.id.in_(sorted(codebook_ids)))
         .order_by(Codebook.key, CodebookVersion.number)
     ).all()
     versions = []
-    for version, key, name, stories, codes in rows:
-        content_codes = version.content.get("codes", [])
+    for version, key, name, current in rows:
+        stories, codes = used.get(version.id, (0, 0))
         versions.append(
             {
                 "id": version.id,
                 "codebook": key,
                 "codebook_name": name,
                 "number": version.number,
+                "current": version.number == current,
                 "created_by": version.created_by,
                 "created_at": version.created_at.isoformat(),
                 "change_note": version.change_note,
+                "mapping": _mapping_entries(version.code_mapping),
                 "codes": [
-                    {"key": c.get("key"), "label": c.get("label"), "retired": c.get("retired")}
-                    for c in content_codes
+                    {
+                        "key": c.get("key"),
+                        "label": c.get("label"),
+                        "parent": c.get("parent"),
+                        "retired": bool(c.get("retired")),
+                        "codable": c.get("codable", True) is not False,
+                    }
+                    for c in version.content.get("codes", [])
                     if isinstance(c, dict)
                 ],
-                "stories": None if hide_counts else int(stories),
-                "final_codes": None if hide_counts else int(codes),
+                "stories": None if hide_counts else stories,
+                "final_codes": None if hide_counts else codes,
             }
         )
     return versions
+
+
+def _appendix(session: Session, survey: Any) -> list[dict[str, Any]]:
+    """Each code of the current codebook version: definition, criteria and an example."""
+    if survey.codebook_id is None:
+        return []
+    version = session.scalar(
+        select(CodebookVersion)
+        .join(Codebook, Codebook.id == CodebookVersion.codebook_id)
+        .where(
+            Codebook.id == survey.codebook_id,
+            CodebookVersion.number == Codebook.current_version,
+        )
+    )
+    if version is None:
+        return []
+    return [
+        {
+            "key": c["key"],
+            "label": c.get("label"),
+            "parent": c.get("parent"),
+            "bitner_group": c.get("bitner_group"),
+            "definition": c.get("definition") or None,
+            "inclusion": list(c.get("inclusion") or []),
+            "exclusion": list(c.get("exclusion") or []),
+            "example": (c.get("examples") or [None])[0],
+            "retired": bool(c.get("retired")),
+            "codable": c.get("codable", True) is not False,
+        }
+        for c in version.content.get("codes", [])
+    ]
+
+
+def _protocol(survey: Any) -> dict[str, Any]:
+    """The team's own text; a field nobody filled is None (the checklist says "missing")."""
+    given = survey.study_protocol or {}
+    protocol: dict[str, Any] = {}
+    for name in PROTOCOL_FIELDS:
+        value = given.get(name)
+        if isinstance(value, list):
+            value = [item for item in value if isinstance(item, str) and item.strip()] or None
+        elif not (isinstance(value, str) and value.strip()):
+            value = None
+        protocol[name] = value
+    return protocol
+
+
+def _attribute_rows(session: Session, survey_id: int) -> list[tuple[str, str, int]]:
+    """(attribute, value, stories) over the stories' attributes (from invitations and imports),
+    grouped in SQL."""
+    if session.get_bind().dialect.name == "postgresql":
+        pairs: Any = func.jsonb_each_text(Incident.attributes).table_valued("key", "value")
+        key, value = pairs.c.key, pairs.c.value
+    else:
+        pairs = func.json_each(Incident.attributes).table_valued("key", "value")
+        key, value = pairs.c.key, cast(pairs.c.value, String)
+    rows = session.execute(
+        select(key.label("key"), value.label("value"), func.count().label("n"))
+        .select_from(Incident)
+        .join(pairs, true())
+        .where(Incident.survey_id == survey_id, value.is_not(None))
+        .group_by(key, value)
+        .order_by(key, value)
+    ).all()
+    return [(str(row.key), str(row.value), int(row.n)) for row in rows]
 
 
 class _Counts:
@@ -255,6 +365,7 @@ def study_report(
     survey = get_survey(session, survey_id)
     dialect = session.get_bind().dialect.name
     counts = _Counts()
+    protocol = _protocol(survey)
 
     by_status_valence = {
         (status, valence): int(n)
@@ -334,6 +445,21 @@ def study_report(
         counts.add("stories_via_open_link", counts.values[total] - via_invitation),
     ]
     counts.breakdown(total, via_keys)
+    attributes: dict[str, list[tuple[str, Hashable]]] = {}
+    for name, value, n in _attribute_rows(session, survey_id):
+        attributes.setdefault(name, []).append((value, ("attribute", name, value)))
+        counts.add(("attribute", name, value), n)
+    wide = {
+        name: len(values)
+        for name, values in attributes.items()
+        if len(values) > MAX_ATTRIBUTE_VALUES
+    }
+    for name, values in attributes.items():
+        if name in wide:
+            continue
+        keys = [key for _value, key in values]
+        counts.add(("attribute_total", name), sum(counts.values[k] for k in keys))
+        counts.breakdown(("attribute_total", name), keys)
     coder_stats = session.execute(
         select(func.count(distinct(Coding.coder_id)), func.count())
         .join(Incident, Incident.id == Coding.incident_id)
@@ -370,8 +496,7 @@ def study_report(
             "rule": "counts below min_cell, and one more in any breakdown that would give a "
             "hidden count away, are null (viewers only)",
         },
-        "incident_definition": INCIDENT_DEFINITION,
-        "inclusion_criteria": INCLUSION_CRITERIA,
+        "study": protocol,
         "questions": [
             {"field": key, "text": survey.questions[key]}
             for key in QUESTION_KEYS
@@ -384,6 +509,21 @@ def study_report(
             "invitations_used": get("stories_via_invitation") if suppress else int(invitations[1]),
             "stories_via_invitation": get("stories_via_invitation"),
             "stories_via_open_link": get("stories_via_open_link"),
+            # One entry per respondent attribute (from invitations and imports).
+            "by_attribute": [
+                {
+                    "attribute": name,
+                    "tabulated": name not in wide,
+                    "distinct_values": len(values),
+                    "stories": None if name in wide else get(("attribute_total", name)),
+                    "values": []
+                    if name in wide
+                    else [
+                        {"value": redact(value).text, "stories": get(key)} for value, key in values
+                    ],
+                }
+                for name, values in attributes.items()
+            ],
             "note": "Respondents are not identified across submissions: each submitted form "
             "is one story.",
         },
@@ -409,7 +549,8 @@ def study_report(
         "time_since": [
             {"bucket": label, "stories": get(("time_since", label))} for label in time_labels
         ],
-        "classification": _codebook_versions(session, survey_id, hide_counts=suppress),
+        "classification": _codebook_history(session, survey, hide_counts=suppress),
+        "appendix": _appendix(session, survey),
         "codes": [
             {
                 "code": code,
@@ -434,7 +575,12 @@ def study_report(
         step = saturation["step"]
         saturation["points"] = [p for p in saturation["points"] if p["stories_coded"] % step == 0]
     report["checklist"] = [
-        {"item": label, "section": key, "reported": _reported(report, key)}
+        {
+            "item": label,
+            "section": key,
+            "reported": _reported(report, key),
+            "status": "yes" if _reported(report, key) else "missing",
+        }
         for key, label in CHECKLIST
     ]
     return report
@@ -446,7 +592,20 @@ def _pending(get: Any, statuses: tuple[str, ...]) -> int | None:
 
 
 def _reported(report: dict[str, Any], key: str) -> bool:
-    """Whether the data fill a checklist item (e.g. no reliability without double coding)."""
+    """Whether the team's text or the data fill a checklist item: nothing built into the
+    service counts (no default definition), and no reliability without double coding."""
+    study = report["study"]
+    if key in ("incident_definition", "inclusion_criteria", "exclusion_criteria"):
+        return study.get(key) is not None
+    if key == "data_collection_method":
+        return study.get(key) is not None
+    if key == "instructions":
+        return (
+            study.get("interviewer_instructions") is not None
+            or study.get("respondent_instructions") is not None
+        )
+    if key == "appendix":
+        return any(code.get("definition") for code in report.get("appendix", []))
     section = report.get(key)
     if key == "reliability":
         return isinstance(section, dict) and section.get("available", True) is not False

@@ -338,8 +338,9 @@ class AgreementReport(Generic[C]):
     """Per-code agreement on the binary present/absent decision, and the mean over the codes.
 
     ``overall`` holds, for each statistic, the mean of the per-code values that are not None
-    (n_units is the largest per-code n_units), except Ir: overall Ir = Ir(overall Po, k) with
-    k = the number of codes in the codebook version, while each per-code Ir uses k = 2.
+    (n_units is the largest per-code n_units); Ir too: overall Ir is the mean of the per-code
+    Ir values, each with k = 2 (present / absent). ``k`` (the number of codes in the codebook
+    version) is for single-label coding, where one story gets exactly one code.
     """
 
     coders: tuple[C, ...]
@@ -373,11 +374,14 @@ def agreement_report(
     codes: Sequence[str],
     k: int | None = None,
     coders: Sequence[C] | None = None,
+    overall_codes: Sequence[str] | None = None,
 ) -> AgreementReport[C]:
     """Agreement per code (present/absent per unit) and overall, for multi-label coding.
 
     ``codings[unit][coder]`` is the set of codes given (None or absent: not coded). ``k`` is
     the number of codes in the codebook version used (default: the number of distinct ``codes``).
+    ``overall_codes`` are the codes the overall means run over (default: all ``codes``); a
+    report leaves out retired codes and codes nobody used, whose Po of 1 would inflate them.
     """
     order = tuple(coders) if coders is not None else coders_of(codings)
     kk = len(dict.fromkeys(codes)) if k is None else k
@@ -393,15 +397,15 @@ def agreement_report(
             krippendorff_alpha=krippendorff_alpha_nominal(table),
             perreault_leigh_ir=ir_statistic(po, 2),
         )
-    figures = list(per_code.values())
-    overall_po = mean_statistic([f.percent_agreement for f in figures])
+    means_over = list(per_code) if overall_codes is None else list(dict.fromkeys(overall_codes))
+    figures = [per_code[code] for code in means_over if code in per_code]
     overall = CodeAgreement(
-        percent_agreement=overall_po,
+        percent_agreement=mean_statistic([f.percent_agreement for f in figures]),
         cohen_kappa={
             pair: mean_statistic([f.cohen_kappa[pair] for f in figures]) for pair in pairs
         },
         fleiss_kappa=mean_statistic([f.fleiss_kappa for f in figures]),
         krippendorff_alpha=mean_statistic([f.krippendorff_alpha for f in figures]),
-        perreault_leigh_ir=ir_statistic(overall_po, kk),
+        perreault_leigh_ir=mean_statistic([f.perreault_leigh_ir for f in figures]),
     )
     return AgreementReport(coders=order, k=kk, per_code=per_code, overall=overall)

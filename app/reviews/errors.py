@@ -20,9 +20,22 @@ class CodesInvalid(AppError):
     title = "Validation failed"
     type_slug = "validation"
 
-    def __init__(self, unknown: list[str], where: str, version_id: int) -> None:
+    def __init__(
+        self,
+        unknown: list[str],
+        where: str,
+        version_id: int,
+        not_codable: list[str] | None = None,
+    ) -> None:
+        parents = set(not_codable or ())
         errors = [
-            {"loc": ["body", where], "msg": f"{code!r} is not an active code", "type": "code"}
+            {
+                "loc": ["body", where],
+                "msg": f"{code!r} is a parent category, not codable: code one of its sub-codes"
+                if code in parents
+                else f"{code!r} is not an active code",
+                "type": "code",
+            }
             for code in unknown
         ]
         super().__init__(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import ColumnElement, case, delete, exists, func, select
 from sqlalchemy.exc import IntegrityError
@@ -13,7 +14,9 @@ from sqlalchemy.orm import Session
 from app import audit
 from app.auth import Principal
 from app.errors import Conflict, Invalid, NotFound
+from app.incidents.service import as_utc
 from app.models import (
+    INCIDENT_STATUSES,
     Assignment,
     Coding,
     CodingCode,
@@ -24,8 +27,20 @@ from app.models import (
     User,
 )
 from app.models.base import utcnow
-from app.reviews.schemas import AssignmentCreate, AssignmentResult, CoderAgreement, Progress
-from app.reviews.service import ensure_coders_required
+from app.reviews.notifications import unread
+from app.reviews.schemas import (
+    AssignmentCreate,
+    AssignmentResult,
+    CoderAgreement,
+    DoubleCodingChoice,
+    DoubleCodingResult,
+    LeaseRead,
+    Progress,
+    SkippedStory,
+    SurveyProgress,
+    SurveyQueueCounts,
+)
+from app.reviews.service import FINAL_STATUSES, ensure_coders_required, settle
 
 # How long a handed-out story stays reserved for its coder; an expired lease returns it.
 LEASE_MINUTES = 30
@@ -243,35 +258,272 @@ def assign(session: Session, data: AssignmentCreate, actor: Principal) -> Assign
 # Progress ---------------------------------------------------------------------------------------
 
 
-def progress(session: Session, name: str) -> Progress:
-    """How far a researcher is: stories coded, left in their queue, assigned and not coded, and
-    how often they agreed with the other coder of a double-coded story."""
+def _per_survey(session: Session, query: Any) -> dict[int, int]:
+    return {int(survey_id): int(n) for survey_id, n in session.execute(query)}
+
+
+def progress(session: Session, name: str, *, survey_id: int | None = None) -> Progress:
+    """How far a researcher is: stories coded, left in their queue, assigned and not coded
+    (in total and per survey), how often they agreed with the other coder of a double-coded
+    story, the stories they must code again and their unread notifications."""
     researcher = _researcher(session, name)
     now = utcnow()
-    coded = session.scalar(select(func.count(Coding.id)).where(Coding.coder_id == researcher.id))
-    queue = session.scalar(select(func.count(Incident.id)).where(*_available(researcher.id, now)))
-    held = session.scalar(
-        select(func.count(Incident.id)).where(
+    survey = _survey(survey_id)
+    coded = _per_survey(
+        session,
+        select(Incident.survey_id, func.count(Coding.id))
+        .join(Incident, Incident.id == Coding.incident_id)
+        .where(Coding.coder_id == researcher.id, *survey)
+        .group_by(Incident.survey_id),
+    )
+    queue = _per_survey(
+        session,
+        select(Incident.survey_id, func.count(Incident.id))
+        .where(*_available(researcher.id, now), *survey)
+        .group_by(Incident.survey_id),
+    )
+    held = _per_survey(
+        session,
+        select(Incident.survey_id, func.count(Incident.id))
+        .where(
             Incident.status.in_(OPEN_STATUSES),
             _leased_by(researcher.id, now),
             ~_coded_by(researcher.id),
+            *survey,
         )
+        .group_by(Incident.survey_id),
     )
-    assigned = session.scalar(
-        select(func.count(Assignment.id))
+    assigned = _per_survey(
+        session,
+        select(Incident.survey_id, func.count(Assignment.id))
         .join(Incident, Incident.id == Assignment.incident_id)
         .where(
             Assignment.researcher_id == researcher.id,
             Incident.status.in_(OPEN_STATUSES),
             ~_coded_by(researcher.id),
+            *survey,
         )
+        .group_by(Incident.survey_id),
     )
+    ids = sorted(set(coded) | set(queue) | set(held) | set(assigned))
+    titles = dict(session.execute(select(Survey.id, Survey.title).where(Survey.id.in_(ids))).all())
+    by_survey = [
+        SurveyProgress(
+            survey_id=i,
+            title=titles.get(i, ""),
+            coded=coded.get(i, 0),
+            remaining_in_queue=queue.get(i, 0) + held.get(i, 0),
+            assigned_remaining=assigned.get(i, 0),
+        )
+        for i in ids
+    ]
     return Progress(
         researcher=researcher.name,
-        coded=coded or 0,
-        remaining_in_queue=(queue or 0) + (held or 0),
-        assigned_remaining=assigned or 0,
+        coded=sum(coded.values()),
+        remaining_in_queue=sum(queue.values()) + sum(held.values()),
+        assigned_remaining=sum(assigned.values()),
         agreement=_agreement(session, researcher.id),
+        by_survey=by_survey,
+        needs_revision=_needs_revision(session, researcher.id, survey),
+        notifications=unread(session, researcher.id),
+    )
+
+
+def _needs_revision(
+    session: Session, coder_id: int, survey: list[ColumnElement[bool]]
+) -> list[int]:
+    """Open stories where the coder's coding has no code left (a proposed code was rejected)."""
+    has_code = exists().where(CodingCode.coding_id == Coding.id, CodingCode.decision != "rejected")
+    return list(
+        session.scalars(
+            select(Coding.incident_id)
+            .join(Incident, Incident.id == Coding.incident_id)
+            .where(
+                Coding.coder_id == coder_id,
+                ~Coding.excluded,
+                ~Coding.no_code_applies,
+                ~has_code,
+                Incident.status.in_(OPEN_STATUSES),
+                *survey,
+            )
+            .order_by(Coding.incident_id)
+        )
+    )
+
+
+# Per survey -------------------------------------------------------------------------------------
+
+
+def survey_counts(session: Session, survey_id: int | None = None) -> list[SurveyQueueCounts]:
+    """For each survey (or one): its stories by status, how many need two codings, wait for
+    codings, are held right now, or wait for a decision on a proposed code."""
+    now = utcnow()
+    where = [Survey.id == survey_id] if survey_id is not None else []
+    surveys = session.execute(
+        select(Survey.id, Survey.title, Survey.double_coding_share)
+        .where(*where)
+        .order_by(Survey.id)
+    ).all()
+    if survey_id is not None and not surveys:
+        raise NotFound(f"survey {survey_id} does not exist")
+    by_status: dict[int, dict[str, int]] = defaultdict(dict)
+    for sid, status, n in session.execute(
+        select(Incident.survey_id, Incident.status, func.count())
+        .where(*_survey(survey_id))
+        .group_by(Incident.survey_id, Incident.status)
+    ):
+        by_status[sid][status] = int(n)
+    double = _per_survey(
+        session,
+        select(Incident.survey_id, func.count())
+        .where(Incident.coders_required >= 2, *_survey(survey_id))
+        .group_by(Incident.survey_id),
+    )
+    codings = (
+        select(func.count(Coding.id)).where(Coding.incident_id == Incident.id).scalar_subquery()
+    )
+    awaiting = _per_survey(
+        session,
+        select(Incident.survey_id, func.count())
+        .where(
+            Incident.status.in_(OPEN_STATUSES),
+            codings < func.coalesce(Incident.coders_required, 1),
+            *_survey(survey_id),
+        )
+        .group_by(Incident.survey_id),
+    )
+    leased = _per_survey(
+        session,
+        select(Incident.survey_id, func.count(func.distinct(ReviewLease.incident_id)))
+        .join(Incident, Incident.id == ReviewLease.incident_id)
+        .where(ReviewLease.expires_at > now, *_survey(survey_id))
+        .group_by(Incident.survey_id),
+    )
+    waiting = _per_survey(
+        session,
+        select(Incident.survey_id, func.count(func.distinct(Coding.incident_id)))
+        .join(Coding, Coding.incident_id == Incident.id)
+        .join(CodingCode, CodingCode.coding_id == Coding.id)
+        .where(
+            CodingCode.proposal_id.is_not(None),
+            Incident.status.in_(OPEN_STATUSES),
+            *_survey(survey_id),
+        )
+        .group_by(Incident.survey_id),
+    )
+    return [
+        SurveyQueueCounts(
+            survey_id=sid,
+            title=title,
+            double_coding_share=share,
+            stories=sum(by_status[sid].values()),
+            by_status={status: by_status[sid].get(status, 0) for status in INCIDENT_STATUSES},
+            double_coded=double.get(sid, 0),
+            awaiting_codings=awaiting.get(sid, 0),
+            leased_now=leased.get(sid, 0),
+            waiting_for_proposals=waiting.get(sid, 0),
+        )
+        for sid, title, share in surveys
+    ]
+
+
+def list_leases(session: Session, survey_id: int | None = None) -> list[LeaseRead]:
+    """Who holds which story until when (admins), soonest to expire first."""
+    rows = session.execute(
+        select(ReviewLease.incident_id, User.name, ReviewLease.expires_at)
+        .join(User, User.id == ReviewLease.coder_id)
+        .join(Incident, Incident.id == ReviewLease.incident_id)
+        .where(ReviewLease.expires_at > utcnow(), *_survey(survey_id))
+        .order_by(ReviewLease.expires_at, ReviewLease.id)
+        .limit(10_000)
+    ).all()
+    return [LeaseRead(incident_id=i, researcher=n, expires_at=e) for i, n, e in rows]
+
+
+# Choosing the double-coded stories ---------------------------------------------------------------
+
+
+def choose_double_coding(
+    session: Session, data: DoubleCodingChoice, actor: Principal
+) -> DoubleCodingResult:
+    """Set how many independent codings the chosen stories need. Final stories, and stories
+    with more codings than the new number, are skipped (with the reason); a story whose last
+    required coding is thereby in is settled at once."""
+    wanted = data.coders_required
+    if data.incident_ids is not None:
+        ids = list(dict.fromkeys(data.incident_ids))
+        found = set(session.scalars(select(Incident.id).where(Incident.id.in_(ids))))
+        missing = [i for i in ids if i not in found]
+        if missing:
+            raise NotFound(f"incidents do not exist: {', '.join(map(str, missing))}")
+    else:
+        f = data.filter
+        assert f is not None
+        if session.get(Survey, f.survey_id) is None:
+            raise NotFound(f"survey {f.survey_id} does not exist")
+        conditions: list[ColumnElement[bool]] = [
+            Incident.survey_id == f.survey_id,
+            Incident.status.not_in(FINAL_STATUSES),
+        ]
+        if f.valence is not None:
+            conditions.append(Incident.valence == f.valence)
+        if f.touchpoint is not None:
+            conditions.append(Incident.touchpoint == f.touchpoint)
+        if f.channel is not None:
+            conditions.append(Incident.channel == f.channel)
+        if f.submitted_from is not None:
+            conditions.append(Incident.submitted_at >= as_utc(f.submitted_from))
+        if f.submitted_to is not None:
+            conditions.append(Incident.submitted_at < as_utc(f.submitted_to))
+        query = select(Incident.id).where(*conditions).order_by(Incident.submitted_at, Incident.id)
+        ids = list(session.scalars(query.limit(f.limit) if f.limit else query.limit(100_000)))
+    counts = dict(
+        session.execute(
+            select(Coding.incident_id, func.count(Coding.id))
+            .where(Coding.incident_id.in_(ids))
+            .group_by(Coding.incident_id)
+        ).all()
+    )
+    updated: list[int] = []
+    unchanged: list[int] = []
+    skipped: list[SkippedStory] = []
+    incidents = {
+        i.id: i
+        for i in session.scalars(
+            select(Incident).where(Incident.id.in_(ids)).order_by(Incident.id).with_for_update()
+        )
+    }
+    for incident_id in ids:
+        incident = incidents[incident_id]
+        if incident.coders_required == wanted:
+            unchanged.append(incident_id)
+        elif incident.status in FINAL_STATUSES:
+            skipped.append(SkippedStory(incident_id=incident_id, reason=f"{incident.status}"))
+        elif counts.get(incident_id, 0) > wanted:
+            skipped.append(
+                SkippedStory(
+                    incident_id=incident_id,
+                    reason=f"has {counts[incident_id]} codings already",
+                )
+            )
+        else:
+            incident.coders_required = wanted
+            updated.append(incident_id)
+    session.flush()
+    for incident_id in updated:
+        if counts.get(incident_id):
+            settle(session, incidents[incident_id], actor)
+    if updated:
+        audit.record(
+            session,
+            actor,
+            "review.double_coding",
+            "survey" if data.filter is not None else "incident",
+            data.filter.survey_id if data.filter is not None else updated[0],
+            after={"coders_required": wanted, "incident_ids": updated},
+        )
+    return DoubleCodingResult(
+        coders_required=wanted, updated=updated, unchanged=unchanged, skipped=skipped
     )
 
 

@@ -4,7 +4,7 @@ progress, the agreement report and the audit trail."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Header, Query, Request, Response
 
@@ -21,7 +21,7 @@ from app.errors import (
 from app.incidents.schemas import IncidentPage, IncidentRead
 from app.incidents.service import View, etag, get_incident, resolve_view, to_reads
 from app.pagination import PageSize
-from app.reviews import queue, service, trail
+from app.reviews import bootstrap, notifications, queue, service, trail
 from app.reviews.errors import CodesInvalid, PreconditionRequired
 from app.reviews.reliability import reliability_report
 from app.reviews.schemas import (
@@ -31,10 +31,15 @@ from app.reviews.schemas import (
     AssignmentResult,
     AuditPage,
     CodingUpdate,
+    DoubleCodingChoice,
+    DoubleCodingResult,
+    LeaseRead,
     MyCoding,
     NextRequest,
+    NotificationRead,
     Progress,
     ReviewItem,
+    SurveyQueueCounts,
 )
 
 router = APIRouter(tags=["review"], responses=problem_responses(Forbidden))
@@ -82,11 +87,81 @@ def review_next(
     )
 
 
-@router.delete("/api/v1/review/leases/{incident_id}", status_code=204)
-def release_lease(incident_id: int, session: SessionDep, user: RequireResearcher) -> Response:
-    """Give a story the caller holds back to the queue."""
-    queue.release(session, user, incident_id)
+@router.delete(
+    "/api/v1/review/leases/{incident_id}",
+    status_code=204,
+    responses=problem_responses(NotFound),
+)
+def release_lease(
+    incident_id: int,
+    session: SessionDep,
+    user: RequireResearcher,
+    researcher: Annotated[
+        str | None,
+        Query(
+            description="Admins: break this researcher's lease (default for admins: every "
+            "lease on the story)"
+        ),
+    ] = None,
+) -> Response:
+    """Give a story the caller holds back to the queue; admins break another's lease."""
+    if researcher is None and user.role != "admin":
+        queue.release(session, user, incident_id)
+    else:
+        service.break_lease(session, incident_id, researcher, user)
     return Response(status_code=204)
+
+
+@router.get("/api/v1/review/leases", response_model=list[LeaseRead])
+def list_leases(
+    session: SessionDep, _user: RequireAdmin, survey_id: int | None = None
+) -> list[LeaseRead]:
+    """Live leases: who holds which story, until when."""
+    return queue.list_leases(session, survey_id)
+
+
+@router.get(
+    "/api/v1/review/surveys",
+    response_model=list[SurveyQueueCounts],
+    responses=problem_responses(NotFound),
+)
+def review_surveys(
+    session: SessionDep, _user: RequireResearcher, survey_id: int | None = None
+) -> list[SurveyQueueCounts]:
+    """Per survey: stories by status, double-coded, waiting for codings, held, waiting for a
+    decision on a proposed code."""
+    return queue.survey_counts(session, survey_id)
+
+
+@router.post(
+    "/api/v1/review/double-coding",
+    response_model=DoubleCodingResult,
+    responses=problem_responses(NotFound),
+)
+def choose_double_coding(
+    data: DoubleCodingChoice, session: SessionDep, user: RequireAdmin
+) -> DoubleCodingResult:
+    """Choose the stories that are coded blind by two researchers (`coders_required: 2`), or
+    single-coded (1), by id or by a survey filter; the survey's share decides for the rest."""
+    return queue.choose_double_coding(session, data, user)
+
+
+@router.get("/api/v1/review/notifications", response_model=list[NotificationRead])
+def list_notifications(session: SessionDep, user: RequireResearcher) -> list[NotificationRead]:
+    """The caller's notifications, newest first (the last 100)."""
+    return notifications.list_all(session, user)
+
+
+@router.post(
+    "/api/v1/review/notifications/{notification_id}/read",
+    response_model=NotificationRead,
+    responses=problem_responses(NotFound),
+)
+def read_notification(
+    notification_id: int, session: SessionDep, user: RequireResearcher
+) -> NotificationRead:
+    """Mark a notification read."""
+    return notifications.mark_read(session, user, notification_id)
 
 
 @router.post(
@@ -112,11 +187,13 @@ def review_progress(
     session: SessionDep,
     user: RequireResearcher,
     researcher: Annotated[str | None, Query(description="Admins: another researcher")] = None,
+    survey_id: Annotated[int | None, Query(description="Only this survey's stories")] = None,
 ) -> Progress:
-    """Coded, left in the queue, assigned and not coded, and agreement with the other coder."""
+    """Coded, left in the queue, assigned and not coded (in total and per survey), agreement
+    with the other coder, stories to code again, and unread notifications."""
     if researcher is not None and researcher != user.name and user.role != "admin":
         raise Forbidden("only admins see another researcher's progress")
-    return queue.progress(session, researcher or user.name)
+    return queue.progress(session, researcher or user.name, survey_id=survey_id)
 
 
 @router.get(
@@ -274,6 +351,19 @@ def agreement(
         datetime | None, Query(description="Stories submitted at or after (UTC by default)")
     ] = None,
     submitted_to: Annotated[datetime | None, Query(description="... and before")] = None,
+    exclusion: Annotated[
+        Literal["missing", "category"],
+        Query(
+            description="missing (default): a coder who excluded a story is left out of its "
+            "per-code figures; category: an exclusion is one more code"
+        ),
+    ] = "missing",
+    seed: Annotated[
+        int, Query(ge=0, le=2**32 - 1, description="Seed of the bootstrap intervals")
+    ] = bootstrap.DEFAULT_SEED,
+    resamples: Annotated[
+        int, Query(ge=100, le=10_000, description="Bootstrap resamples of the stories")
+    ] = bootstrap.DEFAULT_RESAMPLES,
 ) -> dict[str, object]:
     """Inter-coder agreement (percent agreement, Cohen's kappa per pair of coders, Fleiss'
     kappa, Krippendorff's alpha, Perreault & Leigh's Ir) per code and overall, over the
@@ -291,4 +381,7 @@ def agreement(
         else codebook_version_id,
         submitted_from=submitted_from,
         submitted_to=submitted_to,
+        exclusion=exclusion,
+        seed=seed,
+        resamples=resamples,
     )

@@ -44,17 +44,30 @@ class _Decision(Strict):
     )
     note: Note | None = None
 
+    no_code_applies: bool = Field(
+        False,
+        description="The story is included, but no code of the codebook applies to it "
+        "(recorded as a decision; coders who both say so agree)",
+    )
+
     def _check_exclusion(self, has_codes: bool) -> None:
         if self.exclude:
             if has_codes:
                 raise ValueError("an excluded story gets no codes")
+            if self.no_code_applies:
+                raise ValueError("an excluded story is not coded: leave no_code_applies out")
             if not self.exclusion_reason:
                 raise ValueError("exclusion_reason is required when excluding a story")
         else:
             if self.exclusion_reason is not None:
                 raise ValueError("exclusion_reason is only for excluded stories")
-            if not has_codes:
-                raise ValueError("give at least one code, or exclude the story with a reason")
+            if has_codes and self.no_code_applies:
+                raise ValueError("no_code_applies goes without codes")
+            if not has_codes and not self.no_code_applies:
+                raise ValueError(
+                    "give at least one code, set no_code_applies, or exclude the story with "
+                    "a reason"
+                )
 
 
 class CodingUpdate(_Decision):
@@ -96,6 +109,10 @@ class MyCoding(CodingRead):
     incident_status: str
     incident_version: int
     etag: str = Field(description="The story's ETag for this coder: send it as If-Match")
+    notifications: list[NotificationRead] = Field(
+        default_factory=list,
+        description="Unread notifications about this story (e.g. a proposed code rejected)",
+    )
 
 
 class NextRequest(Strict):
@@ -141,21 +158,140 @@ class CoderAgreement(BaseModel):
     share: float | None = Field(description="agreed / double_coded; null before the first one")
 
 
+class SurveyProgress(BaseModel):
+    survey_id: int
+    title: str
+    coded: int = Field(description="Stories of this survey the researcher has coded")
+    remaining_in_queue: int
+    assigned_remaining: int
+
+
+class NotificationRead(BaseModel):
+    """A message about the reader's own work, e.g. a proposed code they used was rejected."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    kind: str
+    incident_id: int | None
+    message: str
+    payload: dict[str, Any]
+    created_at: datetime
+    read_at: datetime | None
+
+
 class Progress(BaseModel):
     researcher: str
     coded: int = Field(description="Stories the researcher has coded")
     remaining_in_queue: int = Field(description="Stories the queue could still hand them")
     assigned_remaining: int = Field(description="Stories assigned to them, not yet coded")
     agreement: CoderAgreement
+    by_survey: list[SurveyProgress] = Field(
+        default_factory=list, description="The same counts per survey (surveys with any)"
+    )
+    needs_revision: list[int] = Field(
+        default_factory=list,
+        description="Stories whose coding lost its codes (a proposed code was rejected): code "
+        "them again",
+    )
+    notifications: list[NotificationRead] = Field(
+        default_factory=list, description="Unread notifications, newest first"
+    )
+
+
+class SurveyQueueCounts(BaseModel):
+    """Where a survey's stories are in the review workflow."""
+
+    survey_id: int
+    title: str
+    double_coding_share: int
+    stories: int
+    by_status: dict[str, int] = Field(description="new, in_review, adjudication, coded, excluded")
+    double_coded: int = Field(description="Stories that need two independent codings")
+    awaiting_codings: int = Field(description="Open stories with fewer codings than they need")
+    leased_now: int = Field(description="Stories a researcher holds right now")
+    waiting_for_proposals: int = Field(
+        description="Stories whose coding uses a proposed code not decided yet"
+    )
+
+
+class DoubleCodingFilter(Strict):
+    survey_id: int
+    valence: Literal["satisfying", "dissatisfying"] | None = None
+    touchpoint: str | None = None
+    channel: str | None = None
+    submitted_from: datetime | None = None
+    submitted_to: datetime | None = None
+    limit: Annotated[int, Field(ge=1, le=10_000)] | None = Field(
+        None, description="At most this many (oldest first)"
+    )
+
+
+class DoubleCodingChoice(Strict):
+    """Stories an admin picks for (or takes out of) blind double coding, by id or by filter;
+    besides the survey's share, which decides for the stories nobody picked."""
+
+    incident_ids: Annotated[list[int], Field(min_length=1, max_length=10_000)] | None = None
+    filter: DoubleCodingFilter | None = None
+    coders_required: Literal[1, 2] = Field(2, description="2: double-code; 1: single-code")
+
+    @model_validator(mode="after")
+    def _one_way(self) -> DoubleCodingChoice:
+        if (self.incident_ids is None) == (self.filter is None):
+            raise ValueError("give either incident_ids or filter")
+        return self
+
+
+class SkippedStory(BaseModel):
+    incident_id: int
+    reason: str
+
+
+class DoubleCodingResult(BaseModel):
+    coders_required: int
+    updated: list[int]
+    unchanged: list[int]
+    skipped: list[SkippedStory]
+
+
+class LeaseRead(BaseModel):
+    incident_id: int
+    researcher: str
+    expires_at: datetime
+
+
+class LeaseBreakResult(BaseModel):
+    incident_id: int
+    released: list[str] = Field(description="Whose leases were removed")
 
 
 # Agreement report -------------------------------------------------------------------------------
+
+
+class IntervalRead(BaseModel):
+    """A 95 % confidence interval and how it was computed (seeded: the same data and seed give
+    the same interval)."""
+
+    low: float
+    high: float
+    level: float = 0.95
+    method: str
+    resamples: int | None = None
+    seed: int | None = None
+    prob_below: dict[str, float] | None = Field(
+        None,
+        description="Krippendorff's alpha: share of bootstrap resamples below 0.667 / 0.800 "
+        "(q(alpha_min), Hayes & Krippendorff 2007)",
+    )
 
 
 class StatisticRead(BaseModel):
     value: float | None
     n_units: int = Field(description="Stories the figure rests on")
     reason: str | None = Field(description="Why the value is null, when it is")
+    ci95: IntervalRead | None = Field(
+        None, description="95 % confidence interval, where one is computed and the value is set"
+    )
 
 
 class PairStatisticRead(StatisticRead):
@@ -195,14 +331,63 @@ class ExclusionAgreementRead(BaseModel):
     agreement: float | None
 
 
+class ShareRead(BaseModel):
+    stories: int
+    agreed: int
+    share: float | None
+    ci95: IntervalRead | None
+    description: str
+
+
+class StoryLevelRead(BaseModel):
+    """Story-level agreement: identical code sets (the figure most CIT papers print)."""
+
+    exclusion_missing: ShareRead
+    exclusion_as_category: ShareRead
+
+
 class ReliabilitySection(BaseModel):
     coders: list[str]
     n_units: int = Field(
         description="Stories with two or more coders' codings (an exclusion counts as a coding)"
     )
-    overall: FiguresRead
+    overall_codes: list[str] = Field(
+        description="Codes the overall means run over: active codes a coder used"
+    )
+    left_out_of_overall: dict[str, str] = Field(
+        description="Codes listed per code but left out of the overall means, and why"
+    )
+    overall: FiguresRead = Field(
+        description="Plain means of the per-code values over overall_codes (Ir: k = 2 each)"
+    )
     per_code: dict[str, FiguresRead]
+    story_level: StoryLevelRead
     single_label: SingleLabelRead
+
+
+class AdjudicationRead(BaseModel):
+    adjudicated: int = Field(description="Stories an admin adjudicated")
+    adjudicated_coded: int
+    adjudicated_excluded: int
+    pending: int = Field(description="Stories waiting for adjudication")
+    method: str
+
+
+class ParentLevelRead(BaseModel):
+    """Agreement on the top-level categories, each rolling up the codes below it."""
+
+    available: bool
+    reason: str | None
+    children: dict[str, list[str]] = {}
+    section: ReliabilitySection | None = None
+
+
+class BootstrapRead(BaseModel):
+    seed: int
+    resamples: int = Field(description="Resamples of the stories (kappa, means over codes)")
+    alpha_resamples: int = Field(description="Resamples of the coincidences (per-code alpha)")
+    alpha_method: str
+    method: str
 
 
 class AgreementFilters(BaseModel):
@@ -223,9 +408,21 @@ class AgreementReportRead(ReliabilitySection):
     filters: AgreementFilters
     codebook_version_ids: list[int]
     codes: list[str]
-    k: int = Field(description="Number of active codes of the codebook version (for Ir)")
+    k: int = Field(
+        description="Number of active codes of the codebook version (Ir of single-label coding)"
+    )
     n_codings: int
+    exclusion_handling: Literal["missing", "category"] = Field(
+        description="missing: an excluding coder is left out of the per-code figures; "
+        "category: an exclusion is one more code, '(excluded)'"
+    )
     exclusions: ExclusionAgreementRead
+    include_exclude: FiguresRead = Field(
+        description="Agreement on the include / exclude decision (two values)"
+    )
+    adjudication: AdjudicationRead
+    parent_level: ParentLevelRead
+    bootstrap: BootstrapRead
     model_vs_final: ReliabilitySection = Field(
         description='Suggested codes ("model") against the final codes ("final") of coded stories'
     )
@@ -264,8 +461,12 @@ __all__ = [
     "CodeChoice",
     "CodingRead",
     "CodingUpdate",
+    "DoubleCodingChoice",
+    "DoubleCodingResult",
     "MyCoding",
     "NextRequest",
+    "NotificationRead",
     "Progress",
     "ReviewItem",
+    "SurveyQueueCounts",
 ]

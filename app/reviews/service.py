@@ -7,7 +7,8 @@ here and only here (besides imports of earlier studies)."""
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import delete, exists, func, select
@@ -16,7 +17,7 @@ from sqlalchemy.orm import Session
 from app import audit
 from app.auth import Principal
 from app.codebooks.service import current_version, default_codebook, load_nlp_codebook
-from app.errors import Conflict, NotFound
+from app.errors import Conflict, Forbidden, NotFound
 from app.incidents.schemas import IncidentPage, IncidentRead
 from app.incidents.service import (
     IncidentFilters,
@@ -31,6 +32,7 @@ from app.models import (
     AuditEvent,
     Codebook,
     CodebookVersion,
+    CodeProposal,
     Coding,
     CodingCode,
     Incident,
@@ -41,6 +43,7 @@ from app.models import (
 )
 from app.models.base import utcnow
 from app.reviews.errors import CodesInvalid, check_if_match
+from app.reviews.notifications import unread
 from app.reviews.schemas import AdjudicationUpdate, CodingUpdate, MyCoding
 
 FINAL_STATUSES = ("coded", "excluded")
@@ -76,12 +79,21 @@ def codebook_version_for(session: Session, survey_id: int) -> CodebookVersion:
     return current_version(session, codebook)
 
 
-def _check_codes(version: CodebookVersion, given: dict[str, Sequence[str]]) -> None:
-    active = {code.key for code in load_nlp_codebook(version).active_codes}
+def _check_codes(
+    version: CodebookVersion,
+    given: dict[str, Sequence[str]],
+    proposals: Mapping[str, int] | None = None,
+) -> None:
+    """Every code must be an active, codable code of the version; `proposals` (key -> id) are
+    the caller's own open proposals, usable in `codes` only."""
+    codebook = load_nlp_codebook(version)
+    active = {code.key for code in codebook.active_codes}
+    parents = {code.key for code in codebook.codes if not code.codable and not code.retired}
     for where, codes in given.items():
-        unknown = [code for code in codes if code not in active]
+        usable = active | set(proposals or ()) if where == "codes" else active
+        unknown = [code for code in codes if code not in usable]
         if unknown:
-            raise CodesInvalid(unknown, where, version.id)
+            raise CodesInvalid(unknown, where, version.id, not_codable=sorted(parents))
 
 
 # Reading ----------------------------------------------------------------------------------------
@@ -107,6 +119,7 @@ def _my_read(session: Session, incident: Incident, user: Principal) -> MyCoding:
         incident_status=incident.status,
         incident_version=incident.version,
         etag=etag(session, incident, user.id),
+        notifications=unread(session, user.id, incident_id=incident.id),
     )
 
 
@@ -133,6 +146,7 @@ def _coding_snapshot(coding: Coding, decisions: Sequence[tuple[str, str]]) -> di
         "coder_id": coding.coder_id,
         "codebook_version_id": coding.codebook_version_id,
         "codes": [{"code": c, "decision": d} for c, d in decisions],
+        "no_code_applies": coding.no_code_applies,
         "excluded": coding.excluded,
         "exclusion_reason": coding.exclusion_reason,
         "note": coding.note,
@@ -150,6 +164,56 @@ def _was_adjudicated(session: Session, incident: Incident) -> bool:
                 )
             )
         )
+    )
+
+
+def open_proposals_of(session: Session, codebook_id: int, user_id: int) -> dict[str, int]:
+    """The caller's open code proposals for this codebook: key -> proposal id."""
+    return {
+        key: proposal_id
+        for key, proposal_id in session.execute(
+            select(CodeProposal.key, CodeProposal.id).where(
+                CodeProposal.codebook_id == codebook_id,
+                CodeProposal.proposed_by == user_id,
+                CodeProposal.status == "proposed",
+            )
+        )
+    }
+
+
+def live_leases(session: Session, incident_id: int, now: datetime) -> list[tuple[str, datetime]]:
+    """(holder, until) of the story's leases that have not run out, soonest first."""
+    return [
+        (name, expires)
+        for name, expires in session.execute(
+            select(User.name, ReviewLease.expires_at)
+            .join(User, User.id == ReviewLease.coder_id)
+            .where(ReviewLease.incident_id == incident_id, ReviewLease.expires_at > now)
+            .order_by(ReviewLease.expires_at, ReviewLease.id)
+        )
+    ]
+
+
+def _check_leases(
+    session: Session, incident: Incident, user: Principal, codings: int, required: int
+) -> None:
+    """A lease protects the story: nobody else may take the place a live lease holds (on a
+    single-coded story, any other coder's lease). An admin may break the lease first."""
+    now = utcnow()
+    others = [
+        (name, until) for name, until in live_leases(session, incident.id, now) if name != user.name
+    ]
+    if not others or codings + len(others) < required:
+        return
+    names = ", ".join(f"{name} until {until.isoformat()}" for name, until in others)
+    raise Conflict(
+        f"incident {incident.id} is held by {names}; wait for the lease to end or ask an admin "
+        "to break it",
+        extra={
+            "lease_holders": [
+                {"researcher": name, "until": until.isoformat()} for name, until in others
+            ]
+        },
     )
 
 
@@ -173,12 +237,15 @@ def save_coding(
         )
         if (count or 0) >= required:
             raise Conflict(f"incident {incident.id} has every coding it needs ({required})")
+        _check_leases(session, incident, user, count or 0, required)
     elif _was_adjudicated(session, incident):
         raise Conflict(f"incident {incident.id} was adjudicated; an admin's decision stands")
     version = codebook_version_for(session, incident.survey_id)
+    proposals = open_proposals_of(session, version.codebook_id, user.id)
     _check_codes(
         version,
         {"codes": [c.code for c in data.codes], "rejected_suggestions": data.rejected_suggestions},
+        proposals,
     )
 
     before: dict[str, Any] | None = None
@@ -197,12 +264,16 @@ def save_coding(
     coding.codebook_version_id = version.id
     coding.excluded = data.exclude
     coding.exclusion_reason = data.exclusion_reason if data.exclude else None
+    coding.no_code_applies = data.no_code_applies
     coding.note = data.note
     session.flush()
     decisions = [(c.code, "accepted" if c.origin == "suggestion" else "added") for c in data.codes]
     decisions += [(code, "rejected") for code in data.rejected_suggestions]
     session.execute(delete(CodingCode).where(CodingCode.coding_id == coding.id))
-    session.add_all(CodingCode(coding_id=coding.id, code=c, decision=d) for c, d in decisions)
+    session.add_all(
+        CodingCode(coding_id=coding.id, code=c, decision=d, proposal_id=proposals.get(c))
+        for c, d in decisions
+    )
     # The lease did its job: the coder has answered.
     session.execute(
         delete(ReviewLease).where(
@@ -303,9 +374,10 @@ def _decide(
     )
 
 
-def settle(session: Session, incident: Incident, actor: Principal) -> None:
-    """Bring status and final codes in line with the codings: too few codings -> in_review;
-    all coders agree (same codes, or all excluded) -> coded / excluded; else adjudication."""
+def settle(session: Session, incident: Incident, actor: Principal | None) -> None:
+    """Bring status and final codes in line with the codings: too few codings (or one waiting
+    for a decision on a proposed code) -> in_review; all coders agree (same codes, "no code
+    applies" alike, or all excluded) -> coded / excluded; else adjudication."""
     before = _state(session, incident)
     rows = session.execute(
         select(Coding, User.name)
@@ -314,16 +386,22 @@ def settle(session: Session, incident: Incident, actor: Principal) -> None:
         .order_by(Coding.id)
     ).all()
     given: dict[int, set[str]] = {coding.id: set() for coding, _ in rows}
-    for coding_id, code in session.execute(
-        select(CodingCode.coding_id, CodingCode.code).where(
+    waiting: set[int] = set()
+    for coding_id, code, proposal_id in session.execute(
+        select(CodingCode.coding_id, CodingCode.code, CodingCode.proposal_id).where(
             CodingCode.coding_id.in_(list(given)), CodingCode.decision != "rejected"
         )
     ):
         given[coding_id].add(code)
+        if proposal_id is not None:
+            waiting.add(coding_id)  # a proposed code: the story waits for the admin's decision
+    for coding, _ in rows:
+        if not coding.excluded and not coding.no_code_applies and not given[coding.id]:
+            waiting.add(coding.id)  # nothing left (a rejected proposal): the coder revises it
     decisions = [None if c.excluded else frozenset(given[c.id]) for c, _ in rows]
     required = incident.coders_required or 1
 
-    if len(rows) < required:
+    if len(rows) < required or waiting:
         incident.status = "in_review" if rows else "new"
         incident.exclusion_reason = None
         incident.finalized_at = None
@@ -367,6 +445,61 @@ def settle(session: Session, incident: Incident, actor: Principal) -> None:
         )
 
 
+def resettle_open(
+    session: Session, incident_ids: Sequence[int], actor: Principal | None
+) -> list[int]:
+    """Settle again the given stories that are not final nor adjudicated (after their codings
+    were mapped to new codes); returns those whose status changed."""
+    changed: list[int] = []
+    if not incident_ids:
+        return changed
+    for incident in session.scalars(
+        select(Incident)
+        .where(Incident.id.in_(list(incident_ids)), Incident.status.not_in(FINAL_STATUSES))
+        .order_by(Incident.id)
+        .with_for_update()
+    ):
+        if _was_adjudicated(session, incident):
+            continue
+        before = incident.status
+        settle(session, incident, actor)
+        if incident.status != before:
+            changed.append(incident.id)
+    session.flush()
+    return changed
+
+
+def break_lease(
+    session: Session, incident_id: int, holder: str | None, user: Principal
+) -> list[str]:
+    """Release a story held by another researcher (admins), or one's own lease; returns whose
+    leases were removed."""
+    get_incident(session, incident_id)
+    if holder is not None and holder != user.name and user.role != "admin":
+        raise Forbidden("only admins break another researcher's lease")
+    query = select(ReviewLease, User.name).join(User, User.id == ReviewLease.coder_id)
+    query = query.where(ReviewLease.incident_id == incident_id)
+    if holder is not None:
+        query = query.where(User.name == holder)
+    elif user.role != "admin":
+        query = query.where(ReviewLease.coder_id == user.id)
+    removed = []
+    for lease, name in session.execute(query).all():
+        removed.append(name)
+        session.delete(lease)
+    session.flush()
+    if removed and (user.role == "admin" and removed != [user.name]):
+        audit.record(
+            session,
+            user,
+            "review.lease_break",
+            "incident",
+            incident_id,
+            before={"holders": removed},
+        )
+    return removed
+
+
 def adjudicate(
     session: Session,
     incident_id: int,
@@ -389,7 +522,7 @@ def adjudicate(
     _decide(
         session,
         incident,
-        None if data.exclude else data.codes,
+        None if data.exclude else ([] if data.no_code_applies else data.codes),
         exclusion_reason=data.exclusion_reason,
         source="adjudication",
         confirmed_by=user.name,

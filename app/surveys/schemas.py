@@ -61,6 +61,26 @@ def _unique(values: list[str] | None) -> list[str] | None:
     return values
 
 
+StudyText = Annotated[str, StringConstraints(strip_whitespace=True, max_length=10_000)]
+Criterion = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000)]
+
+
+class StudyProtocol(Strict):
+    """What the team writes for the methods section of a CIT paper (Gremler 2004): the study
+    report says "yes" to a checklist item only when it is filled here."""
+
+    incident_definition: StudyText | None = Field(
+        None, description="The study's own definition of a critical incident"
+    )
+    inclusion_criteria: Annotated[list[Criterion], Field(max_length=50)] = []
+    exclusion_criteria: Annotated[list[Criterion], Field(max_length=50)] = []
+    data_collection_method: StudyText | None = Field(
+        None, description="How the incidents were collected (questionnaire, interview, ...)"
+    )
+    interviewer_instructions: StudyText | None = None
+    respondent_instructions: StudyText | None = None
+
+
 class SurveyCreate(Strict):
     title: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
     slug: Slug | None = Field(
@@ -85,6 +105,7 @@ class SurveyCreate(Strict):
     review_order: ReviewOrder = Field(
         "oldest", description="Review queue order: oldest first, or least certain suggestions"
     )
+    study: StudyProtocol = Field(default_factory=StudyProtocol)
 
     _unique_touchpoints = field_validator("touchpoints", "channels")(_unique)
 
@@ -104,6 +125,9 @@ class SurveyUpdate(Strict):
     codebook_id: int | None = None
     double_coding_share: DoubleCodingShare | None = None
     review_order: ReviewOrder | None = None
+    study: StudyProtocol | None = Field(
+        None, description="Replaces the fields it names; a field set to null (or []) is cleared"
+    )
 
     _unique_touchpoints = field_validator("touchpoints", "channels")(_unique)
 
@@ -124,6 +148,7 @@ class SurveyRead(BaseModel):
     codebook_id: int | None
     double_coding_share: int
     review_order: ReviewOrder
+    study: StudyProtocol
     link: str
     created_at: datetime
     updated_at: datetime

@@ -31,6 +31,7 @@ from app.surveys.schemas import (
     InvitationPage,
     InvitationRead,
     PublicSurvey,
+    StudyProtocol,
     SurveyCreate,
     SurveyQuestions,
     SurveyRead,
@@ -98,6 +99,7 @@ def to_read(survey: Survey, settings: Settings) -> SurveyRead:
         codebook_id=survey.codebook_id,
         double_coding_share=survey.double_coding_share,
         review_order=survey.review_order,  # type: ignore[arg-type]
+        study=StudyProtocol.model_validate(survey.study_protocol or {}),
         link=public_link(settings, f"/s/{survey.slug}"),
         created_at=survey.created_at,
         updated_at=survey.updated_at,
@@ -133,6 +135,7 @@ def _snapshot(survey: Survey) -> dict[str, Any]:
         "codebook_id": survey.codebook_id,
         "double_coding_share": survey.double_coding_share,
         "review_order": survey.review_order,
+        "study_protocol": survey.study_protocol,
     }
 
 
@@ -153,6 +156,7 @@ def create_survey(session: Session, data: SurveyCreate, actor: Principal | None)
         codebook_id=_codebook_id(session, data.codebook_id),
         double_coding_share=data.double_coding_share,
         review_order=data.review_order,
+        study_protocol=data.study.model_dump(),
     )
     try:
         with session.begin_nested():  # two admins taking the same slug at once on PostgreSQL
@@ -226,6 +230,9 @@ def update_survey(
         survey.double_coding_share = data.double_coding_share
     if "review_order" in changes and data.review_order is not None:
         survey.review_order = data.review_order
+    if "study" in changes and data.study is not None:
+        given = data.study.model_dump(include=data.study.model_fields_set)
+        survey.study_protocol = {**(survey.study_protocol or {}), **given}
     codebook_changed = False
     if "codebook_id" in changes:
         new_codebook = _codebook_id(session, data.codebook_id)

@@ -101,6 +101,15 @@ def study(
             session.execute(
                 update(Incident).where(Incident.id == story).values(invitation_id=invitation.id)
             )
+        # Respondent attributes (from invitations or imports): a characteristic, and an
+        # identifier with too many distinct values to tabulate.
+        for i, story in enumerate(ids[:30]):
+            segment = "business" if i < 27 else "leisure"
+            session.execute(
+                update(Incident)
+                .where(Incident.id == story)
+                .values(attributes={"segment": segment, "customer": f"c-{i}"})
+            )
     return {"survey_id": survey.id, "versions": (v1, v2)}
 
 
@@ -118,14 +127,23 @@ def test_study_report_content(
     fields = [q["field"] for q in report["questions"]]
     assert fields[:2] == ["prompt", "occurred"] and "what_happened" in fields
     assert all(q["text"] for q in report["questions"])
-    assert report["respondents"] | {"note": None} == {
+    assert report["respondents"] | {"note": None, "by_attribute": None} == {
         "stories": 129,
         "invitations_sent": 3,
         "invitations_used": 2,
         "stories_via_invitation": 2,
         "stories_via_open_link": 127,
         "note": None,
+        "by_attribute": None,
     }
+    by_attribute = {a["attribute"]: a for a in report["respondents"]["by_attribute"]}
+    assert by_attribute["segment"]["values"] == [
+        {"value": "business", "stories": 27},
+        {"value": "leisure", "stories": 3},
+    ]
+    assert by_attribute["customer"]["tabulated"] is False
+    assert by_attribute["customer"]["distinct_values"] == 30
+    assert by_attribute["customer"]["values"] == []
     incidents = report["incidents"]
     assert (
         incidents["reported"],
@@ -172,10 +190,14 @@ def test_study_report_content(
     assert report["reliability"]["available"] is True
     assert report["reliability"]["n_units"] == 10
 
-    checklist = {item["section"]: item["reported"] for item in report["checklist"]}
-    assert len(checklist) == 13
-    assert checklist["questions"] and checklist["codes"] and checklist["saturation"]
-    assert checklist["reliability"] and checklist["coders"]
+    checklist = {item["section"]: item["status"] for item in report["checklist"]}
+    assert len(checklist) == 17
+    for section in ("questions", "codes", "saturation", "reliability", "coders"):
+        assert checklist[section] == "yes", section
+    # Nothing the team did not write is reported: no built-in definition or criteria.
+    for section in ("incident_definition", "inclusion_criteria", "exclusion_criteria"):
+        assert checklist[section] == "missing", section
+    assert report["study"]["incident_definition"] is None
 
 
 def test_saturation_curve_and_flanagans_rule(study: dict[str, Any], db: Callable[[], Any]) -> None:
@@ -272,6 +294,10 @@ def test_viewers_get_small_counts_suppressed(
     assert report["incidents"]["excluded"] is None and report["incidents"]["pending"] is None
     assert report["respondents"]["stories_via_invitation"] is None  # 2
     assert report["respondents"]["stories_via_open_link"] is None  # its complement
+    segment = {a["attribute"]: a for a in report["respondents"]["by_attribute"]}["segment"]
+    # 3 leisure stories are hidden, and so is business, which would give them away from 30.
+    assert [v["stories"] for v in segment["values"]] == [None, None]
+    assert all(v["stories"] is None for v in report["classification"])
     codes = {c["code"]: c for c in report["codes"]}
     assert codes["staff_attitude"]["stories"] is None
     assert report["incidents"]["reported"] == 129
@@ -298,10 +324,15 @@ def test_markdown_and_html(
         "| not an interaction | 4 |",
         "| satisfying | 40 | 40 |",
         "Change note: Added staff_attitude",
+        "| segment | Stories |",
+        "| business | 27 |",
+        "Not tabulated: 30 distinct values",
+        "Missing: the team has not entered the study's definition of a critical incident.",
+        "| Definition of a critical incident | missing |",
         "| staff_attitude | 1 |",
         "2 coders, 20 codings, 10 stories coded independently",
         "- Coders: coder-a, coder-b; stories coded by two or more: 10",
-        "| krippendorff_alpha | 1.000 |",
+        "| krippendorff_alpha | 1.000 [1.000, 1.000] |",
         "Saturation reached: the last 100 coded stories added 2 new codes",
         "| 120 | 5 | 1 |",
     ):

@@ -314,12 +314,17 @@ def test_agreement_report_matches_the_plain_functions() -> None:
     assert close(value(overall.percent_agreement), sum(pos) / 4)
     assert close(value(overall.krippendorff_alpha), sum(alphas) / 4)
     assert overall.krippendorff_alpha.n_units == 10
-    # overall Ir: Ir of the mean per-code Po with k = number of codes in the codebook
-    assert close(value(overall.perreault_leigh_ir), perreault_leigh_ir(sum(pos) / 4, 4))
+    # overall Ir: the mean of the per-code Ir values, each with k = 2 (cit-method.md), not
+    # Ir of the mean Po with k = the number of codes; k does not change it.
+    irs = [perreault_leigh_ir(po, 2) for po in pos]
+    assert close(value(overall.perreault_leigh_ir), sum(irs) / 4)
+    assert not close(value(overall.perreault_leigh_ir), perreault_leigh_ir(sum(pos) / 4, 4))
     assert close(
-        value(agreement_report(codings, CODEBOOK, k=6).overall.perreault_leigh_ir),
-        perreault_leigh_ir(sum(pos) / 4, 6),
+        value(agreement_report(codings, CODEBOOK, k=6).overall.perreault_leigh_ir), sum(irs) / 4
     )
+    # The means run over the codes asked for: a never-used code's Po of 1 is left out.
+    two = agreement_report(codings, CODEBOOK, overall_codes=CODEBOOK[:2])
+    assert close(value(two.overall.percent_agreement), sum(pos[:2]) / 2)
 
 
 def test_agreement_report_skips_undefined_codes_in_the_mean() -> None:

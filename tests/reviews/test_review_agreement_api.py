@@ -209,8 +209,34 @@ def test_filters_exclusions_and_empty_reports(
     }
     # Excluded codings are missing: only `old` and `multi` have two coders' codes.
     complaint = report["per_code"]["complaint"]
-    assert complaint["percent_agreement"] == {"value": 1.0, "n_units": 2, "reason": None}
+    po = complaint["percent_agreement"]
+    assert (po["value"], po["n_units"], po["reason"]) == (1.0, 2, None)
+    assert po["ci95"]["method"] == "Wilson score interval" and po["ci95"]["high"] == 1.0
     assert report["per_code"]["extra_mile"]["percent_agreement"]["value"] == 0.5
+    # Codes nobody used are listed but left out of the overall means.
+    assert report["overall_codes"] == ["complaint", "extra_mile"]
+    assert set(report["left_out_of_overall"]) == {"special_request", "owner_error"}
+    assert report["overall"]["percent_agreement"]["value"] == 0.75
+    # Story level: identical code sets (old agrees, multi does not); with an exclusion
+    # counted as an answer, both_out agrees too and split does not.
+    story = report["story_level"]
+    assert (story["exclusion_missing"]["stories"], story["exclusion_missing"]["agreed"]) == (2, 1)
+    assert story["exclusion_as_category"]["share"] == 0.5
+    assert (
+        story["exclusion_as_category"]["ci95"]["low"]
+        < 0.5
+        < story["exclusion_as_category"]["ci95"]["high"]
+    )
+    include = report["include_exclude"]
+    assert include["percent_agreement"]["value"] == 0.75
+    assert include["percent_agreement"]["n_units"] == 4
+    assert report["exclusion_handling"] == "missing"
+    as_category = _report(client, admin, survey_id=survey.id, exclusion="category")
+    assert as_category["exclusion_handling"] == "category"
+    excluded = as_category["per_code"]["(excluded)"]["percent_agreement"]
+    assert (excluded["value"], excluded["n_units"]) == (0.75, 4)
+    # The excluding coder gave no code: complaint is now scored on all four stories.
+    assert as_category["per_code"]["complaint"]["percent_agreement"]["n_units"] == 4
     assert report["single_label"]["applicable"] is False
     assert "one code" in report["single_label"]["reason"]
     # Both coders always said complaint: kappa is null with a reason, never 1.

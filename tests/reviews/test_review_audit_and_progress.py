@@ -220,6 +220,17 @@ def test_progress(
         "remaining_in_queue": 5,
         "assigned_remaining": 2,
         "agreement": {"double_coded": 0, "agreed": 0, "share": None},
+        "by_survey": [
+            {
+                "survey_id": survey.id,
+                "title": "Test survey",
+                "coded": 0,
+                "remaining_in_queue": 5,
+                "assigned_remaining": 2,
+            }
+        ],
+        "needs_revision": [],
+        "notifications": [],
     }
     review.code(alice, stories[0], ["complaint"])
     review.code(bob, stories[0], ["complaint"])
@@ -237,6 +248,16 @@ def test_progress(
     assert progress(admin_person, researcher="alice") == now
     assert progress(alice, researcher="alice") == now
     assert progress(bob)["remaining_in_queue"] == 3  # 2, 3 and 4 (a second coding)
+    assert now["by_survey"][0]["coded"] == 4
+    other = make_survey(codebook_id=codebook_id, title="Other survey")
+    make_story(other)
+    assert progress(alice, survey_id=other.id)["remaining_in_queue"] == 1
+    both = progress(alice)
+    assert [(s["survey_id"], s["remaining_in_queue"]) for s in both["by_survey"]] == [
+        (survey.id, 1),
+        (other.id, 1),
+    ]
+    assert both["remaining_in_queue"] == 2
     missing = client.get(
         "/api/v1/review/progress", params={"researcher": "ghost"}, headers=admin_person.headers
     )

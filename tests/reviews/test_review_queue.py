@@ -52,6 +52,7 @@ def test_oldest_first_and_a_lease_keeps_others_away(
 
 
 def test_an_expired_lease_returns_the_story(
+    client: TestClient,
     review: Any,
     person: Callable[..., Any],
     survey: Survey,
@@ -65,9 +66,25 @@ def test_an_expired_lease_returns_the_story(
     expire_leases()
     assert review.next_id(bob) == story
     assert review.next(alice) is None  # bob holds it now
-    # alice's coding of a story bob holds is still accepted (leases only steer the queue);
-    # bob's later attempt finds it final.
+    # The lease protects the single-coded story: alice cannot code it while bob holds it, and
+    # is told who holds it until when.
+    refused = review.put(alice, story, ["complaint"])
+    assert refused.status_code == 409, refused.text
+    problem = refused.json()
+    assert problem["lease_holders"][0]["researcher"] == bob.name
+    assert bob.name in problem["detail"] and "until" in problem["detail"]
+    # Researchers cannot break another's lease; an admin can.
+    url = f"/api/v1/review/leases/{story}"
+    denied = client.delete(url, params={"researcher": bob.name}, headers=alice.headers)
+    assert denied.status_code == 403
+    admin = person("admin")
+    leases = client.get("/api/v1/review/leases", headers=admin.headers).json()
+    assert [(lease["incident_id"], lease["researcher"]) for lease in leases] == [(story, bob.name)]
+    broken = client.delete(url, params={"researcher": bob.name}, headers=admin.headers)
+    assert broken.status_code == 204
+    assert client.get("/api/v1/review/leases", headers=admin.headers).json() == []
     review.code(alice, story, ["complaint"])
+    # bob's later attempt finds it final.
     assert review.put(bob, story, ["complaint"]).status_code == 409
     assert review.next(bob) is None
 
