@@ -40,6 +40,9 @@ class Settings(BaseSettings):
     worker_batch_size: int = Field(512, ge=1, le=10_000)
     worker_poll_seconds: float = Field(1.0, gt=0)
     job_lease_seconds: int = Field(600, ge=10)
+    # A suggestion batch takes seconds: a worker killed in the middle of one leaves its jobs to
+    # another after this long (scoring twice is harmless; the stories are scored once stored).
+    suggest_lease_seconds: int = Field(60, ge=5)
 
     # Database use per process: at most `db_concurrency` requests hold a session at once; the
     # others wait (on the event loop) up to `db_queue_timeout_seconds`, then get 503.

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.config import Settings
 from app.db import session_scope
-from app.errors import AppError
+from app.errors import DATABASE_UNAVAILABLE, AppError
 from app.jobs import queue
 from app.jobs.queue import ClaimedJob
 from app.models import Codebook
@@ -106,7 +106,7 @@ class Worker:
                 self.name,
                 kinds=(SUGGEST,),
                 limit=size,
-                lease_seconds=self.settings.job_lease_seconds,
+                lease_seconds=self.settings.suggest_lease_seconds,
             )
         if not jobs:
             return
@@ -203,7 +203,11 @@ class Worker:
         while not self._stop.is_set():
             try:
                 batch = self.run_once()
-            except Exception:  # the database may be away for a moment; keep the worker alive
+            except DATABASE_UNAVAILABLE as error:
+                # The database is away for a moment: say so in one line, try again later.
+                log.warning("database unavailable (%s); retrying", type(error).__name__)
+                batch = BatchResult()
+            except Exception:  # keep the worker alive; the traceback says where it failed
                 log.exception("worker round failed")
                 batch = BatchResult()
             if batch.claimed == 0:
