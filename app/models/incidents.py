@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import CheckConstraint, ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy import CheckConstraint, ForeignKey, Index, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.models.base import Base, utcnow
@@ -14,6 +14,8 @@ VALENCES = ("satisfying", "dissatisfying")
 # new: not yet coded; in_review: coded by fewer coders than it needs; adjudication: two coders
 # disagree; coded: final codes set; excluded: fails the inclusion criteria (with a reason).
 INCIDENT_STATUSES = ("new", "in_review", "adjudication", "coded", "excluded")
+# Waiting for a coder (app.reviews.queue.OPEN_STATUSES), as the partial indexes spell it.
+OPEN_CONDITION = "status IN ('new', 'in_review')"
 
 
 class Incident(Base):
@@ -26,6 +28,23 @@ class Incident(Base):
         # One story per submitted form: a refresh or double click re-sends the same key.
         UniqueConstraint("survey_id", "submission_key", name="uq_incidents_survey_submission"),
         Index("ix_incidents_survey_id_id", "survey_id", "id"),
+        # The review queue: open stories by date, overall and per survey. Partial, so they hold
+        # only what waits to be coded, however many stories are done.
+        Index(
+            "ix_incidents_open_by_date",
+            "submitted_at",
+            "id",
+            sqlite_where=text(OPEN_CONDITION),
+            postgresql_where=text(OPEN_CONDITION),
+        ),
+        Index(
+            "ix_incidents_open_by_survey_date",
+            "survey_id",
+            "submitted_at",
+            "id",
+            sqlite_where=text(OPEN_CONDITION),
+            postgresql_where=text(OPEN_CONDITION),
+        ),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
