@@ -10,9 +10,10 @@ The database (built once and kept; `--reset` rebuilds it; a PostgreSQL database 
 emptied first: use a scratch one) holds `--stories` stories of one survey over two years, 90 %
 already coded (with a final code), 10 % waiting to be coded, each with stored suggestions: the
 queue must find the next story among a million without reading them all. The service runs as
-`cit serve --no-worker`; each coder has a researcher token. The baseline (`bench/minimal_review_app.py`)
-hands out the oldest waiting story with one SELECT ... LIMIT 1 (FOR UPDATE SKIP LOCKED on
-PostgreSQL) and one INSERT of a lease row, and saves a coding with one INSERT and one UPDATE.
+`cit serve --no-worker`; each coder has a researcher token. The baseline
+(`bench/minimal_review_app.py`) hands out the oldest waiting story with one SELECT ... LIMIT 1
+(FOR UPDATE SKIP LOCKED on PostgreSQL) and one INSERT of a lease row, and saves a coding with
+one INSERT and one UPDATE.
 Reported: codings per second, p50/p99 of each call, errors.
 """
 
@@ -33,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import create_engine, text
 
 from app import migrate
 from app.auth import create_token
@@ -166,7 +167,7 @@ def _serve(server: str, url: str, port: int, log: Path) -> subprocess.Popen[byte
 
 def _coder(
     base: str, token: str, count: int, out: dict[str, list[float]], errors: list[str]
-) -> None:  # noqa: E501
+) -> None:
     headers = {"Authorization": f"Bearer {token}"}
     with httpx.Client(base_url=base, headers=headers, timeout=60) as http:
         for _ in range(count):
@@ -219,7 +220,7 @@ def run(server: str, url: str, coders: int, per_coder: int, workdir: Path) -> di
     def pct(values: list[float], q: float) -> float:
         return (
             round(statistics.quantiles(values, n=100)[q - 1] * 1000, 1) if len(values) > 2 else 0.0
-        )  # noqa: E501
+        )
 
     done = len(timings["save"])
     return {
@@ -244,8 +245,7 @@ def main() -> None:
     if (
         args.reset
         or not marker.exists()
-        or url.startswith("sqlite")
-        and not Path(url.removeprefix("sqlite:///")).exists()
+        or (url.startswith("sqlite") and not Path(url.removeprefix("sqlite:///")).exists())
     ):
         if url.startswith("sqlite"):
             Path(url.removeprefix("sqlite:///")).unlink(missing_ok=True)
