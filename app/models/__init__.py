@@ -12,7 +12,7 @@ from app.models.reports import (
     ReportStoryDay,
     ReportStoryDayDetail,
 )
-from app.models.reviews import Assignment, Coding, CodingCode, ReviewLease
+from app.models.reviews import Assignment, Coding, CodingCode, CodingSpan, ReviewLease
 from app.models.surveys import SURVEY_STATUSES, Invitation, Survey
 
 __all__ = [
@@ -29,6 +29,7 @@ __all__ = [
     "CodebookVersion",
     "Coding",
     "CodingCode",
+    "CodingSpan",
     "Incident",
     "IncidentCode",
     "Invitation",

@@ -61,7 +61,7 @@ def test_etag_preconditions(
     assert again.status_code == 412 and again.headers["ETag"] == '"2.1"'
     mine = client.get(url, headers=alice.headers)
     assert mine.status_code == 200 and mine.headers["ETag"] == '"2.1"'
-    assert mine.json()["codes"] == [{"code": "extra_mile", "origin": "suggestion"}]
+    assert mine.json()["codes"] == [{"code": "extra_mile", "origin": "suggestion", "spans": []}]
 
 
 def test_payload_and_code_validation(
