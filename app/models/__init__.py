@@ -1,7 +1,7 @@
 """All tables, imported here so that Alembic and the services see one metadata."""
 
 from app.models.audit import AuditEvent
-from app.models.auth import ROLES, ApiToken, User
+from app.models.auth import ROLES, ApiToken, PasswordLink, User, WebSession
 from app.models.base import Base
 from app.models.codebooks import Codebook, CodebookVersion
 from app.models.coding import JOB_STATUSES, IncidentCode, Job, NlpModel, Suggestion
@@ -35,6 +35,7 @@ __all__ = [
     "Invitation",
     "Job",
     "NlpModel",
+    "PasswordLink",
     "ReportCodeDay",
     "ReportCodeDayDetail",
     "ReportStoryDay",
@@ -43,4 +44,5 @@ __all__ = [
     "Suggestion",
     "Survey",
     "User",
+    "WebSession",
 ]
