@@ -193,6 +193,23 @@ def current_user(
     raise Unauthorized("missing bearer token (Authorization: Bearer <token>) or session")
 
 
+def optional_user(
+    request: Request,
+    session: SessionDep,
+    settings: Annotated[Settings, Depends(app_settings)],
+    cookie: Annotated[str | None, Depends(_cookie)],
+) -> Principal | None:
+    """The signed-in person on a page that anyone may open (the dashboard shell), or None."""
+    if not cookie or request.method not in _SAFE_METHODS:
+        return None
+    found = web_sessions.find_session(session, cookie, settings)
+    if found is None:
+        return None
+    request.state.csrf_token = web_sessions.csrf_token(settings, cookie)
+    return Principal(found.user_id, found.name, found.role)
+
+
+OptionalUser = Annotated[Principal | None, Depends(optional_user)]
 CurrentUser = Annotated[Principal, Depends(current_user)]
 
 

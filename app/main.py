@@ -15,6 +15,7 @@ from fastapi.templating import Jinja2Templates
 from app.accounts.pages import router as accounts_pages_router
 from app.accounts.router import router as people_router
 from app.accounts.service import SignInLimits
+from app.codebooks.pages import router as codebooks_pages_router
 from app.codebooks.router import router as codebooks_router
 from app.config import Settings, get_settings
 from app.db import create_db_engine, make_sessionmaker
@@ -26,12 +27,14 @@ from app.jobs.router import router as jobs_router
 from app.protection import BodySizeLimitMiddleware, RateLimiter
 from app.reports.pages import pages_router as reports_pages_router
 from app.reports.router import router as reports_router
+from app.reviews.pages import router as reviews_pages_router
 from app.reviews.router import audit_router as review_audit_router
 from app.reviews.router import reports_router as agreement_router
 from app.reviews.router import router as reviews_router
 from app.security import SecurityHeadersMiddleware
 from app.suggestions.router import router as nlp_router
 from app.suggestions.worker import Worker
+from app.surveys.admin_pages import router as surveys_admin_pages_router
 from app.surveys.pages import router as pages_router
 from app.surveys.router import public_router as surveys_public_router
 from app.surveys.router import router as surveys_router
@@ -111,6 +114,9 @@ def create_app(settings: Settings | None = None, *, start_worker: bool = False) 
         people_router,
         accounts_pages_router,
         tokens_pages_router,
+        reviews_pages_router,
+        codebooks_pages_router,
+        surveys_admin_pages_router,
         reports_router,
         reports_pages_router,
         pages_router,

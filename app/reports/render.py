@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import html
 import io
 import json
 from collections.abc import Iterable
@@ -301,54 +300,45 @@ def study_markdown(report: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
-# --- HTML: the same content, every value escaped ------------------------------------------
+# --- HTML: the same content as blocks, rendered by the study_report.html template ------------
+# (autoescaped: no story or survey text can become markup)
 
-_STYLE = (
-    "body{font:16px/1.5 system-ui,sans-serif;max-width:60rem;margin:0 auto;padding:1rem;"
-    "color:#1d2330}table{border-collapse:collapse;margin:.5rem 0 1rem}th,td{border:1px solid "
-    "#c5cbd5;padding:.25rem .6rem;text-align:left}td.num{text-align:right}blockquote{margin:0;"
-    "padding:.5rem 1rem;border-left:4px solid #2f6fde;background:#eef3fd}"
-    ".suppressed{color:#5b6472;font-style:italic}"
-)
+Block = tuple[Any, ...]
 
 
-def _h(value: Any) -> str:
-    return html.escape(str(value))
-
-
-def _cell(value: Any) -> str:
+def _cell(value: Any) -> tuple[str, str]:
+    """(css class, text) of a table cell."""
     if value is None:
-        return '<td class="suppressed">suppressed</td>'
+        return "suppressed", "suppressed"
     if isinstance(value, int | float) and not isinstance(value, bool):
-        return f'<td class="num">{_h(_n(value))}</td>'
-    return f"<td>{_h(value)}</td>"
+        return "num", _n(value)
+    return "", str(value)
 
 
-def _html_table(header: list[str], rows: Iterable[list[Any]]) -> str:
-    head = "".join(f"<th>{_h(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(_cell(c) for c in row) + "</tr>" for row in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+def _table(header: list[str], rows: Iterable[list[Any]]) -> Block:
+    return ("table", header, [[_cell(c) for c in row] for row in rows])
 
 
-def _html_nested(value: Any) -> str:
+def _nested(value: Any) -> Any:
+    """dicts and lists kept as such (the template draws dl/ul), scalars as text."""
     if isinstance(value, dict):
-        items = "".join(f"<dt>{_h(k)}</dt><dd>{_html_nested(v)}</dd>" for k, v in value.items())
-        return f"<dl>{items}</dl>"
+        return {str(k): _nested(v) for k, v in value.items()}
     if isinstance(value, list):
-        return "<ul>" + "".join(f"<li>{_html_nested(v)}</li>" for v in value) + "</ul>"
-    return _h(_scalar(value))
+        return [_nested(v) for v in value]
+    return _scalar(value)
 
 
-def _html_reliability(rel: dict[str, Any]) -> str:
+def _reliability_blocks(rel: dict[str, Any]) -> list[Block]:
     summary = reliability_summary(rel)
     if summary is None:
-        return _html_nested(rel)
+        return [("nested", _nested(rel))]
     header, rows, lines = summary
-    items = "".join(f"<li>{_h(line)}</li>" for line in lines)
-    return f"<ul>{items}</ul>" + _html_table(header, rows)
+    return [("ul", lines), _table(header, rows)]
 
 
-def study_html(report: dict[str, Any]) -> str:
+def study_blocks(report: dict[str, Any]) -> list[Block]:
+    """The study report as a list of blocks: ("h2", text), ("h3", text), ("p", text),
+    ("ul", [text]), ("blockquote", text), ("table", header, rows), ("nested", value)."""
     survey = report["survey"]
     inc, val, co, sat = (
         report["incidents"],
@@ -357,34 +347,36 @@ def study_html(report: dict[str, Any]) -> str:
         report["saturation"],
     )
     r = report["respondents"]
-    parts = [
-        '<!doctype html><html lang="en"><head><meta charset="utf-8">',
-        f"<title>CIT study report: {_h(survey['title'])}</title><style>{_STYLE}</style>",
-        "</head><body>",
-        f"<h1>CIT study report: {_h(survey['title'])}</h1>",
-        f"<blockquote>{_h(report['note'])}</blockquote>",
-        f"<p>Survey <code>{_h(survey['slug'])}</code> (id {_h(survey['id'])}, "
-        f"{_h(survey['status'])}, language {_h(survey['language'])}).</p>",
+    blocks: list[Block] = [
+        ("blockquote", report["note"]),
+        (
+            "p",
+            f"Survey {survey['slug']} (id {survey['id']}, {survey['status']}, language "
+            f"{survey['language']}).",
+        ),
     ]
     if report["suppression"]["applied"]:
-        parts.append(
-            f"<p>Counts below {_h(report['suppression']['min_cell'])} are suppressed (and "
-            "complementary counts so that none can be recovered).</p>"
+        blocks.append(
+            (
+                "p",
+                f"Counts below {report['suppression']['min_cell']} are suppressed (and "
+                "complementary counts so that none can be recovered).",
+            )
         )
-    parts += [
-        "<h2>Reporting checklist (Gremler 2004)</h2>",
-        _html_table(
+    blocks += [
+        ("h2", "Reporting checklist (Gremler 2004)"),
+        _table(
             ["Item", "Reported"],
             ([i["item"], "yes" if i["reported"] else "no"] for i in report["checklist"]),
         ),
-        "<h2>Definition of a critical incident</h2>",
-        f"<p>{_h(report['incident_definition'])}</p>",
-        "<h2>Inclusion criteria</h2><ul>",
-        *(f"<li>{_h(c)}</li>" for c in report["inclusion_criteria"]),
-        "</ul><h2>Questions asked</h2>",
-        _html_table(["Field", "Question"], ([q["field"], q["text"]] for q in report["questions"])),
-        "<h2>Respondents</h2>",
-        _html_table(
+        ("h2", "Definition of a critical incident"),
+        ("p", report["incident_definition"]),
+        ("h2", "Inclusion criteria"),
+        ("ul", list(report["inclusion_criteria"])),
+        ("h2", "Questions asked"),
+        _table(["Field", "Question"], ([q["field"], q["text"]] for q in report["questions"])),
+        ("h2", "Respondents"),
+        _table(
             ["Figure", "Value"],
             [
                 ["Stories (submitted forms)", r["stories"]],
@@ -394,9 +386,9 @@ def study_html(report: dict[str, Any]) -> str:
                 ["Stories via the open link", r["stories_via_open_link"]],
             ],
         ),
-        f"<p>{_h(r['note'])}</p>",
-        "<h2>Incidents</h2>",
-        _html_table(
+        ("p", r["note"]),
+        ("h2", "Incidents"),
+        _table(
             ["Figure", "Stories"],
             [
                 ["Reported", inc["reported"]],
@@ -406,78 +398,86 @@ def study_html(report: dict[str, Any]) -> str:
                 *([f"Status {s}", v] for s, v in inc["by_status"].items()),
             ],
         ),
-        "<h3>Exclusion reasons</h3>",
-        _html_table(
+        ("h3", "Exclusion reasons"),
+        _table(
             ["Reason", "Stories"],
             ([x["reason"] or "(no reason given)", x["stories"]] for x in inc["exclusion_reasons"]),
         )
         if inc["exclusion_reasons"]
-        else "<p>No story was excluded.</p>",
-        "<h2>Favourable / unfavourable split</h2>",
-        _html_table(
+        else ("p", "No story was excluded."),
+        ("h2", "Favourable / unfavourable split"),
+        _table(
             ["Valence", "Reported", "Included"],
             ([v, val["reported"][v], val["included"][v]] for v in val["reported"]),
         ),
-        "<h2>Context</h2>",
+        ("h2", "Context"),
     ]
     for name, entries in report["context"].items():
-        parts += [
-            f"<h3>By {_h(name)}</h3>",
-            _html_table(
+        blocks += [
+            ("h3", f"By {name}"),
+            _table(
                 [name.capitalize(), "Stories"],
                 ([e["value"] or "(not given)", e["stories"]] for e in entries),
             ),
         ]
-    parts += [
-        "<h2>Time between incident and report</h2>",
-        _html_table(
+    blocks += [
+        ("h2", "Time between incident and report"),
+        _table(
             ["Time since the incident", "Stories"],
             ([t["bucket"], t["stories"]] for t in report["time_since"]),
         ),
-        "<h2>Classification</h2>",
+        ("h2", "Classification"),
     ]
     if not report["classification"]:
-        parts.append("<p>No final codes yet.</p>")
+        blocks.append(("p", "No final codes yet."))
     for v in report["classification"]:
         codes = ", ".join(f"{c['key']} ({c['label']})" for c in v["codes"])
-        parts += [
-            f"<h3>{_h(v['codebook_name'])} ({_h(v['codebook'])}), version {_h(v['number'])}</h3>",
-            f"<p>Created by {_h(v['created_by'])} on {_h(v['created_at'][:10])}; "
-            f"{_h(v['stories'])} stories, {_h(v['final_codes'])} final codes.</p>",
-            f"<p>Change note: {_h(v['change_note'] or '(none)')}</p>",
-            f"<p>Codes: {_h(codes)}</p>",
+        blocks += [
+            ("h3", f"{v['codebook_name']} ({v['codebook']}), version {v['number']}"),
+            (
+                "p",
+                f"Created by {v['created_by']} on {v['created_at'][:10]}; {v['stories']} "
+                f"stories, {v['final_codes']} final codes.",
+            ),
+            ("p", f"Change note: {v['change_note'] or '(none)'}"),
+            ("p", f"Codes: {codes}"),
         ]
-    parts += [
-        "<h2>Incidents per category (final codes)</h2>",
-        _html_table(
+    blocks += [
+        ("h2", "Incidents per category (final codes)"),
+        _table(
             ["Code", "Stories", "Satisfying", "Dissatisfying"],
             (
                 [c["code"], c["stories"], c["satisfying"], c["dissatisfying"]]
                 for c in report["codes"]
             ),
         ),
-        "<h2>Judges</h2>",
-        f"<p>{_h(co['coders'])} coders, {_h(co['codings'])} codings, "
-        f"{_h(co['double_coded_stories'])} stories coded independently by two or more.</p>",
-        "<h2>Reliability</h2>",
-        _html_reliability(report["reliability"]),
-        "<h2>Saturation</h2>",
-        f"<p>{_h(sat['rule'])}.</p>",
+        ("h2", "Judges"),
+        (
+            "p",
+            f"{co['coders']} coders, {co['codings']} codings, {co['double_coded_stories']} "
+            "stories coded independently by two or more.",
+        ),
+        ("h2", "Reliability"),
+        *_reliability_blocks(report["reliability"]),
+        ("h2", "Saturation"),
+        ("p", f"{sat['rule']}."),
     ]
     if sat.get("saturated") is None:
-        parts.append(f"<p>Not judged: {_h(sat.get('reason', 'no data'))}.</p>")
+        blocks.append(("p", f"Not judged: {sat.get('reason', 'no data')}."))
     else:
         verdict = "reached" if sat["saturated"] else "not reached"
-        parts.append(
-            f"<p>Saturation {verdict}: the last 100 coded stories added "
-            f"{_h(sat['new_codes_in_last_100'])} new codes ({_h(sat['distinct_codes'])} distinct "
-            f"codes in {_h(sat['stories_coded'])} coded stories).</p>"
+        blocks.append(
+            (
+                "p",
+                f"Saturation {verdict}: the last 100 coded stories added "
+                f"{sat['new_codes_in_last_100']} new codes ({sat['distinct_codes']} distinct "
+                f"codes in {sat['stories_coded']} coded stories).",
+            )
         )
-    parts += [
-        _html_table(
+    blocks.append(
+        _table(
             ["Stories coded", "Distinct codes", "New codes"],
             ([p["stories_coded"], p["distinct_codes"], p["new_codes"]] for p in sat["points"]),
-        ),
-        "</body></html>",
-    ]
-    return "\n".join(parts)
+        )
+    )
+    return blocks

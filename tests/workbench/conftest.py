@@ -101,3 +101,88 @@ def browser(app: FastAPI, settings: Settings) -> Iterator[Callable[..., Browser]
 def codebook_id(db: Callable[[], Any]) -> int:
     with db() as session:
         return ensure_default_codebook(session, DEFAULT_CODEBOOK).codebook_id
+
+
+@pytest.fixture
+def survey(make_survey: Callable[..., Any], codebook_id: int) -> Any:
+    return make_survey(title="Airline survey", codebook_id=codebook_id)
+
+
+STORY = {
+    "occurred": "2025-03-14",
+    "circumstances": "Checking in for a flight to Boston.",
+    "what_happened": "The agent rebooked me without being asked. She even walked me to the gate.",
+    "outcome": "I made my connection.",
+    "valence": "satisfying",
+    "touchpoint": None,
+    "channel": None,
+}
+
+
+@pytest.fixture
+def make_story(db: Callable[[], Any]) -> Callable[..., int]:
+    """Factory: a story stored as the form stores it (redaction included), with rule-like
+    suggestions when `suggested` names codes; returns its id."""
+    from datetime import timedelta
+
+    from app.incidents.service import CleanStory, parse_occurred_on, store_story
+    from app.models import Suggestion, Survey
+    from app.models.base import utcnow
+    from app.reviews.service import codebook_version_for
+
+    counter = itertools.count(1)
+
+    def make(
+        survey: Any, *, suggested: tuple[str, ...] = (), evidence: str | None = None, **answers: Any
+    ) -> int:
+        with db() as session:
+            stored = session.get(Survey, survey.id)
+            fields = {**STORY, **answers}
+            n = next(counter)
+            result = store_story(
+                session,
+                stored,
+                CleanStory(fields, parse_occurred_on(fields["occurred"])),
+                submission_key=f"workbench-story-{n}",
+                invitation_token=None,
+            )
+            incident = result.incident
+            assert incident is not None
+            incident.submitted_at = utcnow() - timedelta(minutes=10_000 - n)
+            if suggested:
+                text = incident.redacted.get("what_happened") or ""
+                items = []
+                for code in ("complaint", "special_request", "extra_mile", "owner_error"):
+                    ev = []
+                    if code in suggested and evidence and evidence in text:
+                        start = text.index(evidence)
+                        ev = [
+                            {
+                                "field": "what_happened",
+                                "start": start,
+                                "end": start + len(evidence),
+                                "text": evidence,
+                                "indicator": evidence,
+                            }
+                        ]
+                    items.append(
+                        {
+                            "code": code,
+                            "score": 0.8 if code in suggested else 0.1,
+                            "suggested": code in suggested,
+                            "source": "rules",
+                            "evidence": ev,
+                        }
+                    )
+                session.add(
+                    Suggestion(
+                        incident_id=incident.id,
+                        items=items,
+                        certainty=0.6,
+                        codebook_version_id=codebook_version_for(session, stored.id).id,
+                    )
+                )
+            session.flush()
+            return incident.id
+
+    return make
