@@ -14,6 +14,7 @@ from sqlalchemy import select, update
 
 from app.accounts.sessions import SESSION_COOKIE
 from app.config import Settings
+from app.main import create_app
 from app.models import ApiToken, AuditEvent, PasswordLink, User, WebSession
 from app.models.base import utcnow
 from tests.workbench.conftest import PASSWORD, Browser, csrf_of, make_person, sign_in
@@ -319,3 +320,18 @@ def test_docs_and_redoc_load_their_assets_from_this_service(client: TestClient) 
             assert src.startswith("/"), src
             fetched = client.get(src)
             assert fetched.status_code == 200 and len(fetched.content) > 100, src
+
+
+def test_the_session_cookie_is_secure_behind_an_https_base_url(
+    settings: Settings, app: FastAPI
+) -> None:
+    # `app` empties the tables after the test; this second app shares its database.
+    secure = create_app(settings.model_copy(update={"public_base_url": "https://cit.example"}))
+    try:
+        make_person(secure, settings, "https-user", "viewer")
+        with TestClient(secure, base_url="https://testserver") as client:
+            response = sign_in(client, "https-user")
+            assert response.status_code == 303
+            assert "secure" in response.headers["set-cookie"].lower()
+    finally:
+        secure.state.engine.dispose()
