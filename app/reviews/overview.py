@@ -4,6 +4,8 @@ query is bounded (a page, or a capped count), so the page stays fast at a millio
 
 from __future__ import annotations
 
+import threading
+import weakref
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -17,10 +19,9 @@ from app.models.base import utcnow
 from app.reviews import queue
 
 LIST_LIMIT = 20
-# Counted up to this many ("100 or more"): an exact count would visit every open story (the
-# queue) or every story a coder ever coded (per survey) on each visit of the page.
+# The queue is counted up to this many ("100 or more"): an exact count would visit every open
+# story on each visit of the page.
 QUEUE_COUNT_CAP = 100
-CODED_COUNT_CAP = 1000
 
 
 @dataclass(frozen=True)
@@ -38,7 +39,6 @@ class SurveyWork:
     title: str
     status: str
     coded_by_me: int
-    coded_capped: bool
     assigned_to_me: int
 
 
@@ -51,7 +51,6 @@ class Overview:
     coded_total: int
     queue_count: int
     queue_capped: bool
-    coded_cap: int = CODED_COUNT_CAP
 
 
 def overview(session: Session, user: Principal) -> Overview:
@@ -107,35 +106,19 @@ def overview(session: Session, user: Principal) -> Overview:
             .group_by(Incident.survey_id)
         ).all()
     )
-    coded_total = (
-        session.scalar(select(func.count(Coding.id)).where(Coding.coder_id == user.id)) or 0
-    )
-    listed = session.execute(
-        select(Survey.id, Survey.title, Survey.status).order_by(Survey.id)
-    ).all()
-    surveys = []
-    for survey in listed:
-        if len(listed) == 1:
-            coded, capped = coded_total, False
-        else:
-            found = _capped(
-                session,
-                select(Coding.id)
-                .join(Incident, Incident.id == Coding.incident_id)
-                .where(Coding.coder_id == user.id, Incident.survey_id == survey.id),
-                CODED_COUNT_CAP,
-            )
-            coded, capped = min(found, CODED_COUNT_CAP), found > CODED_COUNT_CAP
-        surveys.append(
-            SurveyWork(
-                survey.id,
-                survey.title,
-                survey.status,
-                coded,
-                capped,
-                assigned_by_survey.get(survey.id, 0),
-            )
+    coded_total, coded_by_survey = coded_per_survey(session, user.id)
+    surveys = [
+        SurveyWork(
+            survey.id,
+            survey.title,
+            survey.status,
+            coded_by_survey.get(survey.id, 0),
+            assigned_by_survey.get(survey.id, 0),
         )
+        for survey in session.execute(
+            select(Survey.id, Survey.title, Survey.status).order_by(Survey.id)
+        )
+    ]
     waiting = _capped(
         session, select(Incident.id).where(*queue._available(user.id, now)), QUEUE_COUNT_CAP
     )
@@ -153,3 +136,49 @@ def overview(session: Session, user: Principal) -> Overview:
 def _capped(session: Session, query: Select[Any], cap: int) -> int:
     """The number of rows of `query`, counted up to cap + 1."""
     return session.scalar(select(func.count()).select_from(query.limit(cap + 1).subquery())) or 0
+
+
+# Per database (engine) and coder: (codings counted, highest coding id counted, codings per
+# survey). Codings never change survey, so a coder's counts only grow by their new codings
+# (ids above the highest counted); the sum is checked against the exact total on every use and
+# the counts are rebuilt when they disagree (a story deleted with its codings).
+_PerSurvey = dict[int, tuple[int, int, dict[int, int]]]
+_per_survey: weakref.WeakKeyDictionary[Any, _PerSurvey] = weakref.WeakKeyDictionary()
+_per_survey_lock = threading.Lock()
+
+
+def _count_by_survey(session: Session, coder_id: int, after_id: int) -> dict[int, int]:
+    return {
+        survey: count
+        for survey, count in session.execute(
+            select(Incident.survey_id, func.count(Coding.id))
+            .join(Incident, Incident.id == Coding.incident_id)
+            .where(Coding.coder_id == coder_id, Coding.id > after_id)
+            .group_by(Incident.survey_id)
+        )
+    }
+
+
+def coded_per_survey(session: Session, coder_id: int) -> tuple[int, dict[int, int]]:
+    """How many stories the coder coded, in all and per survey: exact, and after the first
+    visit a process only counts the codings made since its last count."""
+    total, highest = session.execute(
+        select(func.count(Coding.id), func.coalesce(func.max(Coding.id), 0)).where(
+            Coding.coder_id == coder_id
+        )
+    ).one()
+    with _per_survey_lock:
+        cache = _per_survey.setdefault(session.get_bind(), {})
+        cached = cache.get(coder_id)
+    counts: dict[int, int] | None = None
+    if cached is not None and cached[1] <= highest:
+        counts = dict(cached[2])
+        for survey, count in _count_by_survey(session, coder_id, cached[1]).items():
+            counts[survey] = counts.get(survey, 0) + count
+        if sum(counts.values()) != total:
+            counts = None
+    if counts is None:
+        counts = _count_by_survey(session, coder_id, 0)
+    with _per_survey_lock:
+        cache[coder_id] = (total, highest, counts)
+    return total, counts

@@ -295,3 +295,28 @@ def test_adjudication_pages_without_javascript(
     done = admin.page(f"/work/adjudication/{story}")
     assert "final codes now: complaint, extra_mile" in done
     assert browser("researcher").client.get("/work/adjudication").status_code == 403
+
+
+def test_progress_per_survey_follows_each_new_coding(
+    browser: Callable[..., Browser],
+    survey: Any,
+    make_survey: Callable[..., Any],
+    codebook_id: int,
+    make_story: Callable[..., int],
+) -> None:
+    other = make_survey(title="Hotel stays", codebook_id=codebook_id)
+    stories = [make_story(survey), make_story(other), make_story(other)]
+    coder = browser("researcher")
+
+    def progress() -> list[tuple[str, str]]:
+        page = coder.page("/work")
+        rows = re.findall(r"<td>([^<]+)</td><td>open</td><td class=\"num\">([\d,]+)</td>", page)
+        return [(title, count) for title, count in rows]
+
+    assert progress() == [("Airline survey", "0"), ("Hotel stays", "0")]
+    for done, story in enumerate(stories, start=1):
+        page = coder.page(f"/work/stories/{story}")
+        coder.client.post(f"/work/stories/{story}", data={**_story_form(page), "code": "complaint"})
+        expected = [("Airline survey", "1"), ("Hotel stays", str(done - 1))]
+        assert progress() == expected
+        assert f"You have coded {done} " in coder.page("/work")
