@@ -38,6 +38,7 @@ from app.incidents.redaction import redaction_columns
 from app.main import create_app
 from app.models import Incident
 from app.reports import rollups
+from app.reviews import overview
 from app.surveys import service as surveys
 from app.surveys.schemas import SurveyCreate
 
@@ -376,6 +377,12 @@ def main(argv: list[str] | None = None) -> int:
                 ),
                 {"name": BENCH_CODER},
             ).scalar_one()
+        # The first queue page of a process counts the coder's codings per survey in full;
+        # later visits only count the new ones (app.reviews.overview.coded_per_survey).
+        overview._per_survey.clear()
+        began = time.perf_counter()
+        assert client.get("/work").status_code == 200
+        first_queue_ms = (time.perf_counter() - began) * 1000
         results = {}
         # Interleaved, so that load on the machine hits all three alike.
         json_paths = [f"/api/v1/incidents/{i}" for i in sample]
@@ -398,6 +405,10 @@ def main(argv: list[str] | None = None) -> int:
             f"| {name} | {r['p50']:.1f} | {r['p99']:.1f} | {e['p50']:.1f} | {e['p99']:.1f} "
             f"| {r['n']} |"
         )
+    print(
+        f"| queue page, first visit in a process (counts all {mine:,} codings per survey) "
+        f"| {first_queue_ms:.1f} | | | | 1 |"
+    )
     pages = [server for k, (server, _) in results.items() if "page" in k]
     met = all(r["p50"] <= TARGET_P50_MS and r["p99"] <= TARGET_P99_MS for r in pages)
     print(

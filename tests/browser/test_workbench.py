@@ -13,7 +13,10 @@ import httpx
 import pytest
 from sqlalchemy import select
 
+from app.accounts import service as accounts
 from app.auth import create_token
+from app.codebooks.service import current_version, get_codebook, update_codebook
+from app.db import session_scope
 from app.models import Coding, CodingCode, Incident, IncidentCode, User
 from tests.workbench.conftest import (  # noqa: F401  (fixtures)
     PASSWORD,
@@ -86,6 +89,20 @@ def test_sign_in_and_sign_out(
     assert "You are signed out." in page.content()
     page.goto(f"{live_server}/work")
     page.wait_for_url("**/sign-in?next=%2Fwork")
+    # A set-password link: the form, then straight into the workbench.
+    with session_scope(app.state.sessionmaker) as session:
+        user = session.scalars(select(User).where(User.name == name)).one()
+        link = accounts.issue_password_link(session, user, actor=None, settings=settings)
+    page.goto(link.url.replace(settings.public_base_url, live_server))
+    axe(page, "the set-password page")
+    page.get_by_label("New password").fill("a new long password")
+    page.get_by_label("The same password again").fill("a new long password")
+    page.get_by_role("button", name="Set password and sign in").click()
+    page.wait_for_url("**/work?welcome=1")
+    assert "Your password is set" in page.content()
+    page.goto(link.url.replace(settings.public_base_url, live_server))
+    assert page.locator("h1").inner_text() == "This link no longer works"
+    axe(page, "a message page")
 
 
 def test_a_researcher_codes_three_stories_with_the_keyboard_only(
@@ -428,6 +445,11 @@ def test_hostile_story_text_runs_no_script_and_every_page_passes_axe(
         outcome="</p><script>window.__pwned=5</script>",
     )
     other = make_story(hostile_survey)
+    with db() as session:
+        book = get_codebook(session, codebook_id)
+        content = dict(current_version(session, book).content)
+        content["description"] = "Now with a <b>hostile</b> description"
+        update_codebook(session, book, content, None, '<img src=x onerror="window.__pwned=7">')
     researcher = _person(app, settings, "ria", "researcher")
     admin = _person(app, settings, "abe", "admin")
     dialogs: list[str] = []
@@ -460,6 +482,8 @@ def test_hostile_story_text_runs_no_script_and_every_page_passes_axe(
         (boss, f"/work/adjudication/{story}", "adjudicating hostile text"),
         (boss, f"/work/codebooks/{codebook_id}", "a codebook"),
         (boss, f"/work/codebooks/{codebook_id}/versions/1", "a codebook version"),
+        (boss, f"/work/codebooks/{codebook_id}/diff?before=1&after=2", "a codebook diff"),
+        (boss, "/work/stories/99999999", "a page that does not exist"),
         (boss, "/work/surveys", "the surveys"),
         (boss, "/work/surveys/new", "a new survey"),
         (boss, f"/work/surveys/{hostile_survey.id}", "editing a survey"),
