@@ -37,6 +37,10 @@
 
   var form = document.getElementById("coding-form");
   if (!form) { return; }
+  var exclude = document.getElementById("exclude");
+  var reason = document.getElementById("exclusion_reason");
+  var codesBox = document.getElementById("codes");
+  function showExcluded() { codesBox.classList.toggle("is-excluded", exclude.checked); }
   var codes = form.querySelectorAll(".code[data-code]");
   codes.forEach(function (code) {
     var key = code.getAttribute("data-code");
@@ -55,19 +59,69 @@
     });
   }
 
-  // Unsaved changes are not lost by leaving the page by accident.
+  // Unsaved changes are not lost by leaving the page by accident, nor when a save bounces
+  // (a session that ended meanwhile): a draft stays in this tab's sessionStorage until the
+  // story is saved, and is offered back on the same version of the story.
   var dirty = false;
-  form.addEventListener("input", function () { dirty = true; });
-  form.addEventListener("change", function () { dirty = true; });
+  var draftKey = "cit-draft:" + window.location.pathname;
+  var version = form.querySelector('input[name="if_match"]').value;
+  function snapshot() {
+    var boxes = [];
+    form.querySelectorAll('input[type="checkbox"]').forEach(function (box) {
+      if (box.checked) { boxes.push({ name: box.name, value: box.value }); }
+    });
+    var marked = [];
+    form.querySelectorAll("ul[data-marked-for] input").forEach(function (box) {
+      marked.push({ code: box.closest("ul").getAttribute("data-marked-for"), value: box.value,
+                    text: box.parentElement.textContent });
+    });
+    return { version: version, boxes: boxes, marked: marked,
+             reason: document.getElementById("exclusion_reason").value,
+             note: document.getElementById("note").value };
+  }
+  function keep() {
+    dirty = true;
+    try { sessionStorage.setItem(draftKey, JSON.stringify(snapshot())); } catch (e) { /* full */ }
+  }
+  form.addEventListener("input", keep);
+  form.addEventListener("change", keep);
   form.addEventListener("submit", function () { dirty = false; });
+  var savedId = form.getAttribute("data-saved");
+  if (savedId) { sessionStorage.removeItem("cit-draft:/work/stories/" + savedId); }
+  var stored = null;
+  try { stored = JSON.parse(sessionStorage.getItem(draftKey) || "null"); } catch (e) { stored = null; }
+  if (stored && stored.version === version && form.getAttribute("data-fresh") === "1" &&
+      JSON.stringify(stored) !== JSON.stringify(snapshot())) {
+    var offer = document.getElementById("draft-offer");
+    offer.hidden = false;
+    offer.querySelector("button").addEventListener("click", function () {
+      form.querySelectorAll('input[type="checkbox"]').forEach(function (box) {
+        box.checked = stored.boxes.some(function (b) { return b.name === box.name && b.value === box.value; });
+      });
+      stored.marked.forEach(function (m) {
+        var list = form.querySelector('ul[data-marked-for="' + m.code + '"]');
+        if (!list || list.querySelector('input[value="' + m.value.replace(/"/g, "") + '"]')) { return; }
+        var item = document.createElement("li");
+        var label = document.createElement("label");
+        label.className = "sentence-choice";
+        var box = document.createElement("input");
+        box.type = "checkbox"; box.name = "span"; box.value = m.value; box.checked = true;
+        label.appendChild(box);
+        label.appendChild(document.createTextNode(m.text));
+        item.appendChild(label);
+        list.appendChild(item);
+      });
+      document.getElementById("exclusion_reason").value = stored.reason;
+      document.getElementById("note").value = stored.note;
+      showExcluded();
+      offer.hidden = true;
+      dirty = true;
+    });
+  }
   window.addEventListener("beforeunload", function (event) {
     if (dirty) { event.preventDefault(); event.returnValue = ""; }
   });
 
-  var exclude = document.getElementById("exclude");
-  var reason = document.getElementById("exclusion_reason");
-  var codesBox = document.getElementById("codes");
-  function showExcluded() { codesBox.classList.toggle("is-excluded", exclude.checked); }
   exclude.addEventListener("change", showExcluded);
 
   // Keyboard: digits tick codes, x excludes, s saves, n saves and opens the next, ? helps.
@@ -164,7 +218,7 @@
       list.appendChild(item);
       var tick = document.getElementById("code-" + code);
       if (tick && !tick.checked) { tick.checked = true; }
-      dirty = true;
+      keep();
       selection.removeAllRanges();
       box.focus();
     });

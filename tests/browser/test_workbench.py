@@ -11,13 +11,13 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
 from app.accounts import service as accounts
 from app.auth import create_token
 from app.codebooks.service import current_version, get_codebook, update_codebook
 from app.db import session_scope
-from app.models import Coding, CodingCode, Incident, IncidentCode, User
+from app.models import Coding, CodingCode, Incident, IncidentCode, User, WebSession
 from tests.workbench.conftest import (  # noqa: F401  (fixtures)
     PASSWORD,
     codebook_id,
@@ -581,3 +581,39 @@ def test_the_coding_page_screenshot_for_the_readme(
     page.locator("#code-extra_mile").focus()
     SCREENSHOTS.mkdir(exist_ok=True)
     page.screenshot(path=str(SCREENSHOTS / "coding.png"), full_page=False)
+
+
+def test_choices_survive_a_session_that_ended_while_coding(
+    chromium: Any,
+    live_server: str,
+    app: Any,
+    settings: Any,
+    survey: Any,  # noqa: F811
+    make_story: Callable[..., int],  # noqa: F811
+    db: Callable[[], Any],
+) -> None:
+    story = make_story(survey)
+    name = _person(app, settings, "uma", "researcher")
+    page = chromium(1280, 900).new_page()
+    _sign_in(page, live_server, name, next_path=f"/work/stories/{story}")
+    page.locator("#code-owner_error").check()
+    page.get_by_label("Memo").fill("a long memo typed while the session ran out")
+    with db() as session:
+        session.execute(delete(WebSession))  # the session ends (idle, or signed out elsewhere)
+    page.get_by_role("button", name="Save", exact=False).first.click()
+    page.wait_for_url("**/sign-in?next=*")
+    page.get_by_label("Name").fill(name)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(f"**/work/stories/{story}")
+    assert page.get_by_label("Memo").input_value() == ""
+    page.get_by_role("button", name="Restore them").click()
+    assert page.get_by_label("Memo").input_value() == "a long memo typed while the session ran out"
+    assert page.locator("#code-owner_error").is_checked()
+    page.get_by_role("button", name="Save", exact=False).first.click()
+    page.wait_for_url(f"**saved={story}")
+    assert page.locator("#draft-offer").is_hidden()
+    with db() as session:
+        assert session.scalars(select(Coding.note)).one() == (
+            "a long memo typed while the session ran out"
+        )
