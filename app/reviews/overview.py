@@ -147,38 +147,42 @@ _per_survey: weakref.WeakKeyDictionary[Any, _PerSurvey] = weakref.WeakKeyDiction
 _per_survey_lock = threading.Lock()
 
 
-def _count_by_survey(session: Session, coder_id: int, after_id: int) -> dict[int, int]:
-    return {
-        survey: count
-        for survey, count in session.execute(
-            select(Incident.survey_id, func.count(Coding.id))
-            .join(Incident, Incident.id == Coding.incident_id)
-            .where(Coding.coder_id == coder_id, Coding.id > after_id)
-            .group_by(Incident.survey_id)
-        )
-    }
+def _count_by_survey(session: Session, coder_id: int, after_id: int) -> tuple[dict[int, int], int]:
+    """The coder's codings with ids above `after_id`, per survey, and the highest id seen."""
+    counts: dict[int, int] = {}
+    highest = after_id
+    # Without an id bound the planner walks the coder's index (a bound of 0 can lure it into
+    # the whole primary key).
+    newer = [Coding.id > after_id] if after_id else []
+    for survey, count, top in session.execute(
+        select(Incident.survey_id, func.count(), func.max(Coding.id))
+        .join(Incident, Incident.id == Coding.incident_id)
+        .where(Coding.coder_id == coder_id, *newer)
+        .group_by(Incident.survey_id)
+    ):
+        counts[survey] = count
+        highest = max(highest, top)
+    return counts, highest
 
 
 def coded_per_survey(session: Session, coder_id: int) -> tuple[int, dict[int, int]]:
     """How many stories the coder coded, in all and per survey: exact, and after the first
-    visit a process only counts the codings made since its last count."""
-    total, highest = session.execute(
-        select(func.count(Coding.id), func.coalesce(func.max(Coding.id), 0)).where(
-            Coding.coder_id == coder_id
-        )
-    ).one()
+    visit a process only counts the codings made since its last count (a range of the primary
+    key), checked against the total (an index-only count)."""
+    total = session.scalar(select(func.count()).where(Coding.coder_id == coder_id)) or 0
     with _per_survey_lock:
         cache = _per_survey.setdefault(session.get_bind(), {})
         cached = cache.get(coder_id)
-    counts: dict[int, int] | None = None
-    if cached is not None and cached[1] <= highest:
+    result: tuple[dict[int, int], int] | None = None
+    if cached is not None:
+        new, highest = _count_by_survey(session, coder_id, cached[1])
         counts = dict(cached[2])
-        for survey, count in _count_by_survey(session, coder_id, cached[1]).items():
+        for survey, count in new.items():
             counts[survey] = counts.get(survey, 0) + count
-        if sum(counts.values()) != total:
-            counts = None
-    if counts is None:
-        counts = _count_by_survey(session, coder_id, 0)
+        if sum(counts.values()) == total:
+            result = counts, highest
+    if result is None:
+        result = _count_by_survey(session, coder_id, 0)
     with _per_survey_lock:
-        cache[coder_id] = (total, highest, counts)
-    return total, counts
+        cache[coder_id] = (total, result[1], result[0])
+    return total, result[0]
