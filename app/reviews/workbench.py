@@ -10,6 +10,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from itertools import pairwise
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -30,17 +31,20 @@ FIELD_LABELS = {
 Offsets = tuple[str, int, int]
 
 
-_codebooks: dict[int, NlpCodebook] = {}
+_codebooks: dict[tuple[Any, ...], NlpCodebook] = {}
 
 
 def parsed_codebook(version: CodebookVersion) -> NlpCodebook:
-    """Versions never change once written, so each is parsed once per process."""
-    found = _codebooks.get(version.id)
+    """Versions never change once written, so each is parsed once per process (keyed by more
+    than its id, so that another database in the same process, as in tests, is not mistaken
+    for this one)."""
+    key = (version.id, version.codebook_id, version.number, version.created_at)
+    found = _codebooks.get(key)
     if found is None:
         found = parse_codebook(version.content)
         if len(_codebooks) > 256:
             _codebooks.clear()
-        _codebooks[version.id] = found
+        _codebooks[key] = found
     return found
 
 
