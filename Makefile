@@ -57,6 +57,7 @@ bench: $(VENV)/.installed-dev
 	$(BIN)/python -m bench.worker_throughput
 	$(BIN)/python -m bench.learning_curve
 	$(BIN)/python -m bench.reports_scale
+	$(BIN)/python -m bench.workbench_pages
 
 fuzz: $(VENV)/.installed-dev
 	.ci/fuzz $(FUZZ_SECONDS)

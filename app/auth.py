@@ -1,21 +1,26 @@
-"""API tokens (stored hashed), roles, and the CurrentUser / require_role dependencies."""
+"""API tokens (stored hashed), roles, and the CurrentUser / require_role dependencies: a caller
+is known by a bearer token (scripts) or a browser session cookie (people who signed in); a
+state-changing request on a session must carry its CSRF token."""
 
 from __future__ import annotations
 
 import hashlib
 import secrets
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Annotated
 
-from fastapi import Depends
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from fastapi import Depends, Request
+from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session, sessionmaker
 
 from app import audit
-from app.db import SessionDep, brief_read
+from app.accounts import sessions as web_sessions
+from app.config import Settings, app_settings
+from app.db import SessionDep, brief_read, session_scope
 from app.errors import Conflict, Forbidden, Invalid, Unauthorized
-from app.models import ROLES, ApiToken, User
+from app.models import ROLES, ApiToken, User, WebSession
 from app.models.base import utcnow
 
 TOKEN_PREFIX = "cit_"
@@ -49,6 +54,8 @@ def create_token(
         user = User(name=name, role=role)
         session.add(user)
         session.flush()
+    elif user.disabled_at is not None:
+        raise Conflict(f"user {name!r} was revoked; a revoked person gets no token")
     elif user.role != role:
         raise Conflict(f"user {name!r} exists with role {user.role!r}, not {role!r}")
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
@@ -66,13 +73,30 @@ def create_token(
     return Principal(user.id, user.name, user.role), token
 
 
+# A token's last_used_at is written at most this often.
+TOKEN_TOUCH_EVERY = timedelta(seconds=60)
+
+
 def authenticate(session: Session, token: str) -> Principal | None:
+    principal, _ = _token_holder(session, token)
+    return principal
+
+
+def _token_holder(session: Session, token: str) -> tuple[Principal | None, int | None]:
+    """The token's person, and the token's id when its last use is due to be written."""
     row = session.execute(
-        select(User.id, User.name, User.role)
+        select(User.id, User.name, User.role, ApiToken.id, ApiToken.last_used_at)
         .join(ApiToken, ApiToken.user_id == User.id)
-        .where(ApiToken.token_hash == hash_token(token), ApiToken.revoked_at.is_(None))
+        .where(
+            ApiToken.token_hash == hash_token(token),
+            ApiToken.revoked_at.is_(None),
+            User.disabled_at.is_(None),
+        )
     ).first()
-    return Principal(row.id, row.name, row.role) if row else None
+    if row is None:
+        return None, None
+    stale = row[4] is None or utcnow() - row[4] > TOKEN_TOUCH_EVERY
+    return Principal(row[0], row[1], row[2]), row[3] if stale else None
 
 
 def revoke_token(session: Session, prefix: str, actor: Principal | None = None) -> int:
@@ -87,21 +111,109 @@ def revoke_token(session: Session, prefix: str, actor: Principal | None = None) 
 
 
 _bearer = HTTPBearer(auto_error=False, description="An API token from `cit token create`")
+_cookie = APIKeyCookie(
+    name=web_sessions.SESSION_COOKIE,
+    auto_error=False,
+    description="The browser session of a person who signed in at /sign-in; state-changing "
+    f"requests also send its CSRF token ({web_sessions.CSRF_HEADER} header or "
+    f"{web_sessions.CSRF_FIELD} form field)",
+)
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+_FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+
+
+async def submitted_csrf(request: Request) -> str | None:
+    """The CSRF token a state-changing request carries: a header (scripts in the page) or the
+    form field (plain HTML forms). Reading the form here caches it for the route."""
+    if request.method in _SAFE_METHODS:
+        return None
+    header = request.headers.get(web_sessions.CSRF_HEADER)
+    if header:
+        return header
+    if web_sessions.SESSION_COOKIE not in request.cookies or "authorization" in request.headers:
+        return None
+    if request.headers.get("content-type", "").startswith(_FORM_TYPES):
+        value = (await request.form()).get(web_sessions.CSRF_FIELD)
+        return value if isinstance(value, str) else None
+    return None
+
+
+def _write_aside(request: Request, session: Session, statement: object) -> None:
+    """Write a last-use time. A GET reads in a transaction of its own (on SQLite one that may
+    not turn into a writer), so it writes in a short separate one; other methods hold the
+    write lock already and write in theirs."""
+    if request.method in _SAFE_METHODS:
+        factory: sessionmaker[Session] = request.app.state.sessionmaker
+        with session_scope(factory) as aside:
+            aside.execute(statement)  # type: ignore[call-overload]
+    else:
+        session.execute(statement)  # type: ignore[call-overload]
 
 
 def current_user(
+    request: Request,
     session: SessionDep,
+    settings: Annotated[Settings, Depends(app_settings)],
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    cookie: Annotated[str | None, Depends(_cookie)],
+    csrf: Annotated[str | None, Depends(submitted_csrf)],
 ) -> Principal:
-    if credentials is None:
-        raise Unauthorized("missing bearer token (Authorization: Bearer <token>)")
-    with brief_read(session):
-        principal = authenticate(session, credentials.credentials)
-    if principal is None:
-        raise Unauthorized("invalid or revoked token")
-    return principal
+    # Reads in brief transactions of their own (no write lock on SQLite): the request's writes
+    # begin afresh at the endpoint's first statement.
+    if credentials is not None:
+        with brief_read(session):
+            principal, touch = _token_holder(session, credentials.credentials)
+        if principal is None:
+            raise Unauthorized("invalid or revoked token")
+        if touch is not None:
+            _write_aside(
+                request,
+                session,
+                update(ApiToken).where(ApiToken.id == touch).values(last_used_at=utcnow()),
+            )
+        return principal
+    if cookie:
+        with brief_read(session):
+            found = web_sessions.find_session(session, cookie, settings)
+        if found is None:
+            raise Unauthorized("your session has ended; sign in again")
+        if request.method not in _SAFE_METHODS and not web_sessions.csrf_matches(
+            settings, cookie, csrf
+        ):
+            raise Forbidden(
+                "this form is out of date or did not come from this site (CSRF check): "
+                "reload the page and try again"
+            )
+        if found.needs_touch:
+            _write_aside(
+                request,
+                session,
+                update(WebSession)
+                .where(WebSession.id == found.session_id)
+                .values(last_seen_at=utcnow()),
+            )
+        request.state.csrf_token = web_sessions.csrf_token(settings, cookie)
+        return Principal(found.user_id, found.name, found.role)
+    raise Unauthorized("missing bearer token (Authorization: Bearer <token>) or session")
 
 
+def optional_user(
+    request: Request,
+    session: SessionDep,
+    settings: Annotated[Settings, Depends(app_settings)],
+    cookie: Annotated[str | None, Depends(_cookie)],
+) -> Principal | None:
+    """The signed-in person on a page that anyone may open (the dashboard shell), or None."""
+    if not cookie or request.method not in _SAFE_METHODS:
+        return None
+    found = web_sessions.find_session(session, cookie, settings)
+    if found is None:
+        return None
+    request.state.csrf_token = web_sessions.csrf_token(settings, cookie)
+    return Principal(found.user_id, found.name, found.role)
+
+
+OptionalUser = Annotated[Principal | None, Depends(optional_user)]
 CurrentUser = Annotated[Principal, Depends(current_user)]
 
 

@@ -18,6 +18,8 @@ from pydantic import ValidationError
 from sqlalchemy import func, select
 
 from app import migrate
+from app.accounts import service as accounts
+from app.accounts.cli import person_cli
 from app.auth import create_token
 from app.cli_support import fail, load_settings, require_head, session_factory
 from app.codebooks.cli import codebook_cli
@@ -42,6 +44,7 @@ cli.add_typer(survey_cli, name="survey")
 cli.add_typer(nlp_cli, name="nlp")
 cli.add_typer(import_cli, name="import")
 cli.add_typer(codebook_cli, name="codebook")
+cli.add_typer(person_cli, name="person")
 reports_cli = typer.Typer(help="Report rollups.", no_args_is_help=True)
 cli.add_typer(reports_cli, name="reports")
 cli.command()(worker)
@@ -165,16 +168,22 @@ def demo() -> None:
             if existing is not None:
                 typer.echo(f"Demo survey: {surveys.to_read(existing, settings).link}")
             typer.echo("Need an admin token? cit token create --name NAME --role admin")
+            typer.echo("Need to sign in? cit person link --name demo-admin")
             return
         survey = surveys.create_survey(session, _load_survey_file(DEMO_SURVEY), None)
         link = surveys.to_read(survey, settings).link
-        _, token = create_token(session, name="demo-admin", role="admin")
+        principal, token = create_token(session, name="demo-admin", role="admin")
+        admin = accounts.get_person(session, principal.id)
+        password = accounts.issue_password_link(session, admin, actor=None, settings=settings)
     typer.echo(
         "\n".join(
             [
                 "",
                 f"  Demo survey (open it in a browser): {link}",
                 f"  Admin API token (shown once, keep it): {token}",
+                f"  Workbench: set the demo-admin's password (link works once, until "
+                f"{password.expires_at:%Y-%m-%d %H:%M} UTC), then sign in as demo-admin:",
+                f"    {password.url}",
                 f"  Try: curl -H 'Authorization: Bearer {token}' "
                 f"{settings.public_base_url}/api/v1/incidents",
                 "",

@@ -66,6 +66,16 @@ class Settings(BaseSettings):
     # Reports.
     min_cell: int = Field(5, ge=1, description="small-cell suppression threshold of the reports")
 
+    # People signing in (browser sessions).
+    session_idle_minutes: int = Field(
+        60, ge=1, description="a browser session ends after this long without a request"
+    )
+    session_max_hours: int = Field(12, ge=1, description="... and this long after sign-in")
+    password_link_hours: int = Field(72, ge=1, description="how long a set-password link works")
+    signin_failures_per_account: int = Field(5, ge=1)
+    signin_failures_per_client: int = Field(20, ge=1)
+    signin_window_seconds: int = Field(900, ge=1)
+
     # API paging.
     page_size_default: int = Field(50, ge=1)
     page_size_max: int = Field(500, ge=1)
@@ -108,6 +118,10 @@ class Settings(BaseSettings):
     @property
     def models_dir(self) -> Path:
         return self.data_dir / "models"
+
+    @property
+    def secure_cookies(self) -> bool:
+        return self.public_base_url.startswith("https://")
 
     @property
     def is_sqlite(self) -> bool:

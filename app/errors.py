@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from sqlalchemy.exc import DataError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -145,9 +145,23 @@ def problem_responses(*errors: type[AppError]) -> dict[int | str, dict[str, Any]
     }
 
 
+def _as_page(request: Request, status: int, title: str, detail: str) -> Response | None:
+    """Pages (and browsers navigating to an API URL) get HTML: a 401 sends them to sign in."""
+    from app import pages  # pages import auth, which imports this module
+
+    if not pages.is_page_request(request):
+        return None
+    if status == 401:
+        return pages.sign_in_redirect(request)
+    return pages.error_page(request, status, title, detail)
+
+
 def install_error_handlers(app: FastAPI) -> None:
-    async def app_error(_request: Request, exc: Exception) -> JSONResponse:
+    async def app_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, AppError)
+        page = _as_page(request, exc.status, exc.title, exc.detail)
+        if page is not None:
+            return page
         return problem(
             exc.status, exc.title, exc.detail, exc.type_slug, headers=exc.headers, **exc.extra
         )
@@ -163,9 +177,12 @@ def install_error_handlers(app: FastAPI) -> None:
             422, "Validation failed", f"Invalid input: {fields}", "validation", errors=errors
         )
 
-    async def http_error(_request: Request, exc: Exception) -> JSONResponse:
+    async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
         title = {404: "Not found", 405: "Method not allowed"}.get(exc.status_code, "Error")
+        page = _as_page(request, exc.status_code, title, str(exc.detail))
+        if page is not None:
+            return page
         return problem(
             exc.status_code,
             title,

@@ -16,10 +16,15 @@ from sqlalchemy import Engine, text
 from starlette.concurrency import run_in_threadpool
 
 from app import migrate
+from app.accounts.pages import router as accounts_pages_router
+from app.accounts.router import router as people_router
+from app.accounts.service import SignInLimits
+from app.codebooks.pages import router as codebooks_pages_router
 from app.codebooks.router import proposals_router as code_proposals_router
 from app.codebooks.router import router as codebooks_router
 from app.config import Settings, get_settings
 from app.db import DbGate, create_db_engine, make_sessionmaker
+from app.docs import install_docs
 from app.errors import ServiceUnavailable, install_error_handlers, problem_responses
 from app.incidents.intake import RulesCache
 from app.incidents.router import public_router as incidents_public_router
@@ -30,14 +35,18 @@ from app.openapi_problems import document_problems
 from app.protection import BodySizeLimitMiddleware, RateLimiter
 from app.reports.pages import pages_router as reports_pages_router
 from app.reports.router import router as reports_router
+from app.reviews.pages import router as reviews_pages_router
 from app.reviews.router import audit_router as review_audit_router
 from app.reviews.router import reports_router as agreement_router
 from app.reviews.router import router as reviews_router
+from app.security import SecurityHeadersMiddleware
 from app.suggestions.router import router as nlp_router
 from app.suggestions.worker import Worker
+from app.surveys.admin_pages import router as surveys_admin_pages_router
 from app.surveys.pages import router as pages_router
 from app.surveys.router import public_router as surveys_public_router
 from app.surveys.router import router as surveys_router
+from app.tokens.pages import router as tokens_pages_router
 from app.tokens.router import router as tokens_router
 
 APP_DIR = Path(__file__).parent
@@ -99,6 +108,9 @@ def create_app(settings: Settings | None = None, *, start_worker: bool = False) 
         version="0.1.0",
         lifespan=lifespan,
         description="Collect, suggest, confirm and report critical incidents.",
+        # Served below from local files (no CDN) by pages that pass the CSP.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.engine = engine
@@ -114,11 +126,15 @@ def create_app(settings: Settings | None = None, *, start_worker: bool = False) 
         settings.submit_rate_limit, settings.submit_rate_window_seconds
     )
 
+    app.state.signin_limits = SignInLimits.from_settings(settings)
+
     install_error_handlers(app)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_request_bytes)
+    app.add_middleware(SecurityHeadersMiddleware)
     # Outermost: every answer, a 413 from the size limit included, carries a request id.
     app.add_middleware(RequestContextMiddleware, access_log_enabled=settings.log_access)
     app.mount("/static", StaticFiles(directory=APP_DIR / "static"), name="static")
+    install_docs(app)
     for router in (
         codebooks_router,
         code_proposals_router,
@@ -132,6 +148,12 @@ def create_app(settings: Settings | None = None, *, start_worker: bool = False) 
         agreement_router,
         review_audit_router,
         tokens_router,
+        people_router,
+        accounts_pages_router,
+        tokens_pages_router,
+        reviews_pages_router,
+        codebooks_pages_router,
+        surveys_admin_pages_router,
         reports_router,
         reports_pages_router,
         pages_router,

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from spacy.language import Language
 
 from app.models import Incident
 from nlp import redact
+from nlp.redact import PLACEHOLDERS
 
 REDACTED_FIELDS = ("occurred", "circumstances", "what_happened", "outcome")
 
@@ -46,3 +48,75 @@ def redacted_answers(incident: Incident) -> dict[str, str | None]:
     if not incident.redacted:
         return dict(redaction_columns(original_answers(incident))["redacted"])
     return {field: incident.redacted.get(field) for field in REDACTED_FIELDS}
+
+
+# Offsets between the two views ------------------------------------------------------------------
+
+# (start, end) in the text offsets come from, (start, end) in the text they go to
+_Pair = tuple[int, int, int, int]
+
+
+def _move(position: int, pairs: list[_Pair], side: str) -> int:
+    """An offset carried across replaced passages; one inside a replaced passage snaps outward
+    (a start to its beginning, an end to its end), so a span never cuts a placeholder or a
+    redacted name in half."""
+    shift = 0
+    for src_start, src_end, dst_start, dst_end in pairs:
+        if position <= src_start:
+            break
+        if position < src_end:
+            return dst_start if side == "start" else dst_end
+        shift = dst_end - src_end
+    return position + shift
+
+
+@dataclass(frozen=True)
+class TextViews:
+    """A story's answers as admins (original) and researchers (redacted) read them, and how an
+    offset in one maps to the other."""
+
+    original: dict[str, str | None]
+    redacted: dict[str, str | None]
+    # per field: (original start, original end, redacted start, redacted end) of each replacement
+    replaced: dict[str, list[_Pair]]
+
+    def text(self, view: str, field: str) -> str | None:
+        return (self.original if view == "original" else self.redacted).get(field)
+
+    def to_original(self, view: str, field: str, start: int, end: int) -> tuple[int, int]:
+        if view == "original":
+            return start, end
+        pairs = [(r0, r1, o0, o1) for o0, o1, r0, r1 in self.replaced.get(field, [])]
+        return _move(start, pairs, "start"), _move(end, pairs, "end")
+
+    def from_original(self, view: str, field: str, start: int, end: int) -> tuple[int, int]:
+        if view == "original":
+            return start, end
+        pairs = self.replaced.get(field, [])
+        return _move(start, pairs, "start"), _move(end, pairs, "end")
+
+
+def _replacements(spans: list[dict[str, Any]]) -> list[_Pair]:
+    pairs: list[_Pair] = []
+    shift = 0
+    for span in sorted(spans, key=lambda s: int(s["start"])):
+        start, end = int(span["start"]), int(span["end"])
+        placeholder = PLACEHOLDERS.get(str(span["kind"]), "")
+        pairs.append((start, end, start + shift, start + shift + len(placeholder)))
+        shift += len(placeholder) - (end - start)
+    return pairs
+
+
+def text_views(incident: Incident) -> TextViews:
+    original = original_answers(incident)
+    if incident.redacted:
+        redacted = redacted_answers(incident)
+        spans = incident.redaction_spans or {}
+    else:
+        columns = redaction_columns(original)
+        redacted, spans = columns["redacted"], columns["redaction_spans"]
+    return TextViews(
+        original=original,
+        redacted=redacted,
+        replaced={field: _replacements(items) for field, items in spans.items()},
+    )

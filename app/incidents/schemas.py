@@ -61,10 +61,20 @@ class FinalCodeRead(BaseModel):
     confirmed_at: datetime
 
 
+class SpanRead(BaseModel):
+    field: str = Field(description="Answer field the passage is in")
+    start: int = Field(description="Character offset into the text as the reader reads it")
+    end: int
+    text: str = Field(description="The passage, in the reader's view (redacted for researchers)")
+
+
 class CodeDecisionRead(BaseModel):
     code: str
     origin: Literal["suggestion", "manual"] = Field(
         description="suggestion: an accepted model suggestion; manual: added by the coder"
+    )
+    spans: list[SpanRead] = Field(
+        [], description="Passages the coder marked as the reason for this code"
     )
     proposed: bool = Field(
         False, description="A code the coder proposed, not yet accepted into the codebook"

@@ -19,8 +19,10 @@ from app.errors import AppError, Forbidden, NotFound
 from app.i18n import DEFAULT_LANGUAGE, translator
 from app.incidents.redaction import (
     REDACTED_FIELDS,
+    TextViews,
     original_answers,
     redacted_answers,
+    text_views,
 )
 from app.incidents.schemas import (
     CodeDecisionRead,
@@ -28,12 +30,14 @@ from app.incidents.schemas import (
     FinalCodeRead,
     IncidentPage,
     IncidentRead,
+    SpanRead,
     SuggestionJobRead,
     SuggestionRead,
 )
 from app.models import (
     Coding,
     CodingCode,
+    CodingSpan,
     Incident,
     IncidentCode,
     Job,
@@ -173,8 +177,11 @@ def resolve_view(user: Principal, asked: View | None) -> View:
     return "original" if user.role == "admin" else "redacted"
 
 
-def load_codings(session: Session, incident_ids: Sequence[int]) -> dict[int, list[CodingRead]]:
-    """Every coding of the given stories with its code decisions, in three queries."""
+def load_codings(
+    session: Session, incident_ids: Sequence[int], *, view: View = "redacted"
+) -> dict[int, list[CodingRead]]:
+    """Every coding of the given stories with its code decisions and their spans (offsets and
+    text in `view`), in four queries."""
     found: dict[int, list[CodingRead]] = defaultdict(list)
     if not incident_ids:
         return found
@@ -185,13 +192,31 @@ def load_codings(session: Session, incident_ids: Sequence[int]) -> dict[int, lis
         .order_by(Coding.id)
     ).all()
     decisions: dict[int, list[CodingCode]] = defaultdict(list)
+    spans: dict[int, list[CodingSpan]] = defaultdict(list)
     if rows:
+        coding_ids = [coding.id for coding, _ in rows]
         for decision in session.scalars(
-            select(CodingCode)
-            .where(CodingCode.coding_id.in_([coding.id for coding, _ in rows]))
-            .order_by(CodingCode.id)
+            select(CodingCode).where(CodingCode.coding_id.in_(coding_ids)).order_by(CodingCode.id)
         ):
             decisions[decision.coding_id].append(decision)
+        for span in session.scalars(
+            select(CodingSpan)
+            .join(CodingCode, CodingCode.id == CodingSpan.coding_code_id)
+            .where(CodingCode.coding_id.in_(coding_ids))
+            .order_by(CodingSpan.id)
+        ):
+            spans[span.coding_code_id].append(span)
+    views: dict[int, TextViews] = {}
+
+    def span_reads(incident_id: int, decision: CodingCode) -> list[SpanRead]:
+        if not spans[decision.id]:
+            return []
+        if incident_id not in views:
+            views[incident_id] = text_views(get_incident(session, incident_id))
+        return [
+            read_span(views[incident_id], view, s.field, s.start, s.end) for s in spans[decision.id]
+        ]
+
     for coding, coder in rows:
         made = decisions[coding.id]
         found[coding.incident_id].append(
@@ -206,6 +231,7 @@ def load_codings(session: Session, incident_ids: Sequence[int]) -> dict[int, lis
                         origin="suggestion" if d.decision == "accepted" else "manual",
                         proposed=d.proposal_id is not None,
                         proposal_id=d.proposal_id,
+                        spans=span_reads(coding.incident_id, d),
                     )
                     for d in made
                     if d.decision != "rejected"
@@ -221,6 +247,13 @@ def load_codings(session: Session, incident_ids: Sequence[int]) -> dict[int, lis
             )
         )
     return found
+
+
+def read_span(views: TextViews, view: View, field: str, start: int, end: int) -> SpanRead:
+    """A stored span (original offsets) as a reader in `view` reads it."""
+    start, end = views.from_original(view, field, start, end)
+    text = views.text(view, field) or ""
+    return SpanRead(field=field, start=start, end=end, text=text[start:end])
 
 
 def visible_codings(
@@ -282,7 +315,7 @@ def to_reads(
     suggestions: dict[int, list[SuggestionRead]] = defaultdict(list)
     codes: dict[int, list[FinalCodeRead]] = defaultdict(list)
     jobs: dict[int, SuggestionJobRead] = {}
-    codings = load_codings(session, ids)
+    codings = load_codings(session, ids, view=view)
     if ids:
         for row in session.scalars(select(Suggestion).where(Suggestion.incident_id.in_(ids))):
             suggestions[row.incident_id] = [

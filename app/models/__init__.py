@@ -1,7 +1,7 @@
 """All tables, imported here so that Alembic and the services see one metadata."""
 
 from app.models.audit import AuditEvent
-from app.models.auth import ROLES, ApiToken, User
+from app.models.auth import ROLES, ApiToken, PasswordLink, User, WebSession
 from app.models.base import Base
 from app.models.codebooks import PROPOSAL_STATUSES, Codebook, CodebookVersion, CodeProposal
 from app.models.coding import JOB_STATUSES, IncidentCode, Job, NlpModel, Suggestion
@@ -14,7 +14,14 @@ from app.models.reports import (
     ReportStoryDayDetail,
     ReportStoryDelta,
 )
-from app.models.reviews import Assignment, Coding, CodingCode, Notification, ReviewLease
+from app.models.reviews import (
+    Assignment,
+    Coding,
+    CodingCode,
+    CodingSpan,
+    Notification,
+    ReviewLease,
+)
 from app.models.surveys import SURVEY_STATUSES, Invitation, Survey
 
 __all__ = [
@@ -33,12 +40,14 @@ __all__ = [
     "CodebookVersion",
     "Coding",
     "CodingCode",
+    "CodingSpan",
     "Incident",
     "IncidentCode",
     "Invitation",
     "Job",
     "NlpModel",
     "Notification",
+    "PasswordLink",
     "ReportCodeDay",
     "ReportCodeDayDetail",
     "ReportCodeDelta",
@@ -49,4 +58,5 @@ __all__ = [
     "Suggestion",
     "Survey",
     "User",
+    "WebSession",
 ]

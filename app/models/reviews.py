@@ -102,3 +102,22 @@ class Notification(Base):
     payload: Mapped[dict[str, Any]]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     read_at: Mapped[datetime | None]
+
+
+class CodingSpan(Base):
+    """A passage a coder marked as the reason for one of their codes: a field of the story and
+    character offsets into its ORIGINAL text (which never changes; a researcher's offsets into
+    the redacted text are mapped on the way in and out, see app.incidents.redaction)."""
+
+    __tablename__ = "coding_spans"
+    __table_args__ = (
+        CheckConstraint("start_offset >= 0 AND end_offset > start_offset", name="offsets"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    coding_code_id: Mapped[int] = mapped_column(
+        ForeignKey("coding_codes.id", ondelete="CASCADE"), index=True
+    )
+    field: Mapped[str] = mapped_column(String(32))
+    start: Mapped[int] = mapped_column("start_offset")
+    end: Mapped[int] = mapped_column("end_offset")

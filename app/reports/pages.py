@@ -1,23 +1,39 @@
-"""The reports dashboard page: server-rendered shell; its script reads the trends API."""
+"""The reports pages: the dashboard (a server-rendered shell whose script reads the trends API,
+with the session cookie when signed in, else a pasted token) and the list of surveys with their
+dashboard and study report."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
-from fastapi.templating import Jinja2Templates
+from sqlalchemy import select
 
+from app.auth import OptionalUser, RequireAnyRole
+from app.db import SessionDep
+from app.models import Survey
+from app.pages import render
 from app.reports.rollups import PERIODS
 
 pages_router = APIRouter(include_in_schema=False)
 
 
 @pages_router.get("/dashboard", response_class=HTMLResponse)
-def dashboard(request: Request) -> HTMLResponse:
-    # No data here: the page asks for an API token and fetches the aggregates with it.
-    templates: Jinja2Templates = request.app.state.templates
-    return templates.TemplateResponse(
+def dashboard(request: Request, user: OptionalUser) -> HTMLResponse:
+    # No data here: the script fetches the aggregates (with the session, or a pasted token).
+    return render(
         request,
         "dashboard.html",
-        {"lang": "en", "periods": PERIODS, "default_period": "month"},
-        headers={"Cache-Control": "no-cache"},
+        {"periods": PERIODS, "default_period": "month"},
+        user=user,
+        current="/work/reports",
+    )
+
+
+@pages_router.get("/work/reports", response_class=HTMLResponse)
+def reports(request: Request, session: SessionDep, user: RequireAnyRole) -> HTMLResponse:
+    surveys = session.execute(
+        select(Survey.id, Survey.title, Survey.status).order_by(Survey.id)
+    ).all()
+    return render(
+        request, "wb_reports.html", {"surveys": surveys}, user=user, current="/work/reports"
     )

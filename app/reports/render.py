@@ -77,7 +77,6 @@ def _environment(autoescape: bool) -> Environment:
     return env
 
 
-_HTML = _environment(autoescape=True)
 _MARKDOWN = _environment(autoescape=False)
 
 
@@ -587,7 +586,3 @@ def _saturation(sat: dict[str, Any]) -> list[Block]:
 
 def study_markdown(report: dict[str, Any]) -> str:
     return _MARKDOWN.get_template("reports/study.md.j2").render(doc=study_document(report))
-
-
-def study_html(report: dict[str, Any]) -> str:
-    return _HTML.get_template("reports/study.html.j2").render(doc=study_document(report))

@@ -15,6 +15,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 from sqlalchemy import select
 
+from app import pages
 from app.auth import RequireAnyRole
 from app.config import app_settings
 from app.db import SessionDep
@@ -118,7 +119,7 @@ def cached(request: Request, body: bytes, media_type: str, **headers: str) -> Re
     common = {
         "ETag": etag,
         "Cache-Control": CACHE_CONTROL,
-        "Vary": "Accept, Authorization",
+        "Vary": "Accept, Authorization, Cookie",
         **headers,
     }
     if _etag_matches(request.headers.get("if-none-match"), etag):
@@ -221,7 +222,14 @@ def get_study(
         body = render.study_markdown(report).encode()
         return cached(request, body, "text/markdown; charset=utf-8")
     if chosen == "html":
-        return cached(request, render.study_html(report).encode(), "text/html; charset=utf-8")
+        page = pages.render(
+            request,
+            "study_report.html",
+            {"survey": report["survey"], "doc": render.study_document(report)},
+            user=user,
+            current="/work/reports",
+        )
+        return cached(request, bytes(page.body), "text/html; charset=utf-8")
     return cached(request, _json(report), MEDIA_TYPES["json"])
 
 

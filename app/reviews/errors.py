@@ -59,3 +59,17 @@ def check_if_match(if_match: str | None, current: str) -> None:
         f"the story has changed since you read it (now {current}); read it again",
         headers={"ETag": current},
     )
+
+
+class SpansInvalid(AppError):
+    """Spans that do not fit the text the coder reads (unknown field, offsets past the end)."""
+
+    status = 422
+    title = "Validation failed"
+    type_slug = "validation"
+
+    def __init__(self, errors: list[dict[str, object]]) -> None:
+        super().__init__(
+            "spans do not fit the story's text: " + "; ".join(str(e["msg"]) for e in errors),
+            extra={"errors": errors},
+        )

@@ -22,7 +22,7 @@ from app.incidents.schemas import IncidentPage, IncidentRead
 from app.incidents.service import View, etag, get_incident, resolve_view, to_reads
 from app.pagination import PageSize
 from app.reviews import bootstrap, notifications, queue, service, trail
-from app.reviews.errors import CodesInvalid, PreconditionRequired
+from app.reviews.errors import CodesInvalid, PreconditionRequired, SpansInvalid
 from app.reviews.reliability import reliability_report
 from app.reviews.schemas import (
     AdjudicationUpdate,
@@ -228,9 +228,13 @@ def adjudication_queue(
     responses=problem_responses(NotFound),
 )
 def read_my_coding(
-    incident_id: int, response: Response, session: SessionDep, user: RequireResearcher
+    incident_id: int,
+    response: Response,
+    session: SessionDep,
+    user: RequireResearcher,
+    view: ViewParam = None,
 ) -> MyCoding:
-    coding, _incident = service.my_coding(session, incident_id, user)
+    coding, _incident = service.my_coding(session, incident_id, user, view)
     response.headers["ETag"] = coding.etag
     return coding
 
@@ -239,7 +243,7 @@ def read_my_coding(
     "/api/v1/incidents/{incident_id}/codings/me",
     response_model=MyCoding,
     responses=problem_responses(
-        NotFound, Conflict, PreconditionFailed, PreconditionRequired, CodesInvalid
+        NotFound, Conflict, PreconditionFailed, PreconditionRequired, CodesInvalid, SpansInvalid
     ),
 )
 def write_my_coding(
@@ -249,11 +253,17 @@ def write_my_coding(
     session: SessionDep,
     user: RequireResearcher,
     if_match: IfMatch = None,
+    view: ViewParam = None,
 ) -> MyCoding:
     """Code a story (or exclude it with a reason), or revise one's coding. Needs `If-Match`
     with the story's ETag; answers with the new ETag. Once every required coding is in, the
-    story is final when the coders agree, else it goes to adjudication."""
-    coding = service.save_coding(session, incident_id, data, user, if_match)
+    story is final when the coders agree, else it goes to adjudication.
+
+    `codes[].spans` marks the passages that justify a code: `{field, start, end}` with
+    character offsets into the answer as the caller reads it (researchers: the redacted text;
+    admins: the original, or the redacted with `?view=redacted`). They are checked against
+    that text and read back with the quoted passage."""
+    coding = service.save_coding(session, incident_id, data, user, if_match, view)
     response.headers["ETag"] = coding.etag
     return coding
 

@@ -22,10 +22,32 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+SPAN_FIELDS = ("occurred", "circumstances", "what_happened", "outcome")
+
+
+class SpanChoice(Strict):
+    """A passage that justifies a code: character offsets into one answer as the coder reads it
+    (the redacted text for researchers; admins the original, or the redacted with
+    `?view=redacted`)."""
+
+    field: Literal["occurred", "circumstances", "what_happened", "outcome"]
+    start: Annotated[int, Field(ge=0)]
+    end: Annotated[int, Field(gt=0)]
+
+    @model_validator(mode="after")
+    def _ordered(self) -> SpanChoice:
+        if self.end <= self.start:
+            raise ValueError("a span's end must be after its start")
+        return self
+
+
 class CodeChoice(Strict):
     code: CodeKey
     origin: Literal["suggestion", "manual"] = Field(
         "manual", description="suggestion: accepting a model suggestion; manual: added by hand"
+    )
+    spans: Annotated[list[SpanChoice], Field(max_length=50)] = Field(
+        [], description="Passages that justify the code (optional)"
     )
 
 
@@ -468,5 +490,6 @@ __all__ = [
     "NotificationRead",
     "Progress",
     "ReviewItem",
+    "SpanChoice",
     "SurveyQueueCounts",
 ]

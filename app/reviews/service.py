@@ -18,6 +18,7 @@ from app import audit
 from app.auth import Principal
 from app.codebooks.service import current_version, default_codebook, load_nlp_codebook
 from app.errors import Conflict, Forbidden, NotFound
+from app.incidents.redaction import TextViews, text_views
 from app.incidents.schemas import IncidentPage, IncidentRead
 from app.incidents.service import (
     IncidentFilters,
@@ -26,6 +27,7 @@ from app.incidents.service import (
     get_incident,
     list_incidents,
     load_codings,
+    resolve_view,
     to_reads,
 )
 from app.models import (
@@ -35,6 +37,7 @@ from app.models import (
     CodeProposal,
     Coding,
     CodingCode,
+    CodingSpan,
     Incident,
     IncidentCode,
     ReviewLease,
@@ -42,7 +45,7 @@ from app.models import (
     User,
 )
 from app.models.base import utcnow
-from app.reviews.errors import CodesInvalid, check_if_match
+from app.reviews.errors import CodesInvalid, SpansInvalid, check_if_match
 from app.reviews.notifications import unread
 from app.reviews.schemas import AdjudicationUpdate, CodingUpdate, MyCoding
 
@@ -105,13 +108,16 @@ def _my_coding(session: Session, incident: Incident, coder_id: int) -> Coding | 
     )
 
 
-def my_coding(session: Session, incident_id: int, user: Principal) -> tuple[MyCoding, Incident]:
+def my_coding(
+    session: Session, incident_id: int, user: Principal, view: View | None = None
+) -> tuple[MyCoding, Incident]:
     incident = get_incident(session, incident_id)
-    return _my_read(session, incident, user), incident
+    return _my_read(session, incident, user, resolve_view(user, view)), incident
 
 
-def _my_read(session: Session, incident: Incident, user: Principal) -> MyCoding:
-    mine = [c for c in load_codings(session, [incident.id])[incident.id] if c.coder == user.name]
+def _my_read(session: Session, incident: Incident, user: Principal, view: View) -> MyCoding:
+    codings = load_codings(session, [incident.id], view=view)[incident.id]
+    mine = [c for c in codings if c.coder == user.name]
     if not mine:
         raise NotFound(f"you have not coded incident {incident.id}")
     return MyCoding(
@@ -140,12 +146,23 @@ def adjudication_queue(
 # Writing a coding --------------------------------------------------------------------------------
 
 
-def _coding_snapshot(coding: Coding, decisions: Sequence[tuple[str, str]]) -> dict[str, Any]:
+Offsets = tuple[str, int, int]
+
+
+def _coding_snapshot(
+    coding: Coding,
+    decisions: Sequence[tuple[str, str]],
+    spans: dict[str, list[Offsets]] | None = None,
+) -> dict[str, Any]:
+    def entry(code: str, decision: str) -> dict[str, Any]:
+        marked = (spans or {}).get(code)
+        return {"code": code, "decision": decision, **({"spans": marked} if marked else {})}
+
     return {
         "coding_id": coding.id,
         "coder_id": coding.coder_id,
         "codebook_version_id": coding.codebook_version_id,
-        "codes": [{"code": c, "decision": d} for c, d in decisions],
+        "codes": [entry(c, d) for c, d in decisions],
         "no_code_applies": coding.no_code_applies,
         "excluded": coding.excluded,
         "exclusion_reason": coding.exclusion_reason,
@@ -217,14 +234,61 @@ def _check_leases(
     )
 
 
+def _checked_spans(views: TextViews, view: View, data: CodingUpdate) -> dict[str, list[Offsets]]:
+    """Each code's spans in original offsets, after checking them against the text the coder
+    reads; every misfit is reported with its place."""
+    errors: list[dict[str, object]] = []
+    found: dict[str, list[Offsets]] = {}
+    for i, choice in enumerate(data.codes):
+        for j, span in enumerate(choice.spans):
+            text = views.text(view, span.field)
+            where = ["body", "codes", i, "spans", j]
+            if text is None:
+                errors.append(
+                    {"loc": where, "msg": f"the story has no {span.field}", "type": "span"}
+                )
+            elif span.end > len(text):
+                errors.append(
+                    {
+                        "loc": where,
+                        "msg": f"{span.field} is {len(text)} characters long; the span ends at "
+                        f"{span.end}",
+                        "type": "span",
+                    }
+                )
+            else:
+                start, end = views.to_original(view, span.field, span.start, span.end)
+                marked = found.setdefault(choice.code, [])
+                if (span.field, start, end) not in marked:
+                    marked.append((span.field, start, end))
+    if errors:
+        raise SpansInvalid(errors)
+    return found
+
+
+def _stored_spans(session: Session, coding_id: int) -> dict[str, list[Offsets]]:
+    found: dict[str, list[Offsets]] = {}
+    for code, field, start, end in session.execute(
+        select(CodingCode.code, CodingSpan.field, CodingSpan.start, CodingSpan.end)
+        .join(CodingCode, CodingCode.id == CodingSpan.coding_code_id)
+        .where(CodingCode.coding_id == coding_id)
+        .order_by(CodingSpan.id)
+    ):
+        found.setdefault(code, []).append((field, start, end))
+    return found
+
+
 def save_coding(
     session: Session,
     incident_id: int,
     data: CodingUpdate,
     user: Principal,
     if_match: str | None,
+    view: View | None = None,
 ) -> MyCoding:
-    """Create or revise the caller's coding, then settle the story's final codes."""
+    """Create or revise the caller's coding, then settle the story's final codes. Span offsets
+    are read in `view` (the caller's default view unless given)."""
+    chosen = resolve_view(user, view)
     incident = get_incident(session, incident_id, for_update=True)
     check_if_match(if_match, etag(session, incident, user.id))
     coding = _my_coding(session, incident, user.id)
@@ -247,6 +311,11 @@ def save_coding(
         {"codes": [c.code for c in data.codes], "rejected_suggestions": data.rejected_suggestions},
         proposals,
     )
+    spans = (
+        _checked_spans(text_views(incident), chosen, data)
+        if any(c.spans for c in data.codes)
+        else {}
+    )
 
     before: dict[str, Any] | None = None
     if coding is None:
@@ -258,7 +327,9 @@ def save_coding(
             .where(CodingCode.coding_id == coding.id)
             .order_by(CodingCode.id)
         ).all()
-        before = _coding_snapshot(coding, [(c, d) for c, d in old])
+        before = _coding_snapshot(
+            coding, [(c, d) for c, d in old], _stored_spans(session, coding.id)
+        )
         coding.updated_at = utcnow()
         coding.revision += 1
     coding.codebook_version_id = version.id
@@ -270,10 +341,18 @@ def save_coding(
     decisions = [(c.code, "accepted" if c.origin == "suggestion" else "added") for c in data.codes]
     decisions += [(code, "rejected") for code in data.rejected_suggestions]
     session.execute(delete(CodingCode).where(CodingCode.coding_id == coding.id))
-    session.add_all(
+    rows = [
         CodingCode(coding_id=coding.id, code=c, decision=d, proposal_id=proposals.get(c))
         for c, d in decisions
-    )
+    ]
+    session.add_all(rows)
+    if spans:
+        session.flush()
+        session.add_all(
+            CodingSpan(coding_code_id=row.id, field=field, start=start, end=end)
+            for row in rows
+            for field, start, end in spans.get(row.code, [])
+        )
     # The lease did its job: the coder has answered.
     session.execute(
         delete(ReviewLease).where(
@@ -288,11 +367,11 @@ def save_coding(
         "incident",
         incident.id,
         before=before,
-        after=_coding_snapshot(coding, decisions),
+        after=_coding_snapshot(coding, decisions, spans),
     )
     settle(session, incident, user)
     session.flush()
-    return _my_read(session, incident, user)
+    return _my_read(session, incident, user, chosen)
 
 
 # Final codes ------------------------------------------------------------------------------------

@@ -30,6 +30,10 @@
   var pollTimer = null;
 
   function token() { return sessionStorage.getItem(TOKEN_KEY); }
+  // Signed in to the workbench: the session cookie authenticates, no token is needed.
+  // A link from a survey's page opens its dashboard: /dashboard?survey_id=3
+  var initialSurvey = new URLSearchParams(window.location.search).get("survey_id");
+  var signedIn = document.getElementById("dashboard").getAttribute("data-signed-in") === "1";
 
   function say(text, isError) {
     els.status.textContent = text;
@@ -38,11 +42,15 @@
 
   // cache: "no-cache" makes the browser revalidate with If-None-Match: a 304 costs no body.
   function getJSON(path) {
+    var headers = { "Accept": "application/json" };
+    if (token()) { headers.Authorization = "Bearer " + token(); }
     return fetch(path, {
-      headers: { "Authorization": "Bearer " + token(), "Accept": "application/json" },
+      headers: headers,
+      credentials: "same-origin",
       cache: "no-cache"
     }).then(function (response) {
       if (response.status === 401) {
+        signedIn = false;
         sessionStorage.removeItem(TOKEN_KEY);
         showTokenForm();
         throw new Error("The token was not accepted: enter another one.");
@@ -66,7 +74,8 @@
     els.tokenForm.hidden = true;
     els.filters.hidden = false;
     getJSON(API + "/surveys").then(function (surveys) {
-      var chosen = els.survey.value;
+      var chosen = els.survey.value || initialSurvey || "";
+      initialSurvey = null;
       els.survey.length = 1;
       surveys.forEach(function (s) {
         var option = document.createElement("option");
@@ -75,6 +84,7 @@
         els.survey.appendChild(option);
       });
       els.survey.value = chosen;
+      if (chosen) { load(); }
     }).catch(function (error) { say(error.message, true); });
     load();
     if (!pollTimer) { pollTimer = setInterval(load, POLL_MS); }
@@ -246,5 +256,6 @@
     showTokenForm();
   });
 
-  if (token()) { start(); } else { showTokenForm(); }
+  if (signedIn) { els.forget.hidden = true; }
+  if (token() || signedIn) { start(); } else { showTokenForm(); }
 })();

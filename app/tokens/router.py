@@ -1,4 +1,5 @@
-"""Token API: admins create tokens for named people (the token is shown once) and revoke them."""
+"""Token API: admins create tokens for named people (the token is shown once), list them
+(name, prefix, created, last used) and revoke them."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, StringConstraints
 from app.auth import CurrentUser, Principal, RequireAdmin, create_token, revoke_token
 from app.db import SessionDep
 from app.errors import Conflict, Forbidden, Invalid, NotFound, problem_responses
+from app.tokens.service import TokenRead, list_tokens, revoke_by_id
 
 router = APIRouter(prefix="/api/v1/tokens", tags=["tokens"], responses=problem_responses(Forbidden))
 
@@ -38,6 +40,20 @@ class Me(BaseModel):
 def create(data: TokenCreate, session: SessionDep, user: RequireAdmin) -> TokenCreated:
     principal, token = create_token(session, name=data.name, role=data.role, actor=user)
     return TokenCreated(name=principal.name, role=principal.role, token=token)
+
+
+@router.get("", response_model=list[TokenRead])
+def list_all(
+    session: SessionDep, _user: RequireAdmin, include_revoked: bool = False
+) -> list[TokenRead]:
+    """Every active token (with `include_revoked`, revoked ones too), newest first."""
+    return list_tokens(session, include_revoked=include_revoked)
+
+
+@router.delete("/by-id/{token_id}", response_model=TokenRead, responses=problem_responses(NotFound))
+def revoke_one(token_id: int, session: SessionDep, user: RequireAdmin) -> TokenRead:
+    """Revoke one token by its id (from the list); revoking twice changes nothing."""
+    return revoke_by_id(session, token_id, user)
 
 
 @router.delete("/{prefix}", status_code=204, responses=problem_responses(NotFound))

@@ -9,8 +9,9 @@ import shutil
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import uvicorn
@@ -21,6 +22,10 @@ from app.main import create_app
 
 CHROMIUM = os.environ.get("CIT_CHROMIUM", "/usr/bin/chromium")
 ARTIFACTS = Path(os.environ.get("CIT_TEST_ARTIFACTS", "var/test-artifacts"))
+# axe-core from npm (`npm ci --prefix tests/browser`, done by .ci/run); injected as an init
+# script, which the pages' Content-Security-Policy does not apply to.
+AXE = Path(__file__).parent / "node_modules" / "axe-core" / "axe.min.js"
+AXE_TAGS = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "wcag22aa", "best-practice"]
 
 
 def _missing(reason: str) -> None:
@@ -64,7 +69,8 @@ def live_server(settings: Settings, app: FastAPI) -> Iterator[str]:
 
 
 @pytest.fixture
-def page(chromium_path: str):  # type: ignore[no-untyped-def]
+def chromium(chromium_path: str):  # type: ignore[no-untyped-def]
+    """Factory: a new browser context (its own cookies: one person), phone-sized by default."""
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
@@ -82,10 +88,47 @@ def page(chromium_path: str):  # type: ignore[no-untyped-def]
                 "--no-first-run",
             ],
         )
-        context = browser.new_context(viewport={"width": 390, "height": 844})  # a phone
-        yield context.new_page()
-        context.close()
+        contexts = []
+
+        def new_context(width: int = 390, height: int = 844):  # type: ignore[no-untyped-def]
+            context = browser.new_context(viewport={"width": width, "height": height})
+            if AXE.exists():
+                context.add_init_script(path=str(AXE))
+            contexts.append(context)
+            return context
+
+        yield new_context
+        for context in contexts:
+            context.close()
         browser.close()
+
+
+@pytest.fixture
+def page(chromium):  # type: ignore[no-untyped-def]
+    yield chromium().new_page()
+
+
+@pytest.fixture
+def axe() -> Callable[[Any, str], None]:
+    """`axe(page, what)`: axe-core's WCAG 2.x A/AA and best-practice rules on the page as it
+    is now; any violation fails the test with the rule, the elements and axe's advice."""
+    if not AXE.exists():
+        _missing(f"axe-core not found at {AXE} (npm ci --prefix tests/browser)")
+
+    def check(page: Any, what: str) -> None:
+        page.wait_for_function("() => typeof window.axe !== 'undefined'")
+        result = page.evaluate(
+            "async (tags) => await axe.run(document, {runOnly: {type: 'tag', values: tags}})",
+            AXE_TAGS,
+        )
+        problems = [
+            f"{v['id']} ({v['impact']}): {v['help']} -> "
+            + "; ".join(" ".join(n["target"]) + ": " + n["failureSummary"] for n in v["nodes"][:3])
+            for v in result["violations"]
+        ]
+        assert not problems, f"axe on {what} ({page.url}):\n" + "\n".join(problems)
+
+    return check
 
 
 @pytest.fixture

@@ -84,7 +84,7 @@ def test_viewer_sees_the_chart_and_the_table(
 
     points = "svg.chart g.series circle.point"
     page.wait_for_function(
-        f"document.querySelectorAll('{points}').length === {len(MONTHS) * 2 * 2}"
+        f"() => document.querySelectorAll('{points}').length === {len(MONTHS) * 2 * 2}"
     )
     charts = page.locator("svg.chart")
     assert charts.count() == 2
@@ -110,7 +110,7 @@ def test_viewer_sees_the_chart_and_the_table(
     first = rows.first.locator("td").all_inner_texts()
     assert first[:6] == ["2025-01-01", "complaint", "satisfying", "5", "14", "35.7%"]
     assert "not prevalence" in page.locator("#note").inner_text()
-    assert page.evaluate("sessionStorage.getItem('cit-report-token')") == token
+    assert page.evaluate("() => sessionStorage.getItem('cit-report-token')") == token
     assert page.locator("#survey option").all_inner_texts() == ["All surveys", "Dashboard survey"]
     page.screenshot(path=str(artifacts / "dashboard.png"), full_page=True)
 
@@ -118,7 +118,7 @@ def test_viewer_sees_the_chart_and_the_table(
     page.get_by_label("Period", exact=True).select_option("quarter")
     page.get_by_label("Survey", exact=True).select_option(str(survey.id))
     page.get_by_role("button", name="Show").click()
-    page.wait_for_function(f"document.querySelectorAll('{points}').length === 4")
+    page.wait_for_function(f"() => document.querySelectorAll('{points}').length === 4")
     assert page.locator("svg.chart polyline").count() == 0
     assert page.locator("#table tbody tr").count() == 4
     page.screenshot(path=str(artifacts / "dashboard-quarter.png"), full_page=True)
@@ -131,4 +131,4 @@ def test_a_wrong_token_is_asked_again(page: Any, live_server: str) -> None:
     page.wait_for_selector("#status.error")
     assert "not accepted" in page.locator("#status").inner_text()
     assert page.locator("#token-form").is_visible()
-    assert page.evaluate("sessionStorage.getItem('cit-report-token')") is None
+    assert page.evaluate("() => sessionStorage.getItem('cit-report-token')") is None

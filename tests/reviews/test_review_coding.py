@@ -62,7 +62,13 @@ def test_etag_preconditions(
     mine = client.get(url, headers=alice.headers)
     assert mine.status_code == 200 and mine.headers["ETag"] == '"2.1"'
     assert mine.json()["codes"] == [
-        {"code": "extra_mile", "origin": "suggestion", "proposed": False, "proposal_id": None}
+        {
+            "code": "extra_mile",
+            "origin": "suggestion",
+            "spans": [],
+            "proposed": False,
+            "proposal_id": None,
+        }
     ]
 
 
