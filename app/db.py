@@ -14,6 +14,7 @@ import orjson
 import sqlalchemy.exc
 from fastapi import Depends, Request
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.dialects.sqlite.base import SQLiteCompiler
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
@@ -87,6 +88,8 @@ def create_db_engine(
         **kwargs,
     )
 
+    engine.dialect.statement_compiler = _SQLiteCompiler
+
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Take transaction control from pysqlite so that BEGIN is emitted by us (below).
@@ -131,6 +134,16 @@ def create_db_engine(
     event.listen(engine, "soft_invalidate", _release)
 
     return engine
+
+
+class _SQLiteCompiler(SQLiteCompiler):
+    """SQLite's compiler, rendering `with_hint(table, "INDEXED BY ix", "sqlite")` after the
+    table name (SQLAlchemy drops FROM hints on SQLite). The review queue needs it: SQLite's
+    planner prefers a status index and a sort over walking a partial index in order, 0.3 s
+    against 1 ms at a million stories."""
+
+    def get_from_hint_text(self, table: Any, text: str | None) -> str | None:
+        return text
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:

@@ -46,9 +46,13 @@ def create() -> FastAPI:
                 "codes TEXT, at TIMESTAMP)"
             )
         )
+    # The same partial index of open stories the service's queue walks (on SQLite named, as
+    # the service names it: the planner would rather sort the rows of a status index).
     lock = " FOR UPDATE OF i SKIP LOCKED" if postgres else ""
+    hint = "" if postgres else " INDEXED BY ix_incidents_open_by_date"
     pick = text(
-        "SELECT i.id, i.redacted FROM incidents i WHERE i.status = 'new' AND NOT EXISTS "
+        f"SELECT i.id, i.redacted FROM incidents i{hint} "
+        "WHERE i.status IN ('new', 'in_review') AND NOT EXISTS "
         "(SELECT 1 FROM bench_leases l WHERE l.incident_id = i.id) "
         f"ORDER BY i.submitted_at, i.id LIMIT 1{lock}"
     )

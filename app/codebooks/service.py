@@ -5,6 +5,8 @@ Validation is nlp.parse_codebook's; every place it finds wrong is one entry of t
 from __future__ import annotations
 
 import copy
+import threading
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -133,9 +135,28 @@ def default_codebook(session: Session) -> Codebook | None:
     )
 
 
+_PARSED: OrderedDict[tuple[Any, ...], NlpCodebook] = OrderedDict()
+_PARSED_LOCK = threading.Lock()
+
+
 def load_nlp_codebook(version: CodebookVersion) -> NlpCodebook:
-    """The nlp library's view of a stored version (validated when it was written)."""
-    return parse_codebook(version.content)
+    """The nlp library's view of a stored version (validated when it was written).
+
+    Versions never change once written, so each is parsed once per process (parsing a full
+    codebook cost more than the rest of saving a coding). The key includes the creation time,
+    so a database emptied and refilled (tests) cannot hand back another version's codes."""
+    key = (version.id, version.codebook_id, version.number, version.created_at)
+    with _PARSED_LOCK:
+        found = _PARSED.get(key)
+        if found is not None:
+            _PARSED.move_to_end(key)
+            return found
+    parsed = parse_codebook(version.content)
+    with _PARSED_LOCK:
+        _PARSED[key] = parsed
+        while len(_PARSED) > 64:
+            _PARSED.popitem(last=False)
+    return parsed
 
 
 def export_yaml(version: CodebookVersion) -> str:

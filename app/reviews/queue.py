@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, case, delete, exists, func, select
+from sqlalchemy import ColumnElement, Select, case, delete, exists, func, literal_column, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -46,6 +46,16 @@ from app.reviews.service import FINAL_STATUSES, ensure_coders_required, settle
 # How long a handed-out story stays reserved for its coder; an expired lease returns it.
 LEASE_MINUTES = 30
 OPEN_STATUSES = ("new", "in_review")
+
+
+def is_open() -> ColumnElement[bool]:
+    """Incident.status IN the open statuses, written with literals (not bound parameters): the
+    planners may use the partial indexes of open stories (migration 0007) only when the query
+    says exactly what their WHERE says, and a parameter is not proof (SQLite; PostgreSQL's
+    generic plans of prepared statements)."""
+    return Incident.status.in_([literal_column(f"'{s}'") for s in OPEN_STATUSES])
+
+
 # Candidates a caller may find taken by a concurrent hand-out before one sticks.
 MAX_ATTEMPTS = 20
 
@@ -78,7 +88,7 @@ def _available(coder_id: int, now: datetime) -> list[ColumnElement[bool]]:
         .scalar_subquery()
     )
     return [
-        Incident.status.in_(OPEN_STATUSES),
+        is_open(),
         ~_coded_by(coder_id),
         ~_leased_by(coder_id, now),
         codings + leases < func.coalesce(Incident.coders_required, 1),
@@ -191,8 +201,12 @@ def _candidate_queries(
             .where(*available, ~assigned, Survey.review_order == "least_certain")
             .order_by(Suggestion.certainty, Incident.submitted_at, Incident.id)
         )
+    by_date = "ix_incidents_open_by_survey_date" if survey_id else "ix_incidents_open_by_date"
     yield locked(
-        select(Incident).where(*available, ~assigned).order_by(Incident.submitted_at, Incident.id)
+        select(Incident)
+        .with_hint(Incident, f"INDEXED BY {by_date}", "sqlite")
+        .where(*available, ~assigned)
+        .order_by(Incident.submitted_at, Incident.id)
     )
     yield locked(with_order(select(Incident).where(*available, assigned)))
 
@@ -211,7 +225,10 @@ def _lease_first(
         candidate = session.scalars(attempt).first()
         if candidate is None:
             return None
-        if not _still_available(session, candidate.id, user.id, now):
+        # On SQLite this transaction holds the write lock: what the candidate query saw is
+        # what is there, so the recheck (for PostgreSQL's READ COMMITTED) would be a no-op.
+        postgres = session.get_bind().dialect.name == "postgresql"
+        if postgres and not _still_available(session, candidate.id, user.id, now):
             passed.append(candidate.id)
             continue
         ensure_coders_required(session, candidate)
