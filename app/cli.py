@@ -17,6 +17,7 @@ from app.cli_support import fail, load_settings, require_head, session_factory
 from app.codebooks.cli import codebook_cli
 from app.codebooks.service import ensure_default_codebook
 from app.db import session_scope
+from app.erasure.cli import incident_cli
 from app.errors import AppError
 from app.models import Survey
 from app.suggestions.cli import import_cli, nlp_cli, worker
@@ -38,6 +39,7 @@ cli.add_typer(codebook_cli, name="codebook")
 reports_cli = typer.Typer(help="Report rollups.", no_args_is_help=True)
 cli.add_typer(reports_cli, name="reports")
 cli.command()(worker)
+cli.add_typer(incident_cli, name="incident")
 
 DEMO_SURVEY = Path(__file__).parent / "surveys" / "demo.yaml"
 DEFAULT_CODEBOOK = (

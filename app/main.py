@@ -15,6 +15,9 @@ from fastapi.templating import Jinja2Templates
 from app.codebooks.router import router as codebooks_router
 from app.config import Settings, get_settings
 from app.db import create_db_engine, make_sessionmaker
+from app.erasure.pages import router as erasure_pages_router
+from app.erasure.router import public_router as erasure_public_router
+from app.erasure.router import router as erasure_router
 from app.errors import install_error_handlers
 from app.incidents.router import public_router as incidents_public_router
 from app.incidents.router import router as incidents_router
@@ -98,6 +101,9 @@ def create_app(settings: Settings | None = None, *, start_worker: bool = False) 
         reports_router,
         reports_pages_router,
         pages_router,
+        erasure_router,
+        erasure_public_router,
+        erasure_pages_router,
     ):
         app.include_router(router)
 

@@ -145,6 +145,7 @@ def submit_story(
         story,
         submission_key=data.submission_id or idempotency_key,
         invitation_token=data.invitation,
+        secret_key=app_settings(request).secret_key,
     )
     if result.outcome == "invitation_invalid":
         raise NotFound("this invitation is not valid for this survey")
@@ -156,6 +157,10 @@ def submit_story(
     if result.outcome == "duplicate":
         response.status_code = 200
         return SubmissionReceipt(
-            status="already_received", submitted_at=result.incident.submitted_at
+            status="already_received",
+            submitted_at=result.incident.submitted_at,
+            receipt_code=result.receipt,
         )
-    return SubmissionReceipt(status="received", submitted_at=result.incident.submitted_at)
+    return SubmissionReceipt(
+        status="received", submitted_at=result.incident.submitted_at, receipt_code=result.receipt
+    )

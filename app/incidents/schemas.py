@@ -32,6 +32,11 @@ class StorySubmission(BaseModel):
 class SubmissionReceipt(BaseModel):
     status: Literal["received", "already_received"]
     submitted_at: datetime
+    receipt_code: str | None = Field(
+        None,
+        description="Keep it to withdraw the story later (POST /api/v1/public/surveys/{slug}/"
+        "withdrawals or the page /s/{slug}/withdraw); it cannot be used to read the story",
+    )
 
 
 class EvidenceRead(BaseModel):

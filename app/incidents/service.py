@@ -16,6 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.config import Settings
+from app.erasure.receipts import receipt_code, receipt_hash
 from app.errors import AppError, Forbidden, NotFound
 from app.i18n import DEFAULT_LANGUAGE, translator
 from app.incidents.redaction import (
@@ -129,6 +130,8 @@ SubmitOutcome = Literal[
 class SubmitResult:
     outcome: SubmitOutcome
     incident: Incident | None = None
+    # The respondent's withdrawal code (stored and duplicate outcomes, when a secret is given).
+    receipt: str | None = None
 
 
 def new_submission_key() -> str:
@@ -142,12 +145,15 @@ def store_story(
     *,
     submission_key: str | None,
     invitation_token: str | None,
+    secret_key: str | None = None,
 ) -> SubmitResult:
-    """Store one story; a repeated submission key (refresh, double click) stores nothing new."""
+    """Store one story; a repeated submission key (refresh, double click) stores nothing new.
+    With `secret_key` the result carries the respondent's withdrawal receipt code."""
     key = submission_key or new_submission_key()
+    receipt = receipt_code(secret_key, survey.id, key) if secret_key else None
     existing = _by_submission_key(session, survey, key)
     if existing is not None:
-        return SubmitResult("duplicate", existing)
+        return SubmitResult("duplicate", existing, receipt)
 
     invitation: Invitation | None = None
     if invitation_token:
@@ -172,6 +178,9 @@ def store_story(
         channel=story.answers["channel"],
         language=survey.language,
         attributes=dict(invitation.attributes) if invitation else {},
+        source="invitation" if invitation else "form",
+        consent="given" if survey.consent_text else "not_asked",
+        receipt_hash=receipt_hash(receipt) if receipt else None,
         **redaction_columns(story.answers),
     )
     try:
@@ -184,12 +193,12 @@ def store_story(
         # A concurrent request with the same key or the same invitation got there first.
         existing = _by_submission_key(session, survey, key)
         if existing is not None:
-            return SubmitResult("duplicate", existing)
+            return SubmitResult("duplicate", existing, receipt)
         if invitation is not None:
             return SubmitResult("invitation_used")
         raise
     enqueue_suggestions(session, [incident.id])
-    return SubmitResult("stored", incident)
+    return SubmitResult("stored", incident, receipt)
 
 
 class _InvitationTaken(Exception):

@@ -5,6 +5,7 @@ from app.models.auth import ROLES, ApiToken, User
 from app.models.base import Base
 from app.models.codebooks import Codebook, CodebookVersion
 from app.models.coding import JOB_STATUSES, IncidentCode, Job, NlpModel, Suggestion
+from app.models.imports import ImportRun
 from app.models.incidents import INCIDENT_STATUSES, VALENCES, Incident
 from app.models.reports import (
     ReportCodeDay,
@@ -30,6 +31,7 @@ __all__ = [
     "Coding",
     "CodingCode",
     "Incident",
+    "ImportRun",
     "IncidentCode",
     "Invitation",
     "Job",

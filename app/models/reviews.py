@@ -4,6 +4,7 @@ to a coder, and batch assignments. Final codes live in `incident_codes`."""
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import CheckConstraint, ForeignKey, Index, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
@@ -46,6 +47,9 @@ class CodingCode(Base):
     coding_id: Mapped[int] = mapped_column(ForeignKey("codings.id", ondelete="CASCADE"))
     code: Mapped[str] = mapped_column(String(100))
     decision: Mapped[str] = mapped_column(String(16))
+    # Where in the story the coder applied the code: [{"field", "start", "end"}], offsets into
+    # the original answer text; None means the whole story (QDA programs' coded selections).
+    spans: Mapped[list[dict[str, Any]] | None]
 
 
 class ReviewLease(Base):

@@ -29,6 +29,7 @@ router = APIRouter(include_in_schema=False)
 # Fields the form sends besides the answers; anything else is an unknown field.
 FORM_CONTROL_FIELDS = ("consent", "csrf_token", "submission_id", "invitation", "website")
 HONEYPOT_FIELD = "website"
+RECEIPT_COOKIE = "cit_receipt"
 
 
 def _templates(request: Request) -> Jinja2Templates:
@@ -202,10 +203,28 @@ def submit_form(
     if story is None:
         return again(errors)
     result = store_story(
-        session, survey, story, submission_key=submission_id, invitation_token=invitation
+        session,
+        survey,
+        story,
+        submission_key=submission_id,
+        invitation_token=invitation,
+        secret_key=settings.secret_key,
     )
     if result.outcome in ("stored", "duplicate"):
-        return RedirectResponse(request.url_for("thanks", slug=slug).path, status_code=303)
+        thanks_path = request.url_for("thanks", slug=slug).path
+        redirect = RedirectResponse(thanks_path, status_code=303)
+        if result.receipt:
+            # Shown on the thank-you page only: a cookie keeps it out of URLs and logs.
+            redirect.set_cookie(
+                RECEIPT_COOKIE,
+                result.receipt,
+                path=thanks_path,
+                max_age=3600,
+                httponly=True,
+                samesite="lax",
+                secure=settings.public_base_url.startswith("https://"),
+            )
+        return redirect
     kind = result.outcome
     return _message_page(request, survey.language, kind, 404 if kind.endswith("invalid") else 410)
 
@@ -215,13 +234,18 @@ def thanks(slug: str, request: Request, session: SessionDep) -> Response:
     survey = find_by_slug(session, slug)
     language = survey.language if survey else DEFAULT_LANGUAGE
     t = translator(language)
-    return _templates(request).TemplateResponse(
+    receipt = request.cookies.get(RECEIPT_COOKIE)
+    response = _templates(request).TemplateResponse(
         request,
-        "message.html",
+        "thanks.html",
         {
             "t": t,
             "lang": language,
             "title": t("pages.thanks_title"),
             "body": t("pages.thanks_body"),
+            "receipt": receipt if survey and receipt and len(receipt) <= 32 else None,
+            "withdraw_path": f"/s/{slug}/withdraw" if survey else None,
         },
     )
+    response.headers["Cache-Control"] = "no-store"
+    return response
