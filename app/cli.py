@@ -18,6 +18,7 @@ from app.codebooks.cli import codebook_cli
 from app.codebooks.service import ensure_default_codebook
 from app.db import session_scope
 from app.erasure.cli import incident_cli
+from app.exports.cli import export
 from app.errors import AppError
 from app.models import Survey
 from app.suggestions.cli import import_cli, nlp_cli, worker
@@ -40,6 +41,7 @@ reports_cli = typer.Typer(help="Report rollups.", no_args_is_help=True)
 cli.add_typer(reports_cli, name="reports")
 cli.command()(worker)
 cli.add_typer(incident_cli, name="incident")
+cli.command("export")(export)
 
 DEMO_SURVEY = Path(__file__).parent / "surveys" / "demo.yaml"
 DEFAULT_CODEBOOK = (

@@ -19,6 +19,7 @@ from app.erasure.pages import router as erasure_pages_router
 from app.erasure.router import public_router as erasure_public_router
 from app.erasure.router import router as erasure_router
 from app.errors import install_error_handlers
+from app.exports.router import router as exports_router
 from app.incidents.router import public_router as incidents_public_router
 from app.incidents.router import router as incidents_router
 from app.jobs.router import router as jobs_router
@@ -104,6 +105,7 @@ def create_app(settings: Settings | None = None, *, start_worker: bool = False) 
         erasure_router,
         erasure_public_router,
         erasure_pages_router,
+        exports_router,
     ):
         app.include_router(router)
 

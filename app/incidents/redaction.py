@@ -9,6 +9,7 @@ from spacy.language import Language
 
 from app.models import Incident
 from nlp import redact
+from nlp.redact import PLACEHOLDERS
 
 REDACTED_FIELDS = ("occurred", "circumstances", "what_happened", "outcome")
 
@@ -46,3 +47,19 @@ def redacted_answers(incident: Incident) -> dict[str, str | None]:
     if not incident.redacted:
         return dict(redaction_columns(original_answers(incident))["redacted"])
     return {field: incident.redacted.get(field) for field in REDACTED_FIELDS}
+
+
+def redacted_offset(spans: list[dict[str, Any]], offset: int, *, end: bool = False) -> int:
+    """Where an offset into an original answer lands in its redacted text (`spans` are the
+    field's `redaction_spans`); one inside replaced data snaps to the placeholder's edge."""
+    shift = 0
+    for span in sorted(spans, key=lambda s: int(s["start"])):
+        start, stop = int(span["start"]), int(span["end"])
+        placeholder = len(PLACEHOLDERS.get(span.get("kind", ""), ""))
+        if offset >= stop:
+            shift += placeholder - (stop - start)
+        elif offset > start:
+            return start + shift + (placeholder if end else 0)
+        else:
+            break
+    return offset + shift

@@ -20,6 +20,7 @@ from app.config import app_settings
 from app.db import SessionDep
 from app.errors import Forbidden, Invalid, NotFound, Unauthorized, problem_responses
 from app.models import Survey
+from app import negotiation
 from app.reports import render
 from app.reports.rollups import PERIODS, Period
 from app.reports.schemas import ReportSurvey, StudyReport, TrendsReport
@@ -35,7 +36,9 @@ MEDIA_TYPES = {
     "markdown": "text/markdown",
     "html": "text/html",
 }
-ERRORS = problem_responses(Invalid, Unauthorized, Forbidden, NotFound)
+ERRORS = problem_responses(
+    Invalid, Unauthorized, Forbidden, NotFound, negotiation.NotAcceptable, negotiation.UnknownFormat
+)
 
 TRENDS_DESCRIPTION = """
 Counts and shares of **confirmed stories by final code** per period (`day`, `week` starting on
@@ -65,42 +68,9 @@ def _min_cell(request: Request) -> int:
     return app_settings(request).min_cell
 
 
-def _accepted(accept: str) -> list[tuple[str, float]]:
-    ranges = []
-    for part in accept.split(","):
-        fields = [f.strip() for f in part.split(";")]
-        if not fields[0]:
-            continue
-        quality = 1.0
-        for field in fields[1:]:
-            name, _, value = field.partition("=")
-            if name.strip() == "q":
-                try:
-                    quality = float(value)
-                except ValueError:
-                    quality = 0.0
-        ranges.append((fields[0].lower(), quality))
-    return ranges
-
-
 def negotiate(request: Request, asked: str | None, offered: tuple[str, ...]) -> str:
-    """The format named by `format=`, else the best offered match of Accept, else the first."""
-    if asked is not None:
-        if asked not in offered:
-            raise Invalid(f"format must be one of {', '.join(offered)}")
-        return asked
-    best, best_quality = offered[0], 0.0
-    for media_range, quality in _accepted(request.headers.get("accept", "")):
-        for name in offered:
-            media_type = MEDIA_TYPES[name]
-            matches = media_range == media_type or (
-                media_range.endswith("/*") and media_type.startswith(media_range[:-1])
-            )
-            if media_range == "*/*":
-                matches = name == offered[0]
-            if matches and quality > best_quality:
-                best, best_quality = name, quality
-    return best
+    """See app.negotiation: a wrong `format` is 422, an Accept nothing matches is 406."""
+    return negotiation.negotiate(request, asked, offered)
 
 
 def _etag_matches(if_none_match: str | None, etag: str) -> bool:

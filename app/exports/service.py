@@ -1,0 +1,514 @@
+"""What an export holds: stories with their answers and final codes, every coder's coding, the
+suggestions and the adjudications, read in keyset-paged batches (constant memory).
+
+The same rules as the API: researchers read the redacted text (`redacted_answers`, the
+attributes through `redacted_attributes`), blind double coding hides other coders' codings
+(`visible_codings`, `visible_status`), admins read the original unless they ask otherwise."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, cast
+
+from sqlalchemy import func, select, true
+from sqlalchemy.orm import Session
+
+from app.auth import Principal
+from app.incidents.redaction import (
+    REDACTED_FIELDS,
+    original_answers,
+    redacted_answers,
+    redacted_offset,
+)
+from app.incidents.schemas import CodingRead
+from app.incidents.service import (
+    IncidentFilters,
+    View,
+    filter_conditions,
+    load_codings,
+    redacted_attributes,
+    visible_codings,
+    visible_status,
+)
+from app.models import (
+    AuditEvent,
+    Codebook,
+    CodebookVersion,
+    Coding,
+    CodingCode,
+    ImportRun,
+    Incident,
+    IncidentCode,
+    Suggestion,
+)
+from app.reviews.service import ADJUDICATE
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Row
+
+BATCH = 2000
+# Who reads an export made with the command line: the operator, with an admin's view.
+CLI_VIEWER = Principal(id=0, name="cli", role="admin")
+TABLES = ("stories", "codings", "suggestions", "adjudications")
+MAX_ATTRIBUTE_COLUMNS = 200
+
+STORY_COLUMNS = (
+    "id",
+    "survey_id",
+    "submitted_at",
+    "source",
+    "import_file",
+    "consent",
+    "language",
+    "occurred",
+    "occurred_on",
+    "circumstances",
+    "what_happened",
+    "outcome",
+    "valence",
+    "touchpoint",
+    "channel",
+    "status",
+    "exclusion_reason",
+    "finalized_at",
+    "coders_required",
+    "final_codes",
+    "final_codes_codebook",
+)
+CODING_COLUMNS = (
+    "incident_id",
+    "coding_id",
+    "coder",
+    "codebook",
+    "codes",
+    "accepted_suggestions",
+    "manual_codes",
+    "rejected_suggestions",
+    "excluded",
+    "exclusion_reason",
+    "note",
+    "spans",
+    "created_at",
+    "updated_at",
+)
+SUGGESTION_COLUMNS = (
+    "incident_id",
+    "code",
+    "score",
+    "suggested",
+    "layer",
+    "model_id",
+    "codebook",
+    "created_at",
+    "evidence",
+)
+ADJUDICATION_COLUMNS = (
+    "incident_id",
+    "adjudicated_by",
+    "at",
+    "final_codes",
+    "excluded",
+    "exclusion_reason",
+    "note",
+)
+
+_SELECTED = (
+    Incident.id,
+    Incident.survey_id,
+    Incident.submitted_at,
+    Incident.source,
+    Incident.import_id,
+    Incident.consent,
+    Incident.language,
+    Incident.occurred_text,
+    Incident.occurred_on,
+    Incident.circumstances,
+    Incident.what_happened,
+    Incident.outcome,
+    Incident.valence,
+    Incident.touchpoint,
+    Incident.channel,
+    Incident.status,
+    Incident.exclusion_reason,
+    Incident.finalized_at,
+    Incident.coders_required,
+    Incident.attributes,
+    Incident.redacted,
+    Incident.redaction_spans,
+)
+
+
+@dataclass(frozen=True)
+class ExportSpec:
+    """Which stories (the incident list's filters) and as whom."""
+
+    filters: IncidentFilters
+    view: View
+    viewer: Principal
+
+
+@dataclass
+class Context:
+    """What every batch needs, loaded once: codebook version names, import file names."""
+
+    versions: dict[int, str]
+    imports: dict[int, str]
+    attribute_keys: list[str]
+    memo: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Batch:
+    rows: Sequence[Row[Any]]
+    final_codes: dict[int, list[dict[str, Any]]]
+    codings: dict[int, list[CodingRead]]
+    spans: dict[tuple[int, str], Any]
+
+
+def count_stories(session: Session, spec: ExportSpec) -> int:
+    conditions = filter_conditions(spec.filters, spec.view, spec.viewer)
+    return int(session.scalar(select(func.count(Incident.id)).where(*conditions)) or 0)
+
+
+def attribute_keys(session: Session, spec: ExportSpec) -> list[str]:
+    """Every attribute name of the exported stories (one column each), in one query."""
+    conditions = filter_conditions(spec.filters, spec.view, spec.viewer)
+    if session.get_bind().dialect.name == "postgresql":
+        key = func.jsonb_object_keys(Incident.attributes).label("key")
+        query: Any = select(key).where(*conditions).distinct()
+    else:
+        each = func.json_each(Incident.attributes).table_valued("key")
+        query = (
+            select(each.c.key).select_from(Incident).join(each, true()).where(*conditions)
+        ).distinct()
+    return sorted(str(k) for k in session.scalars(query))[:MAX_ATTRIBUTE_COLUMNS]
+
+
+def load_context(session: Session, spec: ExportSpec, *, with_attributes: bool = True) -> Context:
+    versions = {
+        vid: f"{key} v{number}"
+        for vid, key, number in session.execute(
+            select(CodebookVersion.id, Codebook.key, CodebookVersion.number).join(
+                Codebook, Codebook.id == CodebookVersion.codebook_id
+            )
+        )
+    }
+    imports = {i: name for i, name in session.execute(select(ImportRun.id, ImportRun.file_name))}
+    keys = attribute_keys(session, spec) if with_attributes else []
+    return Context(versions, imports, keys)
+
+
+def story_batches(
+    session: Session, spec: ExportSpec, *, codings: bool, batch_size: int = BATCH
+) -> Iterator[Batch]:
+    """The stories in id order, a batch at a time, with their final codes and (when asked, or
+    when the caller's view of the status depends on them) the codings the viewer may see."""
+    conditions = filter_conditions(spec.filters, spec.view, spec.viewer)
+    last = 0
+    blind = spec.viewer.role != "admin"
+    while True:
+        rows = session.execute(
+            select(*_SELECTED)
+            .where(*conditions, Incident.id > last)
+            .order_by(Incident.id)
+            .limit(batch_size)
+        ).all()
+        if not rows:
+            return
+        last = rows[-1].id
+        ids = [r.id for r in rows]
+        finals: dict[int, list[dict[str, Any]]] = defaultdict(list)
+        for code in session.execute(
+            select(
+                IncidentCode.incident_id,
+                IncidentCode.code,
+                IncidentCode.codebook_version_id,
+                IncidentCode.source,
+                IncidentCode.confirmed_by,
+                IncidentCode.confirmed_at,
+            )
+            .where(IncidentCode.incident_id.in_(ids))
+            .order_by(IncidentCode.incident_id, IncidentCode.id)
+        ):
+            finals[code.incident_id].append(dict(code._mapping))
+        need = ids if codings else ([r.id for r in rows if r.status == "in_review"] if blind else [])
+        loaded = load_codings(session, need) if need else {}
+        visible: dict[int, list[CodingRead]] = {}
+        by_id = {r.id: r for r in rows}
+        for incident_id, found in loaded.items():
+            visible[incident_id] = visible_codings(
+                cast(Incident, by_id[incident_id]), found, spec.viewer
+            )
+        spans: dict[tuple[int, str], Any] = {}
+        coding_ids = [c.id for found in visible.values() for c in found] if codings else []
+        if coding_ids:
+            for coding_id, code, value in session.execute(
+                select(CodingCode.coding_id, CodingCode.code, CodingCode.spans).where(
+                    CodingCode.coding_id.in_(coding_ids), CodingCode.spans.is_not(None)
+                )
+            ):
+                spans[(coding_id, code)] = value
+        yield Batch(rows, finals, visible, spans)
+
+
+def _answers(row: Row[Any], view: View) -> dict[str, str | None]:
+    incident = cast(Incident, row)
+    return original_answers(incident) if view == "original" else redacted_answers(incident)
+
+
+def _attributes(row: Row[Any], spec: ExportSpec, context: Context) -> dict[str, Any]:
+    attributes = row.attributes or {}
+    if spec.view == "original":
+        return dict(attributes)
+    return redacted_attributes(attributes, context.memo)
+
+
+def _status(row: Row[Any], batch: Batch, viewer: Principal) -> str:
+    return visible_status(cast(Incident, row), batch.codings.get(row.id, []), viewer)
+
+
+def story_record(row: Row[Any], batch: Batch, spec: ExportSpec, context: Context) -> dict[str, Any]:
+    """One story as the export's stories table (and the JSONL line's top level) holds it."""
+    answers = _answers(row, spec.view)
+    finals = batch.final_codes.get(row.id, [])
+    return {
+        "id": row.id,
+        "survey_id": row.survey_id,
+        "submitted_at": row.submitted_at,
+        "source": row.source,
+        "import_file": context.imports.get(row.import_id) if row.import_id else None,
+        "consent": row.consent,
+        "language": row.language,
+        "occurred": answers["occurred"],
+        "occurred_on": row.occurred_on,
+        "circumstances": answers["circumstances"],
+        "what_happened": answers["what_happened"],
+        "outcome": answers["outcome"],
+        "valence": row.valence,
+        "touchpoint": row.touchpoint,
+        "channel": row.channel,
+        "status": _status(row, batch, spec.viewer),
+        "exclusion_reason": row.exclusion_reason,
+        "finalized_at": row.finalized_at,
+        "coders_required": row.coders_required,
+        "final_codes": [c["code"] for c in finals],
+        "final_codes_codebook": sorted(
+            {context.versions.get(c["codebook_version_id"], "") for c in finals}
+        ),
+        "attributes": _attributes(row, spec, context),
+    }
+
+
+def story_row(record: dict[str, Any], context: Context) -> list[Any]:
+    attributes = record["attributes"]
+    return [record[c] for c in STORY_COLUMNS] + [attributes.get(k) for k in context.attribute_keys]
+
+
+def story_header(context: Context) -> list[str]:
+    return [*STORY_COLUMNS, *(f"attribute.{k}" for k in context.attribute_keys)]
+
+
+def _spans_for_view(row: Row[Any], value: Any, view: View) -> Any:
+    """Coded spans are stored against the original text; researchers get redacted offsets."""
+    if view == "original" or not value:
+        return value
+    redactions = row.redaction_spans or {}
+    out = []
+    for span in value:
+        field_spans = redactions.get(span.get("field"), [])
+        out.append(
+            {
+                **span,
+                "start": redacted_offset(field_spans, int(span["start"])),
+                "end": redacted_offset(field_spans, int(span["end"]), end=True),
+            }
+        )
+    return out
+
+
+def coding_records(
+    row: Row[Any], batch: Batch, spec: ExportSpec, context: Context
+) -> list[dict[str, Any]]:
+    records = []
+    for coding in batch.codings.get(row.id, []):
+        spans = {
+            d.code: _spans_for_view(row, batch.spans[(coding.id, d.code)], spec.view)
+            for d in coding.codes
+            if (coding.id, d.code) in batch.spans
+        }
+        records.append(
+            {
+                "incident_id": row.id,
+                "coding_id": coding.id,
+                "coder": coding.coder,
+                "codebook": context.versions.get(coding.codebook_version_id),
+                "codes": [d.code for d in coding.codes],
+                "accepted_suggestions": [d.code for d in coding.codes if d.origin == "suggestion"],
+                "manual_codes": [d.code for d in coding.codes if d.origin == "manual"],
+                "rejected_suggestions": list(coding.rejected_suggestions),
+                "excluded": coding.excluded,
+                "exclusion_reason": coding.exclusion_reason,
+                "note": coding.note,
+                "spans": spans or None,
+                "created_at": coding.created_at,
+                "updated_at": coding.updated_at,
+            }
+        )
+    return records
+
+
+def suggestion_batches(
+    session: Session, rows: Sequence[Row[Any]], context: Context
+) -> dict[int, list[dict[str, Any]]]:
+    found: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    ids = [r.id for r in rows]
+    for incident_id, items, version_id, model_id, created_at in session.execute(
+        select(
+            Suggestion.incident_id,
+            Suggestion.items,
+            Suggestion.codebook_version_id,
+            Suggestion.model_id,
+            Suggestion.created_at,
+        ).where(Suggestion.incident_id.in_(ids))
+    ):
+        version = context.versions.get(version_id)
+        for item in items:
+            found[incident_id].append(
+                {
+                    "incident_id": incident_id,
+                    "code": item.get("code"),
+                    "score": item.get("score"),
+                    "suggested": item.get("suggested"),
+                    "layer": item.get("source"),
+                    "model_id": model_id,
+                    "codebook": version,
+                    "created_at": created_at,
+                    "evidence": item.get("evidence") or [],
+                }
+            )
+    return found
+
+
+def adjudication_batches(
+    session: Session, rows: Sequence[Row[Any]]
+) -> dict[int, list[dict[str, Any]]]:
+    found: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    ids = {str(r.id): r.id for r in rows}
+    for actor, at, entity_id, after in session.execute(
+        select(AuditEvent.actor_name, AuditEvent.at, AuditEvent.entity_id, AuditEvent.after)
+        .where(
+            AuditEvent.entity_type == "incident",
+            AuditEvent.action == ADJUDICATE,
+            AuditEvent.entity_id.in_(list(ids)),
+        )
+        .order_by(AuditEvent.id)
+    ):
+        after = after or {}
+        found[ids[entity_id]].append(
+            {
+                "incident_id": ids[entity_id],
+                "adjudicated_by": actor,
+                "at": at,
+                "final_codes": list(after.get("final_codes") or []),
+                "excluded": after.get("status") == "excluded",
+                "exclusion_reason": after.get("exclusion_reason"),
+                "note": after.get("note"),
+            }
+        )
+    return found
+
+
+def table_rows(
+    session: Session, spec: ExportSpec, context: Context, table: str
+) -> Iterator[list[Any]]:
+    """The rows of one table (no header), batch by batch."""
+    if table == "stories":
+        for batch in story_batches(session, spec, codings=False):
+            for row in batch.rows:
+                yield story_row(story_record(row, batch, spec, context), context)
+    elif table == "codings":
+        for batch in story_batches(session, spec, codings=True):
+            for row in batch.rows:
+                for record in coding_records(row, batch, spec, context):
+                    yield [record[c] for c in CODING_COLUMNS]
+    elif table == "suggestions":
+        for batch in _plain_batches(session, spec):
+            found = suggestion_batches(session, batch, context)
+            for row in batch:
+                for record in found.get(row.id, []):
+                    yield [record[c] for c in SUGGESTION_COLUMNS]
+    elif table == "adjudications":
+        for batch in _plain_batches(session, spec):
+            found = adjudication_batches(session, batch)
+            for row in batch:
+                for record in found.get(row.id, []):
+                    yield [record[c] for c in ADJUDICATION_COLUMNS]
+    else:  # pragma: no cover - the router validates the table name
+        raise ValueError(table)
+
+
+def headers(context: Context) -> dict[str, list[str]]:
+    return {
+        "stories": story_header(context),
+        "codings": list(CODING_COLUMNS),
+        "suggestions": list(SUGGESTION_COLUMNS),
+        "adjudications": list(ADJUDICATION_COLUMNS),
+    }
+
+
+def _plain_batches(session: Session, spec: ExportSpec) -> Iterator[Sequence[Row[Any]]]:
+    """Only the ids of the exported stories, a batch at a time (for the side tables)."""
+    conditions = filter_conditions(spec.filters, spec.view, spec.viewer)
+    last = 0
+    while True:
+        rows = session.execute(
+            select(Incident.id)
+            .where(*conditions, Incident.id > last)
+            .order_by(Incident.id)
+            .limit(BATCH * 5)
+        ).all()
+        if not rows:
+            return
+        last = rows[-1].id
+        yield rows
+
+
+def nested_records(
+    session: Session, spec: ExportSpec, context: Context
+) -> Iterator[dict[str, Any]]:
+    """One object per story with everything nested (the JSONL export)."""
+    for batch in story_batches(session, spec, codings=True):
+        suggestions = suggestion_batches(session, batch.rows, context)
+        adjudications = adjudication_batches(session, batch.rows)
+        for row in batch.rows:
+            record = story_record(row, batch, spec, context)
+            record["final_codes"] = [
+                {
+                    "code": c["code"],
+                    "codebook": context.versions.get(c["codebook_version_id"]),
+                    "codebook_version_id": c["codebook_version_id"],
+                    "source": c["source"],
+                    "confirmed_by": c["confirmed_by"],
+                    "confirmed_at": c["confirmed_at"],
+                }
+                for c in batch.final_codes.get(row.id, [])
+            ]
+            del record["final_codes_codebook"]
+            record["codings"] = [
+                {k: v for k, v in c.items() if k != "incident_id"}
+                for c in coding_records(row, batch, spec, context)
+            ]
+            record["suggestions"] = [
+                {k: v for k, v in s.items() if k != "incident_id"}
+                for s in suggestions.get(row.id, [])
+            ]
+            record["adjudications"] = [
+                {k: v for k, v in a.items() if k != "incident_id"}
+                for a in adjudications.get(row.id, [])
+            ]
+            yield record
+
+
+__all__ = ["REDACTED_FIELDS", "TABLES", "ExportSpec"]
