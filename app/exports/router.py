@@ -32,7 +32,6 @@ RESPONSES = {
 
 def streamed(
     request: Request,
-    session: SessionDep,
     user: Principal,
     spec: ExportSpec,
     fmt: str,
@@ -97,9 +96,7 @@ def export_survey(
         from app.refi.router import project_response
 
         return project_response(request, session, user, spec, survey)
-    return streamed(
-        request, session, user, spec, fmt, table, stem=f"survey-{survey.id}", survey_id=survey.id
-    )
+    return streamed(request, user, spec, fmt, table, stem=f"survey-{survey.id}", survey_id=survey.id)
 
 
 __all__ = ["TABLES", "router", "streamed"]

@@ -19,6 +19,9 @@ from app.errors import (
     TooManyRequests,
     problem_responses,
 )
+from app import negotiation
+from app.exports.router import streamed
+from app.exports.service import ExportSpec
 from app.incidents import service
 from app.incidents.schemas import IncidentPage, IncidentRead, StorySubmission, SubmissionReceipt
 from app.pagination import PageSize
@@ -41,7 +44,14 @@ def _view(user: Principal, asked: service.View | None) -> service.View:
     return service.resolve_view(user, asked)
 
 
-@router.get("", response_model=IncidentPage, responses=problem_responses(Invalid))
+@router.get(
+    "",
+    response_model=IncidentPage,
+    responses={
+        **problem_responses(Invalid, negotiation.NotAcceptable, negotiation.UnknownFormat),
+        200: {"content": {"text/csv": {}, "application/x-ndjson": {}}},
+    },
+)
 def list_incidents(
     request: Request,
     session: SessionDep,
@@ -67,9 +77,13 @@ def list_incidents(
     ] = None,
     cursor: str | None = None,
     view: ViewParam = None,
-) -> IncidentPage:
+    format: Annotated[
+        Literal["json", "csv", "jsonl", "xlsx"] | None,
+        Query(description="json (pages); csv, jsonl or xlsx: every matching story, streamed"),
+    ] = None,
+) -> IncidentPage | Response:
     """Stories, oldest id first (keyset pages), with suggestions, final codes and the codings
-    the caller may see."""
+    the caller may see; or all of them as a file (`format`, or `Accept: text/csv`)."""
     filters = service.IncidentFilters(
         survey_id=survey_id,
         status=status,
@@ -81,6 +95,11 @@ def list_incidents(
         submitted_to=submitted_to,
         q=q,
     )
+    chosen = negotiation.negotiate(request, format, ("json", "csv", "jsonl", "xlsx"))
+    if chosen != "json":
+        spec = ExportSpec(filters=filters, view=_view(user, view), viewer=user)
+        table = "stories" if chosen == "csv" else None
+        return streamed(request, user, spec, chosen, table, stem="incidents", survey_id=None)
     return service.list_incidents(
         session, filters=filters, cursor=cursor, limit=size, view=_view(user, view), viewer=user
     )

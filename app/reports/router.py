@@ -21,6 +21,7 @@ from app.db import SessionDep
 from app.errors import Forbidden, Invalid, NotFound, Unauthorized, problem_responses
 from app.models import Survey
 from app import negotiation
+from app.exports.report_tables import study_csv
 from app.reports import render
 from app.reports.rollups import PERIODS, Period
 from app.reports.schemas import ReportSurvey, StudyReport, TrendsReport
@@ -167,7 +168,7 @@ def get_trends(
     ),
     responses={
         **ERRORS,
-        200: {"content": {"text/markdown": {}, "text/html": {}}},
+        200: {"content": {"text/markdown": {}, "text/html": {}, "text/csv": {}}},
         304: {"description": "Not modified (If-None-Match matched the ETag)"},
     },
 )
@@ -177,9 +178,9 @@ def get_study(
     user: RequireAnyRole,
     survey_id: int,
     saturation_step: Annotated[int | None, Query(ge=1, le=100_000)] = None,
-    format: Annotated[Literal["json", "markdown", "html"] | None, Query()] = None,
+    format: Annotated[Literal["json", "markdown", "html", "csv"] | None, Query()] = None,
 ) -> Response:
-    chosen = negotiate(request, format, ("json", "markdown", "html"))
+    chosen = negotiate(request, format, ("json", "markdown", "html", "csv"))
     report = study_report(
         session,
         survey_id,
@@ -192,6 +193,8 @@ def get_study(
         return cached(request, body, "text/markdown; charset=utf-8")
     if chosen == "html":
         return cached(request, render.study_html(report).encode(), "text/html; charset=utf-8")
+    if chosen == "csv":
+        return cached(request, study_csv(report), "text/csv; charset=utf-8")
     return cached(request, _json(report), MEDIA_TYPES["json"])
 
 

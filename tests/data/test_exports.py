@@ -165,3 +165,48 @@ def test_an_erased_story_is_in_no_export(
         key = "id" if name == "stories" else "incident_id"
         assert str(coded) not in {r[key] for r in rows}, name
     assert "alice's memo" not in {r["note"] for r in tables["codings"]}
+
+
+def test_incident_list_as_csv_and_the_table_reports_as_csv(
+    client: TestClient, study: dict[str, Any], admin_person: Person
+) -> None:
+    survey = study["survey"]
+    listed = client.get(
+        "/api/v1/incidents",
+        params={"survey_id": survey.id, "format": "csv", "q": "bag"},
+        headers=admin_person.headers,
+    )
+    assert listed.status_code == 200 and listed.headers["content-type"].startswith("text/csv")
+    rows = list(csv.DictReader(io.StringIO(listed.content.decode("utf-8-sig"))))
+    assert [int(r["id"]) for r in rows] == [study["ids"][1]]  # the filters hold
+    by_accept = client.get(
+        "/api/v1/incidents", params={"survey_id": survey.id}, headers={**admin_person.headers, "Accept": "text/csv"}
+    )
+    assert by_accept.headers["content-type"].startswith("text/csv")
+    assert client.get("/api/v1/incidents", params={"format": "xml"}, headers=admin_person.headers).status_code == 422
+    assert client.get(
+        "/api/v1/incidents", headers={**admin_person.headers, "Accept": "application/xml"}
+    ).status_code == 406
+    assert client.get("/api/v1/incidents", headers=admin_person.headers).json()["items"]
+
+    agreement = client.get(
+        "/api/v1/reports/agreement",
+        params={"survey_id": survey.id, "format": "csv"},
+        headers=admin_person.headers,
+    )
+    assert agreement.status_code == 200, agreement.text
+    table = list(csv.DictReader(io.StringIO(agreement.content.decode("utf-8-sig"))))
+    overall = [r for r in table if r["section"] == "inter_coder" and r["code"] == "(overall)"]
+    assert {r["statistic"] for r in overall} >= {"percent_agreement", "krippendorff_alpha"}
+    assert all(r["n_units"] != "" for r in overall)
+    study_csv = client.get(
+        "/api/v1/reports/study",
+        params={"survey_id": survey.id},
+        headers={**admin_person.headers, "Accept": "text/csv"},
+    )
+    assert study_csv.status_code == 200 and study_csv.headers["content-type"].startswith("text/csv")
+    items = {(r["section"], r["item"]): r["value"] for r in csv.DictReader(io.StringIO(study_csv.content.decode("utf-8-sig")))}
+    assert any(section == "respondents" for section, _ in items)
+    for url in ("/api/v1/reports/trends", "/api/v1/reports/agreement"):
+        refused = client.get(url, headers={**admin_person.headers, "Accept": "application/pdf"})
+        assert refused.status_code == 406, url
