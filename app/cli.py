@@ -21,7 +21,8 @@ from app.erasure.cli import incident_cli
 from app.exports.cli import export
 from app.errors import AppError
 from app.models import Survey
-from app.suggestions.cli import import_cli, nlp_cli, worker
+from app.imports.cli import import_cli
+from app.suggestions.cli import nlp_cli, worker
 from app.surveys import service as surveys
 from app.surveys.schemas import SurveyCreate
 

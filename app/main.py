@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -20,6 +21,7 @@ from app.erasure.router import public_router as erasure_public_router
 from app.erasure.router import router as erasure_router
 from app.errors import install_error_handlers
 from app.exports.router import router as exports_router
+from app.imports.router import router as imports_router
 from app.incidents.router import public_router as incidents_public_router
 from app.incidents.router import router as incidents_router
 from app.jobs.router import router as jobs_router
@@ -37,6 +39,8 @@ from app.surveys.router import router as surveys_router
 from app.tokens.router import router as tokens_router
 
 APP_DIR = Path(__file__).parent
+# File uploads (imports, REFI-QDA files) may be larger than other request bodies.
+UPLOAD_PATHS = re.compile(r"^/api/v1/(surveys/\d+/imports|codebooks/[^/]+/qdc|codebooks/qdc|surveys/\d+/qdpx)$")
 
 PROBLEM_SCHEMA = {
     "type": "object",
@@ -85,7 +89,11 @@ def create_app(settings: Settings | None = None, *, start_worker: bool = False) 
     )
 
     install_error_handlers(app)
-    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_request_bytes)
+    app.add_middleware(
+        BodySizeLimitMiddleware,
+        max_bytes=settings.max_request_bytes,
+        uploads=(UPLOAD_PATHS, settings.max_upload_bytes),
+    )
     app.mount("/static", StaticFiles(directory=APP_DIR / "static"), name="static")
     for router in (
         codebooks_router,
@@ -106,6 +114,7 @@ def create_app(settings: Settings | None = None, *, start_worker: bool = False) 
         erasure_public_router,
         erasure_pages_router,
         exports_router,
+        imports_router,
     ):
         app.include_router(router)
 

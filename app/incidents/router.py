@@ -60,7 +60,7 @@ def list_incidents(
     survey_id: int | None = None,
     status: service.StatusFilter | None = None,
     code: Annotated[str | None, Query(description="Stories with this final code")] = None,
-    valence: Literal["satisfying", "dissatisfying"] | None = None,
+    valence: Literal["satisfying", "dissatisfying", "neutral", "unknown"] | None = None,
     touchpoint: str | None = None,
     channel: str | None = None,
     submitted_from: Annotated[

@@ -103,7 +103,9 @@ class IncidentRead(BaseModel):
     circumstances: str | None
     what_happened: str
     outcome: str | None
-    valence: Literal["satisfying", "dissatisfying"]
+    valence: Literal["satisfying", "dissatisfying", "neutral", "unknown"] = Field(
+        description="neutral/unknown: imported without a clear valence (to code or exclude)"
+    )
     touchpoint: str | None
     channel: str | None
     language: str

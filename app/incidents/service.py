@@ -444,7 +444,7 @@ class IncidentFilters:
     survey_id: int | None = None
     status: StatusFilter | None = None
     code: str | None = None
-    valence: Literal["satisfying", "dissatisfying"] | None = None
+    valence: Literal["satisfying", "dissatisfying", "neutral", "unknown"] | None = None
     touchpoint: str | None = None
     channel: str | None = None
     submitted_from: datetime | None = None

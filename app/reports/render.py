@@ -200,6 +200,7 @@ def study_markdown(report: dict[str, Any]) -> str:
             ["Invitations used", _n(r["invitations_used"])],
             ["Stories via a personal invitation", _n(r["stories_via_invitation"])],
             ["Stories via the open link", _n(r["stories_via_open_link"])],
+            ["Stories imported from files", _n(r.get("stories_imported"))],
         ],
     )
     out += [r["note"], ""]
@@ -392,6 +393,7 @@ def study_html(report: dict[str, Any]) -> str:
                 ["Invitations used", r["invitations_used"]],
                 ["Stories via a personal invitation", r["stories_via_invitation"]],
                 ["Stories via the open link", r["stories_via_open_link"]],
+                ["Stories imported from files", r.get("stories_imported")],
             ],
         ),
         f"<p>{_h(r['note'])}</p>",

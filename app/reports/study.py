@@ -319,17 +319,11 @@ def study_report(
             Invitation.survey_id == survey_id
         )
     ).one()
-    via_invitation = int(
-        session.scalar(
-            select(func.count()).where(
-                Incident.survey_id == survey_id, Incident.invitation_id.is_not(None)
-            )
-        )
-        or 0
-    )
+    by_source = dict(_count_by(session, survey_id, Incident.source))
     via_keys = [
-        counts.add("stories_via_invitation", via_invitation),
-        counts.add("stories_via_open_link", counts.values[total] - via_invitation),
+        counts.add("stories_via_invitation", int(by_source.get("invitation", 0))),
+        counts.add("stories_via_open_link", int(by_source.get("form", 0))),
+        counts.add("stories_imported", int(by_source.get("import", 0))),
     ]
     counts.breakdown(total, via_keys)
     coder_stats = session.execute(
@@ -382,6 +376,7 @@ def study_report(
             "invitations_used": get("stories_via_invitation") if suppress else int(invitations[1]),
             "stories_via_invitation": get("stories_via_invitation"),
             "stories_via_open_link": get("stories_via_open_link"),
+            "stories_imported": get("stories_imported"),
             "note": "Respondents are not identified across submissions: each submitted form "
             "is one story.",
         },
