@@ -19,6 +19,7 @@ from app.codebooks.service import ensure_default_codebook
 from app.db import session_scope
 from app.erasure.cli import incident_cli
 from app.exports.cli import export
+from app.refi.cli import refi_cli
 from app.errors import AppError
 from app.models import Survey
 from app.imports.cli import import_cli
@@ -43,6 +44,7 @@ cli.add_typer(reports_cli, name="reports")
 cli.command()(worker)
 cli.add_typer(incident_cli, name="incident")
 cli.command("export")(export)
+cli.add_typer(refi_cli, name="refi")
 
 DEMO_SURVEY = Path(__file__).parent / "surveys" / "demo.yaml"
 DEFAULT_CODEBOOK = (

@@ -22,6 +22,7 @@ from app.erasure.router import router as erasure_router
 from app.errors import install_error_handlers
 from app.exports.router import router as exports_router
 from app.imports.router import router as imports_router
+from app.refi.router import router as refi_router
 from app.incidents.router import public_router as incidents_public_router
 from app.incidents.router import router as incidents_router
 from app.jobs.router import router as jobs_router
@@ -40,7 +41,7 @@ from app.tokens.router import router as tokens_router
 
 APP_DIR = Path(__file__).parent
 # File uploads (imports, REFI-QDA files) may be larger than other request bodies.
-UPLOAD_PATHS = re.compile(r"^/api/v1/(surveys/\d+/imports|codebooks/[^/]+/qdc|codebooks/qdc|surveys/\d+/qdpx)$")
+UPLOAD_PATHS = re.compile(r"^/api/v1/(surveys/\d+/imports|codebooks/qdc|surveys/\d+/qdpx)$")
 
 PROBLEM_SCHEMA = {
     "type": "object",
@@ -115,6 +116,7 @@ def create_app(settings: Settings | None = None, *, start_worker: bool = False) 
         erasure_pages_router,
         exports_router,
         imports_router,
+        refi_router,
     ):
         app.include_router(router)
 

@@ -45,7 +45,10 @@ CODE_FIELDS = (
     "threshold",
     "retired",
     "indicators",
+    "color",
+    "codable",
 )
+COLOR_RE = re.compile(r"#(?:[0-9A-Fa-f]{6}|[0-9A-Fa-f]{3})\Z")
 INDICATOR_FIELDS = ("phrases", "lemma_phrases", "patterns")
 
 TokenPattern = tuple[dict[str, Any], ...]
@@ -90,6 +93,10 @@ class CodeSpec:
     threshold: float = DEFAULT_THRESHOLD
     retired: bool = False
     indicators: Indicators = field(default_factory=Indicators)
+    # For QDA programs (REFI-QDA): the code's colour, and whether coders may apply it (false:
+    # a category that only groups its child codes).
+    color: str | None = None
+    codable: bool = True
 
 
 @dataclass(frozen=True)
@@ -104,7 +111,8 @@ class Codebook:
 
     @property
     def active_codes(self) -> tuple[CodeSpec, ...]:
-        return tuple(code for code in self.codes if not code.retired)
+        """The codes coders may apply and suggestions score: not retired, and codable."""
+        return tuple(code for code in self.codes if not code.retired and code.codable)
 
     @property
     def code_keys(self) -> tuple[str, ...]:
@@ -320,6 +328,14 @@ def _code(data: object, path: str, problems: _Problems) -> CodeSpec | None:
     if not isinstance(retired, bool):
         problems.add(f"{path}.retired", f"must be true or false, not {_type_name(retired)}")
         retired = False
+    codable = data.get("codable", True)
+    if not isinstance(codable, bool):
+        problems.add(f"{path}.codable", f"must be true or false, not {_type_name(codable)}")
+        codable = True
+    color = _optional_text(data, "color", path, problems)
+    if color is not None and not COLOR_RE.match(color):
+        problems.add(f"{path}.color", f"{color!r} is not a colour like #F5A623")
+        color = None
     return CodeSpec(
         key=key,
         label=_text(data, "label", path, problems, required=True),
@@ -332,6 +348,8 @@ def _code(data: object, path: str, problems: _Problems) -> CodeSpec | None:
         threshold=_threshold(data.get("threshold"), f"{path}.threshold", problems),
         retired=retired,
         indicators=_indicators(data.get("indicators"), f"{path}.indicators", problems),
+        color=color,
+        codable=codable,
     )
 
 
@@ -451,6 +469,9 @@ def codebook_to_dict(codebook: Codebook) -> dict[str, Any]:
                 "threshold": code.threshold,
                 "retired": code.retired,
                 "indicators": _indicators_to_dict(code.indicators),
+                # Only when set, so that codebooks without them keep their exact form.
+                **({"color": code.color} if code.color else {}),
+                **({"codable": False} if not code.codable else {}),
             }
             for code in codebook.codes
         ],

@@ -116,6 +116,7 @@ ADJUDICATION_COLUMNS = (
 
 _SELECTED = (
     Incident.id,
+    Incident.submission_key,
     Incident.survey_id,
     Incident.submitted_at,
     Incident.source,
