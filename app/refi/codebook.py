@@ -23,11 +23,12 @@ from app.codebooks import service as codebooks
 from app.models import Codebook, CodebookVersion
 from app.refi.xml import CODEBOOK_NS, ORIGIN, guid, normal_guid, parse, validate_bytes
 from nlp.codebook import Codebook as NlpCodebook
-from nlp.codebook import CodeSpec
+from nlp.codebook import CODE_KEY_RE, CodeSpec
 
 INCLUSION = "Inclusion criteria:"
 EXCLUSION = "Exclusion criteria:"
 EXAMPLES = "Examples:"
+KEY_LINE = "Code key: "  # our key, so that a codebook comes back with the same keys
 _SECTIONS = {INCLUSION: "inclusion", EXCLUSION: "exclusion", EXAMPLES: "examples"}
 
 
@@ -47,19 +48,30 @@ def description(code: CodeSpec) -> str:
                 lines.append(f"- {first}")
                 lines.extend(f"  {line}" for line in rest)
             parts.append("\n".join(lines))
+    parts.append(f"{KEY_LINE}{code.key}")
     return "\n\n".join(parts)
 
 
 def parse_description(text: str | None) -> dict[str, Any]:
     """The inverse of `description`; text in no known section is the definition."""
-    out: dict[str, Any] = {"definition": "", "inclusion": [], "exclusion": [], "examples": []}
+    out: dict[str, Any] = {
+        "definition": "", "inclusion": [], "exclusion": [], "examples": [], "key": None
+    }
     definition: list[str] = []
     section: str | None = None
     for line in (text or "").replace("\r\n", "\n").split("\n"):
+        if line.startswith(KEY_LINE) and CODE_KEY_RE.match(line[len(KEY_LINE) :].strip()):
+            out["key"] = line[len(KEY_LINE) :].strip()
+            section = "__key__"
+            continue
+        if section == "__key__" and not line.strip():
+            continue
         if line.strip() in _SECTIONS:
             section = _SECTIONS[line.strip()]
             continue
         if section is None:
+            definition.append(line)
+        elif section == "__key__":
             definition.append(line)
         elif line.startswith("- "):
             out[section].append(line[2:])
@@ -197,7 +209,14 @@ def merge(
     mapping: dict[str, str] = {}
     foreign = list(foreign)
     for code in foreign:
-        found = by_guid.get(code.guid) or by_label.get(code.name.lower())
+        stated = parse_description(code.description)["key"]
+        found = by_guid.get(code.guid) or (stated if stated in by_key else None)
+        found = found or by_label.get(code.name.lower())
+        if found is None and stated and stated not in mapping.values():
+            found = stated
+            entry0: dict[str, Any] = {"key": found, "label": code.name or found}
+            content["codes"].append(entry0)
+            by_key[found] = entry0
         if found is None and slug(code.name) in by_key and slug(code.name) not in mapping.values():
             found = slug(code.name)
         if found is None:

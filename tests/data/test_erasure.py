@@ -4,6 +4,7 @@ equal a direct GROUP BY afterwards, and models trained on the story are marked."
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
 from typing import Any
@@ -41,7 +42,12 @@ def _submit(client: TestClient, survey: Survey, **extra: Any) -> dict[str, Any]:
 
 
 def test_json_receipt_withdraws_the_story_once(
-    client: TestClient, survey: Survey, db: Callable[[], Any], assert_rollups_match: Any
+    client: TestClient,
+    survey: Survey,
+    db: Callable[[], Any],
+    assert_rollups_match: Any,
+    person: Callable[..., Person],
+    admin_person: Person,
 ) -> None:
     receipt = _submit(client, survey, submission_id="withdraw-me-123")
     code = receipt["receipt_code"]
@@ -57,6 +63,7 @@ def test_json_receipt_withdraws_the_story_once(
         assert stored.source == "form" and stored.consent == "not_asked"
         assert code not in (stored.receipt_hash or "")  # only its hash is kept
         incident_id = stored.id
+        other_id = session.scalar(select(Incident.id).where(Incident.id != incident_id))
 
     url = f"/api/v1/public/surveys/{survey.slug}/withdrawals"
     wrong = client.post(url, json={"receipt_code": "AAAA-BBBB-CCCC-DDDD"})
@@ -78,6 +85,20 @@ def test_json_receipt_withdraws_the_story_once(
         assert tombstone is not None and tombstone.actor_name == "respondent"
         assert "Quimby" not in str(tombstone.after) and "4111" not in str(tombstone.after)
     assert_rollups_match()
+    # In no search, queue or export.
+    coder = person()
+    found = client.get("/api/v1/incidents", params={"q": "Quimby"}, headers=admin_person.headers)
+    assert [i["id"] for i in found.json()["items"]] == [
+        i for i in [other_id] if i
+    ]
+    handed = client.post("/api/v1/review/next", headers=coder.headers)
+    assert handed.status_code == 200 and handed.json()["incident"]["id"] == other_id
+    exported = client.get(
+        f"/api/v1/surveys/{survey.id}/export",
+        params={"format": "jsonl"},
+        headers=admin_person.headers,
+    )
+    assert [line["id"] for line in map(json.loads, exported.text.splitlines())] == [other_id]
 
 
 def test_form_thanks_page_shows_the_receipt_and_the_withdraw_page_uses_it(
