@@ -18,11 +18,11 @@ from app.codebooks.cli import codebook_cli
 from app.codebooks.service import ensure_default_codebook
 from app.db import session_scope
 from app.erasure.cli import incident_cli
-from app.exports.cli import export
-from app.refi.cli import refi_cli
 from app.errors import AppError
-from app.models import Survey
+from app.exports.cli import export
 from app.imports.cli import import_cli
+from app.models import Survey
+from app.refi.cli import refi_cli
 from app.suggestions.cli import nlp_cli, worker
 from app.surveys import service as surveys
 from app.surveys.schemas import SurveyCreate

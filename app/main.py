@@ -22,11 +22,11 @@ from app.erasure.router import router as erasure_router
 from app.errors import install_error_handlers
 from app.exports.router import router as exports_router
 from app.imports.router import router as imports_router
-from app.refi.router import router as refi_router
 from app.incidents.router import public_router as incidents_public_router
 from app.incidents.router import router as incidents_router
 from app.jobs.router import router as jobs_router
 from app.protection import BodySizeLimitMiddleware, RateLimiter
+from app.refi.router import router as refi_router
 from app.reports.pages import pages_router as reports_pages_router
 from app.reports.router import router as reports_router
 from app.reviews.router import audit_router as review_audit_router

@@ -64,7 +64,12 @@ def _message(request: Request, language: str, kind: str, status_code: int) -> HT
     response: HTMLResponse = request.app.state.templates.TemplateResponse(
         request,
         "message.html",
-        {"t": t, "lang": language, "title": t(f"pages.{kind}_title"), "body": t(f"pages.{kind}_body")},
+        {
+            "t": t,
+            "lang": language,
+            "title": t(f"pages.{kind}_title"),
+            "body": t(f"pages.{kind}_body"),
+        },
         status_code=status_code,
     )
     return response
@@ -92,16 +97,29 @@ def withdraw_submit(
     code = form.values.get("receipt", "")[:40]
     settings = app_settings(request)
     if not request.app.state.submit_limiter.allow(client_key(request)):
-        return _page(request, slug, survey.language, code=code, error=t("errors.rate_limited"),
-                     status_code=429)
+        return _page(
+            request,
+            slug,
+            survey.language,
+            code=code,
+            error=t("errors.rate_limited"),
+            status_code=429,
+        )
     if not csrf_valid(
         settings.secret_key, request.cookies.get(CSRF_COOKIE), form.values.get("csrf_token")
     ):
-        return _page(request, slug, survey.language, code=code, error=t("errors.csrf"),
-                     status_code=400)
+        return _page(
+            request, slug, survey.language, code=code, error=t("errors.csrf"), status_code=400
+        )
     try:
         service.withdraw(session, code, survey_id=survey.id)
     except NotFound:
-        return _page(request, slug, survey.language, code=code,
-                     error=t("pages.withdraw_unknown"), status_code=404)
+        return _page(
+            request,
+            slug,
+            survey.language,
+            code=code,
+            error=t("pages.withdraw_unknown"),
+            status_code=404,
+        )
     return _message(request, survey.language, "withdrawn", 200)

@@ -92,10 +92,7 @@ def erase_incident(
         "status": incident.status,
         "submitted_at": incident.submitted_at.isoformat(),
         "final_codes": int(
-            session.scalar(
-                select(func.count()).where(IncidentCode.incident_id == incident_id)
-            )
-            or 0
+            session.scalar(select(func.count()).where(IncidentCode.incident_id == incident_id)) or 0
         ),
     }
     models = _mark_models(session, incident_id)

@@ -41,7 +41,9 @@ def cell(value: Any) -> Any:
     return value
 
 
-def csv_chunks(header: list[str], rows: Iterable[list[Any]], *, bom: bool = True) -> Iterator[bytes]:
+def csv_chunks(
+    header: list[str], rows: Iterable[list[Any]], *, bom: bool = True
+) -> Iterator[bytes]:
     """UTF-8 CSV (with a BOM, so spreadsheet programs read it as UTF-8), in ~256 KiB chunks."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\r\n")

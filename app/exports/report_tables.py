@@ -22,11 +22,24 @@ def _figures(section: str, code: str, figures: Mapping[str, Any]) -> Iterator[li
     for name in _STATISTICS:
         stat = figures.get(name)
         if isinstance(stat, Mapping):
-            yield [section, code, name, "", stat.get("value"), stat.get("n_units"), stat.get("reason")]
+            yield [
+                section,
+                code,
+                name,
+                "",
+                stat.get("value"),
+                stat.get("n_units"),
+                stat.get("reason"),
+            ]
     for pair in figures.get("cohen_kappa") or []:
         coders = " & ".join(pair.get("coders") or ())
         yield [
-            section, code, "cohen_kappa", coders, pair.get("value"), pair.get("n_units"),
+            section,
+            code,
+            "cohen_kappa",
+            coders,
+            pair.get("value"),
+            pair.get("n_units"),
             pair.get("reason"),
         ]
 
@@ -34,7 +47,10 @@ def _figures(section: str, code: str, figures: Mapping[str, Any]) -> Iterator[li
 def agreement_rows(report: Mapping[str, Any]) -> Iterator[list[Any]]:
     """One row per section (inter_coder, model_vs_final), code (or overall) and statistic,
     with the units it rests on beside every value."""
-    for section, data in (("inter_coder", report), ("model_vs_final", report.get("model_vs_final"))):
+    for section, data in (
+        ("inter_coder", report),
+        ("model_vs_final", report.get("model_vs_final")),
+    ):
         if not isinstance(data, Mapping):
             continue
         yield from _figures(section, "(overall)", data.get("overall") or {})

@@ -96,7 +96,9 @@ def export_survey(
         from app.refi.router import project_response
 
         return project_response(request, session, user, spec, survey)
-    return streamed(request, user, spec, fmt, table, stem=f"survey-{survey.id}", survey_id=survey.id)
+    return streamed(
+        request, user, spec, fmt, table, stem=f"survey-{survey.id}", survey_id=survey.id
+    )
 
 
 __all__ = ["TABLES", "router", "streamed"]

@@ -36,7 +36,6 @@ from app.models import (
     AuditEvent,
     Codebook,
     CodebookVersion,
-    Coding,
     CodingCode,
     ImportRun,
     Incident,
@@ -234,7 +233,9 @@ def story_batches(
             .order_by(IncidentCode.incident_id, IncidentCode.id)
         ):
             finals[code.incident_id].append(dict(code._mapping))
-        need = ids if codings else ([r.id for r in rows if r.status == "in_review"] if blind else [])
+        need = (
+            ids if codings else ([r.id for r in rows if r.status == "in_review"] if blind else [])
+        )
         loaded = load_codings(session, need) if need else {}
         visible: dict[int, list[CodingRead]] = {}
         by_id = {r.id: r for r in rows}
@@ -435,15 +436,15 @@ def table_rows(
                 for record in coding_records(row, batch, spec, context):
                     yield [record[c] for c in CODING_COLUMNS]
     elif table == "suggestions":
-        for batch in _plain_batches(session, spec):
-            found = suggestion_batches(session, batch, context)
-            for row in batch:
+        for ids in _plain_batches(session, spec):
+            found = suggestion_batches(session, ids, context)
+            for row in ids:
                 for record in found.get(row.id, []):
                     yield [record[c] for c in SUGGESTION_COLUMNS]
     elif table == "adjudications":
-        for batch in _plain_batches(session, spec):
-            found = adjudication_batches(session, batch)
-            for row in batch:
+        for ids in _plain_batches(session, spec):
+            found = adjudication_batches(session, ids)
+            for row in ids:
                 for record in found.get(row.id, []):
                     yield [record[c] for c in ADJUDICATION_COLUMNS]
     else:  # pragma: no cover - the router validates the table name

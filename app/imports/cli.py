@@ -38,7 +38,11 @@ def import_incidents_command(
     survey: Annotated[int, typer.Option(help="Survey id the stories belong to")],
     map_: Annotated[
         list[str] | None,
-        typer.Option("--map", help="'SOURCE COLUMN=field' (repeat), e.g. 'Consumer complaint narrative=what_happened'"),
+        typer.Option(
+            "--map",
+            help="'SOURCE COLUMN=field' (repeat), "
+            "e.g. 'Consumer complaint narrative=what_happened'",
+        ),
     ] = None,
     default: Annotated[
         list[str] | None,

@@ -21,8 +21,16 @@ from charset_normalizer import from_bytes
 
 SAMPLE_BYTES = 1 << 20
 DELIMITERS = (",", ";", "\t", "|")
-FORMATS = {".csv": "csv", ".tsv": "csv", ".txt": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl",
-           ".json": "jsonl", ".xlsx": "xlsx", ".xlsm": "xlsx"}
+FORMATS = {
+    ".csv": "csv",
+    ".tsv": "csv",
+    ".txt": "csv",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".json": "jsonl",
+    ".xlsx": "xlsx",
+    ".xlsm": "xlsx",
+}
 csv.field_size_limit(10_000_000)
 
 
@@ -47,8 +55,13 @@ class TableFile:
     columns: list[str] = field(default_factory=list)
 
     def details(self) -> dict[str, Any]:
-        found = {"format": self.format, "encoding": self.encoding, "delimiter": self.delimiter,
-                 "sheet": self.sheet, "columns": self.columns}
+        found = {
+            "format": self.format,
+            "encoding": self.encoding,
+            "delimiter": self.delimiter,
+            "sheet": self.sheet,
+            "columns": self.columns,
+        }
         return {k: v for k, v in found.items() if v is not None}
 
 
@@ -95,7 +108,8 @@ def open_table(path: Path, *, sheet: str | None = None) -> TableFile:
     fmt = FORMATS.get(path.suffix.lower())
     if fmt is None:
         raise FileUnreadable(
-            f"{path.name}: use a .csv, .tsv, .jsonl (.ndjson) or .xlsx file, not {path.suffix or 'a file without an extension'}"
+            f"{path.name}: use a .csv, .tsv, .jsonl (.ndjson) or .xlsx file, "
+            f"not {path.suffix or 'a file without an extension'}"
         )
     table = TableFile(path, fmt)
     if fmt == "xlsx":
@@ -124,14 +138,18 @@ def _workbook(path: Path) -> Any:
     try:
         return openpyxl.load_workbook(path, read_only=True, data_only=True)
     except Exception as exc:  # zipfile.BadZipFile, KeyError, InvalidFileException, ...
-        raise FileUnreadable(f"{path.name} is not an Excel workbook that can be read ({exc.__class__.__name__})") from exc
+        raise FileUnreadable(
+            f"{path.name} is not an Excel workbook that can be read ({exc.__class__.__name__})"
+        ) from exc
 
 
 def _sheet(workbook: Any, name: str | None) -> Any:
     if name is None:
         return workbook.worksheets[0]
     if name not in workbook.sheetnames:
-        raise FileUnreadable(f"no sheet {name!r}; the workbook has {', '.join(workbook.sheetnames)}")
+        raise FileUnreadable(
+            f"no sheet {name!r}; the workbook has {', '.join(workbook.sheetnames)}"
+        )
     return workbook[name]
 
 
@@ -193,9 +211,12 @@ def _csv_rows(table: TableFile) -> Iterator[tuple[int, dict[str, Any] | RowProbl
             if header is None:
                 header = [c.lstrip("\ufeff").strip() for c in cells]
                 continue
-            if len(cells) > len(header) and any(c.strip() for c in cells[len(header):]):
-                yield first_line, RowProblem(
-                    f"{len(cells)} values for {len(header)} columns (is a quote missing?)"
+            if len(cells) > len(header) and any(c.strip() for c in cells[len(header) :]):
+                yield (
+                    first_line,
+                    RowProblem(
+                        f"{len(cells)} values for {len(header)} columns (is a quote missing?)"
+                    ),
                 )
                 continue
             yield first_line, {k: v for k, v in zip(header, cells, strict=False) if k and v != ""}
@@ -210,9 +231,10 @@ def _xlsx_rows(table: TableFile) -> Iterator[tuple[int, dict[str, Any] | RowProb
             if header is None:
                 header = [str(c or "").strip() for c in cells]
                 continue
-            yield number, {
-                k: v for k, v in zip(header, cells, strict=False) if k and v not in (None, "")
-            }
+            yield (
+                number,
+                {k: v for k, v in zip(header, cells, strict=False) if k and v not in (None, "")},
+            )
     finally:
         workbook.close()
 
@@ -246,4 +268,3 @@ def count_records(table: TableFile) -> int | None:
         return sum(1 for _ in rows(table))
     except FileUnreadable:
         return None
-

@@ -193,7 +193,9 @@ def upload_import(
     return to_read(run)
 
 
-@router.get("/imports/{import_id}", response_model=ImportRead, responses=problem_responses(NotFound))
+@router.get(
+    "/imports/{import_id}", response_model=ImportRead, responses=problem_responses(NotFound)
+)
 def read_import(import_id: int, session: SessionDep, _user: RequireAdmin) -> ImportRead:
     run = session.get(ImportRun, import_id)
     if run is None:

@@ -70,7 +70,14 @@ VALENCE_WORDS = {
 }
 CONSENT_YES = {"yes", "y", "true", "1", "given", "ja", "x", "consent provided"}
 CONSENT_NO = {
-    "no", "n", "false", "0", "refused", "withdrawn", "nein", "consent not provided",
+    "no",
+    "n",
+    "false",
+    "0",
+    "refused",
+    "withdrawn",
+    "nein",
+    "consent not provided",
     "consent withdrawn",
 }
 CONSENT_UNKNOWN = {"n/a", "na", "other", "unknown", "-"}
@@ -88,7 +95,12 @@ class RecordError:
     value: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {"line": self.line, "column": self.column, "value": self.value, "message": self.message}
+        return {
+            "line": self.line,
+            "column": self.column,
+            "value": self.value,
+            "message": self.message,
+        }
 
     def __str__(self) -> str:
         if self.column and self.value is not None:
@@ -216,7 +228,9 @@ def _consent(value: Any) -> str:
     if text in CONSENT_UNKNOWN:
         return "unknown"
     if text in CONSENT_NO:
-        raise RowError("consent: the respondent did not consent; the story is not imported", "consent", value)
+        raise RowError(
+            "consent: the respondent did not consent; the story is not imported", "consent", value
+        )
     raise RowError("consent: yes or no", "consent", value)
 
 
@@ -250,7 +264,9 @@ def prepare(row: dict[str, Any], codes: set[str], settings: Settings) -> Prepare
     submitted_at = None
     if row.get("submitted_at"):
         try:
-            submitted_at = datetime.fromisoformat(str(row["submitted_at"]).strip().replace("Z", "+00:00"))
+            submitted_at = datetime.fromisoformat(
+                str(row["submitted_at"]).strip().replace("Z", "+00:00")
+            )
         except ValueError as exc:
             raise RowError(
                 "submitted_at: not an ISO date or date-time", "submitted_at", row["submitted_at"]
@@ -274,7 +290,9 @@ def prepare(row: dict[str, Any], codes: set[str], settings: Settings) -> Prepare
         try:
             attributes = json.loads(attributes)
         except json.JSONDecodeError as exc:
-            raise RowError("attributes: not a JSON object", "attributes", row["attributes"]) from exc
+            raise RowError(
+                "attributes: not a JSON object", "attributes", row["attributes"]
+            ) from exc
     if not isinstance(attributes, dict):
         raise RowError("attributes: must be an object", "attributes", attributes)
     attributes = {**{k: v for k, v in row.items() if k not in FIELDS}, **attributes}
@@ -351,7 +369,8 @@ def _check_story_column(table: TableFile, options: ImportOptions) -> None:
     if not mapped & {"what_happened", "text"}:
         raise ImportFailed(
             f"{table.path.name} has no story column (what_happened or text). Its columns: "
-            f"{', '.join(table.columns[:40])}. Map one, e.g. --map '{table.columns[0]}=what_happened'"
+            f"{', '.join(table.columns[:40])}. "
+            f"Map one, e.g. --map '{table.columns[0]}=what_happened'"
         )
 
 
@@ -518,13 +537,17 @@ def _store(
     """One chunk and the run's progress in one transaction: a crash loses no counted story."""
     with session_scope(factory) as session:
         keys = [p.key for _, p in chunk]
-        seen = set(
-            session.scalars(
-                select(Incident.submission_key).where(
-                    Incident.survey_id == survey.id, Incident.submission_key.in_(keys)
+        seen = (
+            set(
+                session.scalars(
+                    select(Incident.submission_key).where(
+                        Incident.survey_id == survey.id, Incident.submission_key.in_(keys)
+                    )
                 )
             )
-        ) if keys else set()
+            if keys
+            else set()
+        )
         stored_ids = []
         for number, prepared in chunk:
             if prepared.key in seen:

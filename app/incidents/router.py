@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Header, Query, Request, Response
 
+from app import negotiation
 from app.auth import Principal, RequireResearcher
 from app.config import app_settings
 from app.db import SessionDep
@@ -19,7 +20,6 @@ from app.errors import (
     TooManyRequests,
     problem_responses,
 )
-from app import negotiation
 from app.exports.router import streamed
 from app.exports.service import ExportSpec
 from app.incidents import service

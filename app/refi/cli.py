@@ -42,7 +42,9 @@ def export_qdc_command(
         if codebook is None:
             fail(f"no codebook with the key {key!r}")
         assert codebook is not None
-        data = export_qdc(codebooks.get_version(session, codebook.id, version or codebook.current_version))
+        data = export_qdc(
+            codebooks.get_version(session, codebook.id, version or codebook.current_version)
+        )
     file.write_bytes(data)
     typer.echo(f"codebook {key} written to {file}")
 
@@ -50,7 +52,9 @@ def export_qdc_command(
 @refi_cli.command("import-qdc")
 def import_qdc_command(
     file: Annotated[Path, typer.Argument(help="A .qdc file from a QDA program")],
-    key: Annotated[str | None, typer.Option(help="Merge into this codebook (a new version)")] = None,
+    key: Annotated[
+        str | None, typer.Option(help="Merge into this codebook (a new version)")
+    ] = None,
     name: Annotated[str | None, typer.Option(help="Name of a new codebook")] = None,
     note: Annotated[str, typer.Option(help="Change note")] = "",
 ) -> None:
@@ -68,7 +72,10 @@ def import_qdc_command(
         fail(exc.detail)
         return
     extra = f"; {result.sets_ignored} code sets ignored" if result.sets_ignored else ""
-    typer.echo(f"codebook {result.key}: version {result.version} ({result.outcome}), {result.codes} codes{extra}")
+    typer.echo(
+        f"codebook {result.key}: version {result.version} ({result.outcome}), "
+        f"{result.codes} codes{extra}"
+    )
 
 
 @refi_cli.command("import-qdpx")
@@ -86,5 +93,6 @@ def import_qdpx_command(
         return
     typer.echo(
         f"{result.stories} stories, {result.codings} codings, {result.final_codes} final codes "
-        f"imported; {result.duplicates} already there, {result.skipped_sources} sources without text"
+        f"imported; {result.duplicates} already there, "
+        f"{result.skipped_sources} sources without text"
     )

@@ -22,8 +22,8 @@ from app.auth import Principal
 from app.codebooks import service as codebooks
 from app.models import Codebook, CodebookVersion
 from app.refi.xml import CODEBOOK_NS, ORIGIN, guid, normal_guid, parse, validate_bytes
-from nlp.codebook import Codebook as NlpCodebook
 from nlp.codebook import CODE_KEY_RE, CodeSpec
+from nlp.codebook import Codebook as NlpCodebook
 
 INCLUSION = "Inclusion criteria:"
 EXCLUSION = "Exclusion criteria:"
@@ -39,8 +39,11 @@ def code_guid(codebook_key: str, code_key: str) -> str:
 def description(code: CodeSpec) -> str:
     """Definition, then each list as `Heading:` and `- item` lines (continuations indented)."""
     parts = [code.definition.strip()] if code.definition.strip() else []
-    for heading, items in ((INCLUSION, code.inclusion), (EXCLUSION, code.exclusion),
-                           (EXAMPLES, code.examples)):
+    for heading, items in (
+        (INCLUSION, code.inclusion),
+        (EXCLUSION, code.exclusion),
+        (EXAMPLES, code.examples),
+    ):
         if items:
             lines = [heading]
             for item in items:
@@ -55,7 +58,11 @@ def description(code: CodeSpec) -> str:
 def parse_description(text: str | None) -> dict[str, Any]:
     """The inverse of `description`; text in no known section is the definition."""
     out: dict[str, Any] = {
-        "definition": "", "inclusion": [], "exclusion": [], "examples": [], "key": None
+        "definition": "",
+        "inclusion": [],
+        "exclusion": [],
+        "examples": [],
+        "key": None,
     }
     definition: list[str] = []
     section: str | None = None
@@ -69,9 +76,7 @@ def parse_description(text: str | None) -> dict[str, Any]:
         if line.strip() in _SECTIONS:
             section = _SECTIONS[line.strip()]
             continue
-        if section is None:
-            definition.append(line)
-        elif section == "__key__":
+        if section is None or section == "__key__":
             definition.append(line)
         elif line.startswith("- "):
             out[section].append(line[2:])
@@ -177,7 +182,7 @@ def read_qdc(data: bytes) -> ReadCodebook:
 
 
 def slug(name: str) -> str:
-    """A code key from a program's code name: `Staff – rude!` -> `staff_rude`."""
+    """A code key from a program's code name: `Staff: rude!` -> `staff_rude`."""
     ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
     key = re.sub(r"[^a-z0-9]+", "_", ascii_name.lower()).strip("_")
     if not key or not key[0].isalpha():
@@ -285,6 +290,4 @@ def import_qdc(
         before = target.current_version
         version = codebooks.update_codebook(session, target, content, actor, note)
         outcome = "unchanged" if version.number == before else "new version"
-    return QdcImport(
-        version.codebook_id, key, version.number, outcome, len(read.codes), read.sets
-    )
+    return QdcImport(version.codebook_id, key, version.number, outcome, len(read.codes), read.sets)

@@ -18,7 +18,7 @@ import io
 import re
 import zipfile
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -146,8 +146,9 @@ class _Selection:
     at: datetime | None
 
 
-def _selections(row: Any, batch: Batch, spec: ExportSpec, text: str, starts: dict[str, int],
-                codebook_key: str) -> list[_Selection]:
+def _selections(
+    row: Any, batch: Batch, spec: ExportSpec, text: str, starts: dict[str, int], codebook_key: str
+) -> list[_Selection]:
     found: list[_Selection] = []
     for final in batch.final_codes.get(row.id, []):
         found.append(_Selection(0, len(text), FINAL_USER, final["code"], final["confirmed_at"]))
@@ -156,15 +157,22 @@ def _selections(row: Any, batch: Batch, spec: ExportSpec, text: str, starts: dic
             spans = batch.spans.get((coding.id, decision.code))
             spans = _spans_for_view(row, spans, spec.view) if spans else None
             if not spans:
-                found.append(_Selection(0, len(text), coding.coder, decision.code, coding.updated_at))
+                found.append(
+                    _Selection(0, len(text), coding.coder, decision.code, coding.updated_at)
+                )
                 continue
             for span in spans:
                 base = starts.get(span["field"])
                 if base is None:
                     continue
                 found.append(
-                    _Selection(base + int(span["start"]), base + int(span["end"]), coding.coder,
-                               decision.code, coding.updated_at)
+                    _Selection(
+                        base + int(span["start"]),
+                        base + int(span["end"]),
+                        coding.coder,
+                        decision.code,
+                        coding.updated_at,
+                    )
                 )
     return sorted(found, key=lambda s: (s.start, s.end, s.user, s.code))
 
@@ -173,15 +181,36 @@ def _notes(row: Any, batch: Batch, source: str) -> list[tuple[str, str, str, str
     """(guid, name, author, text, when) of a story's memos and exclusions."""
     notes = []
     if row.status == "excluded":
-        notes.append((guid("note", source, FINAL_USER, "exclusion"), "Exclusion", FINAL_USER,
-                      row.exclusion_reason or "", row.finalized_at))
+        notes.append(
+            (
+                guid("note", source, FINAL_USER, "exclusion"),
+                "Exclusion",
+                FINAL_USER,
+                row.exclusion_reason or "",
+                row.finalized_at,
+            )
+        )
     for coding in batch.codings.get(row.id, []):
         if coding.excluded:
-            notes.append((guid("note", source, coding.coder, "exclusion"), "Exclusion",
-                          coding.coder, coding.exclusion_reason or "", coding.updated_at))
+            notes.append(
+                (
+                    guid("note", source, coding.coder, "exclusion"),
+                    "Exclusion",
+                    coding.coder,
+                    coding.exclusion_reason or "",
+                    coding.updated_at,
+                )
+            )
         if coding.note:
-            notes.append((guid("note", source, coding.coder, "memo"), "Memo", coding.coder,
-                          coding.note, coding.updated_at))
+            notes.append(
+                (
+                    guid("note", source, coding.coder, "memo"),
+                    "Memo",
+                    coding.coder,
+                    coding.note,
+                    coding.updated_at,
+                )
+            )
     return notes
 
 
@@ -207,7 +236,9 @@ def _users(session: Session, spec: ExportSpec) -> list[str]:
     return sorted({FINAL_USER, *session.scalars(query)})
 
 
-def project_chunks(factory: sessionmaker[Session], spec: ExportSpec, survey_id: int) -> Iterator[bytes]:
+def project_chunks(
+    factory: sessionmaker[Session], spec: ExportSpec, survey_id: int
+) -> Iterator[bytes]:
     """The `.qdpx` bytes, written as they are produced."""
     sink = _Sink()
     with session_scope(factory, write=False) as session:
@@ -223,10 +254,13 @@ def project_chunks(factory: sessionmaker[Session], spec: ExportSpec, survey_id: 
             else None
         )
         users = _users(session, spec)
-        with zipfile.ZipFile(sink, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
+        with zipfile.ZipFile(
+            sink, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1
+        ) as archive:
             with archive.open("project.qde", "w", force_zip64=True) as member:
-                yield from _write_project(session, member, sink, spec, survey, context,
-                                          nlp_codebook, users)
+                yield from _write_project(
+                    session, member, sink, spec, survey, context, nlp_codebook, users
+                )
             yield sink.take()
             for batch in story_batches(session, spec, codings=False):
                 for row in batch.rows:
@@ -249,8 +283,9 @@ def _write_project(
 ) -> Iterator[bytes]:
     with etree.xmlfile(member, encoding="utf-8") as xf:
         xf.write_declaration()
-        with xf.element(f"{P}Project", nsmap={None: PROJECT_NS}, name=survey.title,
-                        origin="CIT service"):
+        with xf.element(
+            f"{P}Project", nsmap={None: PROJECT_NS}, name=survey.title, origin="CIT service"
+        ):
             with xf.element(f"{P}Users"):
                 for name in users:
                     xf.write(etree.Element(f"{P}User", guid=user_guid(name), name=name))
@@ -259,12 +294,20 @@ def _write_project(
                 codes = etree.SubElement(book, f"{P}Codes")
                 code_elements(codes, PROJECT_NS, nlp_codebook)
                 xf.write(book)
-            variables = [*FIXED_VARIABLES, *((k, "Text") for k in context.attribute_keys
-                                             if k != NAME_ATTRIBUTE)]
+            variables = [
+                *FIXED_VARIABLES,
+                *((k, "Text") for k in context.attribute_keys if k != NAME_ATTRIBUTE),
+            ]
             with xf.element(f"{P}Variables"):
                 for name, kind in variables:
-                    xf.write(etree.Element(f"{P}Variable", guid=guid("variable", name), name=name,
-                                           typeOfVariable=kind))
+                    xf.write(
+                        etree.Element(
+                            f"{P}Variable",
+                            guid=guid("variable", name),
+                            name=name,
+                            typeOfVariable=kind,
+                        )
+                    )
             codebook_key = nlp_codebook.key if nlp_codebook is not None else ""
             notes_seen = False
             with xf.element(f"{P}Sources"):
@@ -276,27 +319,37 @@ def _write_project(
                         attributes = _attributes(row, spec, context)
                         name = str(attributes.get(NAME_ATTRIBUTE) or f"story-{row.id}")
                         element = etree.Element(
-                            f"{P}TextSource", guid=source, name=name,
+                            f"{P}TextSource",
+                            guid=source,
+                            name=name,
                             plainTextPath=f"internal://{source}.txt",
                         )
                         if row.submitted_at is not None:
                             element.set("creationDateTime", _iso(row.submitted_at) or "")
                         with xf.element(element.tag, dict(element.attrib)):
                             for sel in _selections(row, batch, spec, text, starts, codebook_key):
-                                selection_guid = guid("selection", source, sel.user, sel.code,
-                                                      sel.start, sel.end)
-                                with xf.element(f"{P}PlainTextSelection", guid=selection_guid,
-                                                startPosition=str(sel.start),
-                                                endPosition=str(sel.end),
-                                                creatingUser=user_guid(sel.user)):
+                                selection_guid = guid(
+                                    "selection", source, sel.user, sel.code, sel.start, sel.end
+                                )
+                                with xf.element(
+                                    f"{P}PlainTextSelection",
+                                    guid=selection_guid,
+                                    startPosition=str(sel.start),
+                                    endPosition=str(sel.end),
+                                    creatingUser=user_guid(sel.user),
+                                ):
                                     coding = etree.Element(
-                                        f"{P}Coding", guid=guid("coding", selection_guid),
+                                        f"{P}Coding",
+                                        guid=guid("coding", selection_guid),
                                         creatingUser=user_guid(sel.user),
                                     )
                                     if sel.at is not None:
                                         coding.set("creationDateTime", _iso(sel.at) or "")
-                                    etree.SubElement(coding, f"{P}CodeRef",
-                                                     targetGUID=code_guid(codebook_key, sel.code))
+                                    etree.SubElement(
+                                        coding,
+                                        f"{P}CodeRef",
+                                        targetGUID=code_guid(codebook_key, sel.code),
+                                    )
                                     xf.write(coding)
                             for note in _notes(row, batch, source):
                                 notes_seen = True
@@ -323,8 +376,12 @@ def _write_project(
                         for row in batch.rows:
                             source = source_guid(row)
                             for note_guid, name, author, text, when in _notes(row, batch, source):
-                                note = etree.Element(f"{P}Note", guid=note_guid, name=name,
-                                                     creatingUser=user_guid(author))
+                                note = etree.Element(
+                                    f"{P}Note",
+                                    guid=note_guid,
+                                    name=name,
+                                    creatingUser=user_guid(author),
+                                )
                                 if when is not None:
                                     note.set("creationDateTime", _iso(when) or "")
                                 etree.SubElement(note, f"{P}PlainTextContent").text = text
@@ -431,8 +488,10 @@ def import_qdpx(
     if survey is None:
         raise RefiInvalid(f"survey {survey_id} does not exist")
     actor_name = actor.name if actor else "cli"
-    users = {normal_guid(u.get("guid")): (u.get("name") or u.get("id") or "coder").strip()
-             for u in root.iterfind(f"{P}Users/{P}User")}
+    users = {
+        normal_guid(u.get("guid")): (u.get("name") or u.get("id") or "coder").strip()
+        for u in root.iterfind(f"{P}Users/{P}User")
+    }
     foreign = read_codes(root.find(f"{P}CodeBook/{P}Codes"), PROJECT_NS)
     mapping: dict[str, str] = {}
     version_number: int | None = None
@@ -450,8 +509,10 @@ def import_qdpx(
         version_id, version_number = version.id, version.number
     else:
         version_id = None
-    variables = {normal_guid(v.get("guid")): v.get("name") or ""
-                 for v in root.iterfind(f"{P}Variables/{P}Variable")}
+    variables = {
+        normal_guid(v.get("guid")): v.get("name") or ""
+        for v in root.iterfind(f"{P}Variables/{P}Variable")
+    }
     notes = {normal_guid(n.get("guid")): n for n in root.iterfind(f"{P}Notes/{P}Note")}
     case_values: dict[str, dict[str, Any]] = defaultdict(dict)
     for case in root.iterfind(f"{P}Cases/{P}Case"):
@@ -467,8 +528,11 @@ def import_qdpx(
     for element in root.iterfind(f"{P}Sources/{P}TextSource"):
         source = normal_guid(element.get("guid"))
         key = f"{SOURCE_KEY}{source}"
-        if session.scalar(select(Incident.id).where(Incident.survey_id == survey_id,
-                                                    Incident.submission_key == key)):
+        if session.scalar(
+            select(Incident.id).where(
+                Incident.survey_id == survey_id, Incident.submission_key == key
+            )
+        ):
             result.duplicates += 1
             continue
         text = _source_text(element, files)
@@ -491,12 +555,22 @@ def import_qdpx(
         clean = {f: (answers.get(f) or None) for f in ANSWER_FIELDS}
         clean["occurred"] = occurred
         incident = Incident(
-            survey_id=survey_id, submission_key=key, occurred_text=clean["occurred"],
+            survey_id=survey_id,
+            submission_key=key,
+            occurred_text=clean["occurred"],
             occurred_on=parse_occurred_on(clean["occurred"]),
-            circumstances=clean["circumstances"], what_happened=clean["what_happened"] or "",
-            outcome=clean["outcome"], valence=valence, touchpoint=touchpoint, channel=channel,
-            language=survey.language, attributes=attributes, source="import", consent="unknown",
-            import_id=run.id, **redaction_columns(clean),
+            circumstances=clean["circumstances"],
+            what_happened=clean["what_happened"] or "",
+            outcome=clean["outcome"],
+            valence=valence,
+            touchpoint=touchpoint,
+            channel=channel,
+            language=survey.language,
+            attributes=attributes,
+            source="import",
+            consent="unknown",
+            import_id=run.id,
+            **redaction_columns(clean),
         )
         if submitted is not None:
             incident.submitted_at = submitted
@@ -516,7 +590,10 @@ def import_qdpx(
                 code = mapping.get(normal_guid(ref.get("targetGUID") if ref is not None else None))
                 if code is None:
                     continue
-                user = users.get(normal_guid(coding.get("creatingUser") or selection.get("creatingUser")), "coder")
+                user = users.get(
+                    normal_guid(coding.get("creatingUser") or selection.get("creatingUser")),
+                    "coder",
+                )
                 span = _span(start, end, starts, answers, len(text))
                 held = applied.get((user, code), [])
                 applied[(user, code)] = None if span is None or held is None else [*held, span]
@@ -530,28 +607,40 @@ def import_qdpx(
                 applied_at.setdefault((user, code), _when(coding.get("creationDateTime")))
         memos: dict[str, dict[str, Any]] = defaultdict(dict)
         for ref in element.iterfind(f"{P}NoteRef"):
-            note = notes.get(normal_guid(ref.get("targetGUID")))
-            if note is None:
+            found_note = notes.get(normal_guid(ref.get("targetGUID")))
+            if found_note is None:
                 continue
-            author = users.get(normal_guid(note.get("creatingUser")), "coder")
-            content = note.findtext(f"{P}PlainTextContent") or ""
-            kind = "exclusion" if (note.get("name") or "").lower() == "exclusion" else "memo"
-            memos[author][kind] = content
-            memos[author][f"{kind}_at"] = _when(note.get("creationDateTime"))
+            author = users.get(normal_guid(found_note.get("creatingUser")), "coder")
+            kind = "exclusion" if (found_note.get("name") or "").lower() == "exclusion" else "memo"
+            memos[author][kind] = found_note.findtext(f"{P}PlainTextContent") or ""
+            memos[author][f"{kind}_at"] = _when(found_note.get("creationDateTime"))
         final = {c for (u, c) in applied if u == FINAL_USER}
-        coders = sorted({u for (u, _c) in applied if u != FINAL_USER}
-                        | {a for a in memos if a != FINAL_USER})
+        coders = sorted(
+            {u for (u, _c) in applied if u != FINAL_USER} | {a for a in memos if a != FINAL_USER}
+        )
         for coder in coders:
             codes = sorted(c for (u, c) in applied if u == coder)
             mine = memos.get(coder, {})
-            moment = max((applied_at.get((coder, c)) for c in codes if applied_at.get((coder, c))),
-                         default=None) or mine.get("memo_at") or mine.get("exclusion_at") or utcnow()
+            moment = (
+                _latest(applied_at.get((coder, c)) for c in codes)
+                or mine.get("memo_at")
+                or mine.get("exclusion_at")
+                or utcnow()
+            )
             if version_id is None:
                 continue
-            row = Coding(incident_id=incident.id, coder_id=_user_id(session, coder, user_ids),
-                         codebook_version_id=version_id, excluded="exclusion" in mine and not codes,
-                         exclusion_reason=mine.get("exclusion") if "exclusion" in mine and not codes else None,
-                         note=mine.get("memo"), created_at=moment, updated_at=moment)
+            row = Coding(
+                incident_id=incident.id,
+                coder_id=_user_id(session, coder, user_ids),
+                codebook_version_id=version_id,
+                excluded="exclusion" in mine and not codes,
+                exclusion_reason=mine.get("exclusion")
+                if "exclusion" in mine and not codes
+                else None,
+                note=mine.get("memo"),
+                created_at=moment,
+                updated_at=moment,
+            )
             session.add(row)
             session.flush()
             session.add_all(
@@ -560,11 +649,16 @@ def import_qdpx(
             )
             result.codings += 1
         if final and version_id is not None:
-            moment = max((applied_at.get((FINAL_USER, c)) for c in final
-                          if applied_at.get((FINAL_USER, c))), default=None) or utcnow()
+            moment = _latest(applied_at.get((FINAL_USER, c)) for c in final) or utcnow()
             session.add_all(
-                IncidentCode(incident_id=incident.id, code=c, codebook_version_id=version_id,
-                             source="import", confirmed_by=actor_name, confirmed_at=moment)
+                IncidentCode(
+                    incident_id=incident.id,
+                    code=c,
+                    codebook_version_id=version_id,
+                    source="import",
+                    confirmed_by=actor_name,
+                    confirmed_at=moment,
+                )
                 for c in sorted(final)
             )
             incident.status, incident.finalized_at = "coded", moment
@@ -590,8 +684,13 @@ def import_qdpx(
     return result
 
 
-def _span(start: int, end: int, starts: dict[str, int], answers: dict[str, str],
-          length: int) -> dict[str, Any] | None:
+def _latest(moments: Iterable[datetime | None]) -> datetime | None:
+    return max((m for m in moments if m is not None), default=None)
+
+
+def _span(
+    start: int, end: int, starts: dict[str, int], answers: dict[str, str], length: int
+) -> dict[str, Any] | None:
     """A selection as a span in one answer; None when it covers the whole story."""
     if start <= 0 and end >= length:
         return None

@@ -77,9 +77,7 @@ def export_codebook_qdc(
     return Response(
         export_qdc(row),
         media_type=QDC,
-        headers={
-            "Content-Disposition": f'attachment; filename="{codebook.key}-v{row.number}.qdc"'
-        },
+        headers={"Content-Disposition": f'attachment; filename="{codebook.key}-v{row.number}.qdc"'},
     )
 
 
@@ -107,8 +105,12 @@ def import_codebook_qdc(
     name or key; indicators kept), or a new codebook. The usual validation applies."""
     data = file.file.read()
     result = import_qdc(
-        session, data, key=key, name=name or (file.filename or "").rsplit(".", 1)[0] or None,
-        actor=user, note=note,
+        session,
+        data,
+        key=key,
+        name=name or (file.filename or "").rsplit(".", 1)[0] or None,
+        actor=user,
+        note=note,
     )
     return QdcImportRead(**vars(result))
 

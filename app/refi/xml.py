@@ -52,9 +52,7 @@ def parse(data: bytes, kind: Kind, what: str) -> etree._Element:
         raise RefiInvalid(f"{what} is not well-formed XML: {exc}") from exc
     validator = schema(kind)
     if not validator.validate(root):
-        errors = [
-            {"line": e.line, "message": e.message} for e in list(validator.error_log)[:50]
-        ]
+        errors = [{"line": e.line, "message": e.message} for e in list(validator.error_log)[:50]]
         first = errors[0] if errors else {"line": 0, "message": "?"}
         raise RefiInvalid(
             f"{what} does not follow the REFI-QDA {kind} schema "

@@ -15,13 +15,13 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 from sqlalchemy import select
 
+from app import negotiation
 from app.auth import RequireAnyRole
 from app.config import app_settings
 from app.db import SessionDep
 from app.errors import Forbidden, Invalid, NotFound, Unauthorized, problem_responses
-from app.models import Survey
-from app import negotiation
 from app.exports.report_tables import study_csv
+from app.models import Survey
 from app.reports import render
 from app.reports.rollups import PERIODS, Period
 from app.reports.schemas import ReportSurvey, StudyReport, TrendsReport

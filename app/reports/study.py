@@ -319,11 +319,16 @@ def study_report(
             Invitation.survey_id == survey_id
         )
     ).one()
-    by_source = dict(_count_by(session, survey_id, Incident.source))
+    via_invitation, imported = session.execute(
+        select(
+            func.count(Incident.invitation_id),
+            func.count().filter(Incident.source == "import"),
+        ).where(Incident.survey_id == survey_id)
+    ).one()
     via_keys = [
-        counts.add("stories_via_invitation", int(by_source.get("invitation", 0))),
-        counts.add("stories_via_open_link", int(by_source.get("form", 0))),
-        counts.add("stories_imported", int(by_source.get("import", 0))),
+        counts.add("stories_via_invitation", int(via_invitation)),
+        counts.add("stories_via_open_link", counts.values[total] - via_invitation - imported),
+        counts.add("stories_imported", int(imported)),
     ]
     counts.breakdown(total, via_keys)
     coder_stats = session.execute(

@@ -22,7 +22,7 @@ from app.codebooks.service import (
 from app.db import session_scope
 from app.errors import AppError
 from app.incidents.redaction import REDACTED_FIELDS, redaction_columns
-from app.models import Codebook, Job, Survey
+from app.models import Codebook, Job
 from app.suggestions import service
 from app.suggestions.engine import SuggesterCache
 from app.suggestions.queue import SUGGEST, enqueue_rescoring

@@ -59,7 +59,9 @@ def test_json_receipt_withdraws_the_story_once(
     assert other["receipt_code"] != code
     with db() as session:
         assert _count(session, Incident) == 2
-        stored = session.scalar(select(Incident).where(Incident.submission_key == "withdraw-me-123"))
+        stored = session.scalar(
+            select(Incident).where(Incident.submission_key == "withdraw-me-123")
+        )
         assert stored.source == "form" and stored.consent == "not_asked"
         assert code not in (stored.receipt_hash or "")  # only its hash is kept
         incident_id = stored.id
@@ -88,9 +90,7 @@ def test_json_receipt_withdraws_the_story_once(
     # In no search, queue or export.
     coder = person()
     found = client.get("/api/v1/incidents", params={"q": "Quimby"}, headers=admin_person.headers)
-    assert [i["id"] for i in found.json()["items"]] == [
-        i for i in [other_id] if i
-    ]
+    assert [i["id"] for i in found.json()["items"]] == [i for i in [other_id] if i]
     handed = client.post("/api/v1/review/next", headers=coder.headers)
     assert handed.status_code == 200 and handed.json()["incident"]["id"] == other_id
     exported = client.get(
@@ -202,9 +202,7 @@ def test_admin_erasure_removes_everything_and_keeps_a_tombstone(
         # The next training cannot see the story: only the other one is left.
         examples = confirmed_examples(session, session.get(Codebook, survey.codebook_id))
         assert len(examples) == 1 and "Quimby" not in examples[0][0]
-        events = list(
-            session.scalars(select(AuditEvent).where(AuditEvent.entity_id == str(gone)))
-        )
+        events = list(session.scalars(select(AuditEvent).where(AuditEvent.entity_id == str(gone))))
         assert any(e.action == "incident.erase" for e in events)
         trail = " ".join(f"{e.before} {e.after}" for e in events)
         assert "Quimby" not in trail and "4111" not in trail

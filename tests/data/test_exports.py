@@ -32,7 +32,9 @@ def study(
 ) -> dict[str, Any]:
     survey = make_survey(codebook_id=codebook_id, double_coding_share=100)
     alice, bob = person(name="alice"), person(name="bob")
-    coded = make_story(survey, what_happened="The agent waived the fee. " + PII, suggested=("extra_mile",))
+    coded = make_story(
+        survey, what_happened="The agent waived the fee. " + PII, suggested=("extra_mile",)
+    )
     blind = make_story(survey, what_happened="They lost my bag.", suggested=("complaint",))
     plain = make_story(survey, what_happened="Nothing special happened.")
     review.code(alice, coded, ["extra_mile"], note="alice's memo")
@@ -47,7 +49,9 @@ def study(
 def _zip_tables(content: bytes) -> dict[str, list[dict[str, str]]]:
     archive = zipfile.ZipFile(io.BytesIO(content))
     return {
-        name.removesuffix(".csv"): list(csv.DictReader(io.StringIO(archive.read(name).decode("utf-8-sig"))))
+        name.removesuffix(".csv"): list(
+            csv.DictReader(io.StringIO(archive.read(name).decode("utf-8-sig")))
+        )
         for name in archive.namelist()
     }
 
@@ -57,7 +61,9 @@ def test_csv_zip_has_every_table_and_admins_read_the_original(
 ) -> None:
     survey, (coded, blind, plain) = study["survey"], study["ids"]
     response = client.get(
-        f"/api/v1/surveys/{survey.id}/export", params={"format": "csv"}, headers=admin_person.headers
+        f"/api/v1/surveys/{survey.id}/export",
+        params={"format": "csv"},
+        headers=admin_person.headers,
     )
     assert response.status_code == 200, response.text
     assert response.headers["content-type"] == "application/zip"
@@ -75,7 +81,11 @@ def test_csv_zip_has_every_table_and_admins_read_the_original(
     # Admins see every coding, memos included.
     codings = [(int(r["incident_id"]), r["coder"], r["note"]) for r in tables["codings"]]
     assert sorted(codings) == sorted(
-        [(coded, "alice", "alice's memo"), (coded, "bob", ""), (blind, "alice", "only alice so far")]
+        [
+            (coded, "alice", "alice's memo"),
+            (coded, "bob", ""),
+            (blind, "alice", "only alice so far"),
+        ]
     )
     assert {r["layer"] for r in tables["suggestions"]} == {"rules"}
     assert len(tables["suggestions"]) == 8  # two scored stories x four codes
@@ -98,7 +108,9 @@ def test_researchers_get_redacted_text_and_blind_coding_holds(
     lines = [json.loads(line) for line in response.text.splitlines()]
     assert [line["id"] for line in lines] == sorted(study["ids"])
     by_id = {line["id"]: line for line in lines}
-    assert "anna.berg@example.com" not in response.text and "[EMAIL]" in by_id[coded]["what_happened"]
+    assert (
+        "anna.berg@example.com" not in response.text and "[EMAIL]" in by_id[coded]["what_happened"]
+    )
     # Bob has not coded `blind`: he sees neither alice's coding nor that it is in review.
     assert by_id[blind]["codings"] == [] and by_id[blind]["status"] == "new"
     assert {c["coder"] for c in by_id[coded]["codings"]} == {"alice", "bob"}
@@ -120,7 +132,10 @@ def test_xlsx_has_one_sheet_per_table(
     survey = study["survey"]
     response = client.get(
         f"/api/v1/surveys/{survey.id}/export",
-        headers={**admin_person.headers, "Accept": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"},
+        headers={
+            **admin_person.headers,
+            "Accept": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+        },
     )
     assert response.status_code == 200, response.text
     workbook = openpyxl.load_workbook(io.BytesIO(response.content), read_only=True)
@@ -135,7 +150,9 @@ def test_one_table_as_plain_csv_and_format_problems(
     client: TestClient, study: dict[str, Any], admin_person: Person, token_for: Callable[..., Any]
 ) -> None:
     url = f"/api/v1/surveys/{study['survey'].id}/export"
-    one = client.get(url, params={"format": "csv", "table": "codings"}, headers=admin_person.headers)
+    one = client.get(
+        url, params={"format": "csv", "table": "codings"}, headers=admin_person.headers
+    )
     assert one.status_code == 200 and one.headers["content-type"].startswith("text/csv")
     assert len(list(csv.DictReader(io.StringIO(one.content.decode("utf-8-sig"))))) == 3
     wrong = client.get(url, params={"format": "pdf"}, headers=admin_person.headers)
@@ -158,7 +175,9 @@ def test_an_erased_story_is_in_no_export(
     )
     assert erased.status_code == 200
     response = client.get(
-        f"/api/v1/surveys/{study['survey'].id}/export", params={"format": "csv"}, headers=admin_person.headers
+        f"/api/v1/surveys/{study['survey'].id}/export",
+        params={"format": "csv"},
+        headers=admin_person.headers,
     )
     tables = _zip_tables(response.content)
     for name, rows in tables.items():
@@ -180,13 +199,23 @@ def test_incident_list_as_csv_and_the_table_reports_as_csv(
     rows = list(csv.DictReader(io.StringIO(listed.content.decode("utf-8-sig"))))
     assert [int(r["id"]) for r in rows] == [study["ids"][1]]  # the filters hold
     by_accept = client.get(
-        "/api/v1/incidents", params={"survey_id": survey.id}, headers={**admin_person.headers, "Accept": "text/csv"}
+        "/api/v1/incidents",
+        params={"survey_id": survey.id},
+        headers={**admin_person.headers, "Accept": "text/csv"},
     )
     assert by_accept.headers["content-type"].startswith("text/csv")
-    assert client.get("/api/v1/incidents", params={"format": "xml"}, headers=admin_person.headers).status_code == 422
-    assert client.get(
-        "/api/v1/incidents", headers={**admin_person.headers, "Accept": "application/xml"}
-    ).status_code == 406
+    assert (
+        client.get(
+            "/api/v1/incidents", params={"format": "xml"}, headers=admin_person.headers
+        ).status_code
+        == 422
+    )
+    assert (
+        client.get(
+            "/api/v1/incidents", headers={**admin_person.headers, "Accept": "application/xml"}
+        ).status_code
+        == 406
+    )
     assert client.get("/api/v1/incidents", headers=admin_person.headers).json()["items"]
 
     agreement = client.get(
@@ -205,7 +234,10 @@ def test_incident_list_as_csv_and_the_table_reports_as_csv(
         headers={**admin_person.headers, "Accept": "text/csv"},
     )
     assert study_csv.status_code == 200 and study_csv.headers["content-type"].startswith("text/csv")
-    items = {(r["section"], r["item"]): r["value"] for r in csv.DictReader(io.StringIO(study_csv.content.decode("utf-8-sig")))}
+    items = {
+        (r["section"], r["item"]): r["value"]
+        for r in csv.DictReader(io.StringIO(study_csv.content.decode("utf-8-sig")))
+    }
     assert any(section == "respondents" for section, _ in items)
     for url in ("/api/v1/reports/trends", "/api/v1/reports/agreement"):
         refused = client.get(url, headers={**admin_person.headers, "Accept": "application/pdf"})

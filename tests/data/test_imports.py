@@ -25,19 +25,67 @@ from app.suggestions.worker import Worker
 # A few rows shaped like the published files (written here; the data sets stay outside).
 TWEETS = [
     ["tweet_id", "airline_sentiment", "negativereason", "airline", "text", "tweet_created"],
-    ["570306133677760513", "neutral", "", "Virgin America", "@VirginAmerica What @dhepburn said.", "2015-02-24 11:35:52 -0800"],
-    ["570301130888122368", "positive", "", "Virgin America", "@VirginAmerica plus you've added commercials to the experience... tacky. Café crème ☕", "2015-02-24 11:15:59 -0800"],
-    ["570301083672813571", "negative", "Late Flight", "United", "@united my flight was Cancelled Flightled, nobody at the gate – naïve of me", "2015-02-24 11:15:48 -0800"],
+    [
+        "570306133677760513",
+        "neutral",
+        "",
+        "Virgin America",
+        "@VirginAmerica What @dhepburn said.",
+        "2015-02-24 11:35:52 -0800",
+    ],
+    [
+        "570301130888122368",
+        "positive",
+        "",
+        "Virgin America",
+        "@VirginAmerica plus you've added commercials to the experience... tacky. Café crème ☕",
+        "2015-02-24 11:15:59 -0800",
+    ],
+    [
+        "570301083672813571",
+        "negative",
+        "Late Flight",
+        "United",
+        "@united my flight was Cancelled Flightled, nobody at the gate \u2013 naïve of me",
+        "2015-02-24 11:15:48 -0800",
+    ],
 ]
 CFPB = [
-    ["Date received", "Product", "Issue", "Consumer complaint narrative", "Company", "State", "Complaint ID"],
-    ["2023-01-05", "Credit card", "Fees", "I was charged a late fee of {$35.00} although I paid on XX/XX/2022.\nThe bank refused to reverse it.\n\nI want it refunded.", "BANK A", "CA", "6400001"],
+    [
+        "Date received",
+        "Product",
+        "Issue",
+        "Consumer complaint narrative",
+        "Company",
+        "State",
+        "Complaint ID",
+    ],
+    [
+        "2023-01-05",
+        "Credit card",
+        "Fees",
+        "I was charged a late fee of {$35.00} although I paid on XX/XX/2022.\n"
+        "The bank refused to reverse it.\n\nI want it refunded.",
+        "BANK A",
+        "CA",
+        "6400001",
+    ],
     ["2023-01-06", "Mortgage", "Servicing", "", "BANK B", "TX", "6400002"],
-    ["2023-01-07", "Checking", "Account", "They closed my account without telling me. XXXX told me to call back.", "BANK C", "NY", "6400003"],
+    [
+        "2023-01-07",
+        "Checking",
+        "Account",
+        "They closed my account without telling me. XXXX told me to call back.",
+        "BANK C",
+        "NY",
+        "6400003",
+    ],
 ]
 
 
-def _write_csv(path: Path, rows: list[list[str]], *, encoding: str = "utf-8", delimiter: str = ",") -> Path:
+def _write_csv(
+    path: Path, rows: list[list[str]], *, encoding: str = "utf-8", delimiter: str = ","
+) -> Path:
     buffer = io.StringIO()
     csv.writer(buffer, delimiter=delimiter, lineterminator="\r\n").writerows(rows)
     path.write_bytes(buffer.getvalue().encode(encoding))
@@ -53,16 +101,27 @@ def _stories(db: Callable[[], Any]) -> list[Incident]:
 
 def _run(app: FastAPI, path: Path, survey: Survey, settings: Settings, **options: Any) -> Any:
     return import_file(
-        app.state.sessionmaker, path, survey.id, settings, ImportOptions(**options), imported_by="tester"
+        app.state.sessionmaker,
+        path,
+        survey.id,
+        settings,
+        ImportOptions(**options),
+        imported_by="tester",
     )
 
 
 def test_airline_tweets_with_a_valence_mapping_keep_neutral_stories(
-    app: FastAPI, settings: Settings, make_survey: Callable[..., Survey], db: Callable[[], Any], tmp_path: Path
+    app: FastAPI,
+    settings: Settings,
+    make_survey: Callable[..., Survey],
+    db: Callable[[], Any],
+    tmp_path: Path,
 ) -> None:
     survey = make_survey()
     path = _write_csv(tmp_path / "Tweets.csv", TWEETS)
-    report = _run(app, path, survey, settings, mapping={"airline_sentiment": "valence", "tweet_id": "id"})
+    report = _run(
+        app, path, survey, settings, mapping={"airline_sentiment": "valence", "tweet_id": "id"}
+    )
     assert report.error_count == 0 and report.stored == 3
     stories = _stories(db)
     assert [s.valence for s in stories] == ["neutral", "satisfying", "dissatisfying"]
@@ -72,13 +131,22 @@ def test_airline_tweets_with_a_valence_mapping_keep_neutral_stories(
     assert stories[2].attributes["airline"] == "United"
     with db() as session:
         run = session.get(ImportRun, report.import_id)
-        assert (run.file_name, run.status, run.stored, run.imported_by) == ("Tweets.csv", "done", 3, "tester")
+        assert (run.file_name, run.status, run.stored, run.imported_by) == (
+            "Tweets.csv",
+            "done",
+            3,
+            "tester",
+        )
         assert run.details["delimiter"] == "," and run.details["encoding"] == "utf-8"
     assert {s.import_id for s in stories} == {report.import_id}
 
 
 def test_without_a_valence_column_stories_are_stored_as_unknown(
-    app: FastAPI, settings: Settings, make_survey: Callable[..., Survey], db: Callable[[], Any], tmp_path: Path
+    app: FastAPI,
+    settings: Settings,
+    make_survey: Callable[..., Survey],
+    db: Callable[[], Any],
+    tmp_path: Path,
 ) -> None:
     survey = make_survey()
     path = _write_csv(tmp_path / "plain.csv", [["text"], ["The driver waited for me."]])
@@ -87,7 +155,11 @@ def test_without_a_valence_column_stories_are_stored_as_unknown(
 
 
 def test_cfpb_needs_its_story_column_mapped_and_errors_name_the_first_line(
-    app: FastAPI, settings: Settings, make_survey: Callable[..., Survey], db: Callable[[], Any], tmp_path: Path
+    app: FastAPI,
+    settings: Settings,
+    make_survey: Callable[..., Survey],
+    db: Callable[[], Any],
+    tmp_path: Path,
 ) -> None:
     survey = make_survey()
     path = _write_csv(tmp_path / "complaints_sample.csv", CFPB)
@@ -100,15 +172,24 @@ def test_cfpb_needs_its_story_column_mapped_and_errors_name_the_first_line(
         path,
         survey,
         settings,
-        mapping={"Consumer complaint narrative": "what_happened", "Complaint ID": "id", "Date received": "submitted_at"},
+        mapping={
+            "Consumer complaint narrative": "what_happened",
+            "Complaint ID": "id",
+            "Date received": "submitted_at",
+        },
         defaults={"valence": "dissatisfying"},
     )
     assert report.stored == 2
     # The empty narrative is the record on line 6 (the first record spans lines 2-5).
     assert [(e.line, e.column) for e in report.errors] == [(6, "what_happened")]
     stories = _stories(db)
-    assert stories[0].what_happened.startswith("I was charged") and "\n\nI want" in stories[0].what_happened
-    assert stories[0].valence == "dissatisfying" and stories[0].attributes["Product"] == "Credit card"
+    assert (
+        stories[0].what_happened.startswith("I was charged")
+        and "\n\nI want" in stories[0].what_happened
+    )
+    assert (
+        stories[0].valence == "dissatisfying" and stories[0].attributes["Product"] == "Credit card"
+    )
     assert stories[0].submitted_at.date().isoformat() == "2023-01-05"
 
 
@@ -132,28 +213,49 @@ def test_encodings_and_delimiters_are_found(
     found: str,
 ) -> None:
     survey = make_survey()
-    rows = [["what_happened", "valence", "segment"], ["Le café était froid – service naïf, 5 €", "dissatisfying", "a;b" if delimiter != ";" else "ab"]]
+    rows = [
+        ["what_happened", "valence", "segment"],
+        [
+            "Le café était froid \u2013 service naïf, 5 €",
+            "dissatisfying",
+            "a;b" if delimiter != ";" else "ab",
+        ],
+    ]
     path = _write_csv(tmp_path / "copy.csv", rows, encoding=encoding, delimiter=delimiter)
     report = _run(app, path, survey, settings)
     assert report.error_count == 0, report.errors
     assert report.table.encoding == found and report.table.delimiter == delimiter
-    assert _stories(db)[0].what_happened == "Le café était froid – service naïf, 5 €"
+    assert _stories(db)[0].what_happened == "Le café était froid \u2013 service naïf, 5 €"
 
 
 def test_xlsx_copy_imports_and_a_broken_workbook_is_one_clear_error(
-    app: FastAPI, settings: Settings, make_survey: Callable[..., Survey], db: Callable[[], Any], tmp_path: Path
+    app: FastAPI,
+    settings: Settings,
+    make_survey: Callable[..., Survey],
+    db: Callable[[], Any],
+    tmp_path: Path,
 ) -> None:
     survey = make_survey()
     workbook = openpyxl.Workbook()
     sheet = workbook.active
     for number, row in enumerate(TWEETS):
         # Ids as numbers (Excel keeps 15 digits: small ones here), counts as floats.
-        sheet.append([row[0] if number == 0 else 1000 + number, *row[1:], "retweets" if number == 0 else 2.0])
+        sheet.append(
+            [row[0] if number == 0 else 1000 + number, *row[1:], "retweets" if number == 0 else 2.0]
+        )
     workbook.save(tmp_path / "tweets.xlsx")
-    report = _run(app, tmp_path / "tweets.xlsx", survey, settings, mapping={"airline_sentiment": "valence", "tweet_id": "id"})
+    report = _run(
+        app,
+        tmp_path / "tweets.xlsx",
+        survey,
+        settings,
+        mapping={"airline_sentiment": "valence", "tweet_id": "id"},
+    )
     assert (report.stored, report.error_count) == (3, 0)
     first = _stories(db)[0]
-    assert first.attributes["import_id"] == "1001" and first.attributes["retweets"] == "2"  # not 2.0
+    assert (
+        first.attributes["import_id"] == "1001" and first.attributes["retweets"] == "2"
+    )  # not 2.0
     broken = tmp_path / "broken.xlsx"
     broken.write_bytes(b"this is not a workbook")
     with pytest.raises(ImportFailed, match="not an Excel workbook"):
@@ -161,7 +263,11 @@ def test_xlsx_copy_imports_and_a_broken_workbook_is_one_clear_error(
 
 
 def test_dry_run_previews_and_stores_nothing(
-    app: FastAPI, settings: Settings, make_survey: Callable[..., Survey], db: Callable[[], Any], tmp_path: Path
+    app: FastAPI,
+    settings: Settings,
+    make_survey: Callable[..., Survey],
+    db: Callable[[], Any],
+    tmp_path: Path,
 ) -> None:
     survey = make_survey()
     rows = [["text", "valence"], ["One", "positive"], ["", "negative"], ["Three", "sideways"]]
@@ -169,13 +275,20 @@ def test_dry_run_previews_and_stores_nothing(
     report = dry_run(app.state.sessionmaker, path, survey.id, settings, ImportOptions())
     assert [p["what_happened"] for p in report.preview] == ["One"]
     assert report.preview[0]["valence"] == "satisfying"
-    assert [(e.line, e.column, e.value) for e in report.errors] == [(3, "what_happened", None), (4, "valence", "sideways")]
+    assert [(e.line, e.column, e.value) for e in report.errors] == [
+        (3, "what_happened", None),
+        (4, "valence", "sideways"),
+    ]
     assert _stories(db) == []
 
 
 def test_cli_import_with_map_default_and_dry_run(
-    app: FastAPI, settings: Settings, make_survey: Callable[..., Survey], db: Callable[[], Any],
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    app: FastAPI,
+    settings: Settings,
+    make_survey: Callable[..., Survey],
+    db: Callable[[], Any],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from app.cli import cli
 
@@ -184,8 +297,17 @@ def test_cli_import_with_map_default_and_dry_run(
     monkeypatch.setenv("CIT_DATABASE_URL", settings.database_url)
     get_settings.cache_clear()
     try:
-        args = ["import", "incidents", str(path), "--survey", str(survey.id),
-                "--map", "Consumer complaint narrative=what_happened", "--default", "valence=dissatisfying"]
+        args = [
+            "import",
+            "incidents",
+            str(path),
+            "--survey",
+            str(survey.id),
+            "--map",
+            "Consumer complaint narrative=what_happened",
+            "--default",
+            "valence=dissatisfying",
+        ]
         preview = CliRunner().invoke(cli, [*args, "--dry-run"])
         assert preview.exit_code == 1 and "line 6" in preview.output and "dry run" in preview.output
         assert "I was charged" in preview.output
@@ -194,7 +316,9 @@ def test_cli_import_with_map_default_and_dry_run(
         assert done.exit_code == 1 and "2 stories imported" in done.output  # one record is bad
         unreadable = tmp_path / "x.xlsx"
         unreadable.write_bytes(b"\x00\x01")
-        failed = CliRunner().invoke(cli, ["import", "incidents", str(unreadable), "--survey", str(survey.id)])
+        failed = CliRunner().invoke(
+            cli, ["import", "incidents", str(unreadable), "--survey", str(survey.id)]
+        )
         assert failed.exit_code == 1 and "Traceback" not in failed.output
         assert "not an Excel workbook" in failed.output
     finally:
@@ -203,8 +327,13 @@ def test_cli_import_with_map_default_and_dry_run(
 
 
 def test_api_upload_is_a_job_with_progress_and_the_study_report_tells_sources_apart(
-    app: FastAPI, client: TestClient, settings: Settings, make_survey: Callable[..., Survey],
-    admin: dict[str, str], db: Callable[[], Any], tmp_path: Path,
+    app: FastAPI,
+    client: TestClient,
+    settings: Settings,
+    make_survey: Callable[..., Survey],
+    admin: dict[str, str],
+    db: Callable[[], Any],
+    tmp_path: Path,
 ) -> None:
     survey = make_survey()
     client.post(
@@ -223,17 +352,35 @@ def test_api_upload_is_a_job_with_progress_and_the_study_report_tells_sources_ap
     queued = client.post(url, files=files, data=form, headers=admin)
     assert queued.status_code == 202, queued.text
     run = queued.json()
-    assert run["status"] == "queued" and queued.headers["location"] == f"/api/v1/imports/{run['id']}"
+    assert (
+        run["status"] == "queued" and queued.headers["location"] == f"/api/v1/imports/{run['id']}"
+    )
     Worker(app.state.sessionmaker, settings, name="test").drain()
     done = client.get(f"/api/v1/imports/{run['id']}", headers=admin).json()
-    assert (done["status"], done["stored"], done["progress"], done["rows_total"]) == ("done", 3, 1.0, 3)
-    assert client.get(f"/api/v1/surveys/{survey.id}/imports", headers=admin).json()[0]["id"] == run["id"]
+    assert (done["status"], done["stored"], done["progress"], done["rows_total"]) == (
+        "done",
+        3,
+        1.0,
+        3,
+    )
+    assert (
+        client.get(f"/api/v1/surveys/{survey.id}/imports", headers=admin).json()[0]["id"]
+        == run["id"]
+    )
     assert not any((settings.data_dir / "imports").iterdir())  # the upload is gone
-    report = client.get("/api/v1/reports/study", params={"survey_id": survey.id}, headers=admin).json()
+    report = client.get(
+        "/api/v1/reports/study", params={"survey_id": survey.id}, headers=admin
+    ).json()
     respondents = report["respondents"]
-    assert (respondents["stories_via_open_link"], respondents["stories_imported"], respondents["stories_via_invitation"]) == (1, 3, 0)
+    assert (
+        respondents["stories_via_open_link"],
+        respondents["stories_imported"],
+        respondents["stories_via_invitation"],
+    ) == (1, 3, 0)
     with db() as session:
         assert session.scalar(select(func.count()).select_from(Incident)) == 4
     # Trends count only stories with a clear valence.
-    trends = client.get("/api/v1/reports/trends", params={"survey_id": survey.id}, headers=admin).json()
+    trends = client.get(
+        "/api/v1/reports/trends", params={"survey_id": survey.id}, headers=admin
+    ).json()
     assert {v for p in trends["periods"] for v in p["valences"]} <= {"satisfying", "dissatisfying"}

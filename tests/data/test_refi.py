@@ -35,7 +35,8 @@ def _codes(db: Callable[[], Any], key: str) -> dict[str, dict[str, Any]]:
         book = session.scalar(select(Codebook).where(Codebook.key == key))
         version = session.scalar(
             select(CodebookVersion).where(
-                CodebookVersion.codebook_id == book.id, CodebookVersion.number == book.current_version
+                CodebookVersion.codebook_id == book.id,
+                CodebookVersion.number == book.current_version,
             )
         )
         return {c["key"]: c for c in version.content["codes"]}
@@ -73,7 +74,9 @@ def test_qdc_export_validates_and_imports_back_unchanged(
     for key, code in original.items():
         for field in ("label", "definition", "inclusion", "exclusion", "examples", "parent"):
             assert copied[key][field] == code[field], (key, field)
-    again = client.get(f"/api/v1/codebooks/{copy.json()['codebook_id']}/qdc", headers=admin_person.headers)
+    again = client.get(
+        f"/api/v1/codebooks/{copy.json()['codebook_id']}/qdc", headers=admin_person.headers
+    )
     _valid(again.content, "codebook")
 
 
@@ -104,7 +107,11 @@ def test_qdc_export_validates_and_imports_back_unchanged(
     ],
 )
 def test_qdc_files_from_qda_programs_import(
-    client: TestClient, admin_person: Person, db: Callable[[], Any], fixture: str, expected: dict[str, Any]
+    client: TestClient,
+    admin_person: Person,
+    db: Callable[[], Any],
+    fixture: str,
+    expected: dict[str, Any],
 ) -> None:
     data = (FIXTURES / fixture).read_bytes()
     response = client.post(
@@ -125,9 +132,14 @@ def test_qdc_files_from_qda_programs_import(
 
 
 def test_an_invalid_qdc_is_a_clear_problem(client: TestClient, admin_person: Person) -> None:
-    broken = b'<CodeBook xmlns="urn:QDA-XML:codebook:1.0"><Codes><Code name="x" isCodable="true"/></Codes></CodeBook>'
+    broken = (
+        b'<CodeBook xmlns="urn:QDA-XML:codebook:1.0">'
+        b'<Codes><Code name="x" isCodable="true"/></Codes></CodeBook>'
+    )
     response = client.post(
-        "/api/v1/codebooks/qdc", files={"file": ("b.qdc", broken, "application/xml")}, headers=admin_person.headers
+        "/api/v1/codebooks/qdc",
+        files={"file": ("b.qdc", broken, "application/xml")},
+        headers=admin_person.headers,
     )
     assert response.status_code == 422
     assert response.headers["content-type"].startswith("application/problem+json")
@@ -135,7 +147,9 @@ def test_an_invalid_qdc_is_a_clear_problem(client: TestClient, admin_person: Per
 
 
 def _qdpx(client: TestClient, survey_id: int, who: Person) -> tuple[bytes, zipfile.ZipFile]:
-    response = client.get(f"/api/v1/surveys/{survey_id}/export", params={"format": "qdpx"}, headers=who.headers)
+    response = client.get(
+        f"/api/v1/surveys/{survey_id}/export", params={"format": "qdpx"}, headers=who.headers
+    )
     assert response.status_code == 200, response.text
     archive = zipfile.ZipFile(io.BytesIO(response.content))
     return archive.read("project.qde"), archive
@@ -154,10 +168,15 @@ def test_qdpx_export_validates_and_round_trips(
     first = make_survey(title="Airport study", codebook_id=codebook_id, double_coding_share=100)
     alice, bob = person(name="alice"), person(name="bob")
     agreed = make_story(
-        first, what_happened="The agent waived the fee.", outcome="I was happy.", occurred=None,
+        first,
+        what_happened="The agent waived the fee.",
+        outcome="I was happy.",
+        occurred=None,
         circumstances=None,
     )
-    split = make_story(first, what_happened="They lost my bag but found it.", valence="dissatisfying")
+    split = make_story(
+        first, what_happened="They lost my bag but found it.", valence="dissatisfying"
+    )
     waiting = make_story(first, what_happened="Nothing much.")
     review.code(alice, agreed, ["extra_mile"], note="clear case")
     review.code(bob, agreed, ["extra_mile"])
@@ -176,10 +195,16 @@ def test_qdpx_export_validates_and_round_trips(
     text = archive.read(sources[0].get("plainTextPath").replace("internal://", "Sources/")).decode()
     assert text == "What happened:\nThe agent waived the fee.\n\nOutcome:\nI was happy."
     final = [s for s in sources[0].iter(f"{P}PlainTextSelection")]
-    assert {(s.get("startPosition"), s.get("endPosition")) for s in final} == {("0", str(len(text)))}
+    assert {(s.get("startPosition"), s.get("endPosition")) for s in final} == {
+        ("0", str(len(text)))
+    }
     notes = {n.findtext(f"{P}PlainTextContent") for n in root.iter(f"{P}Note")}
     assert notes == {"clear case", "not an incident"}
-    assert {v.get("name") for v in root.iter(f"{P}Variable")} >= {"valence", "touchpoint", "segment"}
+    assert {v.get("name") for v in root.iter(f"{P}Variable")} >= {
+        "valence",
+        "touchpoint",
+        "segment",
+    }
 
     # Import into another survey with the same codebook, export again: the same project.
     second = make_survey(title="Airport study", codebook_id=codebook_id, double_coding_share=100)
@@ -195,8 +220,12 @@ def test_qdpx_export_validates_and_round_trips(
     assert imported.status_code == 201, imported.text
     assert imported.json()["stories"] == 3 and imported.json()["codings"] == 5
     with db() as session:
-        statuses = [i.status for i in session.scalars(
-            select(Incident).where(Incident.survey_id == second.id).order_by(Incident.id))]
+        statuses = [
+            i.status
+            for i in session.scalars(
+                select(Incident).where(Incident.survey_id == second.id).order_by(Incident.id)
+            )
+        ]
         assert statuses == ["coded", "adjudication", "in_review"]
     qde_again, archive_again = _qdpx(client, second.id, admin_person)
     assert qde_again == qde
@@ -231,27 +260,37 @@ def test_a_qualcoder_project_imports_with_spans_memos_and_attributes(
         assert first.source == "import" and first.import_id is not None
         # Both coders applied "Rude staff": agreement makes it final; story 2 disagrees.
         assert first.status == "coded" and second.status == "adjudication"
-        finals = session.scalars(select(IncidentCode.code).where(IncidentCode.incident_id == first.id)).all()
+        finals = session.scalars(
+            select(IncidentCode.code).where(IncidentCode.incident_id == first.id)
+        ).all()
         assert finals == ["rude_staff"]
         spans = {
             (c.coder_id, cc.code): cc.spans
             for c, cc in session.execute(
-                select(Coding, CodingCode).join(CodingCode, CodingCode.coding_id == Coding.id)
+                select(Coding, CodingCode)
+                .join(CodingCode, CodingCode.coding_id == Coding.id)
                 .where(Coding.incident_id == first.id)
             )
         }
         assert sorted(s[0]["end"] - s[0]["start"] for s in spans.values()) == [13, 19]
-        memo = session.scalar(select(Coding.note).where(Coding.incident_id == first.id, Coding.note.is_not(None)))
+        memo = session.scalar(
+            select(Coding.note).where(Coding.incident_id == first.id, Coding.note.is_not(None))
+        )
         assert memo == "The manager's apology matters too."
     # The category was merged into the survey's codebook as a code coders cannot apply.
     codes = _codes(db, "cit-service-encounters")
-    assert codes["service_failure"]["codable"] is False and codes["rude_staff"]["parent"] == "service_failure"
+    assert (
+        codes["service_failure"]["codable"] is False
+        and codes["rude_staff"]["parent"] == "service_failure"
+    )
     # Researchers read coded spans against the redacted text they see; the export still validates.
     qde, _archive = _qdpx(client, survey.id, admin_person)
     _valid(qde, "project")
 
 
-def test_a_broken_qdpx_is_one_clear_problem(client: TestClient, survey: Survey, admin_person: Person) -> None:
+def test_a_broken_qdpx_is_one_clear_problem(
+    client: TestClient, survey: Survey, admin_person: Person
+) -> None:
     response = client.post(
         f"/api/v1/surveys/{survey.id}/qdpx",
         files={"file": ("x.qdpx", b"not a zip", "application/zip")},
