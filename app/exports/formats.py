@@ -20,6 +20,7 @@ import orjson
 import xlsxwriter
 
 CHUNK = 256 * 1024
+_PLAIN = (str, int)
 XLSX_MAX_ROWS = 1_048_576
 XLSX_MAX_CELL = 32_767
 
@@ -50,8 +51,10 @@ def csv_chunks(
     if bom:
         buffer.write("\ufeff")
     writer.writerow(header)
+    write = writer.writerow
     for row in rows:
-        writer.writerow([cell(v) for v in row])
+        # Most cells are text, whole numbers or empty: only the others go through cell().
+        write(["" if v is None else v if type(v) in _PLAIN else cell(v) for v in row])
         if buffer.tell() >= CHUNK:
             yield buffer.getvalue().encode()
             buffer.seek(0)

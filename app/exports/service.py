@@ -10,9 +10,12 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any, cast
 
-from sqlalchemy import func, select, true
+import orjson
+from sqlalchemy import String, Text, func, select, true, type_coerce
+from sqlalchemy import cast as sql_cast
 from sqlalchemy.orm import Session
 
 from app.auth import Principal
@@ -113,17 +116,24 @@ ADJUDICATION_COLUMNS = (
     "note",
 )
 
-_SELECTED = (
+
+def _raw(column: Any) -> Any:
+    """The column without SQLAlchemy's per-row conversion (dates stay the stored text on
+    SQLite; PostgreSQL's driver still hands back datetimes): a million rows go 3x faster."""
+    return type_coerce(column, String).label(column.key)
+
+
+_COMMON = (
     Incident.id,
     Incident.submission_key,
     Incident.survey_id,
-    Incident.submitted_at,
+    _raw(Incident.submitted_at),
     Incident.source,
     Incident.import_id,
     Incident.consent,
     Incident.language,
     Incident.occurred_text,
-    Incident.occurred_on,
+    _raw(Incident.occurred_on),
     Incident.circumstances,
     Incident.what_happened,
     Incident.outcome,
@@ -132,12 +142,107 @@ _SELECTED = (
     Incident.channel,
     Incident.status,
     Incident.exclusion_reason,
-    Incident.finalized_at,
+    _raw(Incident.finalized_at),
     Incident.coders_required,
-    Incident.attributes,
-    Incident.redacted,
-    Incident.redaction_spans,
+    _raw(Incident.attributes),
 )
+# Researchers' exports also read the redacted answers and where the redactions are.
+_REDACTED = (_raw(Incident.redacted), _raw(Incident.redaction_spans))
+
+
+def _json(value: Any) -> Any:
+    """A JSON column read raw: text on SQLite (parsed here, by orjson), already parsed by
+    PostgreSQL's driver."""
+    return orjson.loads(value) if isinstance(value, str | bytes) else value
+
+
+class _Story:
+    """A story row with its JSON columns parsed: what the redaction and visibility helpers
+    read (`redacted`, `attributes`, `status`, ...), without an ORM object per row."""
+
+    __slots__ = (
+        "attributes",
+        "channel",
+        "circumstances",
+        "coders_required",
+        "consent",
+        "exclusion_reason",
+        "finalized_at",
+        "id",
+        "import_id",
+        "language",
+        "occurred_on",
+        "occurred_text",
+        "outcome",
+        "redacted",
+        "redaction_spans",
+        "source",
+        "status",
+        "submission_key",
+        "submitted_at",
+        "survey_id",
+        "touchpoint",
+        "valence",
+        "what_happened",
+    )  # fmt: skip
+    id: int
+    submission_key: str
+    survey_id: int
+    submitted_at: Any
+    source: str
+    import_id: int | None
+    consent: str
+    language: str
+    occurred_text: str | None
+    occurred_on: Any
+    circumstances: str | None
+    what_happened: str
+    outcome: str | None
+    valence: str
+    touchpoint: str | None
+    channel: str | None
+    status: str
+    exclusion_reason: str | None
+    finalized_at: Any
+    coders_required: int | None
+    attributes: dict[str, Any]
+    redacted: dict[str, Any] | None
+    redaction_spans: dict[str, Any] | None
+
+    def __init__(self, row: Any) -> None:
+        values = tuple(row)
+        (
+            self.id, self.submission_key, self.survey_id, self.submitted_at, self.source,
+            self.import_id, self.consent, self.language, self.occurred_text, self.occurred_on,
+            self.circumstances, self.what_happened, self.outcome, self.valence, self.touchpoint,
+            self.channel, self.status, self.exclusion_reason, self.finalized_at,
+            self.coders_required,
+        ) = values[:20]  # fmt: skip
+        self.attributes = _json(values[20]) or {}
+        if len(values) > 21:
+            self.redacted = _json(values[21]) or {}
+            self.redaction_spans = _json(values[22]) or {}
+        else:
+            self.redacted = self.redaction_spans = None
+
+
+def selected(view: View) -> tuple[Any, ...]:
+    return _COMMON if view == "original" else (*_COMMON, *_REDACTED)
+
+
+def utc_text(value: Any) -> Any:
+    """A stored UTC time as ISO 8601 with its zone, whichever database it came from."""
+    if value is None or isinstance(value, datetime):
+        return value.astimezone(UTC).isoformat() if value is not None else None
+    text = str(value)
+    if "T" in text:  # converted already
+        return text
+    fraction = text[19:]
+    return text[:10] + "T" + text[11:19] + (fraction if fraction.strip(".0") else "") + "+00:00"
+
+
+def day_text(value: Any) -> Any:
+    return value.isoformat() if isinstance(value, date) else value
 
 
 @dataclass(frozen=True)
@@ -161,7 +266,7 @@ class Context:
 
 @dataclass
 class Batch:
-    rows: Sequence[Row[Any]]
+    rows: Sequence[Any]
     final_codes: dict[int, list[dict[str, Any]]]
     codings: dict[int, list[CodingRead]]
     spans: dict[tuple[int, str], Any]
@@ -175,14 +280,14 @@ def count_stories(session: Session, spec: ExportSpec) -> int:
 def attribute_keys(session: Session, spec: ExportSpec) -> list[str]:
     """Every attribute name of the exported stories (one column each), in one query."""
     conditions = filter_conditions(spec.filters, spec.view, spec.viewer)
+    # Over the distinct attribute documents first: a million stories share a few dozen.
+    documents = select(Incident.attributes.label("doc")).where(*conditions).distinct().subquery()
     if session.get_bind().dialect.name == "postgresql":
-        key = func.jsonb_object_keys(Incident.attributes).label("key")
-        query: Any = select(key).where(*conditions).distinct()
+        key = func.jsonb_object_keys(documents.c.doc).label("key")
+        query: Any = select(key).distinct()
     else:
-        each = func.json_each(Incident.attributes).table_valued("key")
-        query = (
-            select(each.c.key).select_from(Incident).join(each, true()).where(*conditions)
-        ).distinct()
+        each = func.json_each(documents.c.doc).table_valued("key")
+        query = select(each.c.key).select_from(documents).join(each, true()).distinct()
     return sorted(str(k) for k in session.scalars(query))[:MAX_ATTRIBUTE_COLUMNS]
 
 
@@ -209,30 +314,36 @@ def story_batches(
     last = 0
     blind = spec.viewer.role != "admin"
     while True:
-        rows = session.execute(
-            select(*_SELECTED)
-            .where(*conditions, Incident.id > last)
-            .order_by(Incident.id)
-            .limit(batch_size)
-        ).all()
+        # Core execution on the session's connection: no ORM loading step per row.
+        rows = [
+            _Story(r)
+            for r in session.connection().execute(
+                select(*selected(spec.view))
+                .where(*conditions, Incident.id > last)
+                .order_by(Incident.id)
+                .limit(batch_size)
+            )
+        ]
         if not rows:
             return
         last = rows[-1].id
         ids = [r.id for r in rows]
         finals: dict[int, list[dict[str, Any]]] = defaultdict(list)
-        for code in session.execute(
+        for code in session.connection().execute(
             select(
                 IncidentCode.incident_id,
                 IncidentCode.code,
                 IncidentCode.codebook_version_id,
                 IncidentCode.source,
                 IncidentCode.confirmed_by,
-                IncidentCode.confirmed_at,
+                _raw(IncidentCode.confirmed_at),
             )
             .where(IncidentCode.incident_id.in_(ids))
             .order_by(IncidentCode.incident_id, IncidentCode.id)
         ):
-            finals[code.incident_id].append(dict(code._mapping))
+            final = dict(code._mapping)
+            final["confirmed_at"] = utc_text(final["confirmed_at"])
+            finals[code.incident_id].append(final)
         need = (
             ids if codings else ([r.id for r in rows if r.status == "in_review"] if blind else [])
         )
@@ -261,7 +372,7 @@ def _answers(row: Row[Any], view: View) -> dict[str, str | None]:
 
 
 def _attributes(row: Row[Any], spec: ExportSpec, context: Context) -> dict[str, Any]:
-    attributes = row.attributes or {}
+    attributes = row.attributes
     if spec.view == "original":
         return dict(attributes)
     return redacted_attributes(attributes, context.memo)
@@ -278,13 +389,13 @@ def story_record(row: Row[Any], batch: Batch, spec: ExportSpec, context: Context
     return {
         "id": row.id,
         "survey_id": row.survey_id,
-        "submitted_at": row.submitted_at,
+        "submitted_at": utc_text(row.submitted_at),
         "source": row.source,
         "import_file": context.imports.get(row.import_id) if row.import_id else None,
         "consent": row.consent,
         "language": row.language,
         "occurred": answers["occurred"],
-        "occurred_on": row.occurred_on,
+        "occurred_on": day_text(row.occurred_on),
         "circumstances": answers["circumstances"],
         "what_happened": answers["what_happened"],
         "outcome": answers["outcome"],
@@ -293,7 +404,7 @@ def story_record(row: Row[Any], batch: Batch, spec: ExportSpec, context: Context
         "channel": row.channel,
         "status": _status(row, batch, spec.viewer),
         "exclusion_reason": row.exclusion_reason,
-        "finalized_at": row.finalized_at,
+        "finalized_at": utc_text(row.finalized_at),
         "coders_required": row.coders_required,
         "final_codes": [c["code"] for c in finals],
         "final_codes_codebook": sorted(
@@ -303,9 +414,38 @@ def story_record(row: Row[Any], batch: Batch, spec: ExportSpec, context: Context
     }
 
 
-def story_row(record: dict[str, Any], context: Context) -> list[Any]:
-    attributes = record["attributes"]
-    return [record[c] for c in STORY_COLUMNS] + [attributes.get(k) for k in context.attribute_keys]
+def story_row(row: Any, batch: Batch, spec: ExportSpec, context: Context) -> list[Any]:
+    """The stories table's row, in STORY_COLUMNS order (built directly: the hot loop of a
+    million-story CSV or xlsx export)."""
+    answers = _answers(row, spec.view)
+    finals = batch.final_codes.get(row.id)
+    attributes = _attributes(row, spec, context)
+    return [
+        row.id,
+        row.survey_id,
+        utc_text(row.submitted_at),
+        row.source,
+        context.imports.get(row.import_id) if row.import_id else None,
+        row.consent,
+        row.language,
+        answers["occurred"],
+        day_text(row.occurred_on),
+        answers["circumstances"],
+        answers["what_happened"],
+        answers["outcome"],
+        row.valence,
+        row.touchpoint,
+        row.channel,
+        _status(row, batch, spec.viewer) if row.status == "in_review" else row.status,
+        row.exclusion_reason,
+        utc_text(row.finalized_at),
+        row.coders_required,
+        [c["code"] for c in finals] if finals else None,
+        sorted({context.versions.get(c["codebook_version_id"], "") for c in finals})
+        if finals
+        else None,
+        *(attributes.get(k) for k in context.attribute_keys),
+    ]
 
 
 def story_header(context: Context) -> list[str]:
@@ -361,22 +501,43 @@ def coding_records(
     return records
 
 
+def _suggestion_rows(session: Session, rows: Sequence[Row[Any]]) -> Any:
+    """The stories' suggestion rows, `items` as the JSON text stored (parsed only if needed)."""
+    return session.connection().execute(
+        select(
+            Suggestion.incident_id,
+            sql_cast(Suggestion.items, Text).label("items"),
+            Suggestion.codebook_version_id,
+            Suggestion.model_id,
+            _raw(Suggestion.created_at),
+        ).where(Suggestion.incident_id.in_([r.id for r in rows]))
+    )
+
+
+def suggestion_sets(
+    session: Session, rows: Sequence[Row[Any]], context: Context
+) -> dict[int, dict[str, Any]]:
+    """Per story, its suggestion set for the nested export, the items passed through as the
+    JSON text stored (orjson.Fragment: no parse, no re-serialisation)."""
+    return {
+        incident_id: {
+            "codebook": context.versions.get(version_id),
+            "model_id": model_id,
+            "created_at": utc_text(created_at),
+            "items": orjson.Fragment(items),
+        }
+        for incident_id, items, version_id, model_id, created_at in _suggestion_rows(session, rows)
+    }
+
+
 def suggestion_batches(
     session: Session, rows: Sequence[Row[Any]], context: Context
 ) -> dict[int, list[dict[str, Any]]]:
     found: dict[int, list[dict[str, Any]]] = defaultdict(list)
-    ids = [r.id for r in rows]
-    for incident_id, items, version_id, model_id, created_at in session.execute(
-        select(
-            Suggestion.incident_id,
-            Suggestion.items,
-            Suggestion.codebook_version_id,
-            Suggestion.model_id,
-            Suggestion.created_at,
-        ).where(Suggestion.incident_id.in_(ids))
-    ):
+    for incident_id, items, version_id, model_id, created_at in _suggestion_rows(session, rows):
         version = context.versions.get(version_id)
-        for item in items:
+        created_at = utc_text(created_at)
+        for item in orjson.loads(items):
             found[incident_id].append(
                 {
                     "incident_id": incident_id,
@@ -429,7 +590,7 @@ def table_rows(
     if table == "stories":
         for batch in story_batches(session, spec, codings=False):
             for row in batch.rows:
-                yield story_row(story_record(row, batch, spec, context), context)
+                yield story_row(row, batch, spec, context)
     elif table == "codings":
         for batch in story_batches(session, spec, codings=True):
             for row in batch.rows:
@@ -482,7 +643,7 @@ def nested_records(
 ) -> Iterator[dict[str, Any]]:
     """One object per story with everything nested (the JSONL export)."""
     for batch in story_batches(session, spec, codings=True):
-        suggestions = suggestion_batches(session, batch.rows, context)
+        suggestions = suggestion_sets(session, batch.rows, context)
         adjudications = adjudication_batches(session, batch.rows)
         for row in batch.rows:
             record = story_record(row, batch, spec, context)
@@ -502,10 +663,7 @@ def nested_records(
                 {k: v for k, v in c.items() if k != "incident_id"}
                 for c in coding_records(row, batch, spec, context)
             ]
-            record["suggestions"] = [
-                {k: v for k, v in s.items() if k != "incident_id"}
-                for s in suggestions.get(row.id, [])
-            ]
+            record["suggestions"] = suggestions.get(row.id)
             record["adjudications"] = [
                 {k: v for k, v in a.items() if k != "incident_id"}
                 for a in adjudications.get(row.id, [])

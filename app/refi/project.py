@@ -40,6 +40,7 @@ from app.exports.service import (
     _spans_for_view,
     load_context,
     story_batches,
+    utc_text,
 )
 from app.imports.service import ImportOptions, create_run
 from app.incidents.redaction import redaction_columns
@@ -88,9 +89,12 @@ def user_guid(name: str) -> str:
     return guid("user", name)
 
 
-def _iso(moment: datetime | None) -> str | None:
+def _iso(moment: datetime | str | None) -> str | None:
+    """xsd:dateTime in UTC, whole seconds; stored text (SQLite) or a datetime (PostgreSQL)."""
     if moment is None:
         return None
+    if isinstance(moment, str):
+        moment = datetime.fromisoformat(utc_text(moment))
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
@@ -143,7 +147,7 @@ class _Selection:
     end: int
     user: str
     code: str
-    at: datetime | None
+    at: datetime | str | None
 
 
 def _selections(

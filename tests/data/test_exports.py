@@ -115,7 +115,10 @@ def test_researchers_get_redacted_text_and_blind_coding_holds(
     assert by_id[blind]["codings"] == [] and by_id[blind]["status"] == "new"
     assert {c["coder"] for c in by_id[coded]["codings"]} == {"alice", "bob"}
     assert by_id[coded]["final_codes"][0]["code"] == "extra_mile"
-    assert by_id[coded]["suggestions"][0]["layer"] == "rules"
+    suggested = by_id[coded]["suggestions"]
+    assert suggested["codebook"] == "cit-service-encounters v1"
+    assert {i["code"] for i in suggested["items"]} >= {"extra_mile"}
+    assert {i["source"] for i in suggested["items"]} == {"rules"}
     assert by_id[coded]["attributes"] == {"segment": "gold"}
     # Researchers cannot ask for the original.
     refused = client.get(
