@@ -20,7 +20,7 @@ import orjson
 import xlsxwriter
 
 CHUNK = 256 * 1024
-_PLAIN = (str, int)
+_PLAIN = (str, int, float)
 XLSX_MAX_ROWS = 1_048_576
 XLSX_MAX_CELL = 32_767
 

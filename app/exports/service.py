@@ -39,6 +39,7 @@ from app.models import (
     AuditEvent,
     Codebook,
     CodebookVersion,
+    Coding,
     CodingCode,
     ImportRun,
     Incident,
@@ -326,8 +327,9 @@ def story_batches(
         ]
         if not rows:
             return
-        last = rows[-1].id
+        first, last = rows[0].id, rows[-1].id
         ids = [r.id for r in rows]
+        members = set(ids)
         finals: dict[int, list[dict[str, Any]]] = defaultdict(list)
         for code in session.connection().execute(
             select(
@@ -338,15 +340,23 @@ def story_batches(
                 IncidentCode.confirmed_by,
                 _raw(IncidentCode.confirmed_at),
             )
-            .where(IncidentCode.incident_id.in_(ids))
+            # The batch's id range (cheaper than IN with thousands of ids); other surveys' or
+            # filtered-out stories in the range are skipped below.
+            .where(IncidentCode.incident_id.between(first, last))
             .order_by(IncidentCode.incident_id, IncidentCode.id)
         ):
+            if code.incident_id not in members:
+                continue
             final = dict(code._mapping)
             final["confirmed_at"] = utc_text(final["confirmed_at"])
             finals[code.incident_id].append(final)
-        need = (
-            ids if codings else ([r.id for r in rows if r.status == "in_review"] if blind else [])
-        )
+        if codings:
+            coded = session.connection().execute(
+                select(Coding.incident_id).where(Coding.incident_id.between(first, last)).distinct()
+            )
+            need = sorted(members.intersection(coded.scalars()))
+        else:
+            need = [r.id for r in rows if r.status == "in_review"] if blind else []
         loaded = load_codings(session, need) if need else {}
         visible: dict[int, list[CodingRead]] = {}
         by_id = {r.id: r for r in rows}
@@ -366,7 +376,7 @@ def story_batches(
         yield Batch(rows, finals, visible, spans)
 
 
-def _answers(row: Row[Any], view: View) -> dict[str, str | None]:
+def _answers(row: Any, view: View) -> dict[str, str | None]:
     incident = cast(Incident, row)
     return original_answers(incident) if view == "original" else redacted_answers(incident)
 
@@ -374,7 +384,7 @@ def _answers(row: Row[Any], view: View) -> dict[str, str | None]:
 def _attributes(row: Row[Any], spec: ExportSpec, context: Context) -> dict[str, Any]:
     attributes = row.attributes
     if spec.view == "original":
-        return dict(attributes)
+        return attributes  # parsed for this row alone: nothing else holds it
     return redacted_attributes(attributes, context.memo)
 
 
@@ -501,8 +511,18 @@ def coding_records(
     return records
 
 
-def _suggestion_rows(session: Session, rows: Sequence[Row[Any]]) -> Any:
-    """The stories' suggestion rows, `items` as the JSON text stored (parsed only if needed)."""
+def _suggestion_rows(session: Session, rows: Sequence[Any]) -> Iterator[Any]:
+    """The stories' suggestion rows, `items` as the JSON text stored (parsed only if needed);
+    read by the batch's id range, then narrowed to the batch's stories."""
+    if not rows:
+        return
+    members = {r.id for r in rows}
+    for found in _suggestion_range(session, rows):
+        if found[0] in members:
+            yield found
+
+
+def _suggestion_range(session: Session, rows: Sequence[Any]) -> Any:
     return session.connection().execute(
         select(
             Suggestion.incident_id,
@@ -510,7 +530,7 @@ def _suggestion_rows(session: Session, rows: Sequence[Row[Any]]) -> Any:
             Suggestion.codebook_version_id,
             Suggestion.model_id,
             _raw(Suggestion.created_at),
-        ).where(Suggestion.incident_id.in_([r.id for r in rows]))
+        ).where(Suggestion.incident_id.between(rows[0].id, rows[-1].id))
     )
 
 
@@ -554,10 +574,28 @@ def suggestion_batches(
     return found
 
 
+def _has_adjudications(session: Session) -> bool:
+    """Most studies have few or none: one look, remembered for the export's session."""
+    known = session.info.get("cit_has_adjudications")
+    if known is None:
+        known = (
+            session.scalar(
+                select(AuditEvent.id)
+                .where(AuditEvent.entity_type == "incident", AuditEvent.action == ADJUDICATE)
+                .limit(1)
+            )
+            is not None
+        )
+        session.info["cit_has_adjudications"] = known
+    return bool(known)
+
+
 def adjudication_batches(
     session: Session, rows: Sequence[Row[Any]]
 ) -> dict[int, list[dict[str, Any]]]:
     found: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    if not _has_adjudications(session):
+        return found
     ids = {str(r.id): r.id for r in rows}
     for actor, at, entity_id, after in session.execute(
         select(AuditEvent.actor_name, AuditEvent.at, AuditEvent.entity_id, AuditEvent.after)
@@ -598,10 +636,24 @@ def table_rows(
                     yield [record[c] for c in CODING_COLUMNS]
     elif table == "suggestions":
         for ids in _plain_batches(session, spec):
-            found = suggestion_batches(session, ids, context)
-            for row in ids:
-                for record in found.get(row.id, []):
-                    yield [record[c] for c in SUGGESTION_COLUMNS]
+            for incident_id, items, version_id, model_id, created_at in _suggestion_rows(
+                session, ids
+            ):
+                version = context.versions.get(version_id)
+                created = utc_text(created_at)
+                for item in orjson.loads(items):
+                    evidence = item.get("evidence")
+                    yield [
+                        incident_id,
+                        item.get("code"),
+                        item.get("score"),
+                        "true" if item.get("suggested") else "false",
+                        item.get("source"),
+                        model_id,
+                        version,
+                        created,
+                        orjson.dumps(evidence).decode() if evidence else None,
+                    ]
     elif table == "adjudications":
         for ids in _plain_batches(session, spec):
             found = adjudication_batches(session, ids)
@@ -626,12 +678,16 @@ def _plain_batches(session: Session, spec: ExportSpec) -> Iterator[Sequence[Row[
     conditions = filter_conditions(spec.filters, spec.view, spec.viewer)
     last = 0
     while True:
-        rows = session.execute(
-            select(Incident.id)
-            .where(*conditions, Incident.id > last)
-            .order_by(Incident.id)
-            .limit(BATCH * 5)
-        ).all()
+        rows = (
+            session.connection()
+            .execute(
+                select(Incident.id)
+                .where(*conditions, Incident.id > last)
+                .order_by(Incident.id)
+                .limit(BATCH * 5)
+            )
+            .all()
+        )
         if not rows:
             return
         last = rows[-1].id
