@@ -14,9 +14,11 @@ from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any, cast
 
 import orjson
-from sqlalchemy import String, Text, func, select, true, type_coerce
+from sqlalchemy import String, Text, func, select, true
 from sqlalchemy import cast as sql_cast
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.functions import FunctionElement
 
 from app.auth import Principal
 from app.incidents.redaction import (
@@ -46,6 +48,7 @@ from app.models import (
     IncidentCode,
     Suggestion,
 )
+from app.models.base import UTCDateTime
 from app.reviews.service import ADJUDICATE
 
 if TYPE_CHECKING:
@@ -118,10 +121,32 @@ ADJUDICATION_COLUMNS = (
 )
 
 
+class _RawText(FunctionElement[str]):
+    """A column read as the database's text, without per-row conversion by SQLAlchemy or the
+    driver: SQLite hands back what it stores; PostgreSQL casts (timestamps in UTC). Dates and
+    JSON then cost a string slice or one orjson.loads instead of object construction."""
+
+    type = String()
+    inherit_cache = True
+    name = "cit_raw_text"
+
+
+@compiles(_RawText)
+def _raw_default(element: _RawText, compiler: Any, **kw: Any) -> str:
+    return str(compiler.process(element.clauses, **kw))
+
+
+@compiles(_RawText, "postgresql")
+def _raw_postgresql(element: _RawText, compiler: Any, **kw: Any) -> str:
+    inner = compiler.process(element.clauses, **kw)
+    (column,) = element.clauses
+    if isinstance(column.type, UTCDateTime):
+        return f"CAST(({inner}) AT TIME ZONE 'UTC' AS TEXT)"
+    return f"CAST({inner} AS TEXT)"
+
+
 def _raw(column: Any) -> Any:
-    """The column without SQLAlchemy's per-row conversion (dates stay the stored text on
-    SQLite; PostgreSQL's driver still hands back datetimes): a million rows go 3x faster."""
-    return type_coerce(column, String).label(column.key)
+    return _RawText(column).label(column.key)
 
 
 _COMMON = (
