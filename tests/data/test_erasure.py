@@ -209,6 +209,9 @@ def test_admin_erasure_removes_everything_and_keeps_a_tombstone(
         erase = next(e for e in events if e.action == "incident.erase")
         assert erase.after["reason"] == "respondent asked by e-mail"
         assert erase.actor_name == "the-admin"
+    listed = client.get("/api/v1/nlp/models", headers=admin_person.headers).json()
+    assert {m["trained_by"]: m["erased_stories"] for m in listed} == {"before": 0, "after": 1}
+    assert next(m for m in listed if m["trained_by"] == "after")["last_erasure_at"]
     # The other story is untouched and the reports equal a direct GROUP BY.
     assert client.get(f"/api/v1/incidents/{keep}", headers=admin_person.headers).status_code == 200
     assert_rollups_match()

@@ -384,3 +384,30 @@ def test_api_upload_is_a_job_with_progress_and_the_study_report_tells_sources_ap
         "/api/v1/reports/trends", params={"survey_id": survey.id}, headers=admin
     ).json()
     assert {v for p in trends["periods"] for v in p["valences"]} <= {"satisfying", "dissatisfying"}
+
+
+def test_an_upload_that_cannot_be_read_fails_its_job_with_one_message(
+    app: FastAPI,
+    client: TestClient,
+    settings: Settings,
+    make_survey: Callable[..., Survey],
+    admin: dict[str, str],
+    db: Callable[[], Any],
+) -> None:
+    survey = make_survey()
+    queued = client.post(
+        f"/api/v1/surveys/{survey.id}/imports",
+        files={
+            "file": ("old.xlsx", b"PK\x03\x04 not really a workbook", "application/octet-stream")
+        },
+        headers=admin,
+    )
+    assert queued.status_code == 202, queued.text
+    Worker(app.state.sessionmaker, settings, name="test").drain()
+    run = client.get(f"/api/v1/imports/{queued.json()['id']}", headers=admin).json()
+    assert run["status"] == "failed" and "not an Excel workbook" in run["failure"]
+    assert "Traceback" not in run["failure"]
+    job = client.get(f"/api/v1/jobs/{run['job_id']}", headers=admin).json()
+    assert job["status"] == "failed" and job["attempts"] == 1  # explained: not retried
+    with db() as session:
+        assert session.scalar(select(func.count()).select_from(Incident)) == 0
