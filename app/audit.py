@@ -23,11 +23,13 @@ def record(
     *,
     before: dict[str, Any] | None = None,
     after: dict[str, Any] | None = None,
+    actor_name: str | None = None,
 ) -> None:
+    """`actor_name` names an actor without a token (a respondent withdrawing their story)."""
     session.add(
         AuditEvent(
             actor_id=actor.id if actor else None,
-            actor_name=actor.name if actor else CLI_ACTOR,
+            actor_name=actor.name if actor else (actor_name or CLI_ACTOR),
             action=action,
             entity_type=entity_type,
             entity_id=str(entity_id),

@@ -25,10 +25,14 @@ from app.cli_support import fail, load_settings, require_head, session_factory
 from app.codebooks.cli import codebook_cli
 from app.codebooks.service import ensure_default_codebook
 from app.db import session_scope
+from app.erasure.cli import incident_cli
 from app.errors import AppError
+from app.exports.cli import export
+from app.imports.cli import import_cli
 from app.models import Survey
 from app.observability import configure_logging
-from app.suggestions.cli import import_cli, nlp_cli, worker
+from app.refi.cli import refi_cli
+from app.suggestions.cli import nlp_cli, worker
 from app.surveys import service as surveys
 from app.surveys.schemas import SurveyCreate
 
@@ -48,6 +52,9 @@ cli.add_typer(person_cli, name="person")
 reports_cli = typer.Typer(help="Report rollups.", no_args_is_help=True)
 cli.add_typer(reports_cli, name="reports")
 cli.command()(worker)
+cli.add_typer(incident_cli, name="incident")
+cli.command("export")(export)
+cli.add_typer(refi_cli, name="refi")
 
 DEMO_SURVEY = Path(__file__).parent / "surveys" / "demo.yaml"
 DEFAULT_CODEBOOK = (

@@ -26,6 +26,9 @@ class Settings(BaseSettings):
     # Respondent-side limits.
     max_answer_chars: int = Field(10_000, ge=100)
     max_request_bytes: int = Field(1_000_000, ge=10_000)
+    max_upload_bytes: int = Field(
+        200_000_000, ge=10_000, description="largest file upload (imports, REFI-QDA files)"
+    )
     submit_rate_limit: int = Field(20, ge=1, description="submissions per client per window")
     submit_rate_window_seconds: int = Field(60, ge=1)
     max_invitations_per_call: int = Field(10_000, ge=1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -25,7 +26,12 @@ from app.codebooks.router import router as codebooks_router
 from app.config import Settings, get_settings
 from app.db import DbGate, create_db_engine, make_sessionmaker
 from app.docs import install_docs
+from app.erasure.pages import router as erasure_pages_router
+from app.erasure.router import public_router as erasure_public_router
+from app.erasure.router import router as erasure_router
 from app.errors import ServiceUnavailable, install_error_handlers, problem_responses
+from app.exports.router import router as exports_router
+from app.imports.router import router as imports_router
 from app.incidents.intake import RulesCache
 from app.incidents.router import public_router as incidents_public_router
 from app.incidents.router import router as incidents_router
@@ -33,6 +39,7 @@ from app.jobs.router import router as jobs_router
 from app.observability import RequestContextMiddleware, configure_logging, metrics_body
 from app.openapi_problems import document_problems
 from app.protection import BodySizeLimitMiddleware, RateLimiter
+from app.refi.router import router as refi_router
 from app.reports.pages import pages_router as reports_pages_router
 from app.reports.router import router as reports_router
 from app.reviews.pages import router as reviews_pages_router
@@ -50,6 +57,8 @@ from app.tokens.pages import router as tokens_pages_router
 from app.tokens.router import router as tokens_router
 
 APP_DIR = Path(__file__).parent
+# File uploads (imports, REFI-QDA files) may be larger than other request bodies.
+UPLOAD_PATHS = re.compile(r"^/api/v1/(surveys/\d+/imports|codebooks/qdc|surveys/\d+/qdpx)$")
 
 PROBLEM_SCHEMA = {
     "type": "object",
@@ -129,7 +138,11 @@ def create_app(settings: Settings | None = None, *, start_worker: bool = False) 
     app.state.signin_limits = SignInLimits.from_settings(settings)
 
     install_error_handlers(app)
-    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_request_bytes)
+    app.add_middleware(
+        BodySizeLimitMiddleware,
+        max_bytes=settings.max_request_bytes,
+        uploads=(UPLOAD_PATHS, settings.max_upload_bytes),
+    )
     app.add_middleware(SecurityHeadersMiddleware)
     # Outermost: every answer, a 413 from the size limit included, carries a request id.
     app.add_middleware(RequestContextMiddleware, access_log_enabled=settings.log_access)
@@ -157,6 +170,12 @@ def create_app(settings: Settings | None = None, *, start_worker: bool = False) 
         reports_router,
         reports_pages_router,
         pages_router,
+        erasure_router,
+        erasure_public_router,
+        erasure_pages_router,
+        exports_router,
+        imports_router,
+        refi_router,
     ):
         app.include_router(router)
 

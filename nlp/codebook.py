@@ -46,7 +46,9 @@ CODE_FIELDS = (
     "retired",
     "codable",
     "indicators",
+    "color",
 )
+COLOR_RE = re.compile(r"#(?:[0-9A-Fa-f]{6}|[0-9A-Fa-f]{3})\Z")
 INDICATOR_FIELDS = ("phrases", "lemma_phrases", "patterns")
 
 TokenPattern = tuple[dict[str, Any], ...]
@@ -93,6 +95,8 @@ class CodeSpec:
     # False for a parent that only groups its sub-codes: coders apply one of those instead.
     codable: bool = True
     indicators: Indicators = field(default_factory=Indicators)
+    # For QDA programs (REFI-QDA): the code's colour.
+    color: str | None = None
 
 
 @dataclass(frozen=True)
@@ -108,6 +112,7 @@ class Codebook:
 
     @property
     def active_codes(self) -> tuple[CodeSpec, ...]:
+        """The codes coders may apply and suggestions score: not retired, and codable."""
         return tuple(code for code in self.codes if not code.retired and code.codable)
 
     @property
@@ -330,6 +335,10 @@ def _code(data: object, path: str, problems: _Problems) -> CodeSpec | None:
     if not isinstance(codable, bool):
         problems.add(f"{path}.codable", f"must be true or false, not {_type_name(codable)}")
         codable = True
+    color = _optional_text(data, "color", path, problems)
+    if color is not None and not COLOR_RE.match(color):
+        problems.add(f"{path}.color", f"{color!r} is not a colour like #F5A623")
+        color = None
     return CodeSpec(
         key=key,
         label=_text(data, "label", path, problems, required=True),
@@ -343,6 +352,7 @@ def _code(data: object, path: str, problems: _Problems) -> CodeSpec | None:
         retired=retired,
         codable=codable,
         indicators=_indicators(data.get("indicators"), f"{path}.indicators", problems),
+        color=color,
     )
 
 
@@ -471,6 +481,8 @@ def codebook_to_dict(codebook: Codebook) -> dict[str, Any]:
                 # keep their exact content (and fingerprint).
                 **({"codable": False} if not code.codable else {}),
                 "indicators": _indicators_to_dict(code.indicators),
+                # Only when set, so that codebooks without them keep their exact form.
+                **({"color": code.color} if code.color else {}),
             }
             for code in codebook.codes
         ],

@@ -48,6 +48,7 @@ from sqlalchemy.orm import Session
 from app.auth import hash_token
 from app.config import Settings
 from app.db import write_engine
+from app.erasure.receipts import receipt_code, receipt_hash
 from app.incidents.redaction import redaction_columns
 from app.incidents.service import CleanStory, Intake, check_story, new_submission_key
 from app.models import Incident, Invitation, Job, Survey
@@ -109,6 +110,7 @@ class Stored:
     outcome: str  # stored, duplicate, closed, invitation_invalid, invitation_used, ..._expired
     incident_id: int | None = None
     submitted_at: datetime | None = None
+    receipt: str | None = None  # the respondent's withdrawal code (stored and duplicate)
 
 
 class _Rollback(Exception):
@@ -225,11 +227,14 @@ def insert_story(
     *,
     submission_key: str | None,
     invitation_token: str | None,
+    secret_key: str | None = None,
 ) -> Stored:
     """Store one checked story on `conn` (inside the caller's transaction, which a refused
-    invitation must roll back: the caller sees `_Rollback`)."""
+    invitation must roll back: the caller sees `_Rollback`). With `secret_key` the story gets
+    its withdrawal receipt (an HMAC of the submission: no query, the same code on a retry)."""
     sql = _sql(conn)
     key = submission_key or new_submission_key()
+    receipt = receipt_code(secret_key, survey.id, key) if secret_key else None
     invitation_id: int | None = None
     attributes: dict[str, Any] = {}
     if invitation_token:
@@ -239,7 +244,7 @@ def insert_story(
         if invitation is None or invitation.survey_id != survey.id:
             return Stored("invitation_invalid")
         if invitation.used_at is not None:
-            return _stored_before(conn, survey, key) or Stored("invitation_used")
+            return _stored_before(conn, survey, key, receipt) or Stored("invitation_used")
         if invitation.expires_at is not None and invitation.expires_at <= utcnow():
             return Stored("invitation_expired")
         invitation_id = invitation.id
@@ -267,6 +272,10 @@ def insert_story(
         "exclusion_reason": None,
         "finalized_at": None,
         "version": 1,
+        "source": "invitation" if invitation_id is not None else "form",
+        "consent": "given" if survey.consent_text else "not_asked",
+        "import_id": None,
+        "receipt_hash": receipt_hash(receipt) if receipt else None,
         **redaction_columns(answers),
         "open_survey_id": survey.id,
         "open_at": now,
@@ -279,7 +288,9 @@ def insert_story(
     if row is None:
         # The key was stored before (a refresh, a retry), the survey closed a moment ago, or
         # the invitation was taken meanwhile.
-        return _stored_before(conn, survey, key) or _why_refused(conn, survey, invitation_id)
+        return _stored_before(conn, survey, key, receipt) or _why_refused(
+            conn, survey, invitation_id
+        )
     if invitation_id is not None:
         claimed = conn.execute(sql.claim, {"invitation_id": invitation_id, "now": now})
         if claimed.rowcount != 1:
@@ -304,12 +315,14 @@ def insert_story(
                 "updated_at": now,
             },
         )
-    return Stored("stored", row.id, row.submitted_at)
+    return Stored("stored", row.id, row.submitted_at, receipt)
 
 
-def _stored_before(conn: Connection, survey: SurveyRules, key: str) -> Stored | None:
+def _stored_before(
+    conn: Connection, survey: SurveyRules, key: str, receipt: str | None
+) -> Stored | None:
     existing = conn.execute(_sql(conn).by_key, {"survey_id": survey.id, "key": key}).first()
-    return Stored("duplicate", existing.id, existing.submitted_at) if existing else None
+    return Stored("duplicate", existing.id, existing.submitted_at, receipt) if existing else None
 
 
 def _why_refused(conn: Connection, survey: SurveyRules, invitation_id: int | None) -> Stored:
@@ -334,6 +347,7 @@ def rules_of(survey: Survey) -> SurveyRules:
 class SubmitResult:
     outcome: str
     incident: Incident | None = None
+    receipt: str | None = None
 
 
 def store_story(
@@ -343,6 +357,7 @@ def store_story(
     *,
     submission_key: str | None,
     invitation_token: str | None,
+    secret_key: str | None = None,
 ) -> SubmitResult:
     """`insert_story` inside a session's transaction (a savepoint, so that a refused invitation
     undoes only this story), for tests and tools that already hold a session."""
@@ -354,11 +369,12 @@ def store_story(
                 story,
                 submission_key=submission_key,
                 invitation_token=invitation_token,
+                secret_key=secret_key,
             )
     except _Rollback as refused:
         return SubmitResult(refused.outcome)
     incident = session.get(Incident, stored.incident_id) if stored.incident_id else None
-    return SubmitResult(stored.outcome, incident)
+    return SubmitResult(stored.outcome, incident, stored.receipt)
 
 
 def receive_story(
@@ -393,6 +409,7 @@ def receive_story(
                 story,
                 submission_key=submission_key,
                 invitation_token=invitation_token,
+                secret_key=settings.secret_key,
             )
     except _Rollback as refused:
         assert rules is not None
@@ -407,4 +424,5 @@ def receive_story(
         language=rules.language,
         submitted_at=stored.submitted_at,
         incident_id=stored.incident_id,
+        receipt=stored.receipt,
     )

@@ -107,6 +107,15 @@ def _replacements(spans: list[dict[str, Any]]) -> list[_Pair]:
     return pairs
 
 
+def replacements_of(redaction_spans: dict[str, list[dict[str, Any]]]) -> TextViews:
+    """The offset mapping alone (no texts), from a story's stored `redaction_spans`."""
+    return TextViews(
+        original={},
+        redacted={},
+        replaced={field: _replacements(items) for field, items in redaction_spans.items()},
+    )
+
+
 def text_views(incident: Incident) -> TextViews:
     original = original_answers(incident)
     if incident.redacted:

@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Header, Query, Request, Response
 
+from app import negotiation
 from app.auth import Principal, RequireResearcher
 from app.config import app_settings
 from app.db import DbGate, SessionDep
@@ -20,6 +21,8 @@ from app.errors import (
     TooManyRequests,
     problem_responses,
 )
+from app.exports.router import streamed
+from app.exports.service import ExportSpec
 from app.incidents import service
 from app.incidents.intake import receive_story
 from app.incidents.schemas import IncidentPage, IncidentRead, StorySubmission, SubmissionReceipt
@@ -42,7 +45,14 @@ def _view(user: Principal, asked: service.View | None) -> service.View:
     return service.resolve_view(user, asked)
 
 
-@router.get("", response_model=IncidentPage, responses=problem_responses(Invalid))
+@router.get(
+    "",
+    response_model=IncidentPage,
+    responses={
+        **problem_responses(Invalid, negotiation.NotAcceptable, negotiation.UnknownFormat),
+        200: {"content": {"text/csv": {}, "application/x-ndjson": {}}},
+    },
+)
 def list_incidents(
     request: Request,
     session: SessionDep,
@@ -51,7 +61,7 @@ def list_incidents(
     survey_id: int | None = None,
     status: service.StatusFilter | None = None,
     code: Annotated[str | None, Query(description="Stories with this final code")] = None,
-    valence: Literal["satisfying", "dissatisfying"] | None = None,
+    valence: Literal["satisfying", "dissatisfying", "neutral", "unknown"] | None = None,
     touchpoint: str | None = None,
     channel: str | None = None,
     submitted_from: Annotated[
@@ -70,9 +80,13 @@ def list_incidents(
     ] = None,
     cursor: str | None = None,
     view: ViewParam = None,
-) -> IncidentPage:
+    format: Annotated[
+        Literal["json", "csv", "jsonl", "xlsx"] | None,
+        Query(description="json (pages); csv, jsonl or xlsx: every matching story, streamed"),
+    ] = None,
+) -> IncidentPage | Response:
     """Stories, oldest id first (keyset pages), with suggestions, final codes and the codings
-    the caller may see."""
+    the caller may see; or all of them as a file (`format`, or `Accept: text/csv`)."""
     filters = service.IncidentFilters(
         survey_id=survey_id,
         status=status,
@@ -84,6 +98,11 @@ def list_incidents(
         submitted_to=submitted_to,
         q=q,
     )
+    chosen = negotiation.negotiate(request, format, ("json", "csv", "jsonl", "xlsx"))
+    if chosen != "json":
+        spec = ExportSpec(filters=filters, view=_view(user, view), viewer=user)
+        table = "stories" if chosen == "csv" else None
+        return streamed(request, user, spec, chosen, table, stem="incidents", survey_id=None)
     return service.list_incidents(
         session, filters=filters, cursor=cursor, limit=size, view=_view(user, view), viewer=user
     )
@@ -159,5 +178,11 @@ async def submit_story(
     assert intake.submitted_at is not None
     if intake.outcome == "duplicate":
         response.status_code = 200
-        return SubmissionReceipt(status="already_received", submitted_at=intake.submitted_at)
-    return SubmissionReceipt(status="received", submitted_at=intake.submitted_at)
+        return SubmissionReceipt(
+            status="already_received",
+            submitted_at=intake.submitted_at,
+            receipt_code=intake.receipt,
+        )
+    return SubmissionReceipt(
+        status="received", submitted_at=intake.submitted_at, receipt_code=intake.receipt
+    )

@@ -32,6 +32,11 @@ class StorySubmission(BaseModel):
 class SubmissionReceipt(BaseModel):
     status: Literal["received", "already_received"]
     submitted_at: datetime
+    receipt_code: str | None = Field(
+        None,
+        description="Keep it to withdraw the story later (POST /api/v1/public/surveys/{slug}/"
+        "withdrawals or the page /s/{slug}/withdraw); it cannot be used to read the story",
+    )
 
 
 class EvidenceRead(BaseModel):
@@ -131,7 +136,9 @@ class IncidentRead(BaseModel):
     circumstances: str | None
     what_happened: str
     outcome: str | None
-    valence: Literal["satisfying", "dissatisfying"]
+    valence: Literal["satisfying", "dissatisfying", "neutral", "unknown"] = Field(
+        description="neutral/unknown: imported without a clear valence (to code or exclude)"
+    )
     touchpoint: str | None
     channel: str | None
     language: str

@@ -155,6 +155,8 @@ class Intake:
     language: str | None = None
     submitted_at: datetime | None = None
     incident_id: int | None = None
+    # The respondent's withdrawal code (stored and duplicate outcomes).
+    receipt: str | None = None
 
 
 def new_submission_key() -> str:
@@ -296,10 +298,29 @@ def _status_condition(status: str, viewer: Principal | None) -> ColumnElement[bo
     return or_(Incident.status == "new", and_(Incident.status == "in_review", ~mine))
 
 
-def _redacted_attributes(attributes: dict[str, Any]) -> dict[str, Any]:
+def _redacted_attributes(
+    attributes: dict[str, Any], memo: dict[str, str] | None = None
+) -> dict[str, Any]:
     """Attributes can come from imported columns (a free comment, an e-mail address): their
-    text gets the same pattern redaction as the answers before researchers read it."""
-    return {k: redact(v).text if isinstance(v, str) else v for k, v in attributes.items()}
+    text gets the same pattern redaction as the answers before researchers read it. `memo`
+    remembers redacted values across stories (exports: a segment repeats a million times)."""
+    if memo is None:
+        return {k: redact(v).text if isinstance(v, str) else v for k, v in attributes.items()}
+    out: dict[str, Any] = {}
+    for k, v in attributes.items():
+        if isinstance(v, str):
+            done = memo.get(v)
+            if done is None:
+                done = redact(v).text
+                if len(memo) < 100_000:
+                    memo[v] = done
+            out[k] = done
+        else:
+            out[k] = v
+    return out
+
+
+redacted_attributes = _redacted_attributes
 
 
 def to_reads(
@@ -409,7 +430,7 @@ class IncidentFilters:
     survey_id: int | None = None
     status: StatusFilter | None = None
     code: str | None = None
-    valence: Literal["satisfying", "dissatisfying"] | None = None
+    valence: Literal["satisfying", "dissatisfying", "neutral", "unknown"] | None = None
     touchpoint: str | None = None
     channel: str | None = None
     submitted_from: datetime | None = None

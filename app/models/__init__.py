@@ -5,6 +5,7 @@ from app.models.auth import ROLES, ApiToken, PasswordLink, User, WebSession
 from app.models.base import Base
 from app.models.codebooks import PROPOSAL_STATUSES, Codebook, CodebookVersion, CodeProposal
 from app.models.coding import JOB_STATUSES, IncidentCode, Job, NlpModel, Suggestion
+from app.models.imports import ImportRun
 from app.models.incidents import INCIDENT_STATUSES, VALENCES, Incident
 from app.models.reports import (
     ReportCodeDay,
@@ -41,6 +42,7 @@ __all__ = [
     "Coding",
     "CodingCode",
     "CodingSpan",
+    "ImportRun",
     "Incident",
     "IncidentCode",
     "Invitation",

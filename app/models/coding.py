@@ -83,6 +83,10 @@ class NlpModel(Base):
     active: Mapped[bool] = mapped_column(default=False)
     trained_by: Mapped[str] = mapped_column(String(100))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Stories this model was trained on that have since been erased (withdrawn or deleted):
+    # the model still carries what it learnt from them until it is retrained.
+    erased_stories: Mapped[int] = mapped_column(default=0, server_default="0")
+    last_erasure_at: Mapped[datetime | None]
 
 
 JOB_STATUSES = ("queued", "running", "done", "failed")

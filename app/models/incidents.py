@@ -11,6 +11,15 @@ from sqlalchemy.orm import Mapped, mapped_column
 from app.models.base import Base, utcnow
 
 VALENCES = ("satisfying", "dissatisfying")
+# Imported stories may come without a clear valence: stored, then coded or excluded by
+# researchers (CIT keeps only clearly satisfying or dissatisfying incidents; trends count only
+# those). The form and the JSON submission still require one of VALENCES.
+STORED_VALENCES = (*VALENCES, "neutral", "unknown")
+# Where a story came from: the open link (form or JSON), a personal invitation, or an import.
+SOURCES = ("form", "invitation", "import")
+# given: the respondent ticked the survey's consent; not_asked: the survey asked for none;
+# unknown: imported without a consent column.
+CONSENT_STATES = ("given", "not_asked", "unknown")
 # new: not yet coded; in_review: coded by fewer coders than it needs; adjudication: two coders
 # disagree; coded: final codes set; excluded: fails the inclusion criteria (with a reason).
 INCIDENT_STATUSES = ("new", "in_review", "adjudication", "coded", "excluded")
@@ -21,7 +30,11 @@ OPEN_CONDITION = "status IN ('new', 'in_review')"
 class Incident(Base):
     __tablename__ = "incidents"
     __table_args__ = (
-        CheckConstraint("valence IN ('satisfying', 'dissatisfying')", name="valence"),
+        CheckConstraint(
+            "valence IN ('satisfying', 'dissatisfying', 'neutral', 'unknown')", name="valence"
+        ),
+        CheckConstraint("source IN ('form', 'invitation', 'import')", name="source"),
+        CheckConstraint("consent IN ('given', 'not_asked', 'unknown')", name="consent"),
         CheckConstraint(
             "status IN ('new', 'in_review', 'adjudication', 'coded', 'excluded')", name="status"
         ),
@@ -45,6 +58,7 @@ class Incident(Base):
             sqlite_where=text(OPEN_CONDITION),
             postgresql_where=text(OPEN_CONDITION),
         ),
+        Index("uq_incidents_receipt_hash", "receipt_hash", unique=True),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -79,3 +93,13 @@ class Incident(Base):
     finalized_at: Mapped[datetime | None] = mapped_column(index=True)
     # Bumped on every change a coder makes; served as the ETag for optimistic concurrency.
     version: Mapped[int] = mapped_column(default=1)
+
+    source: Mapped[str] = mapped_column(String(16), default="form", server_default="form")
+    consent: Mapped[str] = mapped_column(String(16), default="unknown", server_default="unknown")
+    # The import run that stored the story (file name, who, when), for source "import".
+    import_id: Mapped[int | None] = mapped_column(
+        ForeignKey("imports.id", ondelete="SET NULL"), index=True
+    )
+    # SHA-256 of the respondent's withdrawal receipt code (app.erasure.receipts); the code
+    # itself is derived from the submission key and never stored.
+    receipt_hash: Mapped[str | None] = mapped_column(String(64))

@@ -15,11 +15,12 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 from sqlalchemy import select
 
-from app import pages
+from app import negotiation, pages
 from app.auth import RequireAnyRole
 from app.config import app_settings
 from app.db import SessionDep
 from app.errors import Forbidden, Invalid, NotFound, Unauthorized, problem_responses
+from app.exports.report_tables import study_csv
 from app.models import Survey
 from app.reports import render
 from app.reports.rollups import PERIODS, Period
@@ -36,7 +37,9 @@ MEDIA_TYPES = {
     "markdown": "text/markdown",
     "html": "text/html",
 }
-ERRORS = problem_responses(Invalid, Unauthorized, Forbidden, NotFound)
+ERRORS = problem_responses(
+    Invalid, Unauthorized, Forbidden, NotFound, negotiation.NotAcceptable, negotiation.UnknownFormat
+)
 
 TRENDS_DESCRIPTION = """
 Counts and shares of **confirmed stories by final code** per period (`day`, `week` starting on
@@ -66,42 +69,9 @@ def _min_cell(request: Request) -> int:
     return app_settings(request).min_cell
 
 
-def _accepted(accept: str) -> list[tuple[str, float]]:
-    ranges = []
-    for part in accept.split(","):
-        fields = [f.strip() for f in part.split(";")]
-        if not fields[0]:
-            continue
-        quality = 1.0
-        for field in fields[1:]:
-            name, _, value = field.partition("=")
-            if name.strip() == "q":
-                try:
-                    quality = float(value)
-                except ValueError:
-                    quality = 0.0
-        ranges.append((fields[0].lower(), quality))
-    return ranges
-
-
 def negotiate(request: Request, asked: str | None, offered: tuple[str, ...]) -> str:
-    """The format named by `format=`, else the best offered match of Accept, else the first."""
-    if asked is not None:
-        if asked not in offered:
-            raise Invalid(f"format must be one of {', '.join(offered)}")
-        return asked
-    best, best_quality = offered[0], 0.0
-    for media_range, quality in _accepted(request.headers.get("accept", "")):
-        for name in offered:
-            media_type = MEDIA_TYPES[name]
-            matches = media_range == media_type or (
-                media_range.endswith("/*") and media_type.startswith(media_range[:-1])
-            )
-            if media_range == "*/*":
-                matches = name == offered[0]
-            if matches and quality > best_quality:
-                best, best_quality = name, quality
-    return best
+    """See app.negotiation: a wrong `format` is 422, an Accept nothing matches is 406."""
+    return negotiation.negotiate(request, asked, offered)
 
 
 def _etag_matches(if_none_match: str | None, etag: str) -> bool:
@@ -198,7 +168,7 @@ def get_trends(
     ),
     responses={
         **ERRORS,
-        200: {"content": {"text/markdown": {}, "text/html": {}}},
+        200: {"content": {"text/markdown": {}, "text/html": {}, "text/csv": {}}},
         304: {"description": "Not modified (If-None-Match matched the ETag)"},
     },
 )
@@ -208,9 +178,9 @@ def get_study(
     user: RequireAnyRole,
     survey_id: int,
     saturation_step: Annotated[int | None, Query(ge=1, le=100_000)] = None,
-    format: Annotated[Literal["json", "markdown", "html"] | None, Query()] = None,
+    format: Annotated[Literal["json", "markdown", "html", "csv"] | None, Query()] = None,
 ) -> Response:
-    chosen = negotiate(request, format, ("json", "markdown", "html"))
+    chosen = negotiate(request, format, ("json", "markdown", "html", "csv"))
     report = study_report(
         session,
         survey_id,
@@ -230,6 +200,8 @@ def get_study(
             current="/work/reports",
         )
         return cached(request, bytes(page.body), "text/html; charset=utf-8")
+    if chosen == "csv":
+        return cached(request, study_csv(report), "text/csv; charset=utf-8")
     return cached(request, _json(report), MEDIA_TYPES["json"])
 
 

@@ -432,17 +432,16 @@ def study_report(
             Invitation.survey_id == survey_id
         )
     ).one()
-    via_invitation = int(
-        session.scalar(
-            select(func.count()).where(
-                Incident.survey_id == survey_id, Incident.invitation_id.is_not(None)
-            )
-        )
-        or 0
-    )
+    via_invitation, imported = session.execute(
+        select(
+            func.count(Incident.invitation_id),
+            func.count().filter(Incident.source == "import"),
+        ).where(Incident.survey_id == survey_id)
+    ).one()
     via_keys = [
-        counts.add("stories_via_invitation", via_invitation),
-        counts.add("stories_via_open_link", counts.values[total] - via_invitation),
+        counts.add("stories_via_invitation", int(via_invitation)),
+        counts.add("stories_via_open_link", counts.values[total] - via_invitation - imported),
+        counts.add("stories_imported", int(imported)),
     ]
     counts.breakdown(total, via_keys)
     attributes: dict[str, list[tuple[str, Hashable]]] = {}
@@ -524,6 +523,7 @@ def study_report(
                 }
                 for name, values in attributes.items()
             ],
+            "stories_imported": get("stories_imported"),
             "note": "Respondents are not identified across submissions: each submitted form "
             "is one story.",
         },

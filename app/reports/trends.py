@@ -144,6 +144,8 @@ def _fetch(session: Session, query: TrendsQuery) -> _Cells:
     width = len(query.group_by)
     stories: dict[tuple[date, str, Group], dict[str, int]] = {}
     for row in session.execute(rollups.story_cells_query(dialect, **common)):
+        if row.valence not in VALENCES:  # imported stories without a clear valence: no base
+            continue
         group = tuple(
             _group_value(f, v) for f, v in zip(query.group_by, row[2 : 2 + width], strict=True)
         )
@@ -155,6 +157,8 @@ def _fetch(session: Session, query: TrendsQuery) -> _Cells:
         dialect, codebook_version_id=query.codebook_version_id, **common
     )
     for row in session.execute(code_sql):
+        if row.valence not in VALENCES:
+            continue
         group = tuple(
             _group_value(f, v) for f, v in zip(query.group_by, row[3 : 3 + width], strict=True)
         )

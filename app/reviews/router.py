@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Header, Query, Request, Response
 
+from app import negotiation
 from app.auth import RequireAdmin, RequireAnyRole, RequireResearcher
 from app.db import SessionDep
 from app.errors import (
@@ -18,6 +19,7 @@ from app.errors import (
     PreconditionFailed,
     problem_responses,
 )
+from app.exports.report_tables import agreement_csv
 from app.incidents.schemas import IncidentPage, IncidentRead
 from app.incidents.service import View, etag, get_incident, resolve_view, to_reads
 from app.pagination import PageSize
@@ -345,9 +347,15 @@ def list_audit_events(
 
 
 @reports_router.get(
-    "/agreement", response_model=AgreementReportRead, responses=problem_responses(Invalid)
+    "/agreement",
+    response_model=AgreementReportRead,
+    responses={
+        **problem_responses(Invalid, negotiation.NotAcceptable, negotiation.UnknownFormat),
+        200: {"content": {"text/csv": {}}},
+    },
 )
 def agreement(
+    request: Request,
     session: SessionDep,
     user: RequireAnyRole,
     survey_id: int | None = None,
@@ -374,7 +382,11 @@ def agreement(
     resamples: Annotated[
         int, Query(ge=100, le=10_000, description="Bootstrap resamples of the stories")
     ] = bootstrap.DEFAULT_RESAMPLES,
-) -> dict[str, object]:
+    format: Annotated[
+        Literal["json", "csv"] | None,
+        Query(description="json, or csv: one row per section, code and statistic"),
+    ] = None,
+) -> dict[str, object] | Response:
     """Inter-coder agreement (percent agreement, Cohen's kappa per pair of coders, Fleiss'
     kappa, Krippendorff's alpha, Perreault & Leigh's Ir) per code and overall, over the
     stories two or more researchers coded; and the model's suggestions against the final
@@ -383,7 +395,8 @@ def agreement(
         codebook_version != codebook_version_id
     ):
         raise Invalid("codebook_version and codebook_version_id name different versions")
-    return reliability_report(
+    chosen = negotiation.negotiate(request, format, ("json", "csv"))
+    report = reliability_report(
         session,
         survey_id=survey_id,
         codebook_version_id=codebook_version
@@ -395,3 +408,10 @@ def agreement(
         seed=seed,
         resamples=resamples,
     )
+    if chosen == "csv":
+        return Response(
+            agreement_csv(report),
+            media_type="text/csv; charset=utf-8",
+            headers={"Content-Disposition": 'inline; filename="cit-agreement.csv"'},
+        )
+    return report

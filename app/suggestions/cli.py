@@ -1,4 +1,4 @@
-"""`cit nlp ...`, `cit worker` and `cit import incidents`: batch work on the service's code path."""
+"""`cit nlp ...` and `cit worker`: batch work on the service's code path."""
 
 from __future__ import annotations
 
@@ -21,9 +21,8 @@ from app.codebooks.service import (
 )
 from app.db import session_scope
 from app.errors import AppError
-from app.incidents.importer import count_rows, import_incidents
 from app.incidents.redaction import REDACTED_FIELDS, redaction_columns
-from app.models import Codebook, Job, Survey
+from app.models import Codebook, Job
 from app.observability import configure_logging
 from app.suggestions import service
 from app.suggestions.engine import SuggesterCache
@@ -33,7 +32,6 @@ from app.suggestions.worker import Worker
 nlp_cli = typer.Typer(
     help="Suggestions: train, evaluate, suggest, re-suggest.", no_args_is_help=True
 )
-import_cli = typer.Typer(help="Import data from earlier studies.", no_args_is_help=True)
 
 CodebookOption = Annotated[
     str | None, typer.Option("--codebook", help="Codebook key (default: the default codebook)")
@@ -213,39 +211,3 @@ def resuggest(
     with tqdm(total=pending or 0, unit="story", file=sys.stderr) as bar:
         total = job_worker.drain(kinds=(SUGGEST,), progress=lambda b: bar.update(b.claimed))
     typer.echo(f"stories not yet coded: {queued}; scored: {total.done}; failed: {total.failed}")
-
-
-@import_cli.command("incidents")
-def import_incidents_command(
-    file: Annotated[Path, typer.Argument(help=".jsonl or .csv; see the README for the columns")],
-    survey: Annotated[int, typer.Option(help="Survey id the stories belong to")],
-) -> None:
-    """Import stories from an earlier study; `codes` given per row count as confirmed codings."""
-    settings, factory = ready()
-    if not file.exists():
-        fail(f"{file} does not exist")
-    with session_scope(factory, write=False) as session:
-        if session.get(Survey, survey) is None:
-            fail(f"survey {survey} does not exist")
-    with tqdm(total=count_rows(file), unit="row", file=sys.stderr) as bar:
-        try:
-            report = import_incidents(
-                factory,
-                file,
-                survey,
-                settings,
-                imported_by=f"import:{file.name}",
-                progress=bar.update,
-            )
-        except ValueError as exc:
-            fail(str(exc))
-    typer.echo(
-        f"{report.stored} stories imported ({report.coded} with confirmed codes), "
-        f"{report.duplicates} already there, {len(report.errors)} rows with errors"
-    )
-    for number, message in report.errors[:200]:
-        typer.echo(f"line {number}: {message}", err=True)
-    if len(report.errors) > 200:
-        typer.echo(f"… and {len(report.errors) - 200} more", err=True)
-    if report.errors:
-        raise typer.Exit(1)

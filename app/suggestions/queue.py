@@ -12,6 +12,8 @@ from app.models import Incident, IncidentCode, Survey
 
 SUGGEST = "suggest"
 TRAIN = "train"
+IMPORT = "import"  # a file upload (app.imports.jobs), run by the same workers
+ALL_KINDS = (SUGGEST, TRAIN, IMPORT)
 
 
 def enqueue_suggestions(session: Session, incident_ids: Sequence[int]) -> None:

@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
 import nlp
@@ -44,6 +44,10 @@ class ModelRead(BaseModel):
     active: bool
     trained_by: str
     created_at: datetime
+    erased_stories: int = Field(
+        0, description="Stories it was trained on that were erased since: retrain to forget them"
+    )
+    last_erasure_at: datetime | None = None
 
 
 class ResuggestRequest(BaseModel):

@@ -25,7 +25,7 @@ from app.observability import JOB_FAILURES
 from app.reports import rollups
 from app.suggestions import service
 from app.suggestions.engine import SuggesterCache
-from app.suggestions.queue import SUGGEST, TRAIN
+from app.suggestions.queue import ALL_KINDS, IMPORT, SUGGEST, TRAIN
 
 log = logging.getLogger("cit.worker")
 # How long a worker lets stories gather after a round that found only a few.
@@ -60,7 +60,7 @@ class Worker:
 
     # One round ----------------------------------------------------------------------------------
 
-    def run_once(self, kinds: tuple[str, ...] = (SUGGEST, TRAIN)) -> BatchResult:
+    def run_once(self, kinds: tuple[str, ...] = ALL_KINDS) -> BatchResult:
         """Run one batch of due jobs; returns what happened (claimed 0 = nothing was due)."""
         result = BatchResult()
         if SUGGEST in kinds:
@@ -82,6 +82,8 @@ class Worker:
             for job in jobs:
                 if job.kind == TRAIN:
                     self._run_single(job, self._train, result)
+                elif job.kind == IMPORT:
+                    self._run_import(job, result)
                 else:
                     self._record_failure(job, f"unknown job kind {job.kind!r}", result, final=True)
         return result
@@ -142,6 +144,23 @@ class Worker:
         )
         return {"model_id": model.id, "n_examples": model.n_examples, "metrics": model.metrics}
 
+    def _run_import(self, job: ClaimedJob, result: BatchResult) -> None:
+        """An upload commits chunk by chunk in its own transactions (so that its progress can
+        be read while it runs); a rerun after a crash skips what is stored already."""
+        from app.imports.jobs import run_import_job
+
+        try:
+            outcome = run_import_job(self.factory, self.settings, job.payload)
+        except AppError as exc:
+            self._record_failure(job, exc.detail, result, final=True)
+            return
+        except Exception:
+            self._record_failure(job, traceback.format_exc(limit=5), result)
+            return
+        with session_scope(self.factory) as session:
+            queue.finish(session, [job.id], keep=True, result=outcome, worker=self.name)
+        result.done += 1
+
     def _run_single(
         self,
         job: ClaimedJob,
@@ -183,7 +202,7 @@ class Worker:
 
     def drain(
         self,
-        kinds: tuple[str, ...] = (SUGGEST, TRAIN),
+        kinds: tuple[str, ...] = ALL_KINDS,
         progress: Callable[[BatchResult], None] | None = None,
     ) -> BatchResult:
         """Run until no due job is left (used by `cit nlp resuggest` and tests)."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Annotated, Any
-from urllib.parse import unquote_to_bytes
+from urllib.parse import quote, unquote_to_bytes
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -37,6 +37,7 @@ router = APIRouter(include_in_schema=False)
 # Fields the form sends besides the answers; anything else is an unknown field.
 FORM_CONTROL_FIELDS = ("consent", "csrf_token", "submission_id", "invitation", "website")
 HONEYPOT_FIELD = "website"
+RECEIPT_COOKIE = "cit_receipt"
 
 
 def _templates(request: Request) -> Jinja2Templates:
@@ -237,6 +238,25 @@ def _remembered_survey(request: Request, slug: str, values: dict[str, str]) -> S
     )
 
 
+def _thanks_redirect(
+    request: Request, slug: str, receipt: str | None, settings: Settings
+) -> RedirectResponse:
+    thanks_path = f"/s/{quote(slug, safe='')}/thanks"
+    redirect = RedirectResponse(thanks_path, status_code=303)
+    if receipt:
+        # Shown on the thank-you page only: a cookie keeps it out of URLs and logs.
+        redirect.set_cookie(
+            RECEIPT_COOKIE,
+            receipt,
+            path=thanks_path,
+            max_age=3600,
+            httponly=True,
+            samesite="lax",
+            secure=settings.public_base_url.startswith("https://"),
+        )
+    return redirect
+
+
 @router.post("/s/{slug}", response_class=HTMLResponse, name="submit_form")
 async def submit_form(
     slug: str,
@@ -266,7 +286,7 @@ async def submit_form(
 
     if values.get(HONEYPOT_FIELD):
         # A bot filled the hidden field: look successful, store nothing.
-        return RedirectResponse(request.url_for("thanks", slug=slug).path, status_code=303)
+        return RedirectResponse(f"/s/{quote(slug, safe='')}/thanks", status_code=303)
     refused = _form_problem(request, form, settings)
     try:
         intake = (
@@ -285,7 +305,7 @@ async def submit_form(
             else None
         )
         if intake is not None and intake.outcome in ("stored", "duplicate"):
-            return RedirectResponse(request.url_for("thanks", slug=slug).path, status_code=303)
+            return _thanks_redirect(request, slug, intake.receipt, settings)
         # Anything else shows the survey again (or a page about it): read it whole.
         survey = await gate.run(read_survey, factory, slug)
     except DATABASE_OR_GATE:
@@ -321,13 +341,18 @@ def thanks(slug: str, request: Request, session: SessionDep) -> Response:
     survey = find_by_slug(session, slug)
     language = survey.language if survey else DEFAULT_LANGUAGE
     t = translator(language)
-    return _templates(request).TemplateResponse(
+    receipt = request.cookies.get(RECEIPT_COOKIE)
+    response = _templates(request).TemplateResponse(
         request,
-        "message.html",
+        "thanks.html",
         {
             "t": t,
             "lang": language,
             "title": t("pages.thanks_title"),
             "body": t("pages.thanks_body"),
+            "receipt": receipt if survey and receipt and len(receipt) <= 32 else None,
+            "withdraw_path": f"/s/{slug}/withdraw" if survey else None,
         },
     )
+    response.headers["Cache-Control"] = "no-store"
+    return response

@@ -133,6 +133,7 @@ def test_study_report_content(
         "invitations_used": 2,
         "stories_via_invitation": 2,
         "stories_via_open_link": 127,
+        "stories_imported": 0,
         "note": None,
         "by_attribute": None,
     }

@@ -15,10 +15,16 @@ from sqlalchemy import func, select
 from typer.testing import CliRunner
 
 from app.config import Settings, get_settings
-from app.incidents.importer import import_incidents
+from app.imports.service import ImportOptions, ImportReport, import_file
 from app.models import Incident, IncidentCode, NlpModel, Survey
 from app.suggestions.worker import Worker
 from tests.suggestions.conftest import DEFAULT_CODEBOOK
+
+
+def import_incidents(
+    factory: Any, path: Path, survey_id: int, settings: Settings, *, imported_by: str
+) -> ImportReport:
+    return import_file(factory, path, survey_id, settings, ImportOptions(), imported_by=imported_by)
 
 
 def _examples() -> list[tuple[str, str]]:
@@ -69,8 +75,8 @@ def test_import_reports_bad_rows_and_keeps_good_ones(
         app.state.sessionmaker, path, survey.id, settings, imported_by="import:study.csv"
     )
     assert (report.stored, report.coded) == (2, 2)
-    assert [line for line, _ in report.errors] == [3, 4, 6]
-    messages = dict(report.errors)
+    assert [e.line for e in report.errors] == [3, 4, 6]
+    messages = {e.line: str(e) for e in report.errors}
     assert "what_happened" in messages[3] and "nonsense" in messages[4]
     assert "valence" in messages[6]
     with db() as session:

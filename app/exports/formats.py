@@ -1,0 +1,157 @@
+"""Writing exports as byte chunks: CSV (one table, or every table in a zip), JSONL, xlsx.
+
+Everything is a generator over the service's batches, so memory stays flat however many stories
+there are: CSV and JSONL go out as they are written; xlsx is written by XlsxWriter in
+`constant_memory` mode to a temporary file (a zip cannot be finished before its last sheet),
+then streamed and deleted."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import tempfile
+import zipfile
+from collections.abc import Callable, Iterable, Iterator
+from datetime import date, datetime
+from typing import Any
+
+import orjson
+import xlsxwriter
+
+CHUNK = 256 * 1024
+_PLAIN = (str, int, float)
+XLSX_MAX_ROWS = 1_048_576
+XLSX_MAX_CELL = 32_767
+
+
+def cell(value: Any) -> Any:
+    """A value as a CSV/xlsx cell: lists joined by ';', mappings as JSON, no None."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return ";".join(value)
+    if isinstance(value, dict | list):
+        return orjson.dumps(value).decode()
+    return value
+
+
+def csv_chunks(
+    header: list[str], rows: Iterable[list[Any]], *, bom: bool = True
+) -> Iterator[bytes]:
+    """UTF-8 CSV (with a BOM, so spreadsheet programs read it as UTF-8), in ~256 KiB chunks."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\r\n")
+    if bom:
+        buffer.write("\ufeff")
+    writer.writerow(header)
+    write = writer.writerow
+    for row in rows:
+        # Most cells are text, whole numbers or empty: only the others go through cell().
+        write(["" if v is None else v if type(v) in _PLAIN else cell(v) for v in row])
+        if buffer.tell() >= CHUNK:
+            yield buffer.getvalue().encode()
+            buffer.seek(0)
+            buffer.truncate()
+    yield buffer.getvalue().encode()
+
+
+class _Sink(io.RawIOBase):
+    """A write-only, unseekable stream that hands its bytes on (zipfile streams into it)."""
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        self.parts.append(bytes(data))
+        return len(data)
+
+    def take(self) -> bytes:
+        out = b"".join(self.parts)
+        self.parts.clear()
+        return out
+
+
+def zip_chunks(members: Iterable[tuple[str, Callable[[], Iterator[bytes]]]]) -> Iterator[bytes]:
+    """A zip written on the fly: each member's chunks are deflated (level 1: fast) as they come."""
+    sink = _Sink()
+    with zipfile.ZipFile(sink, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
+        for name, chunks in members:
+            with archive.open(name, "w", force_zip64=True) as member:
+                for chunk in chunks():
+                    member.write(chunk)
+                    if sum(len(p) for p in sink.parts) >= CHUNK:
+                        yield sink.take()
+            yield sink.take()
+    yield sink.take()
+
+
+def jsonl_chunks(records: Iterable[dict[str, Any]]) -> Iterator[bytes]:
+    parts: list[bytes] = []
+    size = 0
+    for record in records:
+        line = orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
+        parts.append(line)
+        size += len(line)
+        if size >= CHUNK:
+            yield b"".join(parts)
+            parts, size = [], 0
+    yield b"".join(parts)
+
+
+def _xlsx_value(value: Any) -> Any:
+    value = cell(value)
+    if isinstance(value, str) and len(value) > XLSX_MAX_CELL:
+        return value[: XLSX_MAX_CELL - 1] + "…"
+    return value
+
+
+def write_xlsx(path: str, sheets: Iterable[tuple[str, list[str], Iterable[list[Any]]]]) -> None:
+    """Sheets in XlsxWriter's constant-memory mode: rows go to disk as they are written. A
+    table longer than a sheet holds (1,048,576 rows) continues on `name (2)`, ..."""
+    workbook = xlsxwriter.Workbook(
+        path,
+        {
+            "constant_memory": True,
+            "strings_to_numbers": False,
+            "strings_to_formulas": False,
+            "strings_to_urls": False,
+        },
+    )
+    bold = workbook.add_format({"bold": True})
+    for name, header, rows in sheets:
+        part = 1
+        sheet = workbook.add_worksheet(name)
+        sheet.write_row(0, 0, header, bold)
+        sheet.freeze_panes(1, 0)
+        row_number = 1
+        for row in rows:
+            if row_number >= XLSX_MAX_ROWS:
+                part += 1
+                sheet = workbook.add_worksheet(f"{name} ({part})")
+                sheet.write_row(0, 0, header, bold)
+                row_number = 1
+            sheet.write_row(row_number, 0, [_xlsx_value(v) for v in row])
+            row_number += 1
+    workbook.close()
+
+
+def xlsx_chunks(sheets: Iterable[tuple[str, list[str], Iterable[list[Any]]]]) -> Iterator[bytes]:
+    handle, path = tempfile.mkstemp(prefix="cit-export-", suffix=".xlsx")
+    os.close(handle)
+    try:
+        write_xlsx(path, sheets)
+        with open(path, "rb") as written:
+            while chunk := written.read(CHUNK):
+                yield chunk
+    finally:
+        os.unlink(path)

@@ -1,0 +1,760 @@
+"""What an export holds: stories with their answers and final codes, every coder's coding, the
+suggestions and the adjudications, read in keyset-paged batches (constant memory).
+
+The same rules as the API: researchers read the redacted text (`redacted_answers`, the
+attributes through `redacted_attributes`), blind double coding hides other coders' codings
+(`visible_codings`, `visible_status`), admins read the original unless they ask otherwise."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from typing import TYPE_CHECKING, Any, cast
+
+import orjson
+from sqlalchemy import String, Text, func, select, true
+from sqlalchemy import cast as sql_cast
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.orm import Session
+from sqlalchemy.sql.functions import FunctionElement
+
+from app.auth import Principal
+from app.incidents.redaction import (
+    REDACTED_FIELDS,
+    original_answers,
+    redacted_answers,
+    replacements_of,
+)
+from app.incidents.schemas import CodingRead
+from app.incidents.service import (
+    IncidentFilters,
+    View,
+    filter_conditions,
+    load_codings,
+    redacted_attributes,
+    visible_codings,
+    visible_status,
+)
+from app.models import (
+    AuditEvent,
+    Codebook,
+    CodebookVersion,
+    Coding,
+    CodingCode,
+    CodingSpan,
+    ImportRun,
+    Incident,
+    IncidentCode,
+    Suggestion,
+)
+from app.models.base import UTCDateTime
+from app.reviews.service import ADJUDICATE
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Row
+
+BATCH = 2000
+# Who reads an export made with the command line: the operator, with an admin's view.
+CLI_VIEWER = Principal(id=0, name="cli", role="admin")
+TABLES = ("stories", "codings", "suggestions", "adjudications")
+MAX_ATTRIBUTE_COLUMNS = 200
+
+STORY_COLUMNS = (
+    "id",
+    "survey_id",
+    "submitted_at",
+    "source",
+    "import_file",
+    "consent",
+    "language",
+    "occurred",
+    "occurred_on",
+    "circumstances",
+    "what_happened",
+    "outcome",
+    "valence",
+    "touchpoint",
+    "channel",
+    "status",
+    "exclusion_reason",
+    "finalized_at",
+    "coders_required",
+    "final_codes",
+    "final_codes_codebook",
+)
+CODING_COLUMNS = (
+    "incident_id",
+    "coding_id",
+    "coder",
+    "codebook",
+    "codes",
+    "accepted_suggestions",
+    "manual_codes",
+    "rejected_suggestions",
+    "excluded",
+    "exclusion_reason",
+    "note",
+    "spans",
+    "created_at",
+    "updated_at",
+)
+SUGGESTION_COLUMNS = (
+    "incident_id",
+    "code",
+    "score",
+    "suggested",
+    "layer",
+    "model_id",
+    "codebook",
+    "created_at",
+    "evidence",
+)
+ADJUDICATION_COLUMNS = (
+    "incident_id",
+    "adjudicated_by",
+    "at",
+    "final_codes",
+    "excluded",
+    "exclusion_reason",
+    "note",
+)
+
+
+class _RawText(FunctionElement[str]):
+    """A column read as the database's text, without per-row conversion by SQLAlchemy or the
+    driver: SQLite hands back what it stores; PostgreSQL casts (timestamps in UTC). Dates and
+    JSON then cost a string slice or one orjson.loads instead of object construction."""
+
+    type = String()
+    inherit_cache = True
+    name = "cit_raw_text"
+
+
+@compiles(_RawText)
+def _raw_default(element: _RawText, compiler: Any, **kw: Any) -> str:
+    return str(compiler.process(element.clauses, **kw))
+
+
+@compiles(_RawText, "postgresql")
+def _raw_postgresql(element: _RawText, compiler: Any, **kw: Any) -> str:
+    inner = compiler.process(element.clauses, **kw)
+    (column,) = element.clauses
+    if isinstance(column.type, UTCDateTime):
+        return f"CAST(({inner}) AT TIME ZONE 'UTC' AS TEXT)"
+    return f"CAST({inner} AS TEXT)"
+
+
+def _raw(column: Any) -> Any:
+    return _RawText(column).label(column.key)
+
+
+_COMMON = (
+    Incident.id,
+    Incident.submission_key,
+    Incident.survey_id,
+    _raw(Incident.submitted_at),
+    Incident.source,
+    Incident.import_id,
+    Incident.consent,
+    Incident.language,
+    Incident.occurred_text,
+    _raw(Incident.occurred_on),
+    Incident.circumstances,
+    Incident.what_happened,
+    Incident.outcome,
+    Incident.valence,
+    Incident.touchpoint,
+    Incident.channel,
+    Incident.status,
+    Incident.exclusion_reason,
+    _raw(Incident.finalized_at),
+    Incident.coders_required,
+    _raw(Incident.attributes),
+)
+# Researchers' exports also read the redacted answers and where the redactions are.
+_REDACTED = (_raw(Incident.redacted), _raw(Incident.redaction_spans))
+
+
+def _json(value: Any) -> Any:
+    """A JSON column read raw: text on SQLite (parsed here, by orjson), already parsed by
+    PostgreSQL's driver."""
+    return orjson.loads(value) if isinstance(value, str | bytes) else value
+
+
+class _Story:
+    """A story row with its JSON columns parsed: what the redaction and visibility helpers
+    read (`redacted`, `attributes`, `status`, ...), without an ORM object per row."""
+
+    __slots__ = (
+        "attributes",
+        "channel",
+        "circumstances",
+        "coders_required",
+        "consent",
+        "exclusion_reason",
+        "finalized_at",
+        "id",
+        "import_id",
+        "language",
+        "occurred_on",
+        "occurred_text",
+        "outcome",
+        "redacted",
+        "redaction_spans",
+        "source",
+        "status",
+        "submission_key",
+        "submitted_at",
+        "survey_id",
+        "touchpoint",
+        "valence",
+        "what_happened",
+    )  # fmt: skip
+    id: int
+    submission_key: str
+    survey_id: int
+    submitted_at: Any
+    source: str
+    import_id: int | None
+    consent: str
+    language: str
+    occurred_text: str | None
+    occurred_on: Any
+    circumstances: str | None
+    what_happened: str
+    outcome: str | None
+    valence: str
+    touchpoint: str | None
+    channel: str | None
+    status: str
+    exclusion_reason: str | None
+    finalized_at: Any
+    coders_required: int | None
+    attributes: dict[str, Any]
+    redacted: dict[str, Any] | None
+    redaction_spans: dict[str, Any] | None
+
+    def __init__(self, row: Any) -> None:
+        values = tuple(row)
+        (
+            self.id, self.submission_key, self.survey_id, self.submitted_at, self.source,
+            self.import_id, self.consent, self.language, self.occurred_text, self.occurred_on,
+            self.circumstances, self.what_happened, self.outcome, self.valence, self.touchpoint,
+            self.channel, self.status, self.exclusion_reason, self.finalized_at,
+            self.coders_required,
+        ) = values[:20]  # fmt: skip
+        self.attributes = _json(values[20]) or {}
+        if len(values) > 21:
+            self.redacted = _json(values[21]) or {}
+            self.redaction_spans = _json(values[22]) or {}
+        else:
+            self.redacted = self.redaction_spans = None
+
+
+def selected(view: View) -> tuple[Any, ...]:
+    return _COMMON if view == "original" else (*_COMMON, *_REDACTED)
+
+
+def utc_text(value: Any) -> Any:
+    """A stored UTC time as ISO 8601 with its zone, whichever database it came from."""
+    if value is None or isinstance(value, datetime):
+        return value.astimezone(UTC).isoformat() if value is not None else None
+    text = str(value)
+    if "T" in text:  # converted already
+        return text
+    fraction = text[19:]
+    return text[:10] + "T" + text[11:19] + (fraction if fraction.strip(".0") else "") + "+00:00"
+
+
+def day_text(value: Any) -> Any:
+    return value.isoformat() if isinstance(value, date) else value
+
+
+@dataclass(frozen=True)
+class ExportSpec:
+    """Which stories (the incident list's filters) and as whom."""
+
+    filters: IncidentFilters
+    view: View
+    viewer: Principal
+
+
+@dataclass
+class Context:
+    """What every batch needs, loaded once: codebook version names, import file names."""
+
+    versions: dict[int, str]
+    imports: dict[int, str]
+    attribute_keys: list[str]
+    memo: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Batch:
+    rows: Sequence[Any]
+    final_codes: dict[int, list[dict[str, Any]]]
+    codings: dict[int, list[CodingRead]]
+    spans: dict[tuple[int, str], Any]
+
+
+def count_stories(session: Session, spec: ExportSpec) -> int:
+    conditions = filter_conditions(spec.filters, spec.view, spec.viewer)
+    return int(session.scalar(select(func.count(Incident.id)).where(*conditions)) or 0)
+
+
+def attribute_keys(session: Session, spec: ExportSpec) -> list[str]:
+    """Every attribute name of the exported stories (one column each), in one query."""
+    conditions = filter_conditions(spec.filters, spec.view, spec.viewer)
+    # Over the distinct attribute documents first: a million stories share a few dozen.
+    documents = select(Incident.attributes.label("doc")).where(*conditions).distinct().subquery()
+    if session.get_bind().dialect.name == "postgresql":
+        key = func.jsonb_object_keys(documents.c.doc).label("key")
+        query: Any = select(key).distinct()
+    else:
+        each = func.json_each(documents.c.doc).table_valued("key")
+        query = select(each.c.key).select_from(documents).join(each, true()).distinct()
+    return sorted(str(k) for k in session.scalars(query))[:MAX_ATTRIBUTE_COLUMNS]
+
+
+def load_context(session: Session, spec: ExportSpec, *, with_attributes: bool = True) -> Context:
+    versions = {
+        vid: f"{key} v{number}"
+        for vid, key, number in session.execute(
+            select(CodebookVersion.id, Codebook.key, CodebookVersion.number).join(
+                Codebook, Codebook.id == CodebookVersion.codebook_id
+            )
+        )
+    }
+    imports = {i: name for i, name in session.execute(select(ImportRun.id, ImportRun.file_name))}
+    keys = attribute_keys(session, spec) if with_attributes else []
+    return Context(versions, imports, keys)
+
+
+def story_batches(
+    session: Session, spec: ExportSpec, *, codings: bool, batch_size: int = BATCH
+) -> Iterator[Batch]:
+    """The stories in id order, a batch at a time, with their final codes and (when asked, or
+    when the caller's view of the status depends on them) the codings the viewer may see."""
+    conditions = filter_conditions(spec.filters, spec.view, spec.viewer)
+    last = 0
+    blind = spec.viewer.role != "admin"
+    while True:
+        # Core execution on the session's connection: no ORM loading step per row.
+        rows = [
+            _Story(r)
+            for r in session.connection().execute(
+                select(*selected(spec.view))
+                .where(*conditions, Incident.id > last)
+                .order_by(Incident.id)
+                .limit(batch_size)
+            )
+        ]
+        if not rows:
+            return
+        first, last = rows[0].id, rows[-1].id
+        ids = [r.id for r in rows]
+        members = set(ids)
+        finals: dict[int, list[dict[str, Any]]] = defaultdict(list)
+        for code in session.connection().execute(
+            select(
+                IncidentCode.incident_id,
+                IncidentCode.code,
+                IncidentCode.codebook_version_id,
+                IncidentCode.source,
+                IncidentCode.confirmed_by,
+                _raw(IncidentCode.confirmed_at),
+            )
+            # The batch's id range (cheaper than IN with thousands of ids); other surveys' or
+            # filtered-out stories in the range are skipped below.
+            .where(IncidentCode.incident_id.between(first, last))
+            .order_by(IncidentCode.incident_id, IncidentCode.id)
+        ):
+            if code.incident_id not in members:
+                continue
+            final = dict(code._mapping)
+            final["confirmed_at"] = utc_text(final["confirmed_at"])
+            finals[code.incident_id].append(final)
+        if codings:
+            coded = session.connection().execute(
+                select(Coding.incident_id).where(Coding.incident_id.between(first, last)).distinct()
+            )
+            need = sorted(members.intersection(coded.scalars()))
+        else:
+            need = [r.id for r in rows if r.status == "in_review"] if blind else []
+        loaded = load_codings(session, need) if need else {}
+        visible: dict[int, list[CodingRead]] = {}
+        by_id = {r.id: r for r in rows}
+        for incident_id, found in loaded.items():
+            visible[incident_id] = visible_codings(
+                cast(Incident, by_id[incident_id]), found, spec.viewer
+            )
+        spans: dict[tuple[int, str], Any] = {}
+        coding_ids = [c.id for found in visible.values() for c in found] if codings else []
+        if coding_ids:
+            for coding_id, span_code, span_field, start, end in session.execute(
+                select(
+                    CodingCode.coding_id,
+                    CodingCode.code,
+                    CodingSpan.field,
+                    CodingSpan.start,
+                    CodingSpan.end,
+                )
+                .join(CodingSpan, CodingSpan.coding_code_id == CodingCode.id)
+                .where(CodingCode.coding_id.in_(coding_ids))
+                .order_by(CodingSpan.id)
+            ):
+                spans.setdefault((coding_id, span_code), []).append(
+                    {"field": span_field, "start": start, "end": end}
+                )
+        yield Batch(rows, finals, visible, spans)
+
+
+def _answers(row: Any, view: View) -> dict[str, str | None]:
+    incident = cast(Incident, row)
+    return original_answers(incident) if view == "original" else redacted_answers(incident)
+
+
+def _attributes(row: Row[Any], spec: ExportSpec, context: Context) -> dict[str, Any]:
+    attributes = row.attributes
+    if spec.view == "original":
+        return attributes  # parsed for this row alone: nothing else holds it
+    return redacted_attributes(attributes, context.memo)
+
+
+def _status(row: Row[Any], batch: Batch, viewer: Principal) -> str:
+    return visible_status(cast(Incident, row), batch.codings.get(row.id, []), viewer)
+
+
+def story_record(row: Row[Any], batch: Batch, spec: ExportSpec, context: Context) -> dict[str, Any]:
+    """One story as the export's stories table (and the JSONL line's top level) holds it."""
+    answers = _answers(row, spec.view)
+    finals = batch.final_codes.get(row.id, [])
+    return {
+        "id": row.id,
+        "survey_id": row.survey_id,
+        "submitted_at": utc_text(row.submitted_at),
+        "source": row.source,
+        "import_file": context.imports.get(row.import_id) if row.import_id else None,
+        "consent": row.consent,
+        "language": row.language,
+        "occurred": answers["occurred"],
+        "occurred_on": day_text(row.occurred_on),
+        "circumstances": answers["circumstances"],
+        "what_happened": answers["what_happened"],
+        "outcome": answers["outcome"],
+        "valence": row.valence,
+        "touchpoint": row.touchpoint,
+        "channel": row.channel,
+        "status": _status(row, batch, spec.viewer),
+        "exclusion_reason": row.exclusion_reason,
+        "finalized_at": utc_text(row.finalized_at),
+        "coders_required": row.coders_required,
+        "final_codes": [c["code"] for c in finals],
+        "final_codes_codebook": sorted(
+            {context.versions.get(c["codebook_version_id"], "") for c in finals}
+        ),
+        "attributes": _attributes(row, spec, context),
+    }
+
+
+def story_row(row: Any, batch: Batch, spec: ExportSpec, context: Context) -> list[Any]:
+    """The stories table's row, in STORY_COLUMNS order (built directly: the hot loop of a
+    million-story CSV or xlsx export)."""
+    answers = _answers(row, spec.view)
+    finals = batch.final_codes.get(row.id)
+    attributes = _attributes(row, spec, context)
+    return [
+        row.id,
+        row.survey_id,
+        utc_text(row.submitted_at),
+        row.source,
+        context.imports.get(row.import_id) if row.import_id else None,
+        row.consent,
+        row.language,
+        answers["occurred"],
+        day_text(row.occurred_on),
+        answers["circumstances"],
+        answers["what_happened"],
+        answers["outcome"],
+        row.valence,
+        row.touchpoint,
+        row.channel,
+        _status(row, batch, spec.viewer) if row.status == "in_review" else row.status,
+        row.exclusion_reason,
+        utc_text(row.finalized_at),
+        row.coders_required,
+        [c["code"] for c in finals] if finals else None,
+        sorted({context.versions.get(c["codebook_version_id"], "") for c in finals})
+        if finals
+        else None,
+        *(attributes.get(k) for k in context.attribute_keys),
+    ]
+
+
+def story_header(context: Context) -> list[str]:
+    return [*STORY_COLUMNS, *(f"attribute.{k}" for k in context.attribute_keys)]
+
+
+def _spans_for_view(row: Row[Any], value: Any, view: View) -> Any:
+    """Coded spans are stored against the original text; researchers get redacted offsets
+    (mapped as the coding API maps them, app.incidents.redaction)."""
+    if view == "original" or not value:
+        return value
+    moved = replacements_of(row.redaction_spans or {})
+    out = []
+    for span in value:
+        start, end = moved.from_original(view, span["field"], int(span["start"]), int(span["end"]))
+        out.append({**span, "start": start, "end": end})
+    return out
+
+
+def coding_records(
+    row: Row[Any], batch: Batch, spec: ExportSpec, context: Context
+) -> list[dict[str, Any]]:
+    records = []
+    for coding in batch.codings.get(row.id, []):
+        spans = {
+            d.code: _spans_for_view(row, batch.spans[(coding.id, d.code)], spec.view)
+            for d in coding.codes
+            if (coding.id, d.code) in batch.spans
+        }
+        records.append(
+            {
+                "incident_id": row.id,
+                "coding_id": coding.id,
+                "coder": coding.coder,
+                "codebook": context.versions.get(coding.codebook_version_id),
+                "codes": [d.code for d in coding.codes],
+                "accepted_suggestions": [d.code for d in coding.codes if d.origin == "suggestion"],
+                "manual_codes": [d.code for d in coding.codes if d.origin == "manual"],
+                "rejected_suggestions": list(coding.rejected_suggestions),
+                "excluded": coding.excluded,
+                "exclusion_reason": coding.exclusion_reason,
+                "note": coding.note,
+                "spans": spans or None,
+                "created_at": coding.created_at,
+                "updated_at": coding.updated_at,
+            }
+        )
+    return records
+
+
+def _suggestion_rows(session: Session, rows: Sequence[Any]) -> Iterator[Any]:
+    """The stories' suggestion rows, `items` as the JSON text stored (parsed only if needed);
+    read by the batch's id range, then narrowed to the batch's stories."""
+    if not rows:
+        return
+    members = {r.id for r in rows}
+    for found in _suggestion_range(session, rows):
+        if found[0] in members:
+            yield found
+
+
+def _suggestion_range(session: Session, rows: Sequence[Any]) -> Any:
+    return session.connection().execute(
+        select(
+            Suggestion.incident_id,
+            sql_cast(Suggestion.items, Text).label("items"),
+            Suggestion.codebook_version_id,
+            Suggestion.model_id,
+            _raw(Suggestion.created_at),
+        ).where(Suggestion.incident_id.between(rows[0].id, rows[-1].id))
+    )
+
+
+def suggestion_sets(
+    session: Session, rows: Sequence[Row[Any]], context: Context
+) -> dict[int, dict[str, Any]]:
+    """Per story, its suggestion set for the nested export, the items passed through as the
+    JSON text stored (orjson.Fragment: no parse, no re-serialisation)."""
+    return {
+        incident_id: {
+            "codebook": context.versions.get(version_id),
+            "model_id": model_id,
+            "created_at": utc_text(created_at),
+            "items": orjson.Fragment(items),
+        }
+        for incident_id, items, version_id, model_id, created_at in _suggestion_rows(session, rows)
+    }
+
+
+def suggestion_batches(
+    session: Session, rows: Sequence[Row[Any]], context: Context
+) -> dict[int, list[dict[str, Any]]]:
+    found: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    for incident_id, items, version_id, model_id, created_at in _suggestion_rows(session, rows):
+        version = context.versions.get(version_id)
+        created_at = utc_text(created_at)
+        for item in orjson.loads(items):
+            found[incident_id].append(
+                {
+                    "incident_id": incident_id,
+                    "code": item.get("code"),
+                    "score": item.get("score"),
+                    "suggested": item.get("suggested"),
+                    "layer": item.get("source"),
+                    "model_id": model_id,
+                    "codebook": version,
+                    "created_at": created_at,
+                    "evidence": item.get("evidence") or [],
+                }
+            )
+    return found
+
+
+def _has_adjudications(session: Session) -> bool:
+    """Most studies have few or none: one look, remembered for the export's session."""
+    known = session.info.get("cit_has_adjudications")
+    if known is None:
+        known = (
+            session.scalar(
+                select(AuditEvent.id)
+                .where(AuditEvent.entity_type == "incident", AuditEvent.action == ADJUDICATE)
+                .limit(1)
+            )
+            is not None
+        )
+        session.info["cit_has_adjudications"] = known
+    return bool(known)
+
+
+def adjudication_batches(
+    session: Session, rows: Sequence[Row[Any]]
+) -> dict[int, list[dict[str, Any]]]:
+    found: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    if not _has_adjudications(session):
+        return found
+    ids = {str(r.id): r.id for r in rows}
+    for actor, at, entity_id, after in session.execute(
+        select(AuditEvent.actor_name, AuditEvent.at, AuditEvent.entity_id, AuditEvent.after)
+        .where(
+            AuditEvent.entity_type == "incident",
+            AuditEvent.action == ADJUDICATE,
+            AuditEvent.entity_id.in_(list(ids)),
+        )
+        .order_by(AuditEvent.id)
+    ):
+        after = after or {}
+        found[ids[entity_id]].append(
+            {
+                "incident_id": ids[entity_id],
+                "adjudicated_by": actor,
+                "at": at,
+                "final_codes": list(after.get("final_codes") or []),
+                "excluded": after.get("status") == "excluded",
+                "exclusion_reason": after.get("exclusion_reason"),
+                "note": after.get("note"),
+            }
+        )
+    return found
+
+
+def table_rows(
+    session: Session, spec: ExportSpec, context: Context, table: str
+) -> Iterator[list[Any]]:
+    """The rows of one table (no header), batch by batch."""
+    if table == "stories":
+        for batch in story_batches(session, spec, codings=False):
+            for row in batch.rows:
+                yield story_row(row, batch, spec, context)
+    elif table == "codings":
+        for batch in story_batches(session, spec, codings=True):
+            for row in batch.rows:
+                for record in coding_records(row, batch, spec, context):
+                    yield [record[c] for c in CODING_COLUMNS]
+    elif table == "suggestions":
+        for ids in _plain_batches(session, spec):
+            for incident_id, items, version_id, model_id, created_at in _suggestion_rows(
+                session, ids
+            ):
+                version = context.versions.get(version_id)
+                created = utc_text(created_at)
+                for item in orjson.loads(items):
+                    evidence = item.get("evidence")
+                    yield [
+                        incident_id,
+                        item.get("code"),
+                        item.get("score"),
+                        "true" if item.get("suggested") else "false",
+                        item.get("source"),
+                        model_id,
+                        version,
+                        created,
+                        orjson.dumps(evidence).decode() if evidence else None,
+                    ]
+    elif table == "adjudications":
+        for ids in _plain_batches(session, spec):
+            found = adjudication_batches(session, ids)
+            for row in ids:
+                for record in found.get(row.id, []):
+                    yield [record[c] for c in ADJUDICATION_COLUMNS]
+    else:  # pragma: no cover - the router validates the table name
+        raise ValueError(table)
+
+
+def headers(context: Context) -> dict[str, list[str]]:
+    return {
+        "stories": story_header(context),
+        "codings": list(CODING_COLUMNS),
+        "suggestions": list(SUGGESTION_COLUMNS),
+        "adjudications": list(ADJUDICATION_COLUMNS),
+    }
+
+
+def _plain_batches(session: Session, spec: ExportSpec) -> Iterator[Sequence[Row[Any]]]:
+    """Only the ids of the exported stories, a batch at a time (for the side tables)."""
+    conditions = filter_conditions(spec.filters, spec.view, spec.viewer)
+    last = 0
+    while True:
+        rows = (
+            session.connection()
+            .execute(
+                select(Incident.id)
+                .where(*conditions, Incident.id > last)
+                .order_by(Incident.id)
+                .limit(BATCH * 5)
+            )
+            .all()
+        )
+        if not rows:
+            return
+        last = rows[-1].id
+        yield rows
+
+
+def nested_records(
+    session: Session, spec: ExportSpec, context: Context
+) -> Iterator[dict[str, Any]]:
+    """One object per story with everything nested (the JSONL export)."""
+    for batch in story_batches(session, spec, codings=True):
+        suggestions = suggestion_sets(session, batch.rows, context)
+        adjudications = adjudication_batches(session, batch.rows)
+        for row in batch.rows:
+            record = story_record(row, batch, spec, context)
+            record["final_codes"] = [
+                {
+                    "code": c["code"],
+                    "codebook": context.versions.get(c["codebook_version_id"]),
+                    "codebook_version_id": c["codebook_version_id"],
+                    "source": c["source"],
+                    "confirmed_by": c["confirmed_by"],
+                    "confirmed_at": c["confirmed_at"],
+                }
+                for c in batch.final_codes.get(row.id, [])
+            ]
+            del record["final_codes_codebook"]
+            record["codings"] = [
+                {k: v for k, v in c.items() if k != "incident_id"}
+                for c in coding_records(row, batch, spec, context)
+            ]
+            record["suggestions"] = suggestions.get(row.id)
+            record["adjudications"] = [
+                {k: v for k, v in a.items() if k != "incident_id"}
+                for a in adjudications.get(row.id, [])
+            ]
+            yield record
+
+
+__all__ = ["REDACTED_FIELDS", "TABLES", "ExportSpec"]

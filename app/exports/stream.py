@@ -1,0 +1,103 @@
+"""Running an export: one read-only snapshot, the chosen format's chunks, the audit record.
+
+The API streams these chunks and `cit export` writes them to a file: the same code path."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from app import audit
+from app.db import session_scope
+from app.exports import formats, service
+from app.exports.service import ExportSpec
+
+if TYPE_CHECKING:
+    from app.auth import Principal
+
+FORMATS = ("csv", "jsonl", "xlsx")
+EXPORT = "survey.export"
+
+
+def _snapshot(session: Session) -> None:
+    """Every table of the export from the same moment (PostgreSQL: one REPEATABLE READ
+    transaction; SQLite in WAL mode reads one snapshot per transaction anyway)."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+
+
+def chunks(
+    factory: sessionmaker[Session], spec: ExportSpec, fmt: str, table: str | None = None
+) -> Iterator[bytes]:
+    """The export's bytes. CSV: one table as plain CSV when `table` is given, else every table
+    as a CSV file in a zip; xlsx: one sheet per table; JSONL: one nested object per story."""
+    with session_scope(factory, write=False) as session:
+        _snapshot(session)
+        context = service.load_context(session, spec, with_attributes=fmt != "jsonl")
+        heads = service.headers(context)
+        tables = (table,) if table else service.TABLES
+        if fmt == "jsonl":
+            yield from formats.jsonl_chunks(service.nested_records(session, spec, context))
+        elif fmt == "xlsx":
+            yield from formats.xlsx_chunks(
+                (name, heads[name], service.table_rows(session, spec, context, name))
+                for name in tables
+            )
+        elif table is not None:
+            yield from formats.csv_chunks(
+                heads[table], service.table_rows(session, spec, context, table)
+            )
+        else:
+            yield from formats.zip_chunks(
+                (
+                    f"{name}.csv",
+                    lambda name=name: formats.csv_chunks(  # type: ignore[misc]
+                        heads[name], service.table_rows(session, spec, context, name)
+                    ),
+                )
+                for name in tables
+            )
+
+
+def media_type(fmt: str, table: str | None) -> str:
+    if fmt == "csv":
+        return "text/csv; charset=utf-8" if table else "application/zip"
+    if fmt == "jsonl":
+        return "application/x-ndjson"
+    return "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+
+
+def file_name(stem: str, fmt: str, table: str | None) -> str:
+    if fmt == "csv":
+        return f"{stem}-{table}.csv" if table else f"{stem}.zip"
+    return f"{stem}.{fmt}"
+
+
+def record(
+    session: Session,
+    actor: Principal | None,
+    spec: ExportSpec,
+    fmt: str,
+    *,
+    stories: int,
+    table: str | None = None,
+    survey_id: int | None = None,
+) -> None:
+    """Every export goes to the audit trail: who, which stories, which view, how many."""
+    filters = {k: v for k, v in vars(spec.filters).items() if v is not None}
+    audit.record(
+        session,
+        actor,
+        EXPORT,
+        "survey" if survey_id is not None else "incidents",
+        survey_id if survey_id is not None else "all",
+        after={
+            "format": fmt,
+            "table": table,
+            "view": spec.view,
+            "stories": stories,
+            "filters": {k: str(v) for k, v in filters.items()},
+        },
+    )
