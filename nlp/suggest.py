@@ -13,7 +13,7 @@ from spacy.language import Language
 from spacy.tokens import Doc
 
 from .codebook import Codebook
-from .pipeline import HITS_ATTR, RuleHit, build_pipeline, rule_score
+from .pipeline import HITS_ATTR, RuleHit, build_pipeline, evidence_count, rule_score
 
 __all__ = ["MODEL_META_FILE", "TEXTCAT_NAME", "CodeSuggestion", "Evidence", "Suggester"]
 
@@ -149,7 +149,7 @@ class Suggester:
             if code_hits:
                 code_hits.sort(key=_hit_order)
                 evidence = tuple(Evidence(h.start, h.end, h.text, h.indicator) for h in code_hits)
-                distinct = len({h.indicator for h in code_hits})
+                distinct = evidence_count(code_hits)
                 score = scores[distinct] if distinct < len(scores) else rule_score(distinct)
             else:
                 evidence = ()

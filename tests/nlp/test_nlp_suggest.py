@@ -88,6 +88,44 @@ def test_overlapping_evidence_is_kept(small_data: dict[str, Any]) -> None:
         (6, 19, "charged twice"),
         (14, 19, "twice"),
     ]
+    # Three indicators on one span are one piece of evidence, not three.
+    assert complaint.score == 0.5
+
+
+def test_one_span_found_by_a_phrase_and_a_pattern_counts_once(small_data: dict[str, Any]) -> None:
+    small_data["codes"][1]["indicators"]["phrases"] = ["requested", "above and beyond"]
+    small_data["codes"][1]["indicators"]["patterns"] = [[{"LEMMA": "request"}]]
+    small_data["codes"][1]["threshold"] = 0.5
+    suggester = Suggester(parse_codebook(small_data))
+    extra = by_code(suggester.suggest("I requested a seat."))["extra_mile"]
+    assert len(extra.evidence) == 2 and extra.score == 0.5
+    both = by_code(suggester.suggest("I requested a seat; she went above and beyond."))
+    assert both["extra_mile"].score == 0.75
+
+
+def test_negative_cues_veto_nearby_matches_only(small_data: dict[str, Any]) -> None:
+    indicators = small_data["codes"][1]["indicators"]
+    indicators["phrases"] = ["outstanding", "above and beyond"]
+    indicators["exclude_phrases"] = ["outstanding balance"]
+    indicators["exclude_patterns"] = [[{"LOWER": "identity"}]]
+    indicators["exclude_window"] = 2
+    small_data["codes"][1]["threshold"] = 0.5
+    suggester = Suggester(parse_codebook(small_data))
+
+    def extra(text: str) -> CodeSuggestion:
+        return by_code(suggester.suggest(text))["extra_mile"]
+
+    assert extra("The staff were outstanding.").suggested
+    vetoed = extra("They said I have an Outstanding Balance of $300.")
+    assert (vetoed.score, vetoed.evidence) == (0.0, ())
+    # The cue vetoes the match it overlaps, not a second match far away in the story.
+    kept = extra("My outstanding balance was cleared and the agent went above and beyond.")
+    assert [e.text for e in kept.evidence] == ["above and beyond"] and kept.score == 0.5
+    assert extra("identity was outstanding").score == 0.0  # one token between: within 2
+    assert extra("identity checks took a while, outstanding").score == 0.5  # four between
+    # A cue of one code never vetoes another code's evidence.
+    complaint = by_code(suggester.suggest("Outstanding balance, and still no refund."))
+    assert complaint["complaint"].score == 0.5
 
 
 def test_lemma_phrases_and_patterns_match_inflections_and_case(
