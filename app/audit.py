@@ -23,11 +23,14 @@ def record(
     *,
     before: dict[str, Any] | None = None,
     after: dict[str, Any] | None = None,
+    actor_name: str | None = None,
 ) -> None:
+    """`actor_name` names an actor without a principal (the worker acting for whoever queued
+    the job); without either the actor is the command line."""
     session.add(
         AuditEvent(
             actor_id=actor.id if actor else None,
-            actor_name=actor.name if actor else CLI_ACTOR,
+            actor_name=actor.name if actor else (actor_name or CLI_ACTOR),
             action=action,
             entity_type=entity_type,
             entity_id=str(entity_id),

@@ -24,7 +24,7 @@ from .codebook import (
     parse_codebook,
 )
 from .evaluate import cross_validate, format_metrics_table, format_table
-from .labels import EXCLUDE, LabelledStory
+from .labels import EXCLUDE, VALENCES, LabelledStory
 from .metrics import CodeMetrics, cohen_kappa, macro_summary
 from .pipeline import (
     LEMMATIZER_FACTORY,
@@ -49,6 +49,7 @@ from .text import ComposedStory, compose_story
 from .train import (
     MIN_CONFIRMED_FOR_MODEL,
     TrainResult,
+    evaluate_rules,
     evaluate_suggester,
     fit_textcat,
     train_suggester,
@@ -62,6 +63,7 @@ __all__ = [
     "MIN_CONFIRMED_FOR_MODEL",
     "MIN_SUPPORT",
     "MODEL_META_FILE",
+    "VALENCES",
     "CodeMetrics",
     "CodeSelection",
     "CodeSpec",
@@ -88,6 +90,7 @@ __all__ = [
     "cohen_kappa",
     "compose_story",
     "cross_validate",
+    "evaluate_rules",
     "evaluate_suggester",
     "evidence_count",
     "fit_textcat",

@@ -20,6 +20,7 @@ from app.errors import (
     problem_responses,
 )
 from app.incidents import service
+from app.incidents.redaction import required_redaction
 from app.incidents.schemas import IncidentPage, IncidentRead, StorySubmission, SubmissionReceipt
 from app.pagination import PageSize
 from app.protection import client_key
@@ -39,6 +40,11 @@ ViewParam = Annotated[
 
 def _view(user: Principal, asked: service.View | None) -> service.View:
     return service.resolve_view(user, asked)
+
+
+def _redaction(request: Request) -> str | None:
+    """The redaction researchers' reads require under this app's settings."""
+    return required_redaction(app_settings(request).nlp_pipeline)
 
 
 @router.get("", response_model=IncidentPage, responses=problem_responses(Invalid))
@@ -82,7 +88,13 @@ def list_incidents(
         q=q,
     )
     return service.list_incidents(
-        session, filters=filters, cursor=cursor, limit=size, view=_view(user, view), viewer=user
+        session,
+        filters=filters,
+        cursor=cursor,
+        limit=size,
+        view=_view(user, view),
+        viewer=user,
+        redaction=_redaction(request),
     )
 
 
@@ -93,6 +105,7 @@ def list_incidents(
 )
 def read_incident(
     incident_id: int,
+    request: Request,
     response: Response,
     session: SessionDep,
     user: RequireResearcher,
@@ -103,7 +116,9 @@ def read_incident(
     story's version: send it back as `If-Match` when coding it."""
     incident = service.get_incident(session, incident_id)
     response.headers["ETag"] = service.etag(session, incident, user.id)
-    return service.to_reads(session, [incident], _view(user, view), user)[0]
+    return service.to_reads(
+        session, [incident], _view(user, view), user, redaction=_redaction(request)
+    )[0]
 
 
 @public_router.post(

@@ -7,8 +7,11 @@ import threading
 from collections import OrderedDict
 from pathlib import Path
 
+from spacy.language import Language
+
 import nlp
 from nlp import Suggester
+from nlp.pipeline import load_base
 
 MAX_CACHED = 4
 
@@ -20,6 +23,14 @@ class SuggesterCache:
         self.base = base
         self._items: OrderedDict[tuple[int, int | None], Suggester] = OrderedDict()
         self._lock = threading.Lock()
+        self._base: Language | None = None
+
+    def get_base(self) -> Language:
+        """The configured base pipeline alone (for redaction with its NER), loaded once."""
+        with self._lock:
+            if self._base is None:
+                self._base = load_base(self.base)
+            return self._base
 
     def get(
         self,

@@ -12,6 +12,8 @@ from app.models import Incident, IncidentCode, Survey
 
 SUGGEST = "suggest"
 TRAIN = "train"
+REDACT = "redact"
+"""Re-redact every stored story with the configured NER pipeline (one job, with progress)."""
 
 
 def enqueue_suggestions(session: Session, incident_ids: Sequence[int]) -> None:

@@ -7,19 +7,27 @@ from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
-from sqlalchemy import Table, delete, func, insert, select, update
+from sqlalchemy import Table, and_, delete, func, insert, or_, select
 from sqlalchemy.orm import Session
 
 import nlp
+from app import audit
 from app.codebooks.service import current_version, load_nlp_codebook
 from app.config import Settings
-from app.errors import Invalid
-from app.incidents.redaction import original_answers, redacted_answers, redaction_columns
+from app.errors import Conflict, Invalid, NotFound
+from app.incidents.redaction import (
+    original_answers,
+    redacted_answers,
+    redaction_columns_many,
+    required_redaction,
+)
 from app.models import (
     Codebook,
     CodebookVersion,
+    Coding,
+    CodingCode,
     Incident,
     IncidentCode,
     Job,
@@ -30,6 +38,9 @@ from app.models import (
 from app.models.base import utcnow
 from app.suggestions.engine import SuggesterCache
 from app.suggestions.queue import SUGGEST, enqueue_rescoring
+
+if TYPE_CHECKING:
+    from app.auth import Principal
 
 log = logging.getLogger(__name__)
 
@@ -59,11 +70,24 @@ def scoring_context(session: Session, codebook: Codebook, cache: SuggesterCache)
 
 
 def score_incidents(
-    session: Session, incident_ids: Sequence[int], cache: SuggesterCache, batch_size: int = 256
+    session: Session,
+    incident_ids: Sequence[int],
+    cache: SuggesterCache,
+    batch_size: int = 256,
 ) -> int:
-    """Replace the suggestions of these stories with fresh ones; returns how many were scored."""
+    """Replace the suggestions of these stories with fresh ones; returns how many were scored.
+
+    With an NER pipeline configured, stories not yet redacted with it are redacted first, from
+    the original text, and marked; then every story is scored from its redacted text."""
+    required = required_redaction(cache.base)
     rows = session.execute(
-        select(Incident.id, Incident.redacted, Survey.codebook_id)
+        select(
+            Incident.id,
+            Incident.redacted,
+            Incident.redacted_with,
+            Incident.valence,
+            Survey.codebook_id,
+        )
         .join(Survey, Survey.id == Incident.survey_id)
         .where(Incident.id.in_(incident_ids))
     ).all()
@@ -80,23 +104,28 @@ def score_incidents(
         assert codebook is not None
         context = scoring_context(session, codebook, cache)
         ids = [row.id for row in group]
-        if "ner" in context.suggester.nlp.pipe_names:
-            texts = _redact_names(session, ids, context.suggester.nlp)
-        else:
-            texts = [row.redacted or _redact_now(session, row.id) for row in group]
+        pipeline = context.suggester.nlp if "ner" in context.suggester.nlp.pipe_names else None
+        stale = [row.id for row in group if pipeline is not None and row.redacted_with != required]
+        fresh = redact_stories(session, stale, pipeline, required) if stale else {}
+        texts = [fresh.get(row.id) or row.redacted or _redact_now(session, row.id) for row in group]
         stories = [nlp.compose_story(t) for t in texts]
-        thresholds = {c.key: c.threshold for c in context.suggester.codebook.active_codes}
+        kappas = layer_kappas(context.model)
         now = utcnow()
         new_rows: list[dict[str, Any]] = []
-        for incident_id, story, suggestions in zip(
-            ids, stories, score_stories(context.suggester, stories, batch_size), strict=True
+        for incident_id, story, scored_story in zip(
+            ids,
+            stories,
+            score_stories(context.suggester, stories, batch_size, [r.valence for r in group]),
+            strict=True,
         ):
+            suggestions = scored_story.codes
             new_rows.append(
                 {
                     "incident_id": incident_id,
-                    "items": [suggestion_item(story, s) for s in suggestions],
+                    "items": [suggestion_item(story, s, kappas.get(s.code)) for s in suggestions],
+                    "exclusion": scored_story.exclude.to_dict() if scored_story.exclude else None,
                     "certainty": min(
-                        (abs(s.score - thresholds[s.code]) for s in suggestions), default=1.0
+                        (abs(s.score - s.threshold) for s in suggestions), default=1.0
                     ),
                     "codebook_version_id": context.version.id,
                     "model_id": context.model.id if context.model else None,
@@ -119,13 +148,26 @@ def score_incidents(
 
 
 def score_stories(
-    suggester: nlp.Suggester, stories: Sequence[nlp.ComposedStory], batch_size: int = 256
-) -> Iterator[list[nlp.CodeSuggestion]]:
+    suggester: nlp.Suggester,
+    stories: Sequence[nlp.ComposedStory],
+    batch_size: int = 256,
+    valences: Sequence[str | None] | None = None,
+) -> Iterator[nlp.ScoredStory]:
     """The one scoring path, shared by the worker and `cit nlp suggest`."""
-    return suggester.suggest_many((s.text for s in stories), batch_size)
+    return suggester.score_many((s.text for s in stories), batch_size, valences)
 
 
-def suggestion_item(story: nlp.ComposedStory, suggestion: nlp.CodeSuggestion) -> dict[str, Any]:
+def layer_kappas(model: NlpModel | None) -> dict[str, float | None]:
+    """Each code's cross-validated kappa in the active model's run (None: not measured)."""
+    if model is None:
+        return {}
+    evaluation = (model.metrics or {}).get("evaluation") or {}
+    return {c["code"]: c.get("kappa") for c in evaluation.get("codes", [])}
+
+
+def suggestion_item(
+    story: nlp.ComposedStory, suggestion: nlp.CodeSuggestion, kappa: float | None = None
+) -> dict[str, Any]:
     """One code's suggestion as stored and served, evidence located in its answer field."""
     evidence = []
     for e in suggestion.evidence:
@@ -138,6 +180,8 @@ def suggestion_item(story: nlp.ComposedStory, suggestion: nlp.CodeSuggestion) ->
         "score": suggestion.score,
         "suggested": suggestion.suggested,
         "source": suggestion.source,
+        "threshold": suggestion.threshold,
+        "kappa": kappa,
         "evidence": evidence,
     }
 
@@ -149,93 +193,385 @@ def _redact_now(session: Session, incident_id: int) -> dict[str, str | None]:
     return redacted_answers(incident)
 
 
-def _redact_names(
-    session: Session, incident_ids: Sequence[int], pipeline: Any
-) -> list[dict[str, str | None]]:
-    """With an NER pipeline configured, redact person names too (from the original text),
-    store the result, and return the redacted answers in the given order."""
-    incidents = {
-        i.id: i for i in session.scalars(select(Incident).where(Incident.id.in_(incident_ids)))
-    }
-    texts = []
-    for incident_id in incident_ids:
-        incident = incidents[incident_id]
-        columns = redaction_columns(original_answers(incident), pipeline)
-        incident.redacted = columns["redacted"]
-        incident.redaction_spans = columns["redaction_spans"]
-        texts.append(columns["redacted"])
+def redact_stories(
+    session: Session, incident_ids: Sequence[int], pipeline: Any, marker: str | None
+) -> dict[int, dict[str, str | None]]:
+    """Redact these stories from their original text with `pipeline` (person names too), store
+    and mark the result; returns the redacted answers by story id.
+
+    Evidence offsets of stored suggestions point into the old redacted text: evidence whose text
+    no longer sits at its offsets is dropped (re-scoring the stories not yet coded renews it)."""
+    incidents = list(session.scalars(select(Incident).where(Incident.id.in_(incident_ids))))
+    columns = redaction_columns_many([original_answers(i) for i in incidents], pipeline)
+    out: dict[int, dict[str, str | None]] = {}
+    changed: dict[int, dict[str, str | None]] = {}
+    for incident, column in zip(incidents, columns, strict=True):
+        if incident.redacted != column["redacted"]:
+            changed[incident.id] = column["redacted"]
+        incident.redacted = column["redacted"]
+        incident.redaction_spans = column["redaction_spans"]
+        incident.redacted_with = marker
+        out[incident.id] = column["redacted"]
+    if changed:
+        for suggestion in session.scalars(
+            select(Suggestion).where(Suggestion.incident_id.in_(list(changed)))
+        ):
+            text = changed[suggestion.incident_id]
+            suggestion.items = [
+                {
+                    **item,
+                    "evidence": [
+                        e
+                        for e in item.get("evidence", [])
+                        if (text.get(e["field"]) or "")[e["start"] : e["end"]] == e["text"]
+                    ],
+                }
+                for item in suggestion.items
+            ]
     session.flush()
-    return texts
+    return out
+
+
+def uncoded(session: Session, incident_ids: Sequence[int]) -> list[int]:
+    """The given stories that have no final codes and are not excluded."""
+    if not incident_ids:
+        return []
+    return list(
+        session.scalars(
+            select(Incident.id).where(
+                Incident.id.in_(incident_ids),
+                Incident.status.not_in(("coded", "excluded")),
+                ~Incident.id.in_(select(IncidentCode.incident_id)),
+            )
+        )
+    )
+
+
+def stale_redaction_ids(session: Session, marker: str, limit: int) -> list[int]:
+    """Stories not yet redacted with `marker`, oldest first."""
+    return list(
+        session.scalars(
+            select(Incident.id)
+            .where(or_(Incident.redacted_with.is_(None), Incident.redacted_with != marker))
+            .order_by(Incident.id)
+            .limit(limit)
+        )
+    )
+
+
+def count_stale_redactions(session: Session, marker: str) -> int:
+    return int(
+        session.scalar(
+            select(func.count())
+            .select_from(Incident)
+            .where(or_(Incident.redacted_with.is_(None), Incident.redacted_with != marker))
+        )
+        or 0
+    )
 
 
 # Training ---------------------------------------------------------------------------------------
 
 
-def confirmed_examples(session: Session, codebook: Codebook) -> list[tuple[str, frozenset[str]]]:
-    """(redacted story text, final codes) of every story confirmed under this codebook."""
+def _codebook_story_ids(codebook: Codebook) -> Any:
+    return (
+        select(Incident.id)
+        .join(Survey, Survey.id == Incident.survey_id)
+        .where(Survey.codebook_id == codebook.id)
+    )
+
+
+def training_stories(session: Session, codebook: Codebook) -> list[nlp.LabelledStory]:
+    """Everything coders decided under this codebook, as training data (redacted text).
+
+    Final: a story with confirmed codes is positive for them and negative for the other active
+    codes; an excluded story is negative for every code and positive for "exclude". Not final
+    yet (one coder of two, or coders disagreeing): each coder's chosen codes are positives and
+    rejected suggestions negatives, where the coders do not contradict each other; these only
+    train, they are never measured."""
+    version = current_version(session, codebook)
+    codes = [c.key for c in load_nlp_codebook(version).active_codes]
     version_ids = select(CodebookVersion.id).where(CodebookVersion.codebook_id == codebook.id)
-    rows = session.execute(
-        select(IncidentCode.incident_id, IncidentCode.code)
-        .where(IncidentCode.codebook_version_id.in_(version_ids))
-        .order_by(IncidentCode.incident_id)
-    ).all()
-    codes: dict[int, set[str]] = defaultdict(set)
-    for incident_id, code in rows:
-        codes[incident_id].add(code)
-    examples = []
-    ids = list(codes)
+    final_codes: dict[int, set[str]] = defaultdict(set)
+    for incident_id, code in session.execute(
+        select(IncidentCode.incident_id, IncidentCode.code).where(
+            IncidentCode.codebook_version_id.in_(version_ids)
+        )
+    ):
+        final_codes[incident_id].add(code)
+    excluded = set(
+        session.scalars(
+            select(Incident.id).where(
+                Incident.status == "excluded", Incident.id.in_(_codebook_story_ids(codebook))
+            )
+        )
+    )
+    partial: dict[int, dict[str, set[bool]]] = defaultdict(lambda: defaultdict(set))
+    partial_excluded: dict[int, set[bool]] = defaultdict(set)
+    codings = select(Coding.id, Coding.incident_id, Coding.excluded).where(
+        Coding.codebook_version_id.in_(version_ids),
+        Coding.incident_id.in_(
+            _codebook_story_ids(codebook).where(Incident.status.in_(("in_review", "adjudication")))
+        ),
+    )
+    coding_rows = session.execute(codings).all()
+    if coding_rows:
+        decisions: dict[int, list[tuple[str, str]]] = defaultdict(list)
+        for coding_id, code, decision in session.execute(
+            select(CodingCode.coding_id, CodingCode.code, CodingCode.decision).where(
+                CodingCode.coding_id.in_([row.id for row in coding_rows])
+            )
+        ):
+            decisions[coding_id].append((code, decision))
+        for coding_id, incident_id, is_excluded in coding_rows:
+            if incident_id in final_codes or incident_id in excluded:
+                continue
+            partial_excluded[incident_id].add(bool(is_excluded))
+            if is_excluded:
+                for code in codes:
+                    partial[incident_id][code].add(False)
+            for code, decision in decisions[coding_id]:
+                partial[incident_id][code].add(decision != "rejected")
+    stories: list[nlp.LabelledStory] = []
+    ids = sorted(set(final_codes) | excluded | set(partial_excluded))
     for start in range(0, len(ids), 1000):
         for incident in session.scalars(
-            select(Incident).where(Incident.id.in_(ids[start : start + 1000]))
+            select(Incident).where(Incident.id.in_(ids[start : start + 1000])).order_by(Incident.id)
         ):
             text = nlp.compose_story(redacted_answers(incident)).text
-            examples.append((text, frozenset(codes[incident.id])))
-    return examples
+            if incident.id in final_codes:
+                stories.append(
+                    nlp.LabelledStory.confirmed(
+                        text, final_codes[incident.id], codes, valence=incident.valence
+                    )
+                )
+            elif incident.id in excluded:
+                stories.append(nlp.LabelledStory.exclusion(text, codes, valence=incident.valence))
+            else:
+                votes = partial[incident.id]
+                labels = {
+                    code: next(iter(values))
+                    for code, values in votes.items()
+                    if code in codes and len(values) == 1
+                }
+                exclusion = partial_excluded[incident.id]
+                stories.append(
+                    nlp.LabelledStory(
+                        text,
+                        labels,
+                        valence=incident.valence,
+                        excluded=next(iter(exclusion)) if len(exclusion) == 1 else None,
+                        final=False,
+                    )
+                )
+    return stories
 
 
 def count_confirmed(session: Session, codebook: Codebook) -> int:
+    """Final stories of this codebook: with confirmed codes, or excluded."""
     version_ids = select(CodebookVersion.id).where(CodebookVersion.codebook_id == codebook.id)
+    coded = select(IncidentCode.incident_id).where(
+        IncidentCode.codebook_version_id.in_(version_ids)
+    )
     return int(
         session.scalar(
-            select(func.count(func.distinct(IncidentCode.incident_id))).where(
-                IncidentCode.codebook_version_id.in_(version_ids)
+            select(func.count())
+            .select_from(Incident)
+            .where(
+                or_(
+                    Incident.id.in_(coded),
+                    and_(
+                        Incident.status == "excluded",
+                        Incident.id.in_(_codebook_story_ids(codebook)),
+                    ),
+                )
             )
         )
         or 0
     )
 
 
+def in_use_kappas(model: NlpModel | None) -> dict[str, float | None]:
+    """Per code, the cross-validated kappa of the layer the active model uses for it; codes it
+    leaves to the rules are left out (the new run measures the rules itself)."""
+    if model is None:
+        return {}
+    metrics = model.metrics or {}
+    evaluation = metrics.get("evaluation")
+    if evaluation:
+        return {
+            c["code"]: c.get("kappa") for c in evaluation.get("codes", []) if c["layer"] != "rules"
+        }
+    held_out = metrics.get("metrics") or {}  # format 1: a held-out split of one model
+    return {c["code"]: c.get("kappa") for c in held_out.get("codes", [])}
+
+
+def _model_summary(model: NlpModel) -> dict[str, Any]:
+    evaluation = (model.metrics or {}).get("evaluation") or {}
+    return {
+        "model_id": model.id,
+        "codebook_version_id": model.codebook_version_id,
+        "n_examples": model.n_examples,
+        "layers": {c["code"]: c["layer"] for c in evaluation.get("codes", [])},
+        "macro_kappa": ((evaluation.get("macro") or {}).get("selected") or {}).get("kappa"),
+    }
+
+
 def train_model(
-    session: Session, codebook: Codebook, settings: Settings, trained_by: str
+    session: Session,
+    codebook: Codebook,
+    settings: Settings,
+    trained_by: str,
+    *,
+    actor: Principal | None = None,
 ) -> NlpModel:
-    """Train on confirmed stories, store the model under the data directory, make it active and
-    queue re-scoring of the stories not yet coded."""
-    examples = confirmed_examples(session, codebook)
-    if len(examples) < nlp.MIN_CONFIRMED_FOR_MODEL:
+    """Train on what coders decided, choose each code's layer by cross-validation, store the
+    model, and make it active when the codebook allows it and no code would get worse than the
+    layer in use; then queue re-scoring of the stories not yet coded."""
+    stories = training_stories(session, codebook)
+    n_final = sum(1 for s in stories if s.final)
+    if n_final < nlp.MIN_CONFIRMED_FOR_MODEL:
         raise Invalid(
-            f"codebook {codebook.key!r} has {len(examples)} confirmed stories; a model needs "
+            f"codebook {codebook.key!r} has {n_final} confirmed stories; a model needs "
             f"{nlp.MIN_CONFIRMED_FOR_MODEL}. Until then the rule layer carries the suggestions."
         )
     version = current_version(session, codebook)
     stamp = utcnow().strftime("%Y%m%dT%H%M%S%f")
     out_dir = settings.models_dir / codebook.key / f"v{version.number}-{stamp}"
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    result = nlp.train_textcat(
-        examples, load_nlp_codebook(version), out_dir, base=settings.nlp_pipeline
+    result = nlp.train_suggester(
+        stories, load_nlp_codebook(version), out_dir, base=settings.nlp_pipeline
     )
-    session.execute(
-        update(NlpModel).where(NlpModel.codebook_id == codebook.id).values(active=False)
-    )
+    previous = active_model(session, codebook.id)
+    found = nlp.regressions(result.evaluation, in_use_kappas(previous))
+    if not codebook.auto_activate:
+        activate, reason = False, "automatic activation is off for this codebook"
+    elif found:
+        activate, reason = False, "kept the layers in use: " + "; ".join(found)
+    else:
+        activate = True
+        reason = (
+            "no code is worse than the layer in use"
+            if previous is not None
+            else "no model was active (rules in use); each code got its best layer"
+        )
+    metrics = result.to_dict()
+    metrics["activation"] = {"automatic": activate, "reason": reason}
     model = NlpModel(
         codebook_id=codebook.id,
         codebook_version_id=version.id,
         path=str(out_dir.resolve()),
-        n_examples=len(examples),
-        metrics=result.to_dict(),
-        active=True,
+        n_examples=n_final,
+        metrics=metrics,
+        active=False,
         trained_by=trained_by,
     )
     session.add(model)
     session.flush()
-    enqueue_rescoring(session, codebook_id=codebook.id)
+    audit.record(
+        session,
+        actor,
+        "nlp.model.train",
+        "nlp_model",
+        model.id,
+        after={**_model_summary(model), "activated": activate, "reason": reason},
+        actor_name=trained_by,
+    )
+    if activate:
+        _make_active(session, codebook, model, actor, trained_by, automatic=True)
     return model
+
+
+def _make_active(
+    session: Session,
+    codebook: Codebook,
+    model: NlpModel | None,
+    actor: Principal | None,
+    actor_name: str,
+    *,
+    automatic: bool = False,
+) -> None:
+    previous = active_model(session, codebook.id)
+    if previous is not None:
+        previous.active = False
+        session.flush()  # the partial unique index allows one active model per codebook
+    if model is not None:
+        model.active = True
+        session.flush()
+    audit.record(
+        session,
+        actor,
+        "nlp.model.activate" if model is not None else "nlp.model.deactivate",
+        "codebook",
+        codebook.id,
+        before={"model_id": previous.id if previous else None},
+        after={"model_id": model.id if model else None, "automatic": automatic},
+        actor_name=actor_name,
+    )
+    enqueue_rescoring(session, codebook_id=codebook.id)
+
+
+def get_model(session: Session, model_id: int) -> NlpModel:
+    model = session.get(NlpModel, model_id)
+    if model is None:
+        raise NotFound(f"model {model_id} does not exist")
+    return model
+
+
+def activate_model(
+    session: Session, model_id: int, actor: Principal | None, actor_name: str = "cli"
+) -> NlpModel:
+    """Make any stored model of a codebook the active one (a roll-back to an earlier model
+    too); stories not yet coded are re-scored with it."""
+    model = get_model(session, model_id)
+    if model.active:
+        raise Conflict(f"model {model_id} is already active")
+    if not (Path(model.path) / nlp.MODEL_META_FILE).exists():
+        raise Conflict(f"model {model_id}'s files are gone from {model.path}: cannot activate it")
+    codebook = session.get(Codebook, model.codebook_id)
+    assert codebook is not None
+    _make_active(session, codebook, model, actor, actor_name)
+    return model
+
+
+def deactivate_model(
+    session: Session, model_id: int, actor: Principal | None, actor_name: str = "cli"
+) -> NlpModel:
+    """Go back to the rules for this model's codebook (the model stays stored)."""
+    model = get_model(session, model_id)
+    if not model.active:
+        raise Conflict(f"model {model_id} is not active")
+    codebook = session.get(Codebook, model.codebook_id)
+    assert codebook is not None
+    _make_active(session, codebook, None, actor, actor_name)
+    return model
+
+
+def set_auto_activate(
+    session: Session,
+    codebook: Codebook,
+    value: bool,
+    actor: Principal | None,
+    actor_name: str = "cli",
+) -> Codebook:
+    before = codebook.auto_activate
+    codebook.auto_activate = value
+    session.flush()
+    audit.record(
+        session,
+        actor,
+        "nlp.auto_activate",
+        "codebook",
+        codebook.id,
+        before={"auto_activate": before},
+        after={"auto_activate": value},
+        actor_name=actor_name,
+    )
+    return codebook
+
+
+def list_models(session: Session, codebook_id: int | None = None) -> list[NlpModel]:
+    query = select(NlpModel).order_by(NlpModel.id)
+    if codebook_id is not None:
+        query = query.where(NlpModel.codebook_id == codebook_id)
+    return list(session.scalars(query))
