@@ -291,3 +291,24 @@ def test_cli_train_models_activate_deactivate(
         "nlp.model.deactivate",
         "nlp.model.activate",
     ]
+
+
+def test_agreement_report_names_what_made_the_compared_suggestions(
+    app: FastAPI,
+    client: TestClient,
+    settings: Settings,
+    make_survey: Callable[..., Survey],
+    codebook_id: int,
+    worker: Worker,
+    admin: dict[str, str],
+    db: Callable[[], Any],
+    tmp_path: Path,
+) -> None:
+    stored = _imported(app, settings, make_survey(), tmp_path)
+    worker.drain()
+    with db() as session:
+        version_id = session.scalars(select(CodebookVersion.id)).one()
+    report = client.get("/api/v1/reports/agreement", headers=admin).json()
+    assert report["model_vs_final_made_by"] == [
+        {"model_id": None, "codebook_version_id": version_id, "n_stories": stored}
+    ]
