@@ -28,7 +28,7 @@ import math
 import random
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -225,6 +225,8 @@ class CodeSelection:
     candidates: dict[str, Candidate]
     reason: str
     stacker: Logistic | None = None
+    alternatives: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Threshold (and stacker) of every candidate, so that any layer can be scored (bench)."""
 
     @property
     def selected(self) -> CodeMetrics | None:
@@ -249,6 +251,7 @@ class CodeSelection:
             "candidates": {name: c.to_dict() for name, c in self.candidates.items()},
             "reason": self.reason,
             "stacker": self.stacker.to_dict() if self.stacker else None,
+            "alternatives": self.alternatives,
         }
 
 
@@ -403,6 +406,39 @@ def select_label(
     model_threshold = best_threshold(model_scores, y, 0.5)
     stacker = fit_logistic(inputs, y, l2=STACKER_L2)
     stacker_threshold = best_threshold(stacker.score_matrix(inputs), y, 0.5)
+    alternatives: dict[str, dict[str, Any]] = {
+        "model": {"threshold": model_threshold},
+        "combined": {"threshold": stacker_threshold, "stacker": stacker.to_dict()},
+    }
+    if rule_scores is not None:
+        alternatives["rules"] = {"threshold": rule_threshold}
+    return replace(
+        _choose(
+            label,
+            y,
+            support,
+            negatives,
+            candidates,
+            rule_threshold,
+            model_threshold,
+            stacker,
+            stacker_threshold,
+        ),
+        alternatives=alternatives,
+    )
+
+
+def _choose(
+    label: str,
+    y: NDArray[np.bool_],
+    support: int,
+    negatives: int,
+    candidates: dict[str, Candidate],
+    rule_threshold: float,
+    model_threshold: float,
+    stacker: Logistic,
+    stacker_threshold: float,
+) -> CodeSelection:
 
     if label == EXCLUDE:
         return _select_exclusion(

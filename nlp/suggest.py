@@ -180,6 +180,7 @@ class Suggester:
         self._plan: tuple[_CodePlan, ...] = ()
         self._exclude: _CodePlan | None = None
         self._vectors: _VectorModels | None = None
+        self._model_source: Language | None = None
         self._scores = tuple(rule_score(n) for n in range(64))
         if model_dir is not None:
             self.load_model(model_dir)
@@ -225,6 +226,24 @@ class Suggester:
             )
         self.model_info = info
 
+    def force_layer(self, layer: Source) -> None:
+        """Score every code the model was trained on with one layer ("rules", "model" or
+        "combined", at the threshold chosen for it), whatever was selected: for side-by-side
+        comparisons (`bench.quality`). Needs a model trained with format 2."""
+        if self.model_info is None or self.model_info.get("format", 1) < 2:
+            raise ValueError("force_layer needs a model trained with per-code selection")
+        layers = {}
+        for code, spec in self.model_info["layers"].items():
+            alternative = (spec.get("alternatives") or {}).get(layer)
+            if alternative is None:
+                layers[code] = {"layer": "rules"}
+            else:
+                layers[code] = {"layer": layer, **alternative}
+        if layer != "rules" and TEXTCAT_NAME not in self.nlp.pipe_names:
+            assert self._model_source is not None
+            self.nlp.add_pipe(TEXTCAT_NAME, source=self._model_source)
+        self._make_plan(layers, self.model_info.get("exclude"))
+
     def attach_model(self, model: Language, codes: Sequence[str]) -> None:
         """Use the `cit_textcat` component of an in-memory pipeline for the given codes (model
         layer, codebook thresholds)."""
@@ -242,6 +261,7 @@ class Suggester:
         if TEXTCAT_NAME in self.nlp.pipe_names:
             self.nlp.remove_pipe(TEXTCAT_NAME)
         self._vectors = None
+        self._model_source = model
         if any(spec.get("layer") in ("model", "combined") for spec in layers.values()) or exclude:
             self.nlp.add_pipe(TEXTCAT_NAME, source=model)
         self._labels = list(labels)

@@ -260,6 +260,7 @@ class TrainResult:
                 "layer": s.layer,
                 "threshold": s.threshold,
                 "stacker": s.stacker.to_dict() if s.stacker else None,
+                "alternatives": s.alternatives,
             }
             for s in self.evaluation.codes
         }
