@@ -411,7 +411,8 @@ def learning_curve(
                     ):
                         predicted[layer][i] = frozenset(s.code for s in suggestions if s.suggested)
         print(
-            f"  trained {folds} suggesters on {size} stories in {time.perf_counter() - started:.0f} s",
+            f"  trained {folds} suggesters on {size} stories "
+            f"in {time.perf_counter() - started:.0f} s",
             file=log,
         )
         results[size] = predicted
@@ -439,7 +440,8 @@ def table(title: str, columns: Mapping[str, Sequence[CodeMetrics]], codes: Seque
         for metrics in columns.values():
             m = metrics[index]
             counts = f"{m.tp}/{m.fp}/{m.fn}"
-            row += f" | {'':<8}{m.precision:6.3f}{m.recall:6.3f}{m.f1:6.3f}{_fmt(m.kappa):>7}{counts:>12}"
+            row += f" | {'':<8}{m.precision:6.3f}{m.recall:6.3f}{m.f1:6.3f}"
+            row += f"{_fmt(m.kappa):>7}{counts:>12}"
         lines.append(row)
     row = f"  {'macro':<16}{'':>5}{'':>5}"
     for metrics in columns.values():
