@@ -462,7 +462,8 @@ def _subset(items: Sequence[Any], rows: Iterable[int]) -> list[Any]:
 
 
 def report(eval_set: EvalSet, args: argparse.Namespace) -> dict[str, Any]:
-    codebook = load_codebook_file(CODEBOOK)
+    codebook = load_codebook_file(args.codebook)
+    print(f"codebook: {args.codebook} ({codebook.key}, fingerprint {codebook.fingerprint()[:12]})")
     codes = list(eval_set.codes)
     stories = [labelled(eval_set, s) for s in eval_set.stories]
     by_source = {
@@ -525,6 +526,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--data-dir", type=Path, default=DATA)
+    parser.add_argument("--codebook", type=Path, default=CODEBOOK)
     parser.add_argument("--json", type=Path, default=None, help="also write the figures as JSON")
     parser.add_argument("--proxy", action="store_true", help="data-set labels (development only)")
     parser.add_argument("--proxy-per-source", type=int, default=300)

@@ -124,6 +124,15 @@ def _sigmoid(z: float) -> float:
     return e / (1.0 + e)
 
 
+def _has_doc_vectors(nlp: Language) -> bool:
+    if nlp.vocab.vectors.size > 0:
+        return True
+    probe = nlp.make_doc("probe")
+    for _, component in nlp.pipeline:
+        probe = component(probe)
+    return bool(probe.tensor is not None and getattr(probe.tensor, "size", 0) > 0)
+
+
 class _VectorModels:
     """Logistic regressions on doc vectors, one per label, scored together as one matrix."""
 
@@ -149,6 +158,8 @@ class _VectorModels:
         )
 
     def __call__(self, vector: Any) -> dict[str, float]:
+        if len(vector) != self.weights.shape[1]:
+            return {}
         z = self.weights @ np.asarray(vector, dtype=np.float64) + self.bias
         return {label: _sigmoid(float(value)) for label, value in zip(self.labels, z, strict=True)}
 
@@ -181,6 +192,7 @@ class Suggester:
         self._exclude: _CodePlan | None = None
         self._vectors: _VectorModels | None = None
         self._model_source: Language | None = None
+        self.warnings: list[str] = []
         self._scores = tuple(rule_score(n) for n in range(64))
         if model_dir is not None:
             self.load_model(model_dir)
@@ -219,6 +231,15 @@ class Suggester:
             labels = list(info["codes"])
         self._attach(spacy.load(directory), labels, layers, exclude)
         vector_file = info.get("vectors")
+        self.warnings: list[str] = []
+        if vector_file and not _has_doc_vectors(self.nlp):
+            # Trained on a pipeline with vectors, loaded on one without (CIT_NLP_PIPELINE
+            # changed): the classifier alone scores; its figures were measured with both.
+            self.warnings.append(
+                f"model trained with the vectors of {info.get('settings', {}).get('base')!r}, "
+                f"loaded on {self.base!r} without vectors: the text classifier alone scores"
+            )
+            vector_file = None
         if vector_file:
             data = json.loads((directory / vector_file).read_text(encoding="utf-8"))
             self._vectors = _VectorModels(

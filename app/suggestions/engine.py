@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import logging
 import threading
 from collections import OrderedDict
 from pathlib import Path
@@ -14,6 +15,7 @@ from nlp import Suggester
 from nlp.pipeline import load_base
 
 MAX_CACHED = 4
+log = logging.getLogger(__name__)
 
 
 class SuggesterCache:
@@ -46,6 +48,8 @@ class SuggesterCache:
                 self._items.move_to_end(key)
                 return found
         suggester = Suggester(codebook, model_dir=model_dir, base=self.base)
+        for warning in suggester.warnings:
+            log.warning("model %s: %s", model_id, warning)
         # The pipeline (vocabulary, tables, matchers) lives as long as the worker: moving it out
         # of the cyclic collector's reach keeps each collection from rescanning it (measured: a
         # tenth of the batch time went to collections that found nothing to free).
