@@ -231,7 +231,7 @@ class Suggester:
             labels = list(info["codes"])
         self._attach(spacy.load(directory), labels, layers, exclude)
         vector_file = info.get("vectors")
-        self.warnings: list[str] = []
+        self.warnings = []
         if vector_file and not _has_doc_vectors(self.nlp):
             # Trained on a pipeline with vectors, loaded on one without (CIT_NLP_PIPELINE
             # changed): the classifier alone scores; its figures were measured with both.
