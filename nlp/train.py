@@ -19,6 +19,7 @@ import numpy as np
 import spacy
 from numpy.typing import NDArray
 from spacy.language import Language
+from spacy.tokens import Doc
 from spacy.training import Example
 from spacy.util import fix_random_seed, minibatch
 from thinc.api import Adam
@@ -99,6 +100,31 @@ def _cats(story: LabelledStory, labels: Sequence[str]) -> dict[str, float]:
     return cats
 
 
+class DocCache:
+    """Tokenised stories and light reference docs for the classifier's training examples.
+
+    `Example.from_dict` copies every token into a reference doc, which costs as much as the
+    training itself; the classifier's loss reads only `reference.cats`, so each example pairs
+    the tokenised story with a one-token reference doc carrying the cats (shared per distinct
+    cats), and the tokenised stories are kept for the next fold."""
+
+    def __init__(self) -> None:
+        self._docs: dict[str, Doc] = {}
+        self._references: dict[tuple[tuple[str, float], ...], Doc] = {}
+
+    def example(self, nlp: Language, text: str, cats: dict[str, float]) -> Example:
+        doc = self._docs.get(text)
+        if doc is None:
+            doc = self._docs[text] = nlp.make_doc(text)
+        key = tuple(sorted(cats.items()))
+        reference = self._references.get(key)
+        if reference is None:
+            reference = Doc(nlp.vocab, words=["_"])
+            reference.cats = dict(cats)
+            self._references[key] = reference
+        return Example(doc, reference)
+
+
 def fit_textcat(
     examples: Sequence[LabelledStory] | Sequence[tuple[str, frozenset[str]]],
     codebook: Codebook,
@@ -109,6 +135,7 @@ def fit_textcat(
     include_codebook_examples: bool = True,
     labels: Sequence[str] | None = None,
     reuse: Language | None = None,
+    docs: DocCache | None = None,
 ) -> Language:
     """Train a `textcat_multilabel` (bag of words, uni- and bigrams) in memory and return it.
 
@@ -117,7 +144,10 @@ def fit_textcat(
     `EXCLUDE_LABEL` when some story is a known exclusion), or `labels`. A story's unknown labels
     are left out of the loss. Each codebook example counts as one more story of its code. The
     component is named `cit_textcat`. `reuse`: a blank pipeline from an earlier call, whose
-    classifier is replaced (building a blank English pipeline costs half a second).
+    classifier is replaced (building a blank English pipeline costs half a second); `docs`:
+    tokenised texts kept across calls on the same `reuse` pipeline (k folds tokenise once).
+    `epochs` is the number for up to 1,500 stories; larger sets get proportionally fewer passes
+    (at least 5), each with more updates.
     """
     del base
     if epochs < 1:
@@ -135,11 +165,13 @@ def fit_textcat(
     textcat = nlp.add_pipe("textcat_multilabel", name=TEXTCAT_NAME, config=TEXTCAT_CONFIG)
     for label in labels:
         textcat.add_label(label)  # type: ignore[attr-defined]
+    if docs is None:
+        docs = DocCache()
     train = []
     for story in data:
         cats = _cats(story, labels)
         if cats:
-            train.append(Example.from_dict(nlp.make_doc(story.text), {"cats": cats}))
+            train.append(docs.example(nlp, story.text, cats))
     if not train:
         raise ValueError("no training examples (and the codebook has no examples)")
     textcat.initialize(lambda: train, nlp=nlp)  # type: ignore[attr-defined]
@@ -148,7 +180,10 @@ def fit_textcat(
     # About twenty updates per epoch, within 4..64 stories a batch: small sets still learn, and
     # large ones do not pay for an optimiser step over the whole hashed feature table per story.
     batch_size = max(4, min(64, len(train) // 20))
-    for _ in range(epochs):
+    passes = (
+        epochs if len(train) <= 1500 else max(min(5, epochs), round(epochs * 1500 / len(train)))
+    )
+    for _ in range(passes):
         rng.shuffle(train)
         for batch in minibatch(train, size=batch_size):
             textcat.update(batch, sgd=optimizer, drop=0.2)  # type: ignore[attr-defined]
@@ -209,6 +244,7 @@ def fit_model(
     seed: int,
     include_codebook_examples: bool = True,
     reuse: Language | None = None,
+    docs: DocCache | None = None,
 ) -> FittedModel:
     """Fit the model layer on `stories` (`vectors`: their doc vectors, or None)."""
     textcat = fit_textcat(
@@ -219,6 +255,7 @@ def fit_model(
         include_codebook_examples=include_codebook_examples,
         labels=labels,
         reuse=reuse,
+        docs=docs,
     )
     vector_models = None
     if vectors is not None:
@@ -296,6 +333,8 @@ class _Run:
     labels: tuple[str, ...]
     report: SelectionReport
     extra: list[LabelledStory]
+    blank: Language | None = None
+    docs: DocCache | None = None
 
 
 def _cross_validate(
@@ -329,6 +368,7 @@ def _cross_validate(
     oof = np.zeros((len(stories), len(labels)), dtype=np.float64)
     fold_array = np.asarray(folds)
     blank: Language | None = None
+    docs = DocCache()
     for f in range(k):
         held = np.flatnonzero(fold_array == f)
         train_rows = np.flatnonzero(fold_array != f)
@@ -340,6 +380,7 @@ def _cross_validate(
             epochs=epochs,
             seed=seed,
             reuse=blank,
+            docs=docs,
         )
         blank = fitted.textcat
         oof[held] = fitted.scores(
@@ -359,7 +400,7 @@ def _cross_validate(
         n_codebook_examples=len(_codebook_examples(codebook)),
         started=started,
     )
-    return _Run(stories, features, labels, report, [])
+    return _Run(stories, features, labels, report, [], blank, docs)
 
 
 def evaluate_rules(
@@ -422,7 +463,14 @@ def train_suggester(
     run = _cross_validate(examples, codebook, base=base, k=k, seed=seed, epochs=epochs)
     started = time.perf_counter()
     fitted = fit_model(
-        run.stories, codebook, run.labels, run.features.vectors, epochs=epochs, seed=seed
+        run.stories,
+        codebook,
+        run.labels,
+        run.features.vectors,
+        epochs=epochs,
+        seed=seed,
+        reuse=run.blank,
+        docs=run.docs,
     )
     seconds = time.perf_counter() - started
     codes = tuple(code.key for code in codebook.active_codes)
