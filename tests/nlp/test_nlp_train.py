@@ -359,3 +359,22 @@ def test_retraining_replaces_the_model_but_not_other_directories(
     with pytest.raises(ValueError, match="not replacing"):
         train_suggester(synthetic(10, seed=1), small_codebook, precious, epochs=1)
     assert (precious / "notes.txt").read_text() == "keep me"
+
+
+def test_the_issues_44_stories_40_complaints_leave_every_code_on_rules(
+    tmp_path: Path, small_codebook: Codebook
+) -> None:
+    """Issue 13: 44 confirmed stories, 40 of them complaints. Four stories without the code
+    are too few to measure a model against; it stays on the rules, and says so."""
+    rng = random.Random(19)
+    stories = [
+        LabelledStory.confirmed(f"{filler(rng)} cancelled again", {"complaint"}, CODES)
+        for _ in range(40)
+    ] + [LabelledStory.confirmed(f"{filler(rng)} thanks", {"extra_mile"}, CODES) for _ in range(4)]
+    result = train_suggester(stories, small_codebook, tmp_path / "m", epochs=2)
+    complaint = result.evaluation.code("complaint")
+    assert complaint.layer == "rules"
+    assert complaint.reason == "stays on rules: 4 confirmed stories without it, fewer than 8"
+    assert Suggester(small_codebook, model_dir=tmp_path / "m").layer == "rules"
+    macro = result.evaluation.macro("selected")
+    assert macro["n_codes"] == 2 and macro["codes_without_support"] == []
