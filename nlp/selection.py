@@ -14,9 +14,11 @@ The model's and the stacker's thresholds are chosen for the best kappa on the tr
 and applied to the held-out fold, so the pooled figures are honest; the stored thresholds are then
 chosen on all folds. A code keeps the rules unless it has at least `MIN_SUPPORT` positive and
 `MIN_SUPPORT` negative confirmed stories and a candidate beats the rules' kappa by
-`SELECTION_MARGIN`; the reason is recorded either way. "exclude" (a story that is not a critical
-incident) is learnt the same way from confirmed exclusions, and suggested only when its kappa
-reaches `MIN_EXCLUDE_KAPPA`.
+`SELECTION_MARGIN` and in at least `BOOTSTRAP_CONFIDENCE` of paired bootstrap resamples of the
+stories (so that a difference within fold noise does not replace the rules: choosing the best
+of several noisy estimates favours luck); the reason is recorded either way. "exclude" (a story
+that is not a critical incident) is learnt the same way from confirmed exclusions, and suggested
+only when its kappa reaches `MIN_EXCLUDE_KAPPA`.
 
 The stacker reads out-of-fold model scores of stories in its own training folds: those scores
 come from models that saw the held-out fold, a small optimism that stacking usually accepts.
@@ -37,7 +39,7 @@ from spacy.language import Language
 
 from .codebook import Codebook
 from .labels import EXCLUDE, EXCLUDE_LABEL, LabelledStory
-from .logistic import Logistic, best_threshold, fit_logistic, logit
+from .logistic import Logistic, best_threshold, fit_logistic, kappa_from_counts, logit
 from .metrics import CodeMetrics, binary_metrics, macro_summary
 from .pipeline import HITS_ATTR, RuleHit, evidence_count
 
@@ -65,7 +67,12 @@ DEFAULT_FOLDS = 5
 MIN_SUPPORT = 8
 """Positive (and negative) confirmed stories a code needs before anything but rules suggests it."""
 SELECTION_MARGIN = 0.02
-"""Kappa by which a trained candidate must beat the rules to replace them (fold noise)."""
+"""Kappa by which a trained candidate must beat the rules to replace them."""
+BOOTSTRAP_SAMPLES = 500
+BOOTSTRAP_CONFIDENCE = 0.9
+"""Share of paired bootstrap resamples of the confirmed stories in which the trained candidate
+must beat the rules: the difference must be more than fold noise (a one-sided 90% test)."""
+BOOTSTRAP_SEED = 20261201
 MIN_EXCLUDE_KAPPA = 0.4
 """Cross-validated kappa the exclusion suggestion needs before it is shown (moderate agreement)."""
 STACKER_L2 = 1.0
@@ -201,6 +208,8 @@ class Candidate:
     layer: Layer
     metrics: CodeMetrics
     fold_kappas: tuple[float | None, ...]
+    predicted: NDArray[np.bool_] | None = field(default=None, compare=False, repr=False)
+    """The pooled out-of-fold predictions (not serialised), for the paired bootstrap."""
 
     def to_dict(self) -> dict[str, Any]:
         defined = [k for k in self.fold_kappas if k is not None]
@@ -351,7 +360,9 @@ def _pooled(
         fold_kappas.append(
             binary_metrics(label, y[mask], predicted[mask]).kappa if mask.any() else None
         )
-    return Candidate(layer, binary_metrics(label, y, predicted), tuple(fold_kappas))
+    return Candidate(
+        layer, binary_metrics(label, y, predicted), tuple(fold_kappas), np.asarray(predicted)
+    )
 
 
 def _nested_threshold_predictions(
@@ -474,6 +485,18 @@ def _choose(
             f"stays on rules: no trained candidate beats them by {SELECTION_MARGIN} "
             f"(kappa {shown})",
         )
+    sure = _share_better(y, candidates[best], candidates["rules"])
+    if sure < BOOTSTRAP_CONFIDENCE:
+        return CodeSelection(
+            label,
+            "rules",
+            rule_threshold,
+            support,
+            negatives,
+            candidates,
+            f"stays on rules: {best} beats them in only {sure:.0%} of {BOOTSTRAP_SAMPLES} "
+            f"bootstrap samples, fewer than {BOOTSTRAP_CONFIDENCE:.0%} (kappa {shown})",
+        )
     return CodeSelection(
         label,
         best,
@@ -481,9 +504,33 @@ def _choose(
         support,
         negatives,
         candidates,
-        f"{best}: best cross-validated kappa ({shown})",
+        f"{best}: best cross-validated kappa, better than the rules in {sure:.0%} of "
+        f"{BOOTSTRAP_SAMPLES} bootstrap samples ({shown})",
         stacker=stacker if best == "combined" else None,
     )
+
+
+def _share_better(y: NDArray[np.bool_], candidate: Candidate, rules: Candidate) -> float:
+    """Share of paired bootstrap resamples of the stories in which the candidate's kappa
+    exceeds the rules' (the same resampled stories for both: a paired comparison)."""
+    assert candidate.predicted is not None and rules.predicted is not None
+    n = len(y)
+    rng = np.random.default_rng(BOOTSTRAP_SEED)
+    better = 0
+    for start in range(0, BOOTSTRAP_SAMPLES, 100):
+        size = min(100, BOOTSTRAP_SAMPLES - start)
+        index = rng.integers(0, n, size=(size, n))
+        truth = y[index]
+        kappas = []
+        for predicted in (candidate.predicted, rules.predicted):
+            guess = predicted[index]
+            tp = np.sum(truth & guess, axis=1).astype(np.float64)
+            fp = np.sum(~truth & guess, axis=1).astype(np.float64)
+            fn = np.sum(truth & ~guess, axis=1).astype(np.float64)
+            tn = n - tp - fp - fn
+            kappas.append(np.nan_to_num(kappa_from_counts(tp, fp, fn, tn), nan=0.0))
+        better += int(np.sum(kappas[0] > kappas[1]))
+    return better / BOOTSTRAP_SAMPLES
 
 
 def _select_exclusion(
