@@ -21,6 +21,8 @@ __all__ = ["Logistic", "best_threshold", "fit_logistic", "kappa_from_counts", "l
 FloatArray = NDArray[np.float64]
 
 LOGIT_CLIP = 8.0
+BIAS_L2 = 1e-4
+"""A whisker of penalty on the bias too, so that separable data keep a finite optimum."""
 
 
 def logit(p: float) -> float:
@@ -94,14 +96,34 @@ def fit_logistic(
     theta[-1] = math.log(prior / (1.0 - prior))
     if 0 < positives < n:
         penalty = np.full(d + 1, l2)
-        penalty[-1] = 0.0
+        penalty[-1] = BIAS_L2
+
+        def loss(t: FloatArray) -> float:
+            margin = z @ t
+            # log(1 + e^m) - y m, computed without overflow
+            return float(
+                np.sum(np.logaddexp(0.0, margin) - y * margin) + 0.5 * np.sum(penalty * t * t)
+            )
+
+        current = loss(theta)
         for _ in range(max_iter):
             p = 1.0 / (1.0 + np.exp(-np.clip(z @ theta, -500, 500)))
             gradient = z.T @ (p - y) + penalty * theta
             hessian = (z * (p * (1.0 - p))[:, None]).T @ z + np.diag(penalty + 1e-9)
             step = np.linalg.solve(hessian, gradient)
-            theta -= step
-            if float(np.max(np.abs(step))) < 1e-8:
+            # Damped Newton: halve the step until the loss goes down (nearly separable data
+            # would otherwise send the weights off to infinity).
+            factor = 1.0
+            while factor > 1e-6:
+                candidate = theta - factor * step
+                value = loss(candidate)
+                if value <= current:
+                    break
+                factor /= 2.0
+            else:
+                break
+            theta, previous, current = candidate, current, value
+            if float(np.max(np.abs(factor * step))) < 1e-8 or previous - current < 1e-10:
                 break
     return Logistic(
         weights=tuple(float(w) for w in theta[:-1]),

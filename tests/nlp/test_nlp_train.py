@@ -286,6 +286,17 @@ def test_logistic_fit_and_kappa_threshold_by_hand() -> None:
     assert best_threshold(scores, np.zeros(6), 0.5) == 0.5  # one class: keep the default
 
 
+def test_logistic_fit_stays_finite_on_separable_data() -> None:
+    """Newton's method without damping sent the bias to -2.6e11 on a rare, separable code."""
+    x = np.zeros((400, 4))
+    x[:31, 0] = 1.0
+    y = np.zeros(400, dtype=bool)
+    y[:31] = True
+    model = fit_logistic(x, y, l2=1.0)
+    assert all(abs(w) < 50 for w in (*model.weights, model.bias))
+    assert model.score([1.0, 0, 0, 0]) > 0.9 > 0.01 > model.score([0.0, 0, 0, 0])
+
+
 def test_a_format_1_model_scores_every_code_with_the_classifier(
     tmp_path: Path, small_codebook: Codebook, synthetic: Synthetic
 ) -> None:
