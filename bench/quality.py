@@ -28,7 +28,7 @@ import random
 import sys
 import tempfile
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -380,7 +380,9 @@ def learning_curve(
     random.Random(seed).shuffle(order)
     outer = [order[f::folds] for f in range(folds)]
     results: dict[int, dict[str, list[frozenset[str] | None]]] = {}
+    chosen: dict[int, list[dict[str, str]]] = {}
     for size in sizes:
+        chosen[size] = []
         predicted: dict[str, list[frozenset[str] | None]] = {
             layer: [None] * len(stories) for layer in LAYERS
         }
@@ -391,13 +393,14 @@ def learning_curve(
                 raise EvalSetError(f"size {size} is larger than the {len(pool)} training stories")
             train = random.Random(seed * 1000 + size * 10 + f).sample(pool, size)
             with tempfile.TemporaryDirectory() as tmp:
-                train_suggester(
+                trained = train_suggester(
                     [stories[i] for i in train],
                     codebook,
                     Path(tmp) / "m",
                     seed=seed,
                     epochs=epochs,
                 )
+                chosen[size].append(trained.evaluation.layers())
                 suggester = Suggester(codebook, model_dir=Path(tmp) / "m")
                 texts = [stories[i].text for i in held]
                 valences = [stories[i].valence for i in held]
@@ -416,6 +419,7 @@ def learning_curve(
             file=log,
         )
         results[size] = predicted
+    learning_curve.chosen = chosen  # type: ignore[attr-defined]
     return results
 
 
@@ -513,6 +517,10 @@ def report(eval_set: EvalSet, args: argparse.Namespace) -> dict[str, Any]:
                     layer: {"codes": [m.to_dict() for m in ms], "macro": macro_summary(ms)}
                     for layer, ms in columns.items()
                 }
+            layers = learning_curve.chosen[size]  # type: ignore[attr-defined]
+            summary = {code: dict(Counter(fold[code] for fold in layers)) for code in codes}
+            print(f"  layers selected in the {args.folds} outer folds: {summary}")
+            entry["selected_layers"] = summary
             out["learning_curve"][str(size)] = entry
     return out
 

@@ -14,9 +14,10 @@ The model's and the stacker's thresholds are chosen for the best kappa on the tr
 and applied to the held-out fold, so the pooled figures are honest; the stored thresholds are then
 chosen on all folds. A code keeps the rules unless it has at least `MIN_SUPPORT` positive and
 `MIN_SUPPORT` negative confirmed stories and a candidate beats the rules' kappa by
-`SELECTION_MARGIN` and in at least `BOOTSTRAP_CONFIDENCE` of paired bootstrap resamples of the
-stories (so that a difference within fold noise does not replace the rules: choosing the best
-of several noisy estimates favours luck); the reason is recorded either way. "exclude" (a story
+`SELECTION_MARGIN`, in at least `FOLD_WIN_SHARE` of the folds (each fold trains its own model)
+and in at least `BOOTSTRAP_CONFIDENCE` of paired bootstrap resamples of the stories, so that a
+difference within noise does not replace the rules (choosing the best of several noisy estimates
+favours luck); the reason is recorded either way. "exclude" (a story
 that is not a critical incident) is learnt the same way from confirmed exclusions, and suggested
 only when its kappa reaches `MIN_EXCLUDE_KAPPA`.
 
@@ -73,6 +74,8 @@ BOOTSTRAP_CONFIDENCE = 0.9
 """Share of paired bootstrap resamples of the confirmed stories in which the trained candidate
 must beat the rules: the difference must be more than fold noise (a one-sided 90% test)."""
 BOOTSTRAP_SEED = 20261201
+FOLD_WIN_SHARE = 0.8
+"""Share of the folds (4 of 5) in which the trained candidate must beat the rules."""
 MIN_EXCLUDE_KAPPA = 0.4
 """Cross-validated kappa the exclusion suggestion needs before it is shown (moderate agreement)."""
 STACKER_L2 = 1.0
@@ -485,6 +488,19 @@ def _choose(
             f"stays on rules: no trained candidate beats them by {SELECTION_MARGIN} "
             f"(kappa {shown})",
         )
+    wins = _fold_wins(candidates[best], candidates["rules"])
+    needed = math.ceil(FOLD_WIN_SHARE * len(candidates["rules"].fold_kappas))
+    if wins < needed:
+        return CodeSelection(
+            label,
+            "rules",
+            rule_threshold,
+            support,
+            negatives,
+            candidates,
+            f"stays on rules: {best} beats them in {wins} of "
+            f"{len(candidates['rules'].fold_kappas)} folds, fewer than {needed} (kappa {shown})",
+        )
     sure = _share_better(y, candidates[best], candidates["rules"])
     if sure < BOOTSTRAP_CONFIDENCE:
         return CodeSelection(
@@ -507,6 +523,16 @@ def _choose(
         f"{best}: best cross-validated kappa, better than the rules in {sure:.0%} of "
         f"{BOOTSTRAP_SAMPLES} bootstrap samples ({shown})",
         stacker=stacker if best == "combined" else None,
+    )
+
+
+def _fold_wins(candidate: Candidate, rules: Candidate) -> int:
+    """Folds in which the candidate's kappa beats the rules' (undefined counts as 0): each fold
+    has its own trained model, so this sees the variance of training, not just of stories."""
+    return sum(
+        1
+        for mine, theirs in zip(candidate.fold_kappas, rules.fold_kappas, strict=True)
+        if (mine or 0.0) > (theirs or 0.0)
     )
 
 
