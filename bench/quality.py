@@ -143,9 +143,9 @@ def read_texts(rows: Sequence[Mapping[str, Any]], datasets: Path) -> dict[str, s
         with path.open(encoding="utf-8", newline="") as handle:
             for index, record in enumerate(csv.DictReader(handle)):
                 key = str(index) if key_column == "row" else record.get(key_column, "")
-                row = by_key.get(key)
-                if row is not None:
-                    texts[row["id"]] = record[row["text_column"]]
+                found = by_key.get(key)
+                if found is not None:
+                    texts[found["id"]] = record[found["text_column"]]
     missing = [row["id"] for row in rows if row["id"] not in texts]
     if missing:
         raise EvalSetError(f"{len(missing)} stories not found in the data sets: {missing[:5]}")
@@ -234,7 +234,7 @@ def proxy_labels(
     """(id, source, text, labels, valence) with data-set labels near our codes, a few codes known
     per story (see the data sets' README), none of them in `exclude_ids`."""
     rng = random.Random(seed)
-    out = []
+    out: list[tuple[str, str, str, dict[str, bool], str | None]] = []
     with (datasets / "airline-tweets" / "Tweets.csv").open(encoding="utf-8", newline="") as f:
         tweets = [r for r in csv.DictReader(f) if f"air-{r['tweet_id']}" not in exclude_ids]
     tweets = [r for r in tweets if r["airline_sentiment"] in ("positive", "negative")]
@@ -373,8 +373,9 @@ def learning_curve(
     seed: int,
     epochs: int,
     log: Any = sys.stderr,
-) -> dict[int, dict[str, list[frozenset[str] | None]]]:
-    """Per size, per layer, the pooled held-out predictions (None: story never held out)."""
+) -> tuple[dict[int, dict[str, list[frozenset[str] | None]]], dict[int, list[dict[str, str]]]]:
+    """Per size, per layer, the pooled held-out predictions (None: story never held out), and
+    per size the layer each outer fold's suggester selected per code."""
     stories = [labelled(eval_set, s) for s in eval_set.stories]
     order = list(range(len(stories)))
     random.Random(seed).shuffle(order)
@@ -419,8 +420,7 @@ def learning_curve(
             file=log,
         )
         results[size] = predicted
-    learning_curve.chosen = chosen  # type: ignore[attr-defined]
-    return results
+    return results, chosen
 
 
 # Printing ---------------------------------------------------------------------------------------
@@ -499,7 +499,9 @@ def report(eval_set: EvalSet, args: argparse.Namespace) -> dict[str, Any]:
     }
     if args.sizes:
         print(f"learning curve: {args.folds} outer folds, sizes {args.sizes}", file=sys.stderr)
-        curve = learning_curve(eval_set, codebook, args.sizes, args.folds, args.seed, args.epochs)
+        curve, chosen = learning_curve(
+            eval_set, codebook, args.sizes, args.folds, args.seed, args.epochs
+        )
         out["learning_curve"] = {}
         for size, predicted in curve.items():
             entry: dict[str, Any] = {}
@@ -517,7 +519,7 @@ def report(eval_set: EvalSet, args: argparse.Namespace) -> dict[str, Any]:
                     layer: {"codes": [m.to_dict() for m in ms], "macro": macro_summary(ms)}
                     for layer, ms in columns.items()
                 }
-            layers = learning_curve.chosen[size]  # type: ignore[attr-defined]
+            layers = chosen[size]
             summary = {code: dict(Counter(fold[code] for fold in layers)) for code in codes}
             print(f"  layers selected in the {args.folds} outer folds: {summary}")
             entry["selected_layers"] = summary
