@@ -373,6 +373,7 @@ def learning_curve(
     seed: int,
     epochs: int,
     log: Any = sys.stderr,
+    base: str = "blank:en",
 ) -> tuple[dict[int, dict[str, list[frozenset[str] | None]]], dict[int, list[dict[str, str]]]]:
     """Per size, per layer, the pooled held-out predictions (None: story never held out), and
     per size the layer each outer fold's suggester selected per code."""
@@ -400,9 +401,10 @@ def learning_curve(
                     Path(tmp) / "m",
                     seed=seed,
                     epochs=epochs,
+                    base=base,
                 )
                 chosen[size].append(trained.evaluation.layers())
-                suggester = Suggester(codebook, model_dir=Path(tmp) / "m")
+                suggester = Suggester(codebook, model_dir=Path(tmp) / "m", base=base)
                 texts = [stories[i].text for i in held]
                 valences = [stories[i].valence for i in held]
                 for layer in LAYERS:
@@ -500,7 +502,7 @@ def report(eval_set: EvalSet, args: argparse.Namespace) -> dict[str, Any]:
     if args.sizes:
         print(f"learning curve: {args.folds} outer folds, sizes {args.sizes}", file=sys.stderr)
         curve, chosen = learning_curve(
-            eval_set, codebook, args.sizes, args.folds, args.seed, args.epochs
+            eval_set, codebook, args.sizes, args.folds, args.seed, args.epochs, base=args.base
         )
         out["learning_curve"] = {}
         for size, predicted in curve.items():
@@ -537,6 +539,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--data-dir", type=Path, default=DATA)
     parser.add_argument("--codebook", type=Path, default=CODEBOOK)
+    parser.add_argument("--base", default="blank:en", help="spaCy base pipeline (CIT_NLP_PIPELINE)")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures as JSON")
     parser.add_argument("--proxy", action="store_true", help="data-set labels (development only)")
     parser.add_argument("--proxy-per-source", type=int, default=300)
