@@ -45,6 +45,26 @@ def _study_file(tmp_path: Path, copies: int = 2) -> Path:
     return path
 
 
+def _unseen_study(tmp_path: Path) -> Path:
+    """80 confirmed stories whose codes no rule can see: "dreadful" marks a complaint."""
+    words = ["the", "day", "train", "shop", "bus", "aunt", "tea", "letter", "street", "gate"]
+    rows = []
+    for n in range(80):
+        complaint = n % 2 == 0
+        filler = " ".join(words[(n * 7 + i) % len(words)] for i in range(8))
+        rows.append(
+            {
+                "id": f"unseen-{n}",
+                "what_happened": f"{filler} {'dreadful' if complaint else 'pleasant'} {n}",
+                "valence": "dissatisfying" if complaint else "satisfying",
+                "codes": ["complaint"] if complaint else ["extra_mile"],
+            }
+        )
+    path = tmp_path / "unseen.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
+    return path
+
+
 def test_import_reports_bad_rows_and_keeps_good_ones(
     app: FastAPI,
     settings: Settings,
@@ -106,7 +126,7 @@ def test_train_through_the_api_and_suggest_from_the_model(
     assert too_early.status_code == 400 and "rule layer" in too_early.json()["detail"]
 
     report = import_incidents(
-        app.state.sessionmaker, _study_file(tmp_path), survey.id, settings, imported_by="import"
+        app.state.sessionmaker, _unseen_study(tmp_path), survey.id, settings, imported_by="import"
     )
     assert report.ok and report.stored >= 40
     response = client.post("/api/v1/nlp/train", headers=admin, json={})
@@ -115,7 +135,7 @@ def test_train_through_the_api_and_suggest_from_the_model(
     client.post(
         f"/api/v1/public/surveys/{survey.slug}/incidents",
         json={
-            "what_happened": "The flight was cancelled and I am still waiting for my refund.",
+            "what_happened": "A dreadful morning at the gate with my aunt and a letter.",
             "valence": "dissatisfying",
         },
     )
@@ -135,7 +155,7 @@ def test_train_through_the_api_and_suggest_from_the_model(
     assert len(fresh) == 1
     layers = {c["code"]: c["layer"] for c in models[0]["codes"]}
     assert {s["code"]: s["source"] for s in fresh[0]["suggestions"]} == layers
-    assert set(layers.values()) - {"rules"}, layers  # 16 stories a code: some layer learnt
+    assert layers["complaint"] in ("model", "combined"), layers  # the rules cannot see it
     kappas = {c["code"]: c["kappa"] for c in models[0]["codes"]}
     for suggestion in fresh[0]["suggestions"]:
         assert suggestion["model_id"] == models[0]["id"]
