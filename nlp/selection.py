@@ -37,6 +37,7 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import NDArray
 from spacy.language import Language
+from spacy.tokens import Doc
 
 from .codebook import Codebook
 from .labels import EXCLUDE, EXCLUDE_LABEL, LabelledStory
@@ -128,8 +129,10 @@ def story_features(
     *,
     use_vectors: bool,
     batch_size: int = 256,
+    keep: list[Doc] | None = None,
 ) -> Features:
-    """Run the rule pipeline (`nlp.build_pipeline`) once over the stories."""
+    """Run the rule pipeline (`nlp.build_pipeline`) once over the stories (`keep`: a list that
+    receives the docs, so that training need not tokenise the stories again)."""
     index = {code: i for i, code in enumerate(codes)}
     evidence = np.zeros((len(texts), len(codes)), dtype=np.int64)
     n_tokens = np.zeros(len(texts), dtype=np.int64)
@@ -143,6 +146,8 @@ def story_features(
             if code in index:
                 evidence[row, index[code]] = evidence_count(code_hits)
         n_tokens[row] = len(doc)
+        if keep is not None:
+            keep.append(doc)
         if use_vectors:
             vectors.append(np.asarray(doc.vector, dtype=np.float64))
     valence = np.array([valence_inputs(v) for v in valences], dtype=np.float64).reshape(-1, 2)

@@ -108,21 +108,28 @@ class DocCache:
     the tokenised story with a one-token reference doc carrying the cats (shared per distinct
     cats), and the tokenised stories are kept for the next fold."""
 
-    def __init__(self) -> None:
-        self._docs: dict[str, Doc] = {}
+    def __init__(self, docs: Iterable[Doc] = ()) -> None:
+        # Docs of the rule pipeline can be handed in: the classifier reads hashed token
+        # attributes, which do not depend on the pipeline or vocabulary that made the doc.
+        self._docs: dict[str, Doc] = {doc.text: doc for doc in docs}
         self._references: dict[tuple[tuple[str, float], ...], Doc] = {}
+        self._examples: dict[tuple[str, tuple[tuple[str, float], ...]], Example] = {}
 
     def example(self, nlp: Language, text: str, cats: dict[str, float]) -> Example:
+        key = tuple(sorted(cats.items()))
+        found = self._examples.get((text, key))
+        if found is not None:
+            return found
         doc = self._docs.get(text)
         if doc is None:
             doc = self._docs[text] = nlp.make_doc(text)
-        key = tuple(sorted(cats.items()))
         reference = self._references.get(key)
         if reference is None:
             reference = Doc(nlp.vocab, words=["_"])
             reference.cats = dict(cats)
             self._references[key] = reference
-        return Example(doc, reference)
+        example = self._examples[(text, key)] = Example(doc, reference)
+        return example
 
 
 def fit_textcat(
@@ -356,19 +363,21 @@ def _cross_validate(
         raise ValueError(f"{n_final} confirmed stories: too few for {k}-fold cross-validation")
     rules = build_pipeline(codebook, base)
     use_vectors = not base.startswith("blank:") and pipeline_has_vectors(rules)
+    kept: list[Doc] = []
     features = story_features(
         rules,
         codes,
         [s.text for s in stories],
         [s.valence for s in stories],
         use_vectors=use_vectors,
+        keep=kept,
     )
     labels = _labels_of(stories, codes)
     folds = make_folds(stories, [*codes, EXCLUDE], k, seed)
     oof = np.zeros((len(stories), len(labels)), dtype=np.float64)
     fold_array = np.asarray(folds)
     blank: Language | None = None
-    docs = DocCache()
+    docs = DocCache(kept)
     for f in range(k):
         held = np.flatnonzero(fold_array == f)
         train_rows = np.flatnonzero(fold_array != f)
