@@ -25,7 +25,9 @@ def record(
     after: dict[str, Any] | None = None,
     actor_name: str | None = None,
 ) -> None:
-    """`actor_name` names an actor without a token (a respondent withdrawing their story)."""
+    """`actor_name` names an actor without a principal or token (a respondent withdrawing their
+    story, the worker acting for whoever queued the job); without either the actor is the
+    command line."""
     session.add(
         AuditEvent(
             actor_id=actor.id if actor else None,

@@ -38,18 +38,61 @@ def timed(run: Callable[[], None]) -> float:
     return time.perf_counter() - started
 
 
+def _train(codebook: object, n: int, base: str) -> Path:
+    import json
+    import tempfile
+
+    from bench.quality import DATA, proxy_labels
+    from nlp import LabelledStory, train_suggester
+
+    codes = [c.key for c in codebook.active_codes]  # type: ignore[attr-defined]
+    ids = {
+        json.loads(line)["id"]
+        for line in (DATA / "eval_stories.jsonl").read_text().splitlines()
+        if line.strip()
+    }
+    rows = proxy_labels(n // 3 + 100, 5, ids)[:n]
+    stories = [
+        LabelledStory.confirmed(text, {c for c, v in labels.items() if v}, codes, valence=valence)
+        for _, _, text, labels, valence in rows
+    ]
+    out = Path(tempfile.mkdtemp(prefix="cit-bench-model-")) / "m"
+    train_suggester(stories, codebook, out, base=base)  # type: ignore[arg-type]
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--stories", type=int, default=10_000)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--model-dir", type=Path, default=None, help="score with a trained model")
+    parser.add_argument(
+        "--train",
+        type=int,
+        default=0,
+        help="first train a model (train_suggester) on this many real stories outside the "
+        "evaluation set, labelled by their data sets, and score with it",
+    )
+    parser.add_argument(
+        "--layer",
+        choices=["rules", "model", "combined"],
+        default=None,
+        help="with a model: score every code with this layer (combined: classifier + stacker)",
+    )
+    parser.add_argument("--base", default="blank:en", help="spaCy base pipeline")
     args = parser.parse_args(argv)
 
     pinned = pin_to_one_core()
     stories = load_stories(args.stories)
     words = sum(len(story.split()) for story in stories)
-    suggester = Suggester(load_codebook_file(CODEBOOK), model_dir=args.model_dir)
+    codebook = load_codebook_file(CODEBOOK)
+    model_dir = args.model_dir
+    if args.train:
+        model_dir = _train(codebook, args.train, args.base)
+    suggester = Suggester(codebook, model_dir=model_dir, base=args.base)
+    if args.layer:
+        suggester.force_layer(args.layer)
     nlp = suggester.nlp
 
     def raw() -> None:
@@ -71,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     full_rate = len(stories) / statistics.median(full_times)
     ratio = full_rate / raw_rate
     print(f"stories: {len(stories)} ({words} words), pipeline: {nlp.pipe_names}")
-    print(f"layer: {suggester.layer}")
+    print(f"layer: {suggester.layer} {suggester.layers}")
     print(
         f"python {platform.python_version()}, {pinned}, batch size {args.batch_size}, "
         f"median of {args.repeats} alternating repetitions"

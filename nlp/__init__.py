@@ -6,8 +6,9 @@ A library: it never imports the web app, FastAPI or a database. Typical use::
     suggester = Suggester(codebook)                  # rules only
     for suggestions in suggester.suggest_many(stories):
         ...
-    train_textcat(confirmed, codebook, Path("var/models/x"))   # once enough stories are confirmed
-    suggester = Suggester(codebook, model_dir=Path("var/models/x"))
+    train_suggester(stories, codebook, Path("var/models/x"))   # once enough are confirmed
+    suggester = Suggester(codebook, model_dir=Path("var/models/x"))  # per code: rules, model
+                                                                     # or combined, by k-fold CV
 """
 
 from .codebook import (
@@ -22,34 +23,49 @@ from .codebook import (
     load_codebook_file,
     parse_codebook,
 )
-from .evaluate import EvaluationReport, cross_validate, format_table
-from .metrics import CodeMetrics, cohen_kappa
+from .evaluate import cross_validate, format_metrics_table, format_table
+from .labels import EXCLUDE, VALENCES, LabelledStory
+from .metrics import CodeMetrics, cohen_kappa, macro_summary
 from .pipeline import (
     LEMMATIZER_FACTORY,
     MATCHER_FACTORY,
     CodebookMatcher,
     RuleHit,
     build_pipeline,
+    evidence_count,
     rule_score,
 )
 from .redact import RedactedSpan, Redaction, luhn_valid, redact, redact_many
-from .suggest import MODEL_META_FILE, CodeSuggestion, Evidence, Suggester
+from .selection import MIN_SUPPORT, CodeSelection, SelectionReport, regressions
+from .suggest import (
+    MODEL_META_FILE,
+    CodeSuggestion,
+    Evidence,
+    ExclusionSuggestion,
+    ScoredStory,
+    Suggester,
+)
 from .text import ComposedStory, compose_story
 from .train import (
     MIN_CONFIRMED_FOR_MODEL,
-    HeldOutMetrics,
     TrainResult,
+    evaluate_rules,
+    evaluate_suggester,
     fit_textcat,
-    train_textcat,
+    train_suggester,
 )
 
 __all__ = [
     "DEFAULT_THRESHOLD",
+    "EXCLUDE",
     "LEMMATIZER_FACTORY",
     "MATCHER_FACTORY",
     "MIN_CONFIRMED_FOR_MODEL",
+    "MIN_SUPPORT",
     "MODEL_META_FILE",
+    "VALENCES",
     "CodeMetrics",
+    "CodeSelection",
     "CodeSpec",
     "CodeSuggestion",
     "Codebook",
@@ -57,13 +73,15 @@ __all__ = [
     "CodebookMatcher",
     "CodebookProblem",
     "ComposedStory",
-    "EvaluationReport",
     "Evidence",
-    "HeldOutMetrics",
+    "ExclusionSuggestion",
     "Indicators",
+    "LabelledStory",
     "RedactedSpan",
     "Redaction",
     "RuleHit",
+    "ScoredStory",
+    "SelectionReport",
     "Suggester",
     "TrainResult",
     "build_pipeline",
@@ -72,13 +90,19 @@ __all__ = [
     "cohen_kappa",
     "compose_story",
     "cross_validate",
+    "evaluate_rules",
+    "evaluate_suggester",
+    "evidence_count",
     "fit_textcat",
+    "format_metrics_table",
     "format_table",
     "load_codebook_file",
     "luhn_valid",
+    "macro_summary",
     "parse_codebook",
     "redact",
     "redact_many",
+    "regressions",
     "rule_score",
-    "train_textcat",
+    "train_suggester",
 ]

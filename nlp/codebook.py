@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 
 __all__ = [
+    "DEFAULT_EXCLUDE_WINDOW",
     "DEFAULT_THRESHOLD",
     "CodeSpec",
     "Codebook",
@@ -49,32 +50,65 @@ CODE_FIELDS = (
     "color",
 )
 COLOR_RE = re.compile(r"#(?:[0-9A-Fa-f]{6}|[0-9A-Fa-f]{3})\Z")
-INDICATOR_FIELDS = ("phrases", "lemma_phrases", "patterns")
+INDICATOR_FIELDS = (
+    "phrases",
+    "lemma_phrases",
+    "patterns",
+    "exclude_phrases",
+    "exclude_patterns",
+    "exclude_window",
+)
+DEFAULT_EXCLUDE_WINDOW = 3
+"""Tokens on either side of a negative cue within which it vetoes a match of its code."""
+MAX_EXCLUDE_WINDOW = 50
 
 TokenPattern = tuple[dict[str, Any], ...]
 
 
 @dataclass(frozen=True)
 class Indicators:
-    """Surface evidence for a code: phrases (case-insensitive), lemma phrases, Matcher patterns."""
+    """Surface evidence for a code: phrases (case-insensitive), lemma phrases, Matcher patterns.
+
+    Negative cues veto evidence: a match of `exclude_phrases` (case-insensitive, like `phrases`)
+    or `exclude_patterns` cancels every match of this code's indicators that overlaps it or lies
+    within `exclude_window` tokens of it ("outstanding balance" vetoes "outstanding" as praise).
+    """
 
     phrases: tuple[str, ...] = ()
     lemma_phrases: tuple[str, ...] = ()
     patterns: tuple[TokenPattern, ...] = ()
+    exclude_phrases: tuple[str, ...] = ()
+    exclude_patterns: tuple[TokenPattern, ...] = ()
+    exclude_window: int = DEFAULT_EXCLUDE_WINDOW
 
     def __hash__(self) -> int:
         # Patterns hold dicts; hash their canonical JSON so codebooks can key caches.
-        return hash((self.phrases, self.lemma_phrases, json.dumps(self.patterns, sort_keys=True)))
+        return hash(
+            (
+                self.phrases,
+                self.lemma_phrases,
+                json.dumps(self.patterns, sort_keys=True),
+                self.exclude_phrases,
+                json.dumps(self.exclude_patterns, sort_keys=True),
+                self.exclude_window,
+            )
+        )
 
     @property
     def is_empty(self) -> bool:
         return not (self.phrases or self.lemma_phrases or self.patterns)
 
     @property
+    def has_exclusions(self) -> bool:
+        return bool(self.exclude_phrases or self.exclude_patterns)
+
+    @property
     def uses_lemmas(self) -> bool:
         """True when matching needs token lemmas (lemma phrases or a LEMMA key in a pattern)."""
         return bool(self.lemma_phrases) or any(
-            "LEMMA" in token for pattern in self.patterns for token in pattern
+            "LEMMA" in token
+            for pattern in (*self.patterns, *self.exclude_patterns)
+            for token in pattern
         )
 
 
@@ -293,11 +327,44 @@ def _indicators(value: object, path: str, problems: _Problems) -> Indicators:
         problems.add(path, f"must be a mapping, not {_type_name(value)}")
         return Indicators()
     _unknown_fields(value, INDICATOR_FIELDS, path, problems)
-    return Indicators(
+    indicators = Indicators(
         phrases=_string_list(value.get("phrases"), f"{path}.phrases", problems),
         lemma_phrases=_string_list(value.get("lemma_phrases"), f"{path}.lemma_phrases", problems),
         patterns=_patterns(value.get("patterns"), f"{path}.patterns", problems),
+        exclude_phrases=_string_list(
+            value.get("exclude_phrases"), f"{path}.exclude_phrases", problems
+        ),
+        exclude_patterns=_patterns(
+            value.get("exclude_patterns"), f"{path}.exclude_patterns", problems
+        ),
+        exclude_window=_window(value.get("exclude_window"), f"{path}.exclude_window", problems),
     )
+    if indicators.has_exclusions and indicators.is_empty:
+        problems.add(
+            path,
+            "exclude_phrases / exclude_patterns veto matches of this code's indicators, "
+            "but it has none (add phrases, lemma_phrases or patterns)",
+        )
+    positive = {phrase.lower() for phrase in indicators.phrases}
+    for index, phrase in enumerate(indicators.exclude_phrases):
+        if phrase.lower() in positive:
+            problems.add(
+                f"{path}.exclude_phrases[{index}]",
+                f"{phrase!r} is also one of the code's phrases: it would veto itself everywhere",
+            )
+    return indicators
+
+
+def _window(value: object, where: str, problems: _Problems) -> int:
+    if value is None:
+        return DEFAULT_EXCLUDE_WINDOW
+    if isinstance(value, bool) or not isinstance(value, int):
+        problems.add(where, f"must be a whole number of tokens, not {_type_name(value)}")
+        return DEFAULT_EXCLUDE_WINDOW
+    if not 0 <= value <= MAX_EXCLUDE_WINDOW:
+        problems.add(where, f"must be between 0 and {MAX_EXCLUDE_WINDOW} tokens, got {value}")
+        return DEFAULT_EXCLUDE_WINDOW
+    return value
 
 
 def _threshold(value: object, where: str, problems: _Problems) -> float:
@@ -455,6 +522,15 @@ def _indicators_to_dict(indicators: Indicators) -> dict[str, Any]:
     if indicators.lemma_phrases:
         out["lemma_phrases"] = list(indicators.lemma_phrases)
     out["patterns"] = [[copy.deepcopy(token) for token in p] for p in indicators.patterns]
+    # Negative cues only when used, so that codebooks without them keep their fingerprint.
+    if indicators.exclude_phrases:
+        out["exclude_phrases"] = list(indicators.exclude_phrases)
+    if indicators.exclude_patterns:
+        out["exclude_patterns"] = [
+            [copy.deepcopy(token) for token in p] for p in indicators.exclude_patterns
+        ]
+    if indicators.has_exclusions or indicators.exclude_window != DEFAULT_EXCLUDE_WINDOW:
+        out["exclude_window"] = indicators.exclude_window
     return out
 
 

@@ -7,7 +7,15 @@ from collections.abc import Hashable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-__all__ = ["CodeMetrics", "code_metrics", "cohen_kappa", "macro_f1", "mean_or_none"]
+__all__ = [
+    "CodeMetrics",
+    "binary_metrics",
+    "code_metrics",
+    "cohen_kappa",
+    "macro_f1",
+    "macro_summary",
+    "mean_or_none",
+]
 
 
 def cohen_kappa(rater_a: Sequence[Hashable], rater_b: Sequence[Hashable]) -> float | None:
@@ -87,15 +95,48 @@ def code_metrics(
     return tuple(results)
 
 
-def macro_f1(metrics: Sequence[CodeMetrics]) -> float:
-    """Unweighted mean F1 over the codes that were confirmed or suggested at least once.
+def binary_metrics(
+    code: str, gold: Sequence[bool] | Any, predicted: Sequence[bool] | Any
+) -> CodeMetrics:
+    """`code_metrics` for one code from two boolean sequences (lists or numpy arrays)."""
+    gold_list = [bool(g) for g in gold]
+    predicted_list = [bool(p) for p in predicted]
+    yes = frozenset({code})
+    no: frozenset[str] = frozenset()
+    return code_metrics(
+        [yes if g else no for g in gold_list],
+        [yes if p else no for p in predicted_list],
+        [code],
+    )[0]
 
-    A code neither confirmed nor suggested in the sample has no defined F1 and is left out, so
-    that a sample without, say, any owner_error story does not drag the mean down; 0 when no
-    code qualifies.
+
+def macro_f1(metrics: Sequence[CodeMetrics]) -> float:
+    """Unweighted mean F1 over *all* the given codes.
+
+    A code without support (never confirmed in the sample) counts with F1 0 rather than being
+    left out: a suggester cannot be shown to handle a code nobody confirmed, and a mean that drops
+    it overstates quality. `macro_summary` names those codes beside the mean.
     """
-    scored = [m.f1 for m in metrics if m.tp + m.fp + m.fn > 0]
-    return sum(scored) / len(scored) if scored else 0.0
+    return sum(m.f1 for m in metrics) / len(metrics) if metrics else 0.0
+
+
+def macro_summary(metrics: Sequence[CodeMetrics]) -> dict[str, Any]:
+    """Means over all codes (precision, recall, F1 with codes without support counted as 0;
+    kappa over the codes where it is defined), and which codes lack support or a kappa."""
+    n = len(metrics)
+    supported = [m for m in metrics if m.support > 0]
+    return {
+        "n_codes": n,
+        "precision": sum(m.precision for m in metrics) / n if n else 0.0,
+        "recall": sum(m.recall for m in metrics) / n if n else 0.0,
+        "f1": macro_f1(metrics),
+        "kappa": mean_or_none([m.kappa for m in metrics]),
+        "codes_without_support": [m.code for m in metrics if m.support == 0],
+        "codes_without_kappa": [m.code for m in metrics if m.kappa is None],
+        "f1_over_supported_codes": (
+            sum(m.f1 for m in supported) / len(supported) if supported else None
+        ),
+    }
 
 
 def mean_or_none(values: Sequence[float | None]) -> float | None:

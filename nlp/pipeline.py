@@ -1,17 +1,21 @@
 """The spaCy pipeline: a lookup lemmatizer and the codebook matcher that records rule hits on docs.
 
-Rule score. For each code the matcher counts the *distinct* indicators that matched a story (the
-same phrase found three times counts once) and scores the code `1 - 0.5 ** n`: no hit 0, one hit
-0.5, two 0.75, three 0.875, ... The score is monotone in the evidence, never reaches 1, and with the
-default threshold 0.5 a single indicator is enough for a suggestion, which is what a researcher
-skimming stories wants from the rule layer: recall first, the human confirms.
+Rule score. For each code the matcher counts the *distinct pieces of evidence* in a story and
+scores the code `1 - 0.5 ** n`: no hit 0, one 0.5, two 0.75, three 0.875, ... Matches of one
+indicator count once however often it is found, and matches whose spans overlap count once
+whichever indicators found them ("requested", matched by a phrase and by a pattern, is one piece
+of evidence): see `evidence_count`. The score is monotone in the evidence, never reaches 1, and
+with the default threshold 0.5 a single piece of evidence is enough for a suggestion.
+
+Negative cues (`exclude_phrases`, `exclude_patterns`) veto their code's matches that overlap them
+or lie within `exclude_window` tokens: vetoed matches are neither evidence nor counted.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -33,6 +37,7 @@ __all__ = [
     "LookupLemmatizer",
     "RuleHit",
     "build_pipeline",
+    "evidence_count",
     "rule_score",
 ]
 
@@ -58,8 +63,45 @@ class RuleHit(NamedTuple):
 
 
 def rule_score(n_distinct_hits: int) -> float:
-    """`1 - 0.5 ** n`: 0 without evidence, 0.5 for one distinct indicator, 0.75 for two, ..."""
+    """`1 - 0.5 ** n`: 0 without evidence, 0.5 for one distinct piece of evidence, 0.75 for two."""
     return 1.0 - 0.5**n_distinct_hits if n_distinct_hits > 0 else 0.0
+
+
+def evidence_count(hits: Sequence[RuleHit]) -> int:
+    """Distinct pieces of evidence among one code's hits.
+
+    Two hits are the same evidence when they come from the same indicator (a phrase found three
+    times) or when their spans overlap (one span found by two indicators); the count is the number
+    of groups that these two relations join, transitively.
+    """
+    if len(hits) < 2:
+        return len(hits)
+    parent = list(range(len(hits)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    def join(i: int, j: int) -> None:
+        a, b = root(i), root(j)
+        if a != b:
+            parent[b] = a
+
+    first_of: dict[str, int] = {}
+    order = sorted(range(len(hits)), key=lambda i: (hits[i].start, hits[i].end))
+    reach, reach_index = -1, -1
+    for i in order:
+        hit = hits[i]
+        if hit.start < reach:
+            join(reach_index, i)
+        if hit.end > reach:
+            reach, reach_index = hit.end, i
+        seen = first_of.setdefault(hit.indicator, i)
+        if seen != i:
+            join(seen, i)
+    return sum(1 for i in range(len(hits)) if root(i) == i)
 
 
 class LookupLemmatizer:
@@ -283,6 +325,8 @@ class CodebookMatcher:
         self._phrase_matchers: list[Callable[[Doc], Any]] = []
         self._patterns: list[_GatedPattern] = []
         self._labels: dict[int, tuple[str, str]] = {}
+        self._vetoes: frozenset[int] = frozenset()
+        self._windows: dict[str, int] = {}
 
     @property
     def codes(self) -> tuple[str, ...]:
@@ -304,10 +348,14 @@ class CodebookMatcher:
         lemma = PhraseMatcher(vocab, attr="LEMMA")
         patterns: list[_GatedPattern] = []
         labels: dict[int, tuple[str, str]] = {}
+        vetoes: set[int] = set()
+        windows: dict[str, int] = {}
 
-        def key_for(code: str, indicator: str) -> str:
+        def key_for(code: str, indicator: str, veto: bool = False) -> str:
             match_key = f"{self.name}\x1f{code}\x1f{indicator}"
             labels[vocab.strings.add(match_key)] = (code, indicator)
+            if veto:
+                vetoes.add(vocab.strings.add(match_key))
             return match_key
 
         for code in codebook.active_codes:
@@ -324,26 +372,54 @@ class CodebookMatcher:
             for index, pattern in enumerate(found.patterns):
                 key = key_for(code.key, f"patterns[{index}]")
                 patterns.append(_GatedPattern(vocab, key, [dict(token) for token in pattern]))
+            if found.has_exclusions:
+                windows[code.key] = found.exclude_window
+            for phrase in {p.lower(): p for p in reversed(found.exclude_phrases)}.values():
+                docs = [self.nlp.make_doc(v) for v in _apostrophe_variants(phrase)]
+                key = key_for(code.key, f"exclude_phrases: {phrase}", veto=True)
+                lower.add(key, [d for d in docs if len(d)])
+            for index, pattern in enumerate(found.exclude_patterns):
+                key = key_for(code.key, f"exclude_patterns[{index}]", veto=True)
+                patterns.append(_GatedPattern(vocab, key, [dict(token) for token in pattern]))
         self._phrase_matchers = [m for m in (lower, lemma) if len(m)]
         self._patterns = patterns
         self._labels = labels
+        self._vetoes = frozenset(vetoes)
+        self._windows = windows
         self.codebook = codebook
 
     def __call__(self, doc: Doc) -> Doc:
-        hits: list[RuleHit] = []
-        labels = self._labels
+        found: list[tuple[int, int, int]] = []
         for matcher in self._phrase_matchers:
-            for match_id, start, end in matcher(doc):
-                code, indicator = labels[match_id]
-                span = doc[start:end]
-                hits.append(RuleHit(code, indicator, span.start_char, span.end_char, span.text))
+            found.extend(matcher(doc))
         if self._patterns and len(doc):
             index = _DocIndex(doc)
             for pattern in self._patterns:
-                for start, end in pattern(doc, index):
-                    code, indicator = labels[pattern.key]
-                    span = doc[start:end]
-                    hits.append(RuleHit(code, indicator, span.start_char, span.end_char, span.text))
+                key = pattern.key
+                found.extend((key, start, end) for start, end in pattern(doc, index))
+        labels = self._labels
+        vetoes = self._vetoes
+        vetoed: dict[str, list[tuple[int, int]]] = {}
+        if vetoes:
+            for match_id, start, end in found:
+                if match_id in vetoes:
+                    vetoed.setdefault(labels[match_id][0], []).append((start, end))
+        hits: list[RuleHit] = []
+        for match_id, start, end in found:
+            if match_id in vetoes:
+                continue
+            code, indicator = labels[match_id]
+            cues = vetoed.get(code)
+            if cues is not None:
+                window = self._windows[code]
+                # Overlapping, or at most `window` tokens between the match and the cue.
+                if any(
+                    start < c_end + window + 1 and c_start < end + window + 1
+                    for c_start, c_end in cues
+                ):
+                    continue
+            span = doc[start:end]
+            hits.append(RuleHit(code, indicator, span.start_char, span.end_char, span.text))
         doc._.set(HITS_ATTR, hits)
         return doc
 

@@ -276,6 +276,9 @@ def insert_story(
         "consent": "given" if survey.consent_text else "not_asked",
         "import_id": None,
         "receipt_hash": receipt_hash(receipt) if receipt else None,
+        # Patterns only (e-mail, phone, ...): a configured NER pipeline is the worker's to run,
+        # and researchers read the story once it has (app.incidents.redaction.readable).
+        "redacted_with": None,
         **redaction_columns(answers),
         "open_survey_id": survey.id,
         "open_at": now,

@@ -25,6 +25,7 @@ from app.exports.router import streamed
 from app.exports.service import ExportSpec
 from app.incidents import service
 from app.incidents.intake import receive_story
+from app.incidents.redaction import required_redaction
 from app.incidents.schemas import IncidentPage, IncidentRead, StorySubmission, SubmissionReceipt
 from app.pagination import PageSize
 from app.protection import client_key
@@ -43,6 +44,11 @@ ViewParam = Annotated[
 
 def _view(user: Principal, asked: service.View | None) -> service.View:
     return service.resolve_view(user, asked)
+
+
+def _redaction(request: Request) -> str | None:
+    """The redaction researchers' reads require under this app's settings."""
+    return required_redaction(app_settings(request).nlp_pipeline)
 
 
 @router.get(
@@ -104,7 +110,13 @@ def list_incidents(
         table = "stories" if chosen == "csv" else None
         return streamed(request, user, spec, chosen, table, stem="incidents", survey_id=None)
     return service.list_incidents(
-        session, filters=filters, cursor=cursor, limit=size, view=_view(user, view), viewer=user
+        session,
+        filters=filters,
+        cursor=cursor,
+        limit=size,
+        view=_view(user, view),
+        viewer=user,
+        redaction=_redaction(request),
     )
 
 
@@ -115,6 +127,7 @@ def list_incidents(
 )
 def read_incident(
     incident_id: int,
+    request: Request,
     response: Response,
     session: SessionDep,
     user: RequireResearcher,
@@ -125,7 +138,9 @@ def read_incident(
     story's version: send it back as `If-Match` when coding it."""
     incident = service.get_incident(session, incident_id)
     response.headers["ETag"] = service.etag(session, incident, user.id)
-    return service.to_reads(session, [incident], _view(user, view), user)[0]
+    return service.to_reads(
+        session, [incident], _view(user, view), user, redaction=_redaction(request)
+    )[0]
 
 
 @public_router.post(

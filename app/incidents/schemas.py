@@ -51,7 +51,16 @@ class SuggestionRead(BaseModel):
     code: str
     score: float
     suggested: bool
-    source: Literal["rules", "model"]
+    source: Literal["rules", "model", "combined"] = Field(
+        description="The layer that scored the code: the codebook's rules, the trained model, "
+        "or the two combined (with the story's valence)"
+    )
+    threshold: float = Field(0.5, description="Score at or above which the code is suggested")
+    kappa: float | None = Field(
+        None,
+        description="Cross-validated Cohen's kappa of this layer for this code in the active "
+        "model's training run (null: not measured, e.g. rules before any training)",
+    )
     evidence: list[EvidenceRead]
     codebook_version_id: int
     model_id: int | None
@@ -128,6 +137,13 @@ class SuggestionJobRead(BaseModel):
     last_error: str | None
 
 
+class ExclusionSuggestionRead(BaseModel):
+    score: float
+    suggested: bool = Field(description="The model thinks the story is no critical incident")
+    threshold: float
+    source: Literal["model", "combined"]
+
+
 class IncidentRead(BaseModel):
     id: int
     survey_id: int
@@ -157,7 +173,15 @@ class IncidentRead(BaseModel):
         description="Admins read the original text; everyone else the text with personal data "
         "replaced. Evidence offsets always refer to the redacted text."
     )
+    redaction_pending: bool = Field(
+        False,
+        description="True while the story awaits redaction with the configured NER pipeline: "
+        "researchers get no text, evidence or suggestions until then",
+    )
     suggestions: list[SuggestionRead]
+    exclusion_suggestion: ExclusionSuggestionRead | None = Field(
+        None, description='"Exclude" suggested once the model has learnt confirmed exclusions'
+    )
     suggestion_job: SuggestionJobRead | None = Field(
         description="Set while suggestions are being (re)computed, or when that failed"
     )

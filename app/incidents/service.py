@@ -14,14 +14,16 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 from sqlalchemy import ColumnElement, SQLColumnExpression, and_, exists, or_, select
 from sqlalchemy.orm import Session
 
-from app.config import Settings
+from app.config import Settings, get_settings
 from app.errors import AppError, Forbidden, NotFound
 from app.i18n import DEFAULT_LANGUAGE, translator
 from app.incidents.redaction import (
     REDACTED_FIELDS,
     TextViews,
     original_answers,
+    readable,
     redacted_answers,
+    required_redaction,
     text_views,
 )
 from app.incidents.schemas import (
@@ -328,17 +330,28 @@ def to_reads(
     incidents: Sequence[Incident],
     view: View,
     viewer: Principal | None = None,
+    *,
+    redaction: str | Literal["configured"] | None = "configured",
 ) -> list[IncidentRead]:
     """Stories as researchers (redacted) or admins (original) read them, with suggestions,
     final codes, the codings `viewer` may see and any pending or failed suggestion job, loaded
-    in bulk (no N+1)."""
+    in bulk (no N+1).
+
+    `redaction` is the redaction marker the redacted view requires ("configured": the one of
+    the process settings' NER pipeline): a story not yet redacted with it is served without its
+    text, evidence or suggestions, flagged `redaction_pending`."""
+    if redaction == "configured":
+        redaction = required_redaction(get_settings().nlp_pipeline)
     ids = [i.id for i in incidents]
+    exclusions: dict[int, dict[str, Any]] = {}
     suggestions: dict[int, list[SuggestionRead]] = defaultdict(list)
     codes: dict[int, list[FinalCodeRead]] = defaultdict(list)
     jobs: dict[int, SuggestionJobRead] = {}
     codings = load_codings(session, ids, view=view)
     if ids:
         for row in session.scalars(select(Suggestion).where(Suggestion.incident_id.in_(ids))):
+            if row.exclusion:
+                exclusions[row.incident_id] = row.exclusion
             suggestions[row.incident_id] = [
                 SuggestionRead(
                     **item,
@@ -365,7 +378,13 @@ def to_reads(
             )
     reads = []
     for incident in incidents:
-        answers = original_answers(incident) if view == "original" else redacted_answers(incident)
+        pending = view == "redacted" and not readable(incident, redaction)
+        if view == "original":
+            answers = original_answers(incident)
+        elif pending:
+            answers = dict.fromkeys(REDACTED_FIELDS)
+        else:
+            answers = redacted_answers(incident)
         reads.append(
             IncidentRead(
                 id=incident.id,
@@ -381,7 +400,7 @@ def to_reads(
                 language=incident.language,
                 attributes=incident.attributes
                 if view == "original"
-                else _redacted_attributes(incident.attributes),
+                else ({} if pending else _redacted_attributes(incident.attributes)),
                 invitation_id=incident.invitation_id,
                 submitted_at=incident.submitted_at,
                 status=visible_status(incident, codings[incident.id], viewer),
@@ -390,7 +409,9 @@ def to_reads(
                 exclusion_reason=incident.exclusion_reason,
                 finalized_at=incident.finalized_at,
                 view=view,
-                suggestions=suggestions[incident.id],
+                redaction_pending=pending,
+                suggestions=[] if pending else suggestions[incident.id],
+                exclusion_suggestion=None if pending else exclusions.get(incident.id),
                 suggestion_job=jobs.get(incident.id),
                 final_codes=codes[incident.id],
                 codings=visible_codings(incident, codings[incident.id], viewer),
@@ -491,12 +512,22 @@ def list_incidents(
     limit: int,
     view: View,
     viewer: Principal | None = None,
+    redaction: str | Literal["configured"] | None = "configured",
 ) -> IncidentPage:
-    """One keyset page of stories (by id) matching `filters`."""
+    """One keyset page of stories (by id) matching `filters` (see `to_reads` for
+    `redaction`). A text search in the redacted view skips stories still awaiting redaction:
+    a match on a name would tell which story holds it."""
     filters = filters or IncidentFilters(survey_id=survey_id)
-    query = select(Incident).where(*filter_conditions(filters, view, viewer))
+    if redaction == "configured":
+        redaction = required_redaction(get_settings().nlp_pipeline)
+    conditions = filter_conditions(filters, view, viewer)
+    if filters.q and view == "redacted" and redaction is not None:
+        conditions.append(Incident.redacted_with == redaction)
+    query = select(Incident).where(*conditions)
     rows, next_cursor = keyset_page(session, query, Incident.id, cursor, limit)
-    return IncidentPage(items=to_reads(session, rows, view, viewer), next_cursor=next_cursor)
+    return IncidentPage(
+        items=to_reads(session, rows, view, viewer, redaction=redaction), next_cursor=next_cursor
+    )
 
 
 class SubmissionInvalid(AppError):

@@ -191,6 +191,28 @@ def finish(
     return int(getattr(outcome, "rowcount", 0) or 0)
 
 
+def heartbeat(
+    session: Session,
+    job: ClaimedJob,
+    worker: str,
+    lease_seconds: int,
+    progress: dict[str, Any] | None = None,
+) -> bool:
+    """A long job's sign of life: renew its lease and record its progress in `result`;
+    False when the job is no longer this worker's."""
+    now = utcnow()
+    values: dict[str, Any] = {"locked_until": now + timedelta(seconds=lease_seconds)}
+    if progress is not None:
+        values["result"] = progress
+    outcome = session.execute(
+        update(Job)
+        .where(Job.id == job.id, Job.locked_by == worker)
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(getattr(outcome, "rowcount", 0))
+
+
 def backoff_seconds(attempts: int) -> int:
     return int(min(BACKOFF_BASE_SECONDS * 2 ** max(attempts - 1, 0), BACKOFF_MAX_SECONDS))
 

@@ -5,7 +5,16 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import CheckConstraint, ForeignKey, Index, String, Text, UniqueConstraint, text
+from sqlalchemy import (
+    CheckConstraint,
+    ForeignKey,
+    Index,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+    true,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.models.base import Base, utcnow
@@ -20,6 +29,9 @@ class Codebook(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     # The newest version; versions themselves never change.
     current_version: Mapped[int] = mapped_column(default=1)
+    # Whether a training run may make its model active by itself (when it beats the layer in use
+    # on every code); when off, an admin activates models by hand.
+    auto_activate: Mapped[bool] = mapped_column(default=True, server_default=true())
 
 
 class CodebookVersion(Base):

@@ -56,6 +56,9 @@ class Suggestion(Base):
     certainty: Mapped[float] = mapped_column(Float, index=True)
     codebook_version_id: Mapped[int] = mapped_column(ForeignKey("codebook_versions.id"))
     model_id: Mapped[int | None] = mapped_column(ForeignKey("nlp_models.id", ondelete="SET NULL"))
+    # {"score", "suggested", "threshold", "source"}: whether the story looks like no critical
+    # incident; None while the model has not learnt exclusions (too few confirmed).
+    exclusion: Mapped[dict[str, Any] | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

@@ -83,6 +83,10 @@ class Incident(Base):
     # the redacted spans. The fields above keep the original, shown to admins only.
     redacted: Mapped[dict[str, Any]]
     redaction_spans: Mapped[dict[str, Any]]
+    # Which redaction produced `redacted`: None = the pattern redaction done at submission,
+    # "ner:<pipeline>@<version>" = patterns plus that pipeline's person names (set by the worker).
+    # With NER configured, researchers read only stories redacted with it.
+    redacted_with: Mapped[str | None] = mapped_column(String(200))
 
     submitted_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
     status: Mapped[str] = mapped_column(String(16), default="new", index=True)

@@ -61,6 +61,7 @@ from app.reviews.schemas import (
     SingleLabelRead,
     StatisticRead,
     StoryLevelRead,
+    SuggestionSourceRead,
 )
 from app.reviews.service import ADJUDICATE
 from nlp.codebook import parse_codebook
@@ -105,7 +106,7 @@ def reliability_report(
         raise ValueError(f"exclusion must be one of {EXCLUSION_HANDLINGS}")
     stories = _story_conditions(survey_id, submitted_from, submitted_to)
     codings, n_codings, excluded = _coder_codings(session, stories, codebook_version_id)
-    model, final_versions = _model_and_final(session, stories, codebook_version_id)
+    model, final_versions, made_by = _model_and_final(session, stories, codebook_version_id)
 
     versions = _versions(session, codebook_version_id, _coding_versions(excluded), final_versions)
     content = _codebook_content(session, versions, codebook_version_id)
@@ -145,6 +146,7 @@ def reliability_report(
             method=bootstrap.UNITS_METHOD,
         ),
         model_vs_final=model_section,
+        model_vs_final_made_by=made_by,
         notes=notes,
         **coders_section.model_dump(),
     )
@@ -216,7 +218,7 @@ def _coder_codings(
 
 def _model_and_final(
     session: Session, stories: list[ColumnElement[bool]], version_id: int | None
-) -> tuple[Codings, set[int]]:
+) -> tuple[Codings, set[int], list[SuggestionSourceRead]]:
     """Suggested codes against final codes, over the coded stories that have suggestions."""
     version = [IncidentCode.codebook_version_id == version_id] if version_id is not None else []
     finals: dict[int, set[str]] = defaultdict(set)
@@ -230,20 +232,29 @@ def _model_and_final(
         finals[incident_id].add(code)
         final_versions.add(code_version)
     suggested: dict[int, frozenset[str]] = {}
+    sources: Counter[tuple[int | None, int]] = Counter()
     if finals:
-        for incident_id, items in session.execute(
-            select(Suggestion.incident_id, Suggestion.items).where(
-                Suggestion.incident_id.in_(list(finals))
-            )
+        for incident_id, items, model_id, suggestion_version in session.execute(
+            select(
+                Suggestion.incident_id,
+                Suggestion.items,
+                Suggestion.model_id,
+                Suggestion.codebook_version_id,
+            ).where(Suggestion.incident_id.in_(list(finals)))
         ):
             suggested[incident_id] = frozenset(
                 str(item["code"]) for item in items if item.get("suggested")
             )
+            sources[(model_id, suggestion_version)] += 1
+    made_by = [
+        SuggestionSourceRead(model_id=m, codebook_version_id=v, n_stories=n)
+        for (m, v), n in sorted(sources.items(), key=lambda item: (item[0][1], item[0][0] or 0))
+    ]
     model: Codings = {
         incident_id: {MODEL: suggested.get(incident_id, frozenset()), FINAL: frozenset(codes)}
         for incident_id, codes in sorted(finals.items())
     }
-    return model, final_versions
+    return model, final_versions, made_by
 
 
 def _coding_versions(excluded: Excluded) -> set[int]:

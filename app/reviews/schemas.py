@@ -419,6 +419,14 @@ class AgreementFilters(BaseModel):
     submitted_to: datetime | None
 
 
+class SuggestionSourceRead(BaseModel):
+    """Which model (null: the rules alone) and codebook version made the compared suggestions."""
+
+    model_id: int | None
+    codebook_version_id: int
+    n_stories: int
+
+
 class AgreementReportRead(ReliabilitySection):
     """Inter-coder agreement over the stories two or more researchers coded, and the model's
     suggestions against the final codes. Aggregates only: no story text, no story ids."""
@@ -447,6 +455,11 @@ class AgreementReportRead(ReliabilitySection):
     bootstrap: BootstrapRead
     model_vs_final: ReliabilitySection = Field(
         description='Suggested codes ("model") against the final codes ("final") of coded stories'
+    )
+    model_vs_final_made_by: list[SuggestionSourceRead] = Field(
+        default_factory=list,
+        description="The models (null: rules) and codebook versions whose suggestions "
+        "model_vs_final compares, with how many stories each",
     )
     notes: list[str]
 

@@ -21,7 +21,7 @@ from app.codebooks.service import (
 )
 from app.db import session_scope
 from app.errors import AppError
-from app.incidents.redaction import REDACTED_FIELDS, redaction_columns
+from app.incidents.redaction import REDACTED_FIELDS, redaction_columns, required_redaction
 from app.models import Codebook, Job
 from app.observability import configure_logging
 from app.suggestions import service
@@ -65,17 +65,18 @@ def worker(
 
 @nlp_cli.command("train")
 def train(codebook: CodebookOption = None) -> None:
-    """Train a text classifier on the researcher-confirmed stories and make it active."""
+    """Train on what coders decided; per code, cross-validate rules, model and combined, keep
+    the best; activate the model if allowed and no code gets worse than the layer in use."""
     settings, factory = ready()
     try:
         with session_scope(factory) as session:
             found = _codebook(session, codebook)
             typer.echo(f"training on {service.count_confirmed(session, found)} confirmed stories…")
             model = service.train_model(session, found, settings, "cli")
-            metrics = model.metrics.get("metrics") or {}
-            typer.echo(f"model {model.id} active, stored at {model.path}")
-            if metrics:
-                typer.echo(f"held-out macro F1: {metrics.get('macro_f1')}")
+            typer.echo(nlp.format_table(model.metrics["evaluation"]))
+            activation = model.metrics["activation"]
+            state = "active" if model.active else "stored, not active"
+            typer.echo(f"model {model.id} {state} ({activation['reason']}); at {model.path}")
     except AppError as exc:
         fail(exc.detail)
 
@@ -88,22 +89,127 @@ def evaluate(
         Path | None, typer.Option("--json", help="Also write the report as JSON ('-': stdout)")
     ] = None,
 ) -> None:
-    """k-fold cross-validation of the suggestions against the confirmed codes."""
+    """k-fold figures of rules, model and combined per code against the confirmed codes (the
+    same run as training, nothing stored); with too few stories, the rules alone."""
     settings, factory = ready()
     with session_scope(factory, write=False) as session:
         found = _codebook(session, codebook)
-        examples = service.confirmed_examples(session, found)
+        stories = service.training_stories(session, found)
         nlp_codebook = load_nlp_codebook(current_version(session, found))
-    if len(examples) < folds:
-        fail(f"{len(examples)} confirmed stories: too few for {folds}-fold cross-validation")
-    report = nlp.cross_validate(examples, nlp_codebook, k=folds, base=settings.nlp_pipeline)
+    n_final = sum(1 for s in stories if s.final)
+    if n_final < max(folds, nlp.MIN_CONFIRMED_FOR_MODEL):
+        metrics = nlp.evaluate_rules(stories, nlp_codebook, base=settings.nlp_pipeline)
+        data: dict[str, Any] = {
+            "layer": "rules",
+            "n_final": n_final,
+            "codes": [m.to_dict() for m in metrics],
+            "macro": nlp.macro_summary(metrics),
+            "note": f"{n_final} confirmed stories, fewer than {nlp.MIN_CONFIRMED_FOR_MODEL} for "
+            "a model: the rule layer on all of them",
+        }
+        text = (
+            data["note"] + "\n" + nlp.format_metrics_table([(m.code, "rules", m) for m in metrics])
+        )
+    else:
+        report = nlp.cross_validate(stories, nlp_codebook, k=folds, base=settings.nlp_pipeline)
+        data = report.to_dict()
+        text = nlp.format_table(report)
     if json_out is not None and str(json_out) == "-":
-        typer.echo(json.dumps(report.to_dict(), indent=2))
+        typer.echo(json.dumps(data, indent=2))
         return
-    typer.echo(nlp.format_table(report))
+    typer.echo(text)
     if json_out is not None:
-        json_out.write_text(json.dumps(report.to_dict(), indent=2), encoding="utf-8")
+        json_out.write_text(json.dumps(data, indent=2), encoding="utf-8")
         typer.echo(f"written to {json_out}")
+
+
+@nlp_cli.command("models")
+def models(codebook: CodebookOption = None) -> None:
+    """List the trained models: which is active, per-code layers and macro kappa."""
+    _, factory = ready()
+    with session_scope(factory, write=False) as session:
+        found = _codebook(session, codebook)
+        rows = service.list_models(session, found.id)
+        typer.echo(
+            f"codebook {found.key}: automatic activation {'on' if found.auto_activate else 'off'}"
+        )
+        if not rows:
+            typer.echo("no model trained yet: the rules suggest every code")
+        for model in rows:
+            evaluation = model.metrics.get("evaluation") or {}
+            layers = ", ".join(f"{c['code']}={c['layer']}" for c in evaluation.get("codes", []))
+            macro = (evaluation.get("macro") or {}).get("selected") or {}
+            kappa = macro.get("kappa")
+            typer.echo(
+                f"{'*' if model.active else ' '} {model.id:>4}  {model.created_at:%Y-%m-%d %H:%M}  "
+                f"{model.n_examples:>5} stories  macro F1 {macro.get('f1', 0):.3f} "
+                f"kappa {'-' if kappa is None else f'{kappa:.3f}'}  {layers or 'format 1'}"
+            )
+
+
+@nlp_cli.command("activate")
+def activate(
+    model_id: Annotated[int, typer.Argument(help="Model id (see `cit nlp models`)")],
+) -> None:
+    """Make a stored model active (also an earlier one: a roll-back)."""
+    _, factory = ready()
+    try:
+        with session_scope(factory) as session:
+            model = service.activate_model(session, model_id, None)
+            typer.echo(f"model {model.id} active; stories not yet coded queued for re-scoring")
+    except AppError as exc:
+        fail(exc.detail)
+
+
+@nlp_cli.command("deactivate")
+def deactivate(codebook: CodebookOption = None) -> None:
+    """Go back to the rules: no model active for the codebook."""
+    _, factory = ready()
+    try:
+        with session_scope(factory) as session:
+            found = _codebook(session, codebook)
+            active = service.active_model(session, found.id)
+            if active is None:
+                fail(f"no model is active for {found.key}: the rules already suggest")
+            assert active is not None
+            service.deactivate_model(session, active.id, None)
+            typer.echo(f"model {active.id} deactivated; the rules suggest for {found.key}")
+    except AppError as exc:
+        fail(exc.detail)
+
+
+@nlp_cli.command("auto-activate")
+def auto_activate(
+    state: Annotated[str, typer.Argument(help="on or off")],
+    codebook: CodebookOption = None,
+) -> None:
+    """Whether training may activate its model by itself (for one codebook)."""
+    if state not in ("on", "off"):
+        fail("say on or off")
+    _, factory = ready()
+    with session_scope(factory) as session:
+        found = _codebook(session, codebook)
+        service.set_auto_activate(session, found, state == "on", None)
+    typer.echo(f"automatic activation {state} for {found.key}")
+
+
+@nlp_cli.command("redact")
+def redact_command(
+    batch_size: Annotated[int, typer.Option(min=1)] = 256,
+) -> None:
+    """Re-redact every stored story with the configured pipeline (person names too, when it
+    has NER), now, with a progress bar; until then researchers cannot read those stories."""
+    settings, factory = ready()
+    required = required_redaction(settings.nlp_pipeline)
+    if required is None:
+        typer.echo(f"{settings.nlp_pipeline} has no NER: the redaction at submission is complete")
+        return
+    job_worker = Worker(factory, settings, name="cit-nlp-redact")
+    with session_scope(factory, write=False) as session:
+        total = service.count_stale_redactions(session, required)
+    with tqdm(total=total, unit="story", file=sys.stderr) as bar:
+        done = job_worker.redact_all(batch_size, progress=bar.update)
+    typer.echo(f"{done} stories redacted with {required}")
 
 
 def _story_fields(line: dict[str, Any]) -> dict[str, str | None]:
@@ -129,6 +235,7 @@ def suggest(
     settings = get_settings()
     model_id: int | None = None
     version_number: int | None = None
+    kappas: dict[str, float | None] = {}
     if codebook_file is not None:
         try:
             nlp_codebook = nlp.load_codebook_file(codebook_file)
@@ -143,15 +250,19 @@ def suggest(
             suggester = context.suggester
             model_id = context.model.id if context.model else None
             version_number = context.version.number
+            kappas = service.layer_kappas(context.model)
     total = sum(1 for line in in_path.open(encoding="utf-8") if line.strip())
     errors = 0
     with in_path.open(encoding="utf-8") as source, out_path.open("w", encoding="utf-8") as sink:
-        batch: list[tuple[Any, nlp.ComposedStory]] = []
+        batch: list[tuple[Any, nlp.ComposedStory, str | None]] = []
+        # The worker's redaction: patterns, plus person names when the pipeline has NER.
+        ner = suggester.nlp if "ner" in suggester.nlp.pipe_names else None
 
         def flush() -> None:
-            stories = [story for _, story in batch]
-            for (story_id, story), suggestions in zip(
-                batch, service.score_stories(suggester, stories, batch_size), strict=True
+            stories = [story for _, story, _ in batch]
+            valences = [valence for _, _, valence in batch]
+            for (story_id, story, _), scored in zip(
+                batch, service.score_stories(suggester, stories, batch_size, valences), strict=True
             ):
                 sink.write(
                     json.dumps(
@@ -161,7 +272,11 @@ def suggest(
                             "codebook_version": version_number,
                             "model_id": model_id,
                             "text": story.text,
-                            "suggestions": [service.suggestion_item(story, s) for s in suggestions],
+                            "suggestions": [
+                                service.suggestion_item(story, s, kappas.get(s.code))
+                                for s in scored.codes
+                            ],
+                            "exclusion": scored.exclude.to_dict() if scored.exclude else None,
                         },
                         ensure_ascii=False,
                     )
@@ -182,11 +297,12 @@ def suggest(
                 errors += 1
                 continue
             redacted = (
-                redaction_columns(fields)["redacted"]
+                redaction_columns(fields, ner)["redacted"]
                 if "text" not in fields
-                else {"text": nlp.redact(fields["text"] or "").text}
+                else {"text": nlp.redact(fields["text"] or "", ner).text}
             )
-            batch.append((data.get("id"), nlp.compose_story(redacted)))
+            valence = data.get("valence") if data.get("valence") in nlp.VALENCES else None
+            batch.append((data.get("id"), nlp.compose_story(redacted), valence))
             if len(batch) >= batch_size:
                 flush()
         if batch:

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import gc
+import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 
+from spacy.language import Language
+
 import nlp
 from nlp import Suggester
+from nlp.pipeline import load_base
 
 MAX_CACHED = 4
+log = logging.getLogger(__name__)
 
 
 class SuggesterCache:
@@ -21,6 +26,14 @@ class SuggesterCache:
         self.base = base
         self._items: OrderedDict[tuple[int, int | None], Suggester] = OrderedDict()
         self._lock = threading.Lock()
+        self._base: Language | None = None
+
+    def get_base(self) -> Language:
+        """The configured base pipeline alone (for redaction with its NER), loaded once."""
+        with self._lock:
+            if self._base is None:
+                self._base = load_base(self.base)
+            return self._base
 
     def get(
         self,
@@ -41,6 +54,8 @@ class SuggesterCache:
         if callable(codebook):
             codebook = codebook()
         suggester = Suggester(codebook, model_dir=model_dir, base=self.base)
+        for warning in suggester.warnings:
+            log.warning("model %s: %s", model_id, warning)
         # The pipeline (vocabulary, tables, matchers) lives as long as the worker: moving it out
         # of the cyclic collector's reach keeps each collection from rescanning it (measured: a
         # tenth of the batch time went to collections that found nothing to free).

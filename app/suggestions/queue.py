@@ -12,8 +12,10 @@ from app.models import Incident, IncidentCode, Survey
 
 SUGGEST = "suggest"
 TRAIN = "train"
+REDACT = "redact"
+"""Re-redact every stored story with the configured NER pipeline (one job, with progress)."""
 IMPORT = "import"  # a file upload (app.imports.jobs), run by the same workers
-ALL_KINDS = (SUGGEST, TRAIN, IMPORT)
+ALL_KINDS = (SUGGEST, TRAIN, IMPORT, REDACT)
 
 
 def enqueue_suggestions(session: Session, incident_ids: Sequence[int]) -> None:

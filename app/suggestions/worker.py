@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.config import Settings
 from app.db import session_scope
 from app.errors import DATABASE_UNAVAILABLE, AppError
+from app.incidents.redaction import redaction_columns_many, required_redaction
 from app.jobs import queue
 from app.jobs.queue import ClaimedJob
 from app.models import Codebook
@@ -25,7 +26,7 @@ from app.observability import JOB_FAILURES
 from app.reports import rollups
 from app.suggestions import service
 from app.suggestions.engine import SuggesterCache
-from app.suggestions.queue import ALL_KINDS, IMPORT, SUGGEST, TRAIN
+from app.suggestions.queue import ALL_KINDS, IMPORT, REDACT, SUGGEST, TRAIN, enqueue_suggestions
 
 log = logging.getLogger("cit.worker")
 # How long a worker lets stories gather after a round that found only a few.
@@ -56,6 +57,7 @@ class Worker:
         self.settings = settings
         self.name = name or f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
         self.cache = cache or SuggesterCache(settings.nlp_pipeline)
+        self.required_redaction = required_redaction(settings.nlp_pipeline)
         self._stop = threading.Event()
 
     # One round ----------------------------------------------------------------------------------
@@ -84,6 +86,8 @@ class Worker:
                     self._run_single(job, self._train, result)
                 elif job.kind == IMPORT:
                     self._run_import(job, result)
+                elif job.kind == REDACT:
+                    self._run_redaction(job, result)
                 else:
                     self._record_failure(job, f"unknown job kind {job.kind!r}", result, final=True)
         return result
@@ -142,7 +146,98 @@ class Worker:
         model = service.train_model(
             session, codebook, self.settings, job.payload.get("requested_by", "worker")
         )
-        return {"model_id": model.id, "n_examples": model.n_examples, "metrics": model.metrics}
+        evaluation = model.metrics.get("evaluation") or {}
+        return {
+            "model_id": model.id,
+            "n_examples": model.n_examples,
+            "active": model.active,
+            "activation": model.metrics.get("activation"),
+            "layers": {c["code"]: c["layer"] for c in evaluation.get("codes", [])},
+            "macro": (evaluation.get("macro") or {}).get("selected"),
+        }
+
+    # Redaction ------------------------------------------------------------------------------
+
+    def queue_redaction(self) -> int | None:
+        """With an NER pipeline, queue the re-redaction of every story not yet redacted with it
+        (once: a queued job is not queued again); returns the job id, or None."""
+        marker = self.required_redaction
+        if marker is None:
+            return None
+        with session_scope(self.factory) as session:
+            if service.count_stale_redactions(session, marker) == 0:
+                return None
+            return queue.enqueue(
+                session,
+                REDACT,
+                {"marker": marker},
+                subject="redaction",
+                dedupe=True,
+                max_attempts=5,
+            )
+
+    def redact_all(
+        self, batch_size: int = 256, progress: Callable[[int], None] | None = None
+    ) -> int:
+        """Re-redact, batch by batch (one transaction each), every story not yet redacted with
+        the configured NER pipeline; returns how many were redacted."""
+        marker = self.required_redaction
+        if marker is None:
+            return 0
+        suggester = self.cache.get_base()
+        done = 0
+        while True:
+            # Read, redact with no transaction open (NER takes seconds a batch), then write in
+            # a short transaction: submissions never wait for this job.
+            with session_scope(self.factory, write=False) as session:
+                ids, originals = service.stale_redactions(session, marker, batch_size)
+            if not ids:
+                return done
+            columns = redaction_columns_many(originals, suggester)
+            with session_scope(self.factory) as session:
+                service.store_redactions(session, dict(zip(ids, columns, strict=True)), marker)
+                enqueue_suggestions(session, service.uncoded(session, ids))
+            done += len(ids)
+            if progress is not None:
+                progress(len(ids))
+
+    def _run_redaction(self, job: ClaimedJob, result: BatchResult) -> None:
+        """The redaction job: progress ({"done", "remaining"}) is written after every batch, and
+        the lease renewed, so `GET /api/v1/jobs/{id}` shows how far it is."""
+        state = {"done": 0}
+
+        def report(n: int) -> None:
+            state["done"] += n
+            with session_scope(self.factory) as session:
+                remaining = service.count_stale_redactions(session, job.payload["marker"])
+                queue.heartbeat(
+                    session,
+                    job,
+                    self.name,
+                    self.settings.job_lease_seconds,
+                    {"done": state["done"], "remaining": remaining},
+                )
+
+        try:
+            if job.payload.get("marker") != self.required_redaction:
+                raise AppError(
+                    f"job asks for redaction {job.payload.get('marker')!r}, this worker is "
+                    f"configured for {self.required_redaction!r}"
+                )
+            self.redact_all(self.settings.worker_batch_size, progress=report)
+            with session_scope(self.factory) as session:
+                queue.finish(
+                    session,
+                    [job.id],
+                    keep=True,
+                    result={"done": state["done"], "remaining": 0},
+                    worker=self.name,
+                )
+            result.done += 1
+        except AppError as exc:
+            self._record_failure(job, exc.detail, result, final=True)
+        except Exception:
+            self._record_failure(job, traceback.format_exc(limit=5), result)
 
     def _run_import(self, job: ClaimedJob, result: BatchResult) -> None:
         """An upload commits chunk by chunk in its own transactions (so that its progress can
@@ -219,6 +314,13 @@ class Worker:
 
     def run_forever(self) -> None:
         log.info("worker %s started", self.name)
+        try:
+            if self.queue_redaction() is not None:
+                log.info(
+                    "stories not yet redacted with %s: re-redaction queued", self.required_redaction
+                )
+        except Exception:
+            log.exception("could not check the redaction of stored stories")
         while not self._stop.is_set():
             try:
                 batch = self.run_once()

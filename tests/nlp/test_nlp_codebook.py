@@ -210,3 +210,34 @@ def test_load_file_round_trip(tmp_path: Path, default_codebook: Codebook) -> Non
     path = tmp_path / "copy.yaml"
     path.write_text(codebook_to_yaml(default_codebook), encoding="utf-8")
     assert load_codebook_file(path) == default_codebook
+
+
+def test_negative_cues_round_trip_and_leave_other_fingerprints_alone(
+    small_data: dict[str, Any], small_codebook: Codebook
+) -> None:
+    before = small_codebook.fingerprint()
+    assert "exclude_phrases" not in codebook_to_dict(small_codebook)["codes"][0]["indicators"]
+    small_data["codes"][0]["indicators"]["exclude_phrases"] = ["refund policy"]
+    small_data["codes"][0]["indicators"]["exclude_patterns"] = [[{"LOWER": "policy"}]]
+    small_data["codes"][0]["indicators"]["exclude_window"] = 5
+    codebook = parse_codebook(small_data)
+    assert codebook.fingerprint() != before
+    indicators = codebook.code("complaint").indicators
+    assert indicators.exclude_phrases == ("refund policy",) and indicators.exclude_window == 5
+    assert parse_codebook(codebook_to_dict(codebook)) == codebook
+
+
+def test_negative_cues_are_validated(small_data: dict[str, Any]) -> None:
+    complaint = small_data["codes"][0]["indicators"]
+    complaint["exclude_phrases"] = ["refund", 3]
+    complaint["exclude_patterns"] = [[{"LOWER": "x", "NOPE": 1}]]
+    complaint["exclude_window"] = 99
+    small_data["codes"][2]["indicators"] = {"exclude_phrases": ["no positives here"]}
+    with pytest.raises(CodebookError) as caught:
+        parse_codebook(small_data)
+    paths = {problem.path: problem.message for problem in caught.value.problems}
+    assert "itself" in paths["codes[0].indicators.exclude_phrases[0]"]
+    assert "must be a string" in paths["codes[0].indicators.exclude_phrases[1]"]
+    assert "Matcher" in paths["codes[0].indicators.exclude_patterns[0]"]
+    assert "between 0 and 50" in paths["codes[0].indicators.exclude_window"]
+    assert "has none" in paths["codes[2].indicators"]

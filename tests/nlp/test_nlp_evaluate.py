@@ -7,8 +7,9 @@ from typing import Protocol
 
 import pytest
 
-from nlp import Codebook, EvaluationReport, cohen_kappa, cross_validate, format_table
-from nlp.metrics import code_metrics, macro_f1
+from nlp import Codebook, SelectionReport, cohen_kappa, cross_validate, format_table
+from nlp.metrics import code_metrics, macro_f1, macro_summary, mean_or_none
+from nlp.train import evaluate_rules
 
 
 class Synthetic(Protocol):
@@ -43,13 +44,18 @@ def test_metrics_without_positives_are_zero_and_kappa_undefined() -> None:
     assert m.kappa is None  # both raters always say "absent": Pe = 1
 
 
-def test_macro_f1_leaves_out_codes_never_confirmed_nor_suggested() -> None:
+def test_macro_counts_codes_without_support_and_names_them() -> None:
     confirmed = [F({"a"}), F({"a"}), F()]
     suggested = [F({"a"}), F(), F({"b"})]
     a, b, c = code_metrics(confirmed, suggested, ["a", "b", "c"])
     assert (a.f1, b.f1, c.f1) == (pytest.approx(2 / 3), 0.0, 0.0)
-    assert macro_f1([a, b, c]) == pytest.approx((2 / 3 + 0.0) / 2)  # c has no F1 to average
-    assert macro_f1([c]) == 0.0
+    assert macro_f1([a, b, c]) == pytest.approx(2 / 9)  # b and c count, with F1 0
+    summary = macro_summary([a, b, c])
+    assert summary["n_codes"] == 3
+    assert summary["codes_without_support"] == ["b", "c"]
+    assert summary["codes_without_kappa"] == ["c"]  # c: never confirmed nor suggested
+    assert summary["f1_over_supported_codes"] == pytest.approx(2 / 3)
+    assert summary["kappa"] == pytest.approx(mean_or_none([a.kappa, b.kappa]))
 
 
 @pytest.mark.parametrize(
@@ -83,40 +89,34 @@ def test_rule_layer_report_by_hand(small_codebook: Codebook) -> None:
         ("Above and beyond, amazing service!", F({"extra_mile"})),  # rules: extra_mile -> tp
         ("A quiet day.", F({"old_code"})),  # retired code: ignored
     ]
-    report = cross_validate(stories, small_codebook)
-    assert (report.layer, report.k, report.n_examples) == ("rules", 0, 5)
-    complaint = report.code("complaint")
+    complaint, extra = evaluate_rules(stories, small_codebook)
     assert (complaint.tp, complaint.fp, complaint.fn, complaint.tn) == (1, 1, 1, 2)
     assert (complaint.precision, complaint.recall) == (0.5, 0.5)
     # Po = 3/5; suggested yes 2/5, confirmed yes 2/5: Pe = .16 + .36 = .52
     assert complaint.kappa == pytest.approx((0.6 - 0.52) / 0.48)
-    extra = report.code("extra_mile")
     assert (extra.precision, extra.recall, extra.f1, extra.kappa) == (1.0, 1.0, 1.0, 1.0)
-    assert report.macro_f1 == pytest.approx((0.5 + 1.0) / 2)
-    assert report.mean_kappa == pytest.approx(((0.08 / 0.48) + 1.0) / 2)
-    assert "fewer than" in report.note
 
 
-def test_model_cross_validation_report_shape(
-    small_codebook: Codebook, synthetic: Synthetic
-) -> None:
+def test_cross_validation_report_shape(small_codebook: Codebook, synthetic: Synthetic) -> None:
     stories = synthetic(40, seed=4)
     report = cross_validate(stories, small_codebook, k=4, seed=1, epochs=4)
-    assert isinstance(report, EvaluationReport)
-    assert (report.layer, report.k, report.n_examples) == ("model", 4, 40)
-    assert [m.code for m in report.codes] == ["complaint", "extra_mile"]
-    for m in report.codes:
-        assert m.tp + m.fp + m.fn + m.tn == 40
-        assert m.support == 20
-        assert 0.0 <= m.f1 <= 1.0
-    assert report.macro_f1 > 0.8  # the synthetic classes are easy to tell apart
+    assert isinstance(report, SelectionReport)
+    assert (report.k, report.n_final, report.n_codebook_examples) == (4, 40, 4)
+    assert [s.code for s in report.codes] == ["complaint", "extra_mile"]
+    for selection in report.codes:
+        assert set(selection.candidates) == {"rules", "model", "combined"}
+        for candidate in selection.candidates.values():
+            m = candidate.metrics
+            assert m.tp + m.fp + m.fn + m.tn == 40 and m.support == 20
+            assert len(candidate.fold_kappas) == 4
+        assert selection.layer in ("rules", "model", "combined") and selection.reason
+    assert report.macro("selected")["f1"] > 0.8  # the synthetic classes are easy to tell apart
     data = report.to_dict()
     assert json.loads(json.dumps(data)) == data
-    assert set(data) == {
-        "layer", "k", "seed", "n_examples", "codes", "macro_f1", "mean_kappa", "seconds", "note",
-    }  # fmt: skip
-    assert set(data["codes"][0]) == {
+    assert set(data["macro"]) == {"selected", "rules", "model", "combined"}
+    assert set(data["codes"][0]["candidates"]["model"]) >= {
         "code", "precision", "recall", "f1", "support", "kappa", "tp", "fp", "fn", "tn",
+        "fold_kappas", "fold_kappa_sd",
     }  # fmt: skip
 
 
@@ -124,15 +124,24 @@ def test_cross_validation_is_reproducible(small_codebook: Codebook, synthetic: S
     stories = synthetic(32, seed=6)
     first = cross_validate(stories, small_codebook, k=2, seed=3, epochs=2)
     second = cross_validate(stories, small_codebook, k=2, seed=3, epochs=2)
-    assert first.codes == second.codes
+    assert first.to_dict()["codes"] == second.to_dict()["codes"]
 
 
-def test_format_table_lists_every_code_and_the_means(small_codebook: Codebook) -> None:
-    report = cross_validate([("refund", F({"complaint"}))], small_codebook)
+def test_too_few_stories_for_the_folds_is_an_error(small_codebook: Codebook) -> None:
+    with pytest.raises(ValueError, match="too few for 5-fold"):
+        cross_validate([("refund", F({"complaint"}))], small_codebook)
+
+
+def test_format_table_lists_every_candidate_and_the_macros(
+    small_codebook: Codebook, synthetic: Synthetic
+) -> None:
+    report = cross_validate(synthetic(30, seed=2), small_codebook, k=3, epochs=2)
     table = format_table(report)
     lines = table.splitlines()
-    assert lines[0].startswith("layer: rules")
-    assert "precision" in lines[1] and "kappa" in lines[1]
-    assert any(line.startswith("complaint") and "1.000" in line for line in lines)
-    assert any(line.startswith("extra_mile") for line in lines)
-    assert lines[-1].startswith("macro / mean")
+    assert lines[0].startswith("3-fold cross-validation on 30 confirmed stories")
+    assert "kappa" in lines[1] and "tp" in lines[1]
+    assert sum("<- active" in line for line in lines) == 2
+    assert any(line.startswith("complaint") and "rules" in line for line in lines)
+    assert [line.split()[1] for line in lines if line.startswith("macro")] == [
+        "selected", "rules", "model", "combined",
+    ]  # fmt: skip

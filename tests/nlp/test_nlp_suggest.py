@@ -88,6 +88,44 @@ def test_overlapping_evidence_is_kept(small_data: dict[str, Any]) -> None:
         (6, 19, "charged twice"),
         (14, 19, "twice"),
     ]
+    # Three indicators on one span are one piece of evidence, not three.
+    assert complaint.score == 0.5
+
+
+def test_one_span_found_by_a_phrase_and_a_pattern_counts_once(small_data: dict[str, Any]) -> None:
+    small_data["codes"][1]["indicators"]["phrases"] = ["requested", "above and beyond"]
+    small_data["codes"][1]["indicators"]["patterns"] = [[{"LEMMA": "request"}]]
+    small_data["codes"][1]["threshold"] = 0.5
+    suggester = Suggester(parse_codebook(small_data))
+    extra = by_code(suggester.suggest("I requested a seat."))["extra_mile"]
+    assert len(extra.evidence) == 2 and extra.score == 0.5
+    both = by_code(suggester.suggest("I requested a seat; she went above and beyond."))
+    assert both["extra_mile"].score == 0.75
+
+
+def test_negative_cues_veto_nearby_matches_only(small_data: dict[str, Any]) -> None:
+    indicators = small_data["codes"][1]["indicators"]
+    indicators["phrases"] = ["outstanding", "above and beyond"]
+    indicators["exclude_phrases"] = ["outstanding balance"]
+    indicators["exclude_patterns"] = [[{"LOWER": "identity"}]]
+    indicators["exclude_window"] = 2
+    small_data["codes"][1]["threshold"] = 0.5
+    suggester = Suggester(parse_codebook(small_data))
+
+    def extra(text: str) -> CodeSuggestion:
+        return by_code(suggester.suggest(text))["extra_mile"]
+
+    assert extra("The staff were outstanding.").suggested
+    vetoed = extra("They said I have an Outstanding Balance of $300.")
+    assert (vetoed.score, vetoed.evidence) == (0.0, ())
+    # The cue vetoes the match it overlaps, not a second match far away in the story.
+    kept = extra("My outstanding balance was cleared and the agent went above and beyond.")
+    assert [e.text for e in kept.evidence] == ["above and beyond"] and kept.score == 0.5
+    assert extra("identity was outstanding").score == 0.0  # one token between: within 2
+    assert extra("identity checks took a while, outstanding").score == 0.5  # four between
+    # A cue of one code never vetoes another code's evidence.
+    complaint = by_code(suggester.suggest("Outstanding balance, and still no refund."))
+    assert complaint["complaint"].score == 0.5
 
 
 def test_lemma_phrases_and_patterns_match_inflections_and_case(
@@ -159,7 +197,12 @@ def test_default_codebook_examples_are_suggested_for_their_code(
         ("I asked if they had a wheelchair and an upgrade.", "special_request"),
         ("I have a peanut allergy.", "special_request"),
         ("The nurse went out of her way to help, she didn't have to.", "extra_mile"),
-        ("Thank you so much, amazing service and I was surprised.", "extra_mile"),
+        ("Thanks so much to the crew of flight 22, you were amazing.", "extra_mile"),
+        ("Dana at the Tulsa counter is a legend, she got us seated together.", "extra_mile"),
+        ("I left my card in a taxi last night, can you freeze it?", "owner_error"),
+        ("How do I get a second card for my partner?", "special_request"),
+        ("The app crashes every time I log in. I'm done, close my account", "special_request"),
+        ("Why did you take a fee when I topped up?", "complaint"),
         ("My flight was delayed and then cancelled.", "complaint"),
         ("I was charged twice and the agent was rude.", "complaint"),
         ("My order never arrived, still waiting for a refund. Unacceptable.", "complaint"),
@@ -169,6 +212,30 @@ def test_default_rules_catch_common_phrasing(
     default_suggester: Suggester, text: str, code: str
 ) -> None:
     assert by_code(default_suggester.suggest(text))[code].suggested
+
+
+@pytest.mark.parametrize(
+    ("text", "code"),
+    [
+        # Not a critical incident (the evaluation set's coding guide excludes them): no code.
+        ("@SkyLineAir thanks!!", "extra_mile"),
+        ("@SkyLineAir thank you so much, you are amazing", "extra_mile"),
+        ("@SkyLineAir do you fly to Lisbon in summer? Can I book online?", "special_request"),
+        ("What happens if my card gets stolen abroad?", "owner_error"),
+        # Negative cues and narrowed indicators.
+        ("Someone stole my identity and opened a card in my name.", "owner_error"),
+        ("It is not my fault, they posted my payment late.", "owner_error"),
+        ("The agent was not very helpful.", "extra_mile"),
+        ("I have an outstanding balance of $300.", "extra_mile"),
+        ("Can you refund my purchase? I changed my mind.", "complaint"),
+        ("Not bad for a first flight, no complaints.", "complaint"),
+        ("They cancelled my flight, can you rebook me?", "special_request"),
+    ],
+)
+def test_default_rules_stay_quiet_where_the_code_does_not_apply(
+    default_suggester: Suggester, text: str, code: str
+) -> None:
+    assert not by_code(default_suggester.suggest(text))[code].suggested
 
 
 def test_suggest_many_equals_suggest(

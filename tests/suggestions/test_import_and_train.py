@@ -51,6 +51,26 @@ def _study_file(tmp_path: Path, copies: int = 2) -> Path:
     return path
 
 
+def _unseen_study(tmp_path: Path) -> Path:
+    """80 confirmed stories whose codes no rule can see: "dreadful" marks a complaint."""
+    words = ["the", "day", "train", "shop", "bus", "aunt", "tea", "letter", "street", "gate"]
+    rows = []
+    for n in range(80):
+        complaint = n % 2 == 0
+        filler = " ".join(words[(n * 7 + i) % len(words)] for i in range(8))
+        rows.append(
+            {
+                "id": f"unseen-{n}",
+                "what_happened": f"{filler} {'dreadful' if complaint else 'pleasant'} {n}",
+                "valence": "dissatisfying" if complaint else "satisfying",
+                "codes": ["complaint"] if complaint else ["extra_mile"],
+            }
+        )
+    path = tmp_path / "unseen.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
+    return path
+
+
 def test_import_reports_bad_rows_and_keeps_good_ones(
     app: FastAPI,
     settings: Settings,
@@ -112,7 +132,7 @@ def test_train_through_the_api_and_suggest_from_the_model(
     assert too_early.status_code == 400 and "rule layer" in too_early.json()["detail"]
 
     report = import_incidents(
-        app.state.sessionmaker, _study_file(tmp_path), survey.id, settings, imported_by="import"
+        app.state.sessionmaker, _unseen_study(tmp_path), survey.id, settings, imported_by="import"
     )
     assert report.ok and report.stored >= 40
     response = client.post("/api/v1/nlp/train", headers=admin, json={})
@@ -121,7 +141,7 @@ def test_train_through_the_api_and_suggest_from_the_model(
     client.post(
         f"/api/v1/public/surveys/{survey.slug}/incidents",
         json={
-            "what_happened": "The flight was cancelled and I am still waiting for my refund.",
+            "what_happened": "A dreadful morning at the gate with my aunt and a letter.",
             "valence": "dissatisfying",
         },
     )
@@ -139,9 +159,13 @@ def test_train_through_the_api_and_suggest_from_the_model(
     items = client.get("/api/v1/incidents?limit=500", headers=admin).json()["items"]
     fresh = [i for i in items if not i["final_codes"]]
     assert len(fresh) == 1
-    sources = {s["source"] for s in fresh[0]["suggestions"]}
-    assert sources == {"model"}
-    assert all(s["model_id"] == models[0]["id"] for s in fresh[0]["suggestions"])
+    layers = {c["code"]: c["layer"] for c in models[0]["codes"]}
+    assert {s["code"]: s["source"] for s in fresh[0]["suggestions"]} == layers
+    assert layers["complaint"] in ("model", "combined"), layers  # the rules cannot see it
+    kappas = {c["code"]: c["kappa"] for c in models[0]["codes"]}
+    for suggestion in fresh[0]["suggestions"]:
+        assert suggestion["model_id"] == models[0]["id"]
+        assert suggestion["kappa"] == kappas[suggestion["code"]]
 
 
 def test_cli_suggest_uses_the_service_path(tmp_path: Path) -> None:
@@ -210,8 +234,13 @@ def test_evaluate_cli_reports_per_code_figures(
     report = json.loads(result.output)
     per_code = {c["code"]: c for c in report["codes"]}
     assert set(per_code) == {"complaint", "special_request", "extra_mile", "owner_error"}
-    assert all(0 <= c["f1"] <= 1 and c["support"] >= 5 for c in per_code.values())
-    assert 0 <= report["macro_f1"] <= 1 and report["n_examples"] == len(_examples())
+    for figures in per_code.values():
+        assert figures["support"] == 8 and figures["negatives"] == 24
+        assert set(figures["candidates"]) == {"rules", "model", "combined"}
+        rules = figures["candidates"]["rules"]
+        assert rules["tp"] + rules["fp"] + rules["fn"] + rules["tn"] == 32
+    assert report["k"] == 3 and report["n_final"] == len(_examples())
+    assert 0 <= report["macro"]["selected"]["f1"] <= 1
     with app.state.sessionmaker() as session:
         assert session.scalar(select(func.count()).select_from(Incident)) == len(_examples())
 

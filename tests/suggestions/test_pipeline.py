@@ -64,7 +64,8 @@ def test_submission_is_scored_by_the_worker(
     assert complaint["evidence"]
     for span in complaint["evidence"]:
         assert story[span["field"]][span["start"] : span["end"]] == span["text"]
-    assert {"cancelled", "refund"} & {e["text"].lower() for e in complaint["evidence"]}
+    found = " ".join(e["text"].lower() for e in complaint["evidence"])
+    assert "cancelled" in found and "refund" in found
 
 
 def test_researchers_read_redacted_text_admins_the_original(
