@@ -34,7 +34,11 @@ def tiny_set(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A data set folder with one CSV, and an evaluation set pointing at two of its rows."""
     datasets = tmp_path / "datasets"
     (datasets / "b").mkdir(parents=True)
-    texts = ["I lost my card", "Can I have a second card?", 'Line one\r\nline "two"']
+    texts = [
+        "My card fell out of my coat on the bus",
+        "Please send my son a card too",
+        'Line one\r\nline "two"',
+    ]
     with (datasets / "b" / "test.csv").open("w", encoding="utf-8", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["text", "category"])
@@ -61,19 +65,21 @@ def tiny_set(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def test_eval_texts_reads_the_exact_texts_in_the_set_order(tiny_set: Path) -> None:
     assert _data.eval_texts() == {
         "b77-test-2": 'Line one\r\nline "two"',
-        "b77-test-0": "I lost my card",
+        "b77-test-0": "My card fell out of my coat on the bus",
     }
 
 
 def test_eval_texts_refuses_a_changed_text(tiny_set: Path) -> None:
     path = tiny_set / "b" / "test.csv"
-    path.write_bytes(path.read_bytes().replace(b"lost", b"found"))
+    path.write_bytes(path.read_bytes().replace(b"coat", b"jacket"))
     with pytest.raises(_data.EvalSetError, match=r"b77-test-0: .* has SHA-1"):
         _data.eval_texts()
 
 
 def test_eval_texts_refuses_a_missing_row(tiny_set: Path) -> None:
-    (tiny_set / "b" / "test.csv").write_text("text,category\nI lost my card,x\n", encoding="utf-8")
+    (tiny_set / "b" / "test.csv").write_text(
+        "text,category\nMy card fell out of my coat on the bus,x\n", encoding="utf-8"
+    )
     with pytest.raises(_data.EvalSetError, match="b77-test-2: no row with row = '2'"):
         _data.eval_texts()
 
