@@ -211,16 +211,19 @@ def report_against_final(coders: dict[str, list[dict]], final: list[dict]) -> st
     n = len(final)
     sets_f = code_sets(final)
     header = ["coder vs final"] + [f"{code} kappa (support coder / final)" for code in CODES]
-    header += ["include kappa", "valence Po", "code sets identical"]
+    header += ["mean kappa", "include kappa", "valence Po", "code sets identical"]
     lines = []
     for name, rows in coders.items():
         sets_c = code_sets(rows)
         line: list[object] = [name]
+        kappas: list[float] = []
         for code in CODES:
             xc = [int(code in s) for s in sets_c]
             xf = [int(code in s) for s in sets_f]
             _, _, kappa = agreement(xc, xf)
+            kappas += [kappa] if kappa is not None else []
             line.append(f"{fmt(kappa)} ({sum(xc)} / {sum(xf)})")
+        line.append(f"{fmt(sum(kappas) / len(kappas) if kappas else None)} ({len(kappas)} codes)")
         _, _, kappa = agreement([r["include"] for r in rows], [r["include"] for r in final])
         agree_v = sum(1 for x, y in zip(rows, final, strict=True) if x["valence"] == y["valence"])
         same = sum(1 for x, y in zip(sets_c, sets_f, strict=True) if x == y)
