@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import itertools
+import json
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -11,17 +13,23 @@ from pathlib import Path
 
 __all__ = [
     "DATASETS",
+    "EVAL_STORIES",
     "AirlineTweet",
+    "EvalSetError",
     "airline_complaint_examples",
     "airline_tweets",
     "banking77",
     "cfpb_narratives",
+    "eval_stories",
+    "eval_texts",
     "load_stories",
 ]
 
 REPO = Path(__file__).resolve().parent.parent
 DATASETS = Path(os.environ.get("CIT_DATASETS", REPO.parent / "shared" / "datasets"))
 """`../shared/datasets` relative to the repository; CIT_DATASETS overrides it."""
+EVAL_STORIES = REPO / "bench" / "data" / "eval_stories.jsonl"
+"""The evaluation set: pointers into DATASETS and SHA-1s, no text (see bench/eval_sample.py)."""
 
 
 def _rows(relative: str) -> Iterator[dict[str, str]]:
@@ -91,3 +99,59 @@ def load_stories(n: int) -> list[str]:
         itertools.cycle(cfpb_narratives()),
     ]
     return [next(sources[i % len(sources)]) for i in range(n)]
+
+
+class EvalSetError(RuntimeError):
+    """The evaluation set cannot be read back as it was drawn (missing row, changed text)."""
+
+
+def eval_stories() -> list[dict[str, str]]:
+    """The records of `bench/data/eval_stories.jsonl`, in the set's (shuffled) order."""
+    return [
+        json.loads(line)
+        for line in EVAL_STORIES.read_text(encoding="utf-8").splitlines()
+        if line.strip()
+    ]
+
+
+def eval_texts() -> dict[str, str]:
+    """`{story id: text}` for the evaluation set, read from DATASETS, in the set's order.
+
+    Each text is checked against the SHA-1 recorded when the set was drawn (UTF-8 bytes of the
+    exact cell); a missing file, a missing key or a changed text raises EvalSetError naming the
+    story, so an evaluation never runs on other texts than the ones that were coded.
+    """
+    records = eval_stories()
+    wanted: dict[tuple[str, str, str], set[str]] = {}
+    for record in records:
+        column = (record["file"], record["key_column"], record["text_column"])
+        wanted.setdefault(column, set()).add(record["key"])
+    found: dict[tuple[str, str, str, str], str] = {}
+    for (relative, key_column, text_column), keys in wanted.items():
+        try:
+            rows = _rows(relative)
+            for index, row in enumerate(rows):
+                key = str(index) if key_column == "row" else row[key_column]
+                if key in keys:
+                    found.setdefault((relative, key_column, text_column, key), row[text_column])
+        except (FileNotFoundError, KeyError) as error:
+            raise EvalSetError(f"cannot read {relative} for the evaluation set: {error}") from error
+    texts: dict[str, str] = {}
+    for record in records:
+        key = (record["file"], record["key_column"], record["text_column"], record["key"])
+        if key not in found:
+            raise EvalSetError(
+                f"eval story {record['id']}: no row with {record['key_column']} = "
+                f"{record['key']!r} in {DATASETS / record['file']}"
+            )
+        text = found[key]
+        digest = hashlib.sha1(text.encode("utf-8")).hexdigest()
+        if digest != record["sha1"]:
+            raise EvalSetError(
+                f"eval story {record['id']}: the text of {record['key_column']} = "
+                f"{record['key']!r} in {DATASETS / record['file']} has SHA-1 {digest}, the set "
+                f"expects {record['sha1']}: the data set file is not the one the set was drawn "
+                "from; restore it (or re-draw and re-code the set)"
+            )
+        texts[record["id"]] = text
+    return texts
