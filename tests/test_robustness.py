@@ -48,3 +48,20 @@ def test_nul_characters_in_a_story_are_refused_clearly(
     )
     assert response.status_code == 422 and response.headers["content-type"] == PROBLEM
     assert [e["type"] for e in response.json()["errors"]] == ["invalid_characters"]
+
+
+def test_dates_in_queries_are_iso_8601_not_unix_timestamps(
+    client: TestClient, admin: dict[str, str]
+) -> None:
+    for path in (
+        "/api/v1/incidents?submitted_from=1700000000",
+        "/api/v1/reports/trends?from=1700000000",
+    ):
+        response = client.get(path, headers=admin)
+        assert response.status_code == 422, (path, response.status_code)
+        assert response.headers["content-type"] == PROBLEM
+        assert "ISO 8601" in response.text
+    ok = client.get("/api/v1/incidents?submitted_from=2026-01-01T00:00:00Z", headers=admin)
+    assert ok.status_code == 200, ok.text
+    ok = client.get("/api/v1/reports/trends?from=2026-01-01", headers=admin)
+    assert ok.status_code == 200, ok.text

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request
@@ -15,6 +14,7 @@ from app.errors import Forbidden, NotFound, problem_responses
 from app.exports import stream
 from app.exports.service import TABLES, ExportSpec, count_stories
 from app.incidents.service import IncidentFilters, StatusFilter, resolve_view
+from app.params import IsoDateTime
 from app.surveys.service import get_survey
 
 router = APIRouter(prefix="/api/v1/surveys", tags=["exports"])
@@ -72,8 +72,8 @@ def export_survey(
         Query(description="original (admins only; their default) or redacted"),
     ] = None,
     status: StatusFilter | None = None,
-    submitted_from: datetime | None = None,
-    submitted_to: datetime | None = None,
+    submitted_from: IsoDateTime | None = None,
+    submitted_to: IsoDateTime | None = None,
 ) -> StreamingResponse:
     """Every story of the survey, one row each: answers (redacted unless admin), valence,
     touchpoint, channel, dates, attributes, source, consent, status, final codes with their

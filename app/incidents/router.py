@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Header, Query, Request, Response
@@ -28,6 +27,7 @@ from app.incidents.intake import receive_story
 from app.incidents.redaction import required_redaction
 from app.incidents.schemas import IncidentPage, IncidentRead, StorySubmission, SubmissionReceipt
 from app.pagination import PageSize
+from app.params import IsoDateTime
 from app.protection import client_key
 
 router = APIRouter(
@@ -71,9 +71,9 @@ def list_incidents(
     touchpoint: str | None = None,
     channel: str | None = None,
     submitted_from: Annotated[
-        datetime | None, Query(description="Submitted at or after (UTC unless a zone is given)")
+        IsoDateTime | None, Query(description="Submitted at or after (UTC unless a zone is given)")
     ] = None,
-    submitted_to: Annotated[datetime | None, Query(description="Submitted before")] = None,
+    submitted_to: Annotated[IsoDateTime | None, Query(description="Submitted before")] = None,
     q: Annotated[
         str | None,
         Query(

@@ -7,7 +7,6 @@ viewers see aggregates only, and the trends are suppressed for everyone (small c
 from __future__ import annotations
 
 import hashlib
-from datetime import date
 from typing import Annotated, Any, Literal
 
 import orjson
@@ -22,6 +21,7 @@ from app.db import SessionDep
 from app.errors import Forbidden, Invalid, NotFound, Unauthorized, problem_responses
 from app.exports.report_tables import study_csv
 from app.models import Survey
+from app.params import IsoDate
 from app.reports import render
 from app.reports.rollups import PERIODS, Period
 from app.reports.schemas import ReportSurvey, StudyReport, TrendsReport
@@ -122,8 +122,8 @@ def get_trends(
         Query(description="survey, touchpoint, channel, segment: repeat or comma-separate"),
     ] = None,
     survey_id: int | None = None,
-    date_from: Annotated[date | None, Query(alias="from")] = None,
-    date_to: Annotated[date | None, Query(alias="to")] = None,
+    date_from: Annotated[IsoDate | None, Query(alias="from")] = None,
+    date_to: Annotated[IsoDate | None, Query(alias="to")] = None,
     codebook_version_id: int | None = None,
     format: Annotated[Literal["json", "csv"] | None, Query()] = None,
 ) -> Response:

@@ -3,7 +3,6 @@ progress, the agreement report and the audit trail."""
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Header, Query, Request, Response
@@ -23,6 +22,7 @@ from app.exports.report_tables import agreement_csv
 from app.incidents.schemas import IncidentPage, IncidentRead
 from app.incidents.service import View, etag, get_incident, resolve_view, to_reads
 from app.pagination import PageSize
+from app.params import IsoDateTime
 from app.reviews import bootstrap, notifications, queue, service, trail
 from app.reviews.errors import CodesInvalid, PreconditionRequired, SpansInvalid
 from app.reviews.reliability import reliability_report
@@ -327,8 +327,10 @@ def list_audit_events(
     entity_id: str | None = None,
     actor: Annotated[str | None, Query(description="Name of the person (or cli)")] = None,
     action: Annotated[str | None, Query(description='e.g. "coding.create"')] = None,
-    at_from: Annotated[datetime | None, Query(description="At or after (UTC by default)")] = None,
-    at_to: Annotated[datetime | None, Query(description="Before")] = None,
+    at_from: Annotated[
+        IsoDateTime | None, Query(description="At or after (UTC by default)")
+    ] = None,
+    at_to: Annotated[IsoDateTime | None, Query(description="Before")] = None,
     cursor: str | None = None,
 ) -> AuditPage:
     """The append-only audit trail, newest first. No endpoint changes or deletes it."""
@@ -366,9 +368,9 @@ def agreement(
         int | None, Query(description="The same as codebook_version (either name)")
     ] = None,
     submitted_from: Annotated[
-        datetime | None, Query(description="Stories submitted at or after (UTC by default)")
+        IsoDateTime | None, Query(description="Stories submitted at or after (UTC by default)")
     ] = None,
-    submitted_to: Annotated[datetime | None, Query(description="... and before")] = None,
+    submitted_to: Annotated[IsoDateTime | None, Query(description="... and before")] = None,
     exclusion: Annotated[
         Literal["missing", "category"],
         Query(
