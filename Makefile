@@ -13,7 +13,7 @@ help:
 	@echo "make test-postgres  run the suite on postgresql://postgres@127.0.0.1:5432/test"
 	@echo "make lint           ruff and mypy"
 	@echo "make bench          benchmarks (see bench/README.md)"
-	@echo "make fuzz           schemathesis against the OpenAPI document: no request may get a 5xx"
+	@echo "make fuzz           schemathesis --checks all against the OpenAPI document, as each role"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)

@@ -8,6 +8,7 @@ from typing import Any, ClassVar
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from fastapi.routing import iter_route_contexts
 from sqlalchemy.exc import DataError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -156,6 +157,27 @@ def _as_page(request: Request, status: int, title: str, detail: str) -> Response
     return pages.error_page(request, status, title, detail)
 
 
+def _allowed_methods(app: FastAPI, path: str) -> list[str]:
+    """The methods of the resource a path names: the first route template matching it, as the
+    router picks, and every route declared on that same template."""
+    table = app.state.__dict__.get("_route_methods")
+    if table is None:
+        table = [
+            (context.path_regex, context.path_format, frozenset(context.methods))
+            for context in iter_route_contexts(app.router.routes)
+            if context.methods and getattr(context, "path_regex", None) is not None
+        ]
+        app.state._route_methods = table
+    # A literal template (/tokens/me) names the resource before a parameter one (/tokens/{prefix}).
+    templates = [fmt for regex, fmt, _ in table if regex.match(path)]
+    template = min(templates, key=lambda fmt: fmt.count("{"), default=None)
+    methods: set[str] = set()
+    for _, fmt, route_methods in table:
+        if fmt == template:
+            methods |= route_methods
+    return sorted(methods)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     async def app_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, AppError)
@@ -180,6 +202,11 @@ def install_error_handlers(app: FastAPI) -> None:
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
         title = {404: "Not found", 405: "Method not allowed"}.get(exc.status_code, "Error")
+        headers = dict(getattr(exc, "headers", None) or {})
+        if exc.status_code == 405:
+            # Starlette names only the methods of the first route matching the path; a path
+            # served by several routes (GET and POST declared apart) allows all of theirs.
+            headers["Allow"] = ", ".join(_allowed_methods(app, request.url.path))
         page = _as_page(request, exc.status_code, title, str(exc.detail))
         if page is not None:
             return page
@@ -188,7 +215,7 @@ def install_error_handlers(app: FastAPI) -> None:
             title,
             str(exc.detail),
             title.lower().replace(" ", "-"),
-            headers=getattr(exc, "headers", None),
+            headers=headers or None,
         )
 
     async def out_of_range(_request: Request, exc: Exception) -> JSONResponse:

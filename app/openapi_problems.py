@@ -3,9 +3,10 @@
 FastAPI documents only what a route lists in `responses=` and a 422 as `application/json`;
 the service answers every error as `application/problem+json`, and some statuses come from
 layers a route does not see: 401/403 from the authentication dependency, 413 from the body size
-limit, 503 when the database (or the wait for a session) gives out, 422 from the validation
-handler. This adds them to each operation from what the route depends on, so clients and
-schemathesis (`--checks all`) can rely on the document."""
+limit, 400 for a body that cannot be parsed or a cursor the API did not hand out, 503 when the
+database (or the wait for a session) gives out, 422 from the validation handler. This adds them
+to each operation from what the route depends on, so clients and schemathesis (`--checks all`)
+can rely on the document."""
 
 from __future__ import annotations
 
@@ -62,7 +63,10 @@ def document_problems(schema: dict[str, Any], routes: Iterable[BaseRoute]) -> No
                 added["401"] = _problem("Missing, invalid or revoked credentials")
                 added["403"] = _problem("The caller's role may not do this")
             if route.body_field is not None:
+                added["400"] = _problem("The body could not be parsed (malformed form or upload)")
                 added["413"] = _problem("Request body too large")
+            if any(param.alias == "cursor" for param in route.dependant.query_params):
+                added["400"] = _problem("The cursor is not one this API handed out")
             if takes_input:
                 added["422"] = _problem("Validation failed (one entry per field in `errors`)")
             if route.path_format not in NO_DATABASE:

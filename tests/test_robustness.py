@@ -65,3 +65,24 @@ def test_dates_in_queries_are_iso_8601_not_unix_timestamps(
     assert ok.status_code == 200, ok.text
     ok = client.get("/api/v1/reports/trends?from=2026-01-01", headers=admin)
     assert ok.status_code == 200, ok.text
+
+
+def test_method_not_allowed_names_every_method_the_path_allows(
+    client: TestClient, admin: dict[str, str]
+) -> None:
+    response = client.delete("/api/v1/surveys", headers=admin)
+    assert response.status_code == 405
+    assert response.headers["content-type"] == PROBLEM
+    allowed = {m.strip() for m in response.headers["allow"].split(",")}
+    assert {"GET", "POST"} <= allowed
+    assert "DELETE" not in allowed
+
+
+def test_a_fixed_path_is_not_taken_for_an_id(client: TestClient, admin: dict[str, str]) -> None:
+    # /codebooks/qdc is its own resource (POST), not codebook "qdc" of /codebooks/{codebook_id}.
+    response = client.put("/api/v1/codebooks/qdc", headers=admin, json={})
+    assert response.status_code == 405
+    assert response.headers["allow"] == "POST"
+    response = client.get("/api/v1/codebooks/abc", headers=admin)
+    assert response.status_code == 404
+    assert response.headers["content-type"] == PROBLEM

@@ -239,7 +239,7 @@ def create_person(
     return _people_page(request, session, user, link={"name": created.name, **link.model_dump()})
 
 
-@router.post("/work/people/{person_id}/link", response_class=HTMLResponse)
+@router.post("/work/people/{person_id:int}/link", response_class=HTMLResponse)
 def new_link(
     person_id: int, request: Request, session: SessionDep, user: RequireAdmin, settings: SettingsDep
 ) -> Response:
@@ -251,7 +251,7 @@ def new_link(
     return _people_page(request, session, user, link={"name": person.name, **link.model_dump()})
 
 
-@router.post("/work/people/{person_id}/revoke", response_class=HTMLResponse)
+@router.post("/work/people/{person_id:int}/revoke", response_class=HTMLResponse)
 def revoke(person_id: int, request: Request, session: SessionDep, user: RequireAdmin) -> Response:
     person = service.get_person(session, person_id)
     try:

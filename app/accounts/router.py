@@ -42,7 +42,7 @@ def create_person(
 
 
 @router.post(
-    "/{person_id}/password-link",
+    "/{person_id:int}/password-link",
     status_code=201,
     response_model=PasswordLinkRead,
     responses=problem_responses(NotFound, Conflict),
@@ -57,7 +57,7 @@ def new_password_link(
 
 
 @router.post(
-    "/{person_id}/revoke", response_model=PersonRead, responses=problem_responses(NotFound)
+    "/{person_id:int}/revoke", response_model=PersonRead, responses=problem_responses(NotFound)
 )
 def revoke_person(person_id: int, session: SessionDep, user: RequireAdmin) -> PersonRead:
     """Revoke a person: every browser session ends at once, every API token stops working."""

@@ -82,14 +82,14 @@ def _version_page(
     )
 
 
-@router.get("/work/codebooks/{codebook_id}", response_class=HTMLResponse)
+@router.get("/work/codebooks/{codebook_id:int}", response_class=HTMLResponse)
 def codebook(
     codebook_id: int, request: Request, session: SessionDep, user: RequireResearcher
 ) -> Response:
     return _version_page(request, session, user, codebook_id, None)
 
 
-@router.get("/work/codebooks/{codebook_id}/versions/{number}", response_class=HTMLResponse)
+@router.get("/work/codebooks/{codebook_id:int}/versions/{number:int}", response_class=HTMLResponse)
 def version(
     codebook_id: int, number: int, request: Request, session: SessionDep, user: RequireResearcher
 ) -> Response:
@@ -104,7 +104,7 @@ def _as_text(value: Any) -> str:
     return str(value)
 
 
-@router.get("/work/codebooks/{codebook_id}/diff", response_class=HTMLResponse)
+@router.get("/work/codebooks/{codebook_id:int}/diff", response_class=HTMLResponse)
 def diff(
     codebook_id: int,
     request: Request,

@@ -48,7 +48,9 @@ def create_codebook(data: CodebookWrite, session: SessionDep, user: RequireAdmin
     return service.to_read(service.get_codebook(session, version.codebook_id), version)
 
 
-@router.get("/{codebook_id}", response_model=CodebookRead, responses=problem_responses(NotFound))
+@router.get(
+    "/{codebook_id:int}", response_model=CodebookRead, responses=problem_responses(NotFound)
+)
 def read_codebook(codebook_id: int, session: SessionDep, _user: RequireResearcher) -> CodebookRead:
     """The codebook with its current version."""
     codebook = service.get_codebook(session, codebook_id)
@@ -56,7 +58,7 @@ def read_codebook(codebook_id: int, session: SessionDep, _user: RequireResearche
 
 
 @router.put(
-    "/{codebook_id}",
+    "/{codebook_id:int}",
     response_model=CodebookRead,
     responses=problem_responses(NotFound, Conflict, CodebookInvalid),
 )
@@ -71,7 +73,7 @@ def update_codebook(
 
 
 @router.get(
-    "/{codebook_id}/versions",
+    "/{codebook_id:int}/versions",
     response_model=list[CodebookVersionRead],
     responses=problem_responses(NotFound),
 )
@@ -83,7 +85,7 @@ def list_versions(
 
 
 @router.get(
-    "/{codebook_id}/versions/{number}",
+    "/{codebook_id:int}/versions/{number:int}",
     response_model=CodebookVersionRead,
     responses=problem_responses(NotFound),
 )
@@ -95,7 +97,7 @@ def read_version(
 
 
 @router.post(
-    "/{codebook_id}/changes",
+    "/{codebook_id:int}/changes",
     response_model=CodebookRead,
     responses=problem_responses(NotFound, Conflict, CodebookInvalid),
 )
@@ -110,7 +112,7 @@ def change_codes(
 
 
 @router.get(
-    "/{codebook_id}/export",
+    "/{codebook_id:int}/export",
     response_class=Response,
     responses={**problem_responses(NotFound), 200: {"content": {YAML: {}}}},
 )
@@ -165,14 +167,14 @@ def list_proposals(
 
 
 @proposals_router.get(
-    "/{proposal_id}", response_model=ProposalRead, responses=problem_responses(NotFound)
+    "/{proposal_id:int}", response_model=ProposalRead, responses=problem_responses(NotFound)
 )
 def read_proposal(proposal_id: int, session: SessionDep, _user: RequireResearcher) -> ProposalRead:
     return proposals.read_one(session, proposals.get_proposal(session, proposal_id))
 
 
 @proposals_router.post(
-    "/{proposal_id}/accept",
+    "/{proposal_id:int}/accept",
     response_model=ProposalRead,
     responses=problem_responses(NotFound, Conflict, CodebookInvalid),
 )
@@ -185,7 +187,7 @@ def accept_proposal(
 
 
 @proposals_router.post(
-    "/{proposal_id}/merge",
+    "/{proposal_id:int}/merge",
     response_model=ProposalRead,
     responses=problem_responses(NotFound, Conflict, Invalid),
 )
@@ -197,7 +199,7 @@ def merge_proposal(
 
 
 @proposals_router.post(
-    "/{proposal_id}/reject",
+    "/{proposal_id:int}/reject",
     response_model=ProposalRead,
     responses=problem_responses(NotFound, Conflict),
 )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StringConstraints, model_validator
 
 # Same shape as nlp.codebook.CODE_KEY_RE, and short enough for incident_codes.code.
 CodeKey = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]*$", max_length=100)]
@@ -128,7 +128,7 @@ class ProposalCreate(Strict):
     """A new code, proposed while coding `incident_id` (its first example). The proposer may
     use `key` in their own codings at once; it counts once an admin accepts it."""
 
-    incident_id: int
+    incident_id: StrictInt
     key: CodeKey
     label: Label
     definition: Definition = ""

@@ -39,7 +39,7 @@ class WithdrawalRead(BaseModel):
 
 
 @router.delete(
-    "/{incident_id}",
+    "/{incident_id:int}",
     response_model=ErasureRead,
     responses=problem_responses(NotFound, Invalid),
 )

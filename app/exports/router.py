@@ -56,7 +56,7 @@ def streamed(
     )
 
 
-@router.get("/{survey_id}/export", responses=RESPONSES, response_model=None)
+@router.get("/{survey_id:int}/export", responses=RESPONSES, response_model=None)
 def export_survey(
     survey_id: int,
     request: Request,

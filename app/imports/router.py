@@ -117,7 +117,7 @@ def _save_upload(upload: UploadFile, directory: Path) -> tuple[Path, str]:
 
 
 @router.post(
-    "/surveys/{survey_id}/imports",
+    "/surveys/{survey_id:int}/imports",
     status_code=202,
     response_model=ImportRead | DryRunRead,
     responses={
@@ -194,7 +194,7 @@ def upload_import(
 
 
 @router.get(
-    "/imports/{import_id}", response_model=ImportRead, responses=problem_responses(NotFound)
+    "/imports/{import_id:int}", response_model=ImportRead, responses=problem_responses(NotFound)
 )
 def read_import(import_id: int, session: SessionDep, _user: RequireAdmin) -> ImportRead:
     run = session.get(ImportRun, import_id)
@@ -204,7 +204,7 @@ def read_import(import_id: int, session: SessionDep, _user: RequireAdmin) -> Imp
 
 
 @router.get(
-    "/surveys/{survey_id}/imports",
+    "/surveys/{survey_id:int}/imports",
     response_model=list[ImportRead],
     responses=problem_responses(NotFound),
 )

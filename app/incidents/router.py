@@ -56,7 +56,13 @@ def _redaction(request: Request) -> str | None:
     response_model=IncidentPage,
     responses={
         **problem_responses(Invalid, negotiation.NotAcceptable, negotiation.UnknownFormat),
-        200: {"content": {"text/csv": {}, "application/x-ndjson": {}}},
+        200: {
+            "content": {
+                "text/csv": {},
+                "application/x-ndjson": {},
+                "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet": {},
+            }
+        },
     },
 )
 def list_incidents(
@@ -121,7 +127,7 @@ def list_incidents(
 
 
 @router.get(
-    "/{incident_id}",
+    "/{incident_id:int}",
     response_model=IncidentRead,
     responses=problem_responses(NotFound, Forbidden),
 )

@@ -66,13 +66,13 @@ def list_jobs(
     )
 
 
-@router.get("/{job_id}", response_model=JobRead, responses=problem_responses(NotFound))
+@router.get("/{job_id:int}", response_model=JobRead, responses=problem_responses(NotFound))
 def read_job(job_id: int, session: SessionDep, _user: RequireAdmin) -> JobRead:
     return JobRead.model_validate(_get(session, job_id), from_attributes=True)
 
 
 @router.post(
-    "/{job_id}/retry", response_model=JobRead, responses=problem_responses(NotFound, Conflict)
+    "/{job_id:int}/retry", response_model=JobRead, responses=problem_responses(NotFound, Conflict)
 )
 def retry_job(job_id: int, session: SessionDep, _user: RequireAdmin) -> JobRead:
     job = _get(session, job_id)

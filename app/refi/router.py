@@ -64,7 +64,7 @@ def project_response(
 
 
 @router.get(
-    "/codebooks/{codebook_id}/qdc",
+    "/codebooks/{codebook_id:int}/qdc",
     response_class=Response,
     responses={**problem_responses(NotFound), 200: {"content": {QDC: {}}}},
 )
@@ -116,7 +116,7 @@ def import_codebook_qdc(
 
 
 @router.post(
-    "/surveys/{survey_id}/qdpx",
+    "/surveys/{survey_id:int}/qdpx",
     response_model=QdpxImportRead,
     status_code=201,
     responses=problem_responses(RefiInvalid, CodebookInvalid, NotFound),

@@ -162,7 +162,7 @@ def _coding_page(
     )
 
 
-@router.get("/work/stories/{incident_id}", response_class=HTMLResponse)
+@router.get("/work/stories/{incident_id:int}", response_class=HTMLResponse)
 def story(
     incident_id: int,
     request: Request,
@@ -178,7 +178,7 @@ def _suggested(session: Session, incident_id: int) -> set[str]:
     return {str(i["code"]) for i in items or [] if i.get("suggested")}
 
 
-@router.post("/work/stories/{incident_id}", response_class=HTMLResponse)
+@router.post("/work/stories/{incident_id:int}", response_class=HTMLResponse)
 def save_story(
     incident_id: int,
     request: Request,
@@ -239,7 +239,7 @@ def _conflict(
     }
 
 
-@router.post("/work/stories/{incident_id}/release", response_class=HTMLResponse)
+@router.post("/work/stories/{incident_id:int}/release", response_class=HTMLResponse)
 def release(incident_id: int, session: SessionDep, user: RequireResearcher) -> Response:
     """Give a held story back to the queue."""
     queue.release(session, user, incident_id)
@@ -310,7 +310,7 @@ def _adjudication_page(
     )
 
 
-@router.get("/work/adjudication/{incident_id}", response_class=HTMLResponse)
+@router.get("/work/adjudication/{incident_id:int}", response_class=HTMLResponse)
 def adjudication(
     incident_id: int, request: Request, session: SessionDep, user: RequireAdmin
 ) -> Response:
@@ -334,7 +334,7 @@ def _decision(form: FormFields, codings: list[CodingRead]) -> AdjudicationUpdate
     return AdjudicationUpdate(codes=list(dict.fromkeys(form.getlist("code"))), note=note)
 
 
-@router.post("/work/adjudication/{incident_id}", response_class=HTMLResponse)
+@router.post("/work/adjudication/{incident_id:int}", response_class=HTMLResponse)
 def adjudicate(
     incident_id: int, request: Request, form: FormDep, session: SessionDep, user: RequireAdmin
 ) -> Response:

@@ -90,7 +90,7 @@ def review_next(
 
 
 @router.delete(
-    "/api/v1/review/leases/{incident_id}",
+    "/api/v1/review/leases/{incident_id:int}",
     status_code=204,
     responses=problem_responses(NotFound),
 )
@@ -155,7 +155,7 @@ def list_notifications(session: SessionDep, user: RequireResearcher) -> list[Not
 
 
 @router.post(
-    "/api/v1/review/notifications/{notification_id}/read",
+    "/api/v1/review/notifications/{notification_id:int}/read",
     response_model=NotificationRead,
     responses=problem_responses(NotFound),
 )
@@ -225,7 +225,7 @@ def adjudication_queue(
 
 
 @router.get(
-    "/api/v1/incidents/{incident_id}/codings/me",
+    "/api/v1/incidents/{incident_id:int}/codings/me",
     response_model=MyCoding,
     responses=problem_responses(NotFound),
 )
@@ -242,7 +242,7 @@ def read_my_coding(
 
 
 @router.put(
-    "/api/v1/incidents/{incident_id}/codings/me",
+    "/api/v1/incidents/{incident_id:int}/codings/me",
     response_model=MyCoding,
     responses=problem_responses(
         NotFound, Conflict, PreconditionFailed, PreconditionRequired, CodesInvalid, SpansInvalid
@@ -271,7 +271,7 @@ def write_my_coding(
 
 
 @router.put(
-    "/api/v1/incidents/{incident_id}/adjudication",
+    "/api/v1/incidents/{incident_id:int}/adjudication",
     response_model=IncidentRead,
     responses=problem_responses(
         NotFound, Conflict, PreconditionFailed, PreconditionRequired, CodesInvalid
@@ -295,7 +295,7 @@ def adjudicate(
 
 
 @router.get(
-    "/api/v1/incidents/{incident_id}/audit",
+    "/api/v1/incidents/{incident_id:int}/audit",
     response_model=AuditPage,
     responses=problem_responses(NotFound, Invalid),
 )

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StringConstraints, model_validator
 
 from app.incidents.schemas import CodingRead, IncidentRead
 
@@ -31,8 +31,8 @@ class SpanChoice(Strict):
     `?view=redacted`)."""
 
     field: Literal["occurred", "circumstances", "what_happened", "outcome"]
-    start: Annotated[int, Field(ge=0)]
-    end: Annotated[int, Field(gt=0)]
+    start: Annotated[StrictInt, Field(ge=0)]
+    end: Annotated[StrictInt, Field(gt=0)]
 
     @model_validator(mode="after")
     def _ordered(self) -> SpanChoice:
@@ -138,7 +138,7 @@ class MyCoding(CodingRead):
 
 
 class NextRequest(Strict):
-    survey_id: int | None = Field(None, description="Only stories of this survey")
+    survey_id: StrictInt | None = Field(None, description="Only stories of this survey")
 
 
 class ReviewItem(BaseModel):
@@ -153,9 +153,9 @@ class AssignmentCreate(Strict):
     stories)."""
 
     researcher: ResearcherName
-    incident_ids: Annotated[list[int], Field(min_length=1, max_length=10_000)] | None = None
-    survey_id: int | None = None
-    count: Annotated[int, Field(ge=1, le=10_000)] | None = None
+    incident_ids: Annotated[list[StrictInt], Field(min_length=1, max_length=10_000)] | None = None
+    survey_id: StrictInt | None = None
+    count: Annotated[StrictInt, Field(ge=1, le=10_000)] | None = None
 
     @model_validator(mode="after")
     def _one_way(self) -> AssignmentCreate:
@@ -238,13 +238,13 @@ class SurveyQueueCounts(BaseModel):
 
 
 class DoubleCodingFilter(Strict):
-    survey_id: int
+    survey_id: StrictInt
     valence: Literal["satisfying", "dissatisfying"] | None = None
     touchpoint: str | None = None
     channel: str | None = None
     submitted_from: datetime | None = None
     submitted_to: datetime | None = None
-    limit: Annotated[int, Field(ge=1, le=10_000)] | None = Field(
+    limit: Annotated[StrictInt, Field(ge=1, le=10_000)] | None = Field(
         None, description="At most this many (oldest first)"
     )
 
@@ -253,7 +253,7 @@ class DoubleCodingChoice(Strict):
     """Stories an admin picks for (or takes out of) blind double coding, by id or by filter;
     besides the survey's share, which decides for the stories nobody picked."""
 
-    incident_ids: Annotated[list[int], Field(min_length=1, max_length=10_000)] | None = None
+    incident_ids: Annotated[list[StrictInt], Field(min_length=1, max_length=10_000)] | None = None
     filter: DoubleCodingFilter | None = None
     coders_required: Literal[1, 2] = Field(2, description="2: double-code; 1: single-code")
 

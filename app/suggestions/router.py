@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 import nlp
 from app import audit
@@ -24,7 +24,7 @@ router = APIRouter(prefix="/api/v1/nlp", tags=["nlp"], responses=problem_respons
 
 class TrainRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    codebook_id: int | None = None
+    codebook_id: StrictInt | None = None
 
 
 class TrainQueued(BaseModel):
@@ -210,8 +210,8 @@ def model_read(model: NlpModel) -> ModelRead:
 
 class ResuggestRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    codebook_id: int | None = None
-    survey_id: int | None = None
+    codebook_id: StrictInt | None = None
+    survey_id: StrictInt | None = None
 
 
 class ResuggestQueued(BaseModel):
@@ -271,13 +271,15 @@ def list_models(
     return [model_read(m) for m in service.list_models(session, codebook_id)]
 
 
-@router.get("/models/{model_id}", response_model=ModelRead, responses=problem_responses(NotFound))
+@router.get(
+    "/models/{model_id:int}", response_model=ModelRead, responses=problem_responses(NotFound)
+)
 def read_model(model_id: int, session: SessionDep, _user: RequireResearcher) -> ModelRead:
     return model_read(service.get_model(session, model_id))
 
 
 @router.post(
-    "/models/{model_id}/activate",
+    "/models/{model_id:int}/activate",
     response_model=ModelRead,
     responses=problem_responses(NotFound, Conflict),
 )
@@ -288,7 +290,7 @@ def activate_model(model_id: int, session: SessionDep, user: RequireAdmin) -> Mo
 
 
 @router.post(
-    "/models/{model_id}/deactivate",
+    "/models/{model_id:int}/deactivate",
     response_model=ModelRead,
     responses=problem_responses(NotFound, Conflict),
 )
@@ -299,7 +301,7 @@ def deactivate_model(model_id: int, session: SessionDep, user: RequireAdmin) -> 
 
 
 @router.get(
-    "/codebooks/{codebook_id}",
+    "/codebooks/{codebook_id:int}",
     response_model=CodebookNlpRead,
     responses=problem_responses(NotFound),
 )
@@ -310,7 +312,7 @@ def read_codebook_settings(
 
 
 @router.patch(
-    "/codebooks/{codebook_id}",
+    "/codebooks/{codebook_id:int}",
     response_model=CodebookNlpRead,
     responses=problem_responses(NotFound),
 )

@@ -246,7 +246,7 @@ def create_survey(
     return see_other(f"/work/surveys/{survey.id}?created=1")
 
 
-@router.get("/work/surveys/{survey_id}", response_class=HTMLResponse)
+@router.get("/work/surveys/{survey_id:int}", response_class=HTMLResponse)
 def edit_survey(
     survey_id: int, request: Request, session: SessionDep, user: RequireAdmin, settings: SettingsDep
 ) -> Response:
@@ -254,7 +254,7 @@ def edit_survey(
     return _editor(request, session, user, survey, _form_values(survey), settings=settings)
 
 
-@router.post("/work/surveys/{survey_id}", response_class=HTMLResponse)
+@router.post("/work/surveys/{survey_id:int}", response_class=HTMLResponse)
 def update_survey(
     survey_id: int,
     request: Request,
@@ -297,7 +297,7 @@ def update_survey(
     return see_other(f"/work/surveys/{survey_id}?saved=1")
 
 
-@router.post("/work/surveys/{survey_id}/status", response_class=HTMLResponse)
+@router.post("/work/surveys/{survey_id:int}/status", response_class=HTMLResponse)
 def change_status(
     survey_id: int,
     request: Request,
@@ -326,7 +326,7 @@ def change_status(
     return see_other(f"/work/surveys/{survey_id}?status={wanted}")
 
 
-@router.post("/work/surveys/{survey_id}/invitations", response_class=HTMLResponse)
+@router.post("/work/surveys/{survey_id:int}/invitations", response_class=HTMLResponse)
 def create_invitations(
     survey_id: int,
     request: Request,

@@ -45,7 +45,7 @@ def list_surveys(
     return [service.to_read(s, app_settings(request)) for s in service.list_surveys(session)]
 
 
-@router.get("/{survey_id}", response_model=SurveyRead, responses=problem_responses(NotFound))
+@router.get("/{survey_id:int}", response_model=SurveyRead, responses=problem_responses(NotFound))
 def read_survey(
     survey_id: int, request: Request, session: SessionDep, _user: RequireResearcher
 ) -> SurveyRead:
@@ -59,7 +59,7 @@ def _forget_rules(request: Request, *slugs: str) -> None:
         request.app.state.rules_cache.forget(slug)
 
 
-@router.patch("/{survey_id}", response_model=SurveyRead, responses=problem_responses(NotFound))
+@router.patch("/{survey_id:int}", response_model=SurveyRead, responses=problem_responses(NotFound))
 def edit_survey(
     survey_id: int, data: SurveyUpdate, request: Request, session: SessionDep, user: RequireAdmin
 ) -> SurveyRead:
@@ -71,7 +71,9 @@ def edit_survey(
 
 
 @router.post(
-    "/{survey_id}/open", response_model=SurveyRead, responses=problem_responses(NotFound, Invalid)
+    "/{survey_id:int}/open",
+    response_model=SurveyRead,
+    responses=problem_responses(NotFound, Invalid),
 )
 def open_survey(
     survey_id: int, request: Request, session: SessionDep, user: RequireAdmin
@@ -81,7 +83,9 @@ def open_survey(
     return service.to_read(survey, app_settings(request))
 
 
-@router.post("/{survey_id}/close", response_model=SurveyRead, responses=problem_responses(NotFound))
+@router.post(
+    "/{survey_id:int}/close", response_model=SurveyRead, responses=problem_responses(NotFound)
+)
 def close_survey(
     survey_id: int, request: Request, session: SessionDep, user: RequireAdmin
 ) -> SurveyRead:
@@ -118,7 +122,7 @@ def _wants_csv(accept: str | None, fmt: str | None) -> bool:
 
 
 @router.post(
-    "/{survey_id}/invitations",
+    "/{survey_id:int}/invitations",
     status_code=201,
     response_model=list[InvitationRead],
     responses={
@@ -148,7 +152,7 @@ def create_invitations(
 
 
 @router.get(
-    "/{survey_id}/invitations",
+    "/{survey_id:int}/invitations",
     response_model=InvitationPage,
     responses={**problem_responses(NotFound), 200: {"content": {"text/csv": {}}}},
 )

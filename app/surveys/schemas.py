@@ -5,7 +5,15 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    StringConstraints,
+    field_validator,
+)
 
 from app.i18n import SUPPORTED_LANGUAGES
 
@@ -96,7 +104,7 @@ class SurveyCreate(Strict):
     channels: Annotated[list[Choice], Field(max_length=50)] = []
     closes_at: AwareDatetime | None = None
     open: bool = Field(False, description="Open the survey for responses right away")
-    codebook_id: int | None = Field(
+    codebook_id: StrictInt | None = Field(
         None, description="The codebook its stories are coded with; the default one if left out"
     )
     double_coding_share: DoubleCodingShare = Field(
@@ -122,7 +130,7 @@ class SurveyUpdate(Strict):
     touchpoints: Annotated[list[Choice], Field(max_length=50)] | None = None
     channels: Annotated[list[Choice], Field(max_length=50)] | None = None
     closes_at: AwareDatetime | None = None
-    codebook_id: int | None = None
+    codebook_id: StrictInt | None = None
     double_coding_share: DoubleCodingShare | None = None
     review_order: ReviewOrder | None = None
     study: StudyProtocol | None = Field(

@@ -63,7 +63,7 @@ def create(request: Request, form: FormDep, session: SessionDep, user: RequireAd
     return _page(request, session, user, created={"name": principal.name, "token": token})
 
 
-@router.post("/work/tokens/{token_id}/revoke", response_class=HTMLResponse)
+@router.post("/work/tokens/{token_id:int}/revoke", response_class=HTMLResponse)
 def revoke(token_id: int, session: SessionDep, user: RequireAdmin) -> Response:
     revoke_by_id(session, token_id, user)
     return see_other("/work/tokens")

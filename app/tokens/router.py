@@ -50,7 +50,9 @@ def list_all(
     return list_tokens(session, include_revoked=include_revoked)
 
 
-@router.delete("/by-id/{token_id}", response_model=TokenRead, responses=problem_responses(NotFound))
+@router.delete(
+    "/by-id/{token_id:int}", response_model=TokenRead, responses=problem_responses(NotFound)
+)
 def revoke_one(token_id: int, session: SessionDep, user: RequireAdmin) -> TokenRead:
     """Revoke one token by its id (from the list); revoking twice changes nothing."""
     return revoke_by_id(session, token_id, user)
