@@ -12,6 +12,7 @@ from app.db import session_scope
 from app.errors import AppError
 from app.exports import stream
 from app.exports.service import CLI_VIEWER, TABLES, ExportSpec, count_stories
+from app.incidents.redaction import required_redaction
 from app.incidents.service import IncidentFilters
 from app.surveys.service import get_survey
 
@@ -30,11 +31,12 @@ def export(
         fail(f"--format must be one of csv, jsonl, xlsx, qdpx, not {format!r}")
     if table is not None and table not in TABLES:
         fail(f"--table must be one of {', '.join(TABLES)}")
-    _settings, factory = ready()
+    settings, factory = ready()
     spec = ExportSpec(
         filters=IncidentFilters(survey_id=survey),
         view="redacted" if redacted else "original",
         viewer=CLI_VIEWER,
+        redaction=required_redaction(settings.nlp_pipeline),
     )
     try:
         with session_scope(factory) as session:

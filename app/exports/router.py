@@ -9,10 +9,12 @@ from fastapi.responses import StreamingResponse
 
 from app import negotiation
 from app.auth import Principal, RequireResearcher
+from app.config import app_settings
 from app.db import SessionDep, session_scope
 from app.errors import Forbidden, NotFound, problem_responses
 from app.exports import stream
 from app.exports.service import TABLES, ExportSpec, count_stories
+from app.incidents.redaction import required_redaction
 from app.incidents.service import IncidentFilters, StatusFilter, resolve_view
 from app.params import IsoDateTime
 from app.surveys.service import get_survey
@@ -91,6 +93,7 @@ def export_survey(
         ),
         view=resolve_view(user, view),
         viewer=user,
+        redaction=required_redaction(app_settings(request).nlp_pipeline),
     )
     if fmt == "qdpx":
         from app.refi.router import project_response

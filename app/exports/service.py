@@ -174,7 +174,7 @@ _COMMON = (
     _raw(Incident.attributes),
 )
 # Researchers' exports also read the redacted answers and where the redactions are.
-_REDACTED = (_raw(Incident.redacted), _raw(Incident.redaction_spans))
+_REDACTED = (_raw(Incident.redacted), _raw(Incident.redaction_spans), Incident.redacted_with)
 
 
 def _json(value: Any) -> Any:
@@ -202,6 +202,7 @@ class _Story:
         "occurred_text",
         "outcome",
         "redacted",
+        "redacted_with",
         "redaction_spans",
         "source",
         "status",
@@ -235,6 +236,7 @@ class _Story:
     attributes: dict[str, Any]
     redacted: dict[str, Any] | None
     redaction_spans: dict[str, Any] | None
+    redacted_with: str | None
 
     def __init__(self, row: Any) -> None:
         values = tuple(row)
@@ -249,8 +251,9 @@ class _Story:
         if len(values) > 21:
             self.redacted = _json(values[21]) or {}
             self.redaction_spans = _json(values[22]) or {}
+            self.redacted_with = values[23]
         else:
-            self.redacted = self.redaction_spans = None
+            self.redacted = self.redaction_spans = self.redacted_with = None
 
 
 def selected(view: View) -> tuple[Any, ...]:
@@ -279,6 +282,10 @@ class ExportSpec:
     filters: IncidentFilters
     view: View
     viewer: Principal
+    # The redaction marker the redacted view requires (`required_redaction` of the configured
+    # NER pipeline): a story not yet redacted with it is exported without its text, as the API
+    # serves it (`redaction_pending`). None: the pattern redaction done at submission suffices.
+    redaction: str | None = None
 
 
 @dataclass
@@ -411,9 +418,13 @@ def story_batches(
         yield Batch(rows, finals, visible, spans)
 
 
-def _answers(row: Any, view: View) -> dict[str, str | None]:
+def _answers(row: Any, view: View, redaction: str | None = None) -> dict[str, str | None]:
     incident = cast(Incident, row)
-    return original_answers(incident) if view == "original" else redacted_answers(incident)
+    if view == "original":
+        return original_answers(incident)
+    if redaction is not None and incident.redacted_with != redaction:
+        return dict.fromkeys(REDACTED_FIELDS)  # not yet redacted as required: no text at all
+    return redacted_answers(incident)
 
 
 def _attributes(row: Row[Any], spec: ExportSpec, context: Context) -> dict[str, Any]:
@@ -429,7 +440,7 @@ def _status(row: Row[Any], batch: Batch, viewer: Principal) -> str:
 
 def story_record(row: Row[Any], batch: Batch, spec: ExportSpec, context: Context) -> dict[str, Any]:
     """One story as the export's stories table (and the JSONL line's top level) holds it."""
-    answers = _answers(row, spec.view)
+    answers = _answers(row, spec.view, spec.redaction)
     finals = batch.final_codes.get(row.id, [])
     return {
         "id": row.id,
@@ -462,7 +473,7 @@ def story_record(row: Row[Any], batch: Batch, spec: ExportSpec, context: Context
 def story_row(row: Any, batch: Batch, spec: ExportSpec, context: Context) -> list[Any]:
     """The stories table's row, in STORY_COLUMNS order (built directly: the hot loop of a
     million-story CSV or xlsx export)."""
-    answers = _answers(row, spec.view)
+    answers = _answers(row, spec.view, spec.redaction)
     finals = batch.final_codes.get(row.id)
     attributes = _attributes(row, spec, context)
     return [

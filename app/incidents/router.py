@@ -112,7 +112,9 @@ def list_incidents(
     )
     chosen = negotiation.negotiate(request, format, ("json", "csv", "jsonl", "xlsx"))
     if chosen != "json":
-        spec = ExportSpec(filters=filters, view=_view(user, view), viewer=user)
+        spec = ExportSpec(
+            filters=filters, view=_view(user, view), viewer=user, redaction=_redaction(request)
+        )
         table = "stories" if chosen == "csv" else None
         return streamed(request, user, spec, chosen, table, stem="incidents", survey_id=None)
     return service.list_incidents(

@@ -269,7 +269,7 @@ def project_chunks(
             yield sink.take()
             for batch in story_batches(session, spec, codings=False):
                 for row in batch.rows:
-                    text, _starts = compose(_answers(row, spec.view))
+                    text, _starts = compose(_answers(row, spec.view, spec.redaction))
                     source = source_guid(row)
                     archive.writestr(f"Sources/{source}.txt", text.encode("utf-8"))
                 yield sink.take()
@@ -318,7 +318,7 @@ def _write_project(
             with xf.element(f"{P}Sources"):
                 for batch in story_batches(session, spec, codings=True):
                     for row in batch.rows:
-                        answers = _answers(row, spec.view)
+                        answers = _answers(row, spec.view, spec.redaction)
                         text, starts = compose(answers)
                         source = source_guid(row)
                         attributes = _attributes(row, spec, context)

@@ -196,3 +196,33 @@ def test_cli_suggest_and_redact_use_the_configured_ner(
         (incident,) = session.scalars(select(Incident))
         assert incident.redacted_with == f"ner:{NER}@3.8.0"
         assert "Maria" not in incident.redacted["what_happened"]
+
+
+def test_researchers_exports_wait_for_the_configured_redaction_too(
+    ner_client: TestClient,
+    ner_settings: Settings,
+    make_survey: Callable[..., Survey],
+    codebook_id: int,
+    admin: dict[str, str],
+    token_for: Callable[..., dict[str, str]],
+) -> None:
+    survey = make_survey()
+    _submit(ner_client, survey, STORY)
+    researcher = token_for("researcher")
+
+    def exported(headers: dict[str, str]) -> dict[str, Any]:
+        response = ner_client.get(
+            f"/api/v1/surveys/{survey.id}/export", headers=headers, params={"format": "jsonl"}
+        )
+        assert response.status_code == 200, response.text
+        (line,) = response.text.splitlines()
+        return dict(json.loads(line))
+
+    pending = exported(researcher)
+    assert pending["what_happened"] is None and pending["id"] > 0
+    assert "Maria" not in json.dumps(pending) and "lounge" not in json.dumps(pending)
+    assert exported(admin)["what_happened"] == STORY["what_happened"]  # admins read originals
+
+    assert Worker(ner_client.app.state.sessionmaker, ner_settings).drain().done == 1
+    seen = exported(researcher)
+    assert "[NAME]" in seen["what_happened"] and "Maria" not in seen["what_happened"]
