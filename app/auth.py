@@ -12,7 +12,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from app import audit
@@ -82,17 +82,21 @@ def authenticate(session: Session, token: str) -> Principal | None:
     return principal
 
 
+# Built once: every request with a token runs it.
+_TOKEN_HOLDER = (
+    select(User.id, User.name, User.role, ApiToken.id, ApiToken.last_used_at)
+    .join(ApiToken, ApiToken.user_id == User.id)
+    .where(
+        ApiToken.token_hash == bindparam("token_hash"),
+        ApiToken.revoked_at.is_(None),
+        User.disabled_at.is_(None),
+    )
+)
+
+
 def _token_holder(session: Session, token: str) -> tuple[Principal | None, int | None]:
     """The token's person, and the token's id when its last use is due to be written."""
-    row = session.execute(
-        select(User.id, User.name, User.role, ApiToken.id, ApiToken.last_used_at)
-        .join(ApiToken, ApiToken.user_id == User.id)
-        .where(
-            ApiToken.token_hash == hash_token(token),
-            ApiToken.revoked_at.is_(None),
-            User.disabled_at.is_(None),
-        )
-    ).first()
+    row = session.execute(_TOKEN_HOLDER, {"token_hash": hash_token(token)}).first()
     if row is None:
         return None, None
     stale = row[4] is None or utcnow() - row[4] > TOKEN_TOUCH_EVERY
@@ -153,13 +157,15 @@ def _write_aside(request: Request, session: Session, statement: object) -> None:
 def current_user(
     request: Request,
     session: SessionDep,
-    settings: Annotated[Settings, Depends(app_settings)],
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     cookie: Annotated[str | None, Depends(_cookie)],
     csrf: Annotated[str | None, Depends(submitted_csrf)],
 ) -> Principal:
     # Reads in brief transactions of their own (no write lock on SQLite): the request's writes
     # begin afresh at the endpoint's first statement.
+    # The app's settings (app_settings) read here, not as a dependency: a synchronous one costs
+    # a worker-thread hop on every request.
+    settings: Settings = request.app.state.settings
     if credentials is not None:
         with brief_read(session):
             principal, touch = _token_holder(session, credentials.credentials)
@@ -220,7 +226,8 @@ CurrentUser = Annotated[Principal, Depends(current_user)]
 def require_role(*roles: str):  # type: ignore[no-untyped-def]
     allowed = frozenset(roles)
 
-    def dependency(user: CurrentUser) -> Principal:
+    # async: a check this small runs on the event loop, not on a worker thread of its own.
+    async def dependency(user: CurrentUser) -> Principal:
         if user.role not in allowed:
             raise Forbidden(
                 f"this needs the role {' or '.join(sorted(allowed))}; your token has {user.role!r}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import threading
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -242,19 +243,53 @@ async def db_slot(request: Request) -> AsyncIterator[None]:
         yield
 
 
-def get_session(
+async def get_session(
     request: Request, _slot: Annotated[None, Depends(db_slot, scope="function")]
-) -> Iterator[Session]:
+) -> AsyncIterator[Session]:
+    # Opening a session costs no I/O (it takes its connection at its first statement), so it
+    # happens on the event loop; only the commit (or rollback) goes to a worker thread: one
+    # thread hop per request instead of two (a hop is a context switch on a loaded machine).
     factory: sessionmaker[Session] = request.app.state.sessionmaker
-    with session_scope(factory, write=request.method not in _READ_METHODS) as session:
+    session = new_session(factory, write=request.method not in _READ_METHODS)
+    try:
         yield session
+    except BaseException:
+        await _end_in_thread(session, commit=False)
+        raise
+    await _end_in_thread(session, commit=True)
+
+
+async def _end_in_thread(session: Session, *, commit: bool) -> None:
+    # A limiter of its own (as FastAPI does for a dependency's exit): the commit that releases
+    # a transaction's locks never waits for a token of the worker-thread pool, which requests
+    # waiting on those locks may hold. Shielded: a cancelled request (client gone) still ends
+    # its transaction and hands back its connection (and SQLite's write lock) at once.
+    with anyio.CancelScope(shield=True):
+        await anyio.to_thread.run_sync(
+            functools.partial(_end, session, commit=commit), limiter=anyio.CapacityLimiter(1)
+        )
+
+
+def _end(session: Session, *, commit: bool) -> None:
+    """session_scope's ending: commit (or roll back), then close."""
+    try:
+        if commit:
+            try:
+                session.commit()
+            except BaseException:
+                session.rollback()
+                raise
+        else:
+            session.rollback()
+    finally:
+        session.close()
 
 
 # scope="function": commit before the response is built, so a failed commit is an error
 # response, never a success the database does not hold. The session takes its connection at
-# its first statement, inside the endpoint's thread, and FastAPI runs the commit on a thread of
-# its own (not limited by the pool of worker threads), so a transaction never waits for a
-# thread; `db_slot` keeps the number of open sessions below the pool size.
+# its first statement, inside the endpoint's thread, and the commit runs on a thread of its own
+# (not limited by the pool of worker threads), so a transaction never waits for a thread;
+# `db_slot` keeps the number of open sessions below the pool size.
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 
 

@@ -20,6 +20,7 @@ Reported: codings per second, p50/p99 of each call, errors.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import random
@@ -156,13 +157,21 @@ def _serve(server: str, url: str, port: int, log: Path) -> subprocess.Popen[byte
     env = {**os.environ, "CIT_DATABASE_URL": url, "CIT_ENV": "production",
            "CIT_SECRET_KEY": SECRET, "CIT_LOG_ACCESS": "false",
            "CIT_DATA_DIR": str(log.parent / "data")}  # fmt: skip
-    if server == "service":
-        command = [str(VENV_BIN / "cit"), "serve", "--port", str(port), "--no-worker"]
-    else:
+    root = ROOT
+    if server == "baseline":
         command = [str(VENV_BIN / "uvicorn"), "--factory", "bench.minimal_review_app:create",
                    "--port", str(port), "--log-level", "warning", "--no-access-log"]  # fmt: skip
-    return subprocess.Popen(command, env=env, cwd=ROOT, stdout=log.open("wb"),
+    else:
+        command = [str(VENV_BIN / "cit"), "serve", "--port", str(port), "--no-worker"]
+        if server != "service":  # "before": the service from another source tree
+            root = Path(BEFORE_ROOTS[server])
+            env["PYTHONPATH"] = str(root)
+    return subprocess.Popen(command, env=env, cwd=root, stdout=log.open("wb"),
                             stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+
+
+# Other source trees served as "before" (--before DIR), to compare a change in one run.
+BEFORE_ROOTS: dict[str, str] = {}
 
 
 def _coder(
@@ -193,7 +202,7 @@ def _coder(
 
 
 def run(server: str, url: str, coders: int, per_coder: int, workdir: Path) -> dict[str, Any]:
-    tokens = _tokens(url, coders) if server == "service" else ["-"] * coders
+    tokens = _tokens(url, coders) if server != "baseline" else ["-"] * coders
     port = _free_port()
     process = _serve(server, url, port, workdir / f"{server}.log")
     try:
@@ -238,9 +247,18 @@ def main() -> None:
     parser.add_argument("--stories", type=int, default=1_000_000)
     parser.add_argument("--codings", type=int, default=300, help="per coder and run")
     parser.add_argument("--reset", action="store_true")
+    parser.add_argument("--build-only", action="store_true", help="build the database and stop")
+    parser.add_argument(
+        "--before",
+        metavar="DIR",
+        help="also serve the service from this source tree (say, `git archive` of an earlier "
+        "commit), in the same run, as `before`",
+    )
     args = parser.parse_args()
     url = args.database_url
-    marker = ROOT / "var" / "bench" / f"review-{abs(hash(url))}-{args.stories}.built"
+    # A stable digest (hash() is salted per process: the database was rebuilt on every run).
+    digest = hashlib.sha256(url.encode()).hexdigest()[:12]
+    marker = ROOT / "var" / "bench" / f"review-{digest}-{args.stories}.built"
     marker.parent.mkdir(parents=True, exist_ok=True)
     if (
         args.reset
@@ -251,24 +269,30 @@ def main() -> None:
             Path(url.removeprefix("sqlite:///")).unlink(missing_ok=True)
         build(url, args.stories)
         marker.touch()
+    if args.build_only:
+        return
     workdir = marker.parent
+    servers = ["service", "baseline"]
+    if args.before:
+        BEFORE_ROOTS["before"] = args.before
+        servers.insert(1, "before")
     results = []
     for coders in (1, 8):
-        for server in ("service", "baseline") if coders == 1 else ("baseline", "service"):
+        for server in servers if coders == 1 else servers[::-1]:
             result = run(server, url, coders, args.codings if coders == 1 else args.codings // 4,
                          workdir)  # fmt: skip
             results.append(result)
             print(json.dumps(result), flush=True)
     print()
     print(
-        "| coders | service codings/s | baseline codings/s | ratio | service next p50/p99 ms "
-        "| service save p50/p99 ms | baseline next p50/p99 | baseline save p50/p99 | errors |"
+        "| coders | server | codings/s | baseline codings/s | ratio | next p50/p99 ms "
+        "| save p50/p99 ms | baseline next p50/p99 | baseline save p50/p99 | errors |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
-    for coders in (1, 8):
-        ours = next(r for r in results if r["server"] == "service" and r["coders"] == coders)
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for coders, name in [(c, n) for c in (1, 8) for n in servers if n != "baseline"]:
+        ours = next(r for r in results if r["server"] == name and r["coders"] == coders)
         base = next(r for r in results if r["server"] == "baseline" and r["coders"] == coders)
-        print(f"| {coders} | {ours['codings_per_s']} | {base['codings_per_s']} | "
+        print(f"| {coders} | {name} | {ours['codings_per_s']} | {base['codings_per_s']} | "
               f"{ours['codings_per_s'] / max(base['codings_per_s'], 0.1):.2f} | "
               f"{ours['next_p50_ms']} / {ours['next_p99_ms']} | "
               f"{ours['save_p50_ms']} / {ours['save_p99_ms']} | "

@@ -7,12 +7,14 @@ from __future__ import annotations
 import copy
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from pydantic import TypeAdapter, ValidationError
-from sqlalchemy import and_, delete, func, select, true, union_all, update
+from sqlalchemy import Table, and_, bindparam, delete, func, select, true, union_all, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -139,6 +141,20 @@ _PARSED: OrderedDict[tuple[Any, ...], NlpCodebook] = OrderedDict()
 _PARSED_LOCK = threading.Lock()
 
 
+def _cached_parse(key: tuple[Any, ...], content: Callable[[], Mapping[str, Any]]) -> NlpCodebook:
+    with _PARSED_LOCK:
+        found = _PARSED.get(key)
+        if found is not None:
+            _PARSED.move_to_end(key)
+            return found
+    parsed = parse_codebook(content())
+    with _PARSED_LOCK:
+        _PARSED[key] = parsed
+        while len(_PARSED) > 64:
+            _PARSED.popitem(last=False)
+    return parsed
+
+
 def load_nlp_codebook(version: CodebookVersion) -> NlpCodebook:
     """The nlp library's view of a stored version (validated when it was written).
 
@@ -146,17 +162,58 @@ def load_nlp_codebook(version: CodebookVersion) -> NlpCodebook:
     codebook cost more than the rest of saving a coding). The key includes the creation time,
     so a database emptied and refilled (tests) cannot hand back another version's codes."""
     key = (version.id, version.codebook_id, version.number, version.created_at)
-    with _PARSED_LOCK:
-        found = _PARSED.get(key)
-        if found is not None:
-            _PARSED.move_to_end(key)
-            return found
-    parsed = parse_codebook(version.content)
-    with _PARSED_LOCK:
-        _PARSED[key] = parsed
-        while len(_PARSED) > 64:
-            _PARSED.popitem(last=False)
-    return parsed
+    return _cached_parse(key, lambda: version.content)
+
+
+@dataclass(frozen=True)
+class VersionRef:
+    """A codebook version by its identity, without its content (read only on a cache miss)."""
+
+    id: int
+    codebook_id: int
+    number: int
+    created_at: datetime
+
+
+_versions = cast(Table, CodebookVersion.__table__)
+_codebooks = cast(Table, Codebook.__table__)
+_surveys = cast(Table, Survey.__table__)
+# The survey's codebook's current version in one statement (built once: the coding path asks
+# for it on every save).
+_SURVEY_VERSION = (
+    select(_versions.c.id, _versions.c.codebook_id, _versions.c.number, _versions.c.created_at)
+    .select_from(
+        _surveys.join(_codebooks, _codebooks.c.id == _surveys.c.codebook_id).join(
+            _versions,
+            and_(
+                _versions.c.codebook_id == _codebooks.c.id,
+                _versions.c.number == _codebooks.c.current_version,
+            ),
+        )
+    )
+    .where(_surveys.c.id == bindparam("survey_id"))
+)
+_VERSION_CONTENT = select(_versions.c.content).where(_versions.c.id == bindparam("version_id"))
+
+
+def survey_version_ref(session: Session, survey_id: int) -> VersionRef | None:
+    """The current version of the survey's own codebook; None when it has none (the caller
+    falls back to the default codebook)."""
+    row = session.connection().execute(_SURVEY_VERSION, {"survey_id": survey_id}).first()
+    return VersionRef(*row) if row is not None else None
+
+
+def nlp_codebook_of(session: Session, ref: VersionRef) -> NlpCodebook:
+    """`load_nlp_codebook` for a version known by its identity: its content is read only when
+    this process has not parsed it yet."""
+
+    def content() -> Mapping[str, Any]:
+        loaded: Mapping[str, Any] = (
+            session.connection().execute(_VERSION_CONTENT, {"version_id": ref.id}).scalar_one()
+        )
+        return loaded
+
+    return _cached_parse((ref.id, ref.codebook_id, ref.number, ref.created_at), content)
 
 
 def export_yaml(version: CodebookVersion) -> str:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-from sqlalchemy import ColumnElement, SQLColumnExpression, and_, exists, or_, select
+from sqlalchemy import ColumnElement, SQLColumnExpression, and_, bindparam, exists, or_, select
 from sqlalchemy.orm import Session
 
 from app.config import Settings, get_settings
@@ -181,6 +181,44 @@ def resolve_view(user: Principal, asked: View | None) -> View:
     return "original" if user.role == "admin" else "redacted"
 
 
+# Reading statements, built once (every story read runs them): building a statement per call
+# cost more Python than the database needs to run it (bench/review_throughput.py).
+_CODINGS_OF = (
+    select(Coding, User.name)
+    .join(User, User.id == Coding.coder_id)
+    .where(Coding.incident_id.in_(bindparam("ids", expanding=True)))
+    .order_by(Coding.id)
+)
+_DECISIONS_OF = (
+    select(CodingCode)
+    .where(CodingCode.coding_id.in_(bindparam("coding_ids", expanding=True)))
+    .order_by(CodingCode.id)
+)
+_SPANS_OF = (
+    select(CodingSpan)
+    .join(CodingCode, CodingCode.id == CodingSpan.coding_code_id)
+    .where(CodingCode.coding_id.in_(bindparam("coding_ids", expanding=True)))
+    .order_by(CodingSpan.id)
+)
+_SUGGESTIONS_OF = select(Suggestion).where(
+    Suggestion.incident_id.in_(bindparam("ids", expanding=True))
+)
+_FINAL_CODES_OF = (
+    select(IncidentCode)
+    .where(IncidentCode.incident_id.in_(bindparam("ids", expanding=True)))
+    .order_by(IncidentCode.id)
+)
+_OPEN_SUGGEST_JOBS_OF = (
+    select(Job)
+    .where(
+        Job.kind == SUGGEST,
+        Job.subject.in_(bindparam("subjects", expanding=True)),
+        Job.status != "done",
+    )
+    .order_by(Job.id)
+)
+
+
 def load_codings(
     session: Session, incident_ids: Sequence[int], *, view: View = "redacted"
 ) -> dict[int, list[CodingRead]]:
@@ -189,26 +227,14 @@ def load_codings(
     found: dict[int, list[CodingRead]] = defaultdict(list)
     if not incident_ids:
         return found
-    rows = session.execute(
-        select(Coding, User.name)
-        .join(User, User.id == Coding.coder_id)
-        .where(Coding.incident_id.in_(incident_ids))
-        .order_by(Coding.id)
-    ).all()
+    rows = session.execute(_CODINGS_OF, {"ids": list(incident_ids)}).all()
     decisions: dict[int, list[CodingCode]] = defaultdict(list)
     spans: dict[int, list[CodingSpan]] = defaultdict(list)
     if rows:
         coding_ids = [coding.id for coding, _ in rows]
-        for decision in session.scalars(
-            select(CodingCode).where(CodingCode.coding_id.in_(coding_ids)).order_by(CodingCode.id)
-        ):
+        for decision in session.scalars(_DECISIONS_OF, {"coding_ids": coding_ids}):
             decisions[decision.coding_id].append(decision)
-        for span in session.scalars(
-            select(CodingSpan)
-            .join(CodingCode, CodingCode.id == CodingSpan.coding_code_id)
-            .where(CodingCode.coding_id.in_(coding_ids))
-            .order_by(CodingSpan.id)
-        ):
+        for span in session.scalars(_SPANS_OF, {"coding_ids": coding_ids}):
             spans[span.coding_code_id].append(span)
     views: dict[int, TextViews] = {}
 
@@ -349,7 +375,7 @@ def to_reads(
     jobs: dict[int, SuggestionJobRead] = {}
     codings = load_codings(session, ids, view=view)
     if ids:
-        for row in session.scalars(select(Suggestion).where(Suggestion.incident_id.in_(ids))):
+        for row in session.scalars(_SUGGESTIONS_OF, {"ids": ids}):
             if row.exclusion:
                 exclusions[row.incident_id] = row.exclusion
             suggestions[row.incident_id] = [
@@ -361,16 +387,10 @@ def to_reads(
                 )
                 for item in row.items
             ]
-        for code in session.scalars(
-            select(IncidentCode).where(IncidentCode.incident_id.in_(ids)).order_by(IncidentCode.id)
-        ):
+        for code in session.scalars(_FINAL_CODES_OF, {"ids": ids}):
             codes[code.incident_id].append(FinalCodeRead.model_validate(code, from_attributes=True))
         subjects = {f"incident:{i}": i for i in ids}
-        for job in session.scalars(
-            select(Job)
-            .where(Job.kind == SUGGEST, Job.subject.in_(subjects), Job.status != "done")
-            .order_by(Job.id)
-        ):
+        for job in session.scalars(_OPEN_SUGGEST_JOBS_OF, {"subjects": list(subjects)}):
             jobs[subjects[job.subject or ""]] = SuggestionJobRead(
                 status=job.status,  # type: ignore[arg-type]
                 attempts=job.attempts,
@@ -428,14 +448,27 @@ def get_incident(session: Session, incident_id: int, *, for_update: bool = False
     return incident
 
 
+_REVISION = select(Coding.__table__.c.revision).where(
+    Coding.__table__.c.incident_id == bindparam("incident_id"),
+    Coding.__table__.c.coder_id == bindparam("coder_id"),
+)
+
+
 def etag(session: Session, incident: Incident, user_id: int) -> str:
     """The story's ETag as this caller sees it: the story's version (bumped when its status or
     final codes change) and the revision of the caller's own coding. Another coder's save does
     not change it, so blind double coding neither refuses the second coder nor tells them that
     the first has answered; the caller's own concurrent writes (two tabs) still conflict."""
-    revision = session.scalar(
-        select(Coding.revision).where(Coding.incident_id == incident.id, Coding.coder_id == user_id)
+    revision = (
+        session.connection()
+        .execute(_REVISION, {"incident_id": incident.id, "coder_id": user_id})
+        .scalar()
     )
+    return etag_for(incident, revision)
+
+
+def etag_for(incident: Incident, revision: int | None) -> str:
+    """`etag` when the revision of the caller's coding is known (None: no coding)."""
     return f'"{incident.version}.{revision or 0}"'
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
 from app.auth import Principal
@@ -37,16 +37,24 @@ def notify(
     )
 
 
+_UNREAD = select(Notification).where(
+    Notification.user_id == bindparam("user_id"), Notification.read_at.is_(None)
+)
+# Built once (every saved coding answers with them).
+_UNREAD_BY_STORY = {
+    False: _UNREAD.order_by(Notification.id.desc()).limit(UNREAD_LIMIT),
+    True: _UNREAD.where(Notification.incident_id == bindparam("incident_id"))
+    .order_by(Notification.id.desc())
+    .limit(UNREAD_LIMIT),
+}
+
+
 def unread(
     session: Session, user_id: int, *, incident_id: int | None = None
 ) -> list[NotificationRead]:
     """The person's unread notifications, newest first (about one story, when given)."""
-    query = select(Notification).where(
-        Notification.user_id == user_id, Notification.read_at.is_(None)
-    )
-    if incident_id is not None:
-        query = query.where(Notification.incident_id == incident_id)
-    rows = session.scalars(query.order_by(Notification.id.desc()).limit(UNREAD_LIMIT))
+    params = {"user_id": user_id, "incident_id": incident_id}
+    rows = session.scalars(_UNREAD_BY_STORY[incident_id is not None], params)
     return [NotificationRead.model_validate(row) for row in rows]
 
 

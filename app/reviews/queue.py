@@ -3,12 +3,25 @@ handed the same single-coded story), batch assignments, and each researcher's pr
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
-from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Select, case, delete, exists, func, literal_column, select
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    Table,
+    bindparam,
+    case,
+    delete,
+    exists,
+    func,
+    literal_column,
+    select,
+)
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -60,11 +73,12 @@ def is_open() -> ColumnElement[bool]:
 MAX_ATTEMPTS = 20
 
 
-def _coded_by(coder_id: int) -> ColumnElement[bool]:
+def _coded_by(coder_id: Any) -> ColumnElement[bool]:
+    # coder_id (and now, below): a value, or a bindparam in the statements built once.
     return exists().where(Coding.incident_id == Incident.id, Coding.coder_id == coder_id)
 
 
-def _leased_by(coder_id: int, now: datetime) -> ColumnElement[bool]:
+def _leased_by(coder_id: Any, now: Any) -> ColumnElement[bool]:
     return exists().where(
         ReviewLease.incident_id == Incident.id,
         ReviewLease.coder_id == coder_id,
@@ -72,7 +86,7 @@ def _leased_by(coder_id: int, now: datetime) -> ColumnElement[bool]:
     )
 
 
-def _available(coder_id: int, now: datetime) -> list[ColumnElement[bool]]:
+def _available(coder_id: Any, now: Any) -> list[ColumnElement[bool]]:
     """Stories the coder could be handed: open, not coded or held by them, and with room for
     another coder once the codings and the other coders' live leases are counted."""
     codings = (
@@ -119,40 +133,56 @@ def next_story(
     A story the caller already holds comes back (with a renewed lease). Otherwise: stories
     assigned to the caller first, then unassigned ones, then those assigned to others; within
     each, the survey's review order (least certain suggestions, or oldest, first).
-    """
+
+    The statements are built once (`_queries`) with bound parameters: building one per call
+    cost more than running it (bench/review_throughput.py)."""
     now = utcnow()
     expires = now + timedelta(minutes=LEASE_MINUTES)
-    session.execute(
-        delete(ReviewLease).where(ReviewLease.coder_id == user.id, ReviewLease.expires_at <= now)
-    )
-    held = session.execute(
-        select(ReviewLease, Incident)
-        .join(Incident, Incident.id == ReviewLease.incident_id)
-        .where(
-            ReviewLease.coder_id == user.id,
-            Incident.status.in_(OPEN_STATUSES),
-            ~_coded_by(user.id),
-            *_survey(survey_id),
-        )
-        .order_by(ReviewLease.created_at, ReviewLease.id)
-        .limit(1)
-    ).first()
+    queries = _queries(survey_id is not None)
+    params: dict[str, Any] = {"coder_id": user.id, "now": now}
+    if survey_id is not None:
+        params["survey_id"] = survey_id
+    conn = session.connection()
+    conn.execute(_DROP_EXPIRED, params)
+    held = session.execute(queries.held, params).first()
     if held is not None:
         lease, incident = held
         lease.expires_at = expires
         session.flush()
         return incident, lease
 
-    for query in _candidate_queries(session, user, survey_id, now):
-        handed = _lease_first(session, query, user, now, expires)
+    tiers = [queries.assigned_to_caller]
+    if conn.execute(queries.least_certain_survey, params).first() is not None:
+        tiers.append(queries.least_certain)
+    tiers += [queries.by_date, queries.assigned_to_others]
+    for query in tiers:
+        handed = _lease_first(session, query, params, user, now, expires)
         if handed is not None:
             return handed
     return None
 
 
-def _candidate_queries(
-    session: Session, user: Principal, survey_id: int | None, now: datetime
-) -> Iterator[Select[Any]]:
+@dataclass(frozen=True)
+class _Queue:
+    """The queue's statements, with bound parameters coder_id, now (and survey_id)."""
+
+    held: Select[ReviewLease, Incident]
+    assigned_to_caller: Select[Any]
+    least_certain_survey: Select[Any]
+    least_certain: Select[Any]
+    by_date: Select[Any]
+    assigned_to_others: Select[Any]
+
+
+_leases_table = cast(Table, ReviewLease.__table__)
+_DROP_EXPIRED = delete(_leases_table).where(
+    _leases_table.c.coder_id == bindparam("coder_id"),
+    _leases_table.c.expires_at <= bindparam("now"),
+)
+
+
+@functools.cache
+def _queries(by_survey: bool) -> _Queue:
     """Where the next story may come from, in order; each query can be answered from an index
     in the order it asks for (open stories by survey and date, suggestions by certainty), so
     finding the next story reads a few rows, not every story (it stayed flat at 1,000,000
@@ -161,9 +191,12 @@ def _candidate_queries(
 
     1. stories assigned to the caller (few), in the survey's review order;
     2. unassigned stories: of surveys reviewed `least_certain`, those with suggestions, least
-       certain first; then all others, oldest first;
+       certain first (only when such a survey exists); then all others, oldest first;
     3. stories assigned to someone else (only once nothing else is left)."""
-    available = [*_available(user.id, now), *_survey(survey_id)]
+    coder_id: Any = bindparam("coder_id")
+    now: Any = bindparam("now")
+    survey = [Incident.survey_id == bindparam("survey_id")] if by_survey else []
+    available = [*_available(coder_id, now), *survey]
     assigned = exists().where(Assignment.incident_id == Incident.id)
     certainty = case((Survey.review_order == "least_certain", Suggestion.certainty), else_=None)
     in_order = (certainty.asc().nulls_last(), Incident.submitted_at, Incident.id)
@@ -180,66 +213,105 @@ def _candidate_queries(
             .order_by(*in_order)
         )
 
-    yield locked(
-        with_order(
-            select(Incident)
-            .join(
-                Assignment,
-                (Assignment.incident_id == Incident.id) & (Assignment.researcher_id == user.id),
-            )
-            .where(*available)
+    by_date = "ix_incidents_open_by_survey_date" if by_survey else "ix_incidents_open_by_date"
+    return _Queue(
+        held=select(ReviewLease, Incident)
+        .join(Incident, Incident.id == ReviewLease.incident_id)
+        .where(
+            ReviewLease.coder_id == coder_id,
+            Incident.status.in_(OPEN_STATUSES),
+            ~_coded_by(coder_id),
+            *survey,
         )
-    )
-    least_certain = select(Survey.id).where(
-        Survey.review_order == "least_certain", *([Survey.id == survey_id] if survey_id else [])
-    )
-    if session.scalar(least_certain.limit(1)) is not None:
-        yield locked(
+        .order_by(ReviewLease.created_at, ReviewLease.id)
+        .limit(1),
+        assigned_to_caller=locked(
+            with_order(
+                select(Incident)
+                .join(
+                    Assignment,
+                    (Assignment.incident_id == Incident.id)
+                    & (Assignment.researcher_id == coder_id),
+                )
+                .where(*available)
+            )
+        ),
+        least_certain_survey=select(Survey.id)
+        .where(
+            Survey.review_order == "least_certain",
+            *([Survey.id == bindparam("survey_id")] if by_survey else []),
+        )
+        .limit(1),
+        least_certain=locked(
             select(Incident)
             .join(Survey, Survey.id == Incident.survey_id)
             .join(Suggestion, Suggestion.incident_id == Incident.id)
             .where(*available, ~assigned, Survey.review_order == "least_certain")
             .order_by(Suggestion.certainty, Incident.submitted_at, Incident.id)
-        )
-    by_date = "ix_incidents_open_by_survey_date" if survey_id else "ix_incidents_open_by_date"
-    yield locked(
-        select(Incident)
-        .with_hint(Incident, f"INDEXED BY {by_date}", "sqlite")
-        .where(*available, ~assigned)
-        .order_by(Incident.submitted_at, Incident.id)
+        ),
+        by_date=locked(
+            select(Incident)
+            .with_hint(Incident, f"INDEXED BY {by_date}", "sqlite")
+            .where(*available, ~assigned)
+            .order_by(Incident.submitted_at, Incident.id)
+        ),
+        assigned_to_others=locked(with_order(select(Incident).where(*available, assigned))),
     )
-    yield locked(with_order(select(Incident).where(*available, assigned)))
+
+
+def _insert_lease(
+    session: Session, incident_id: int, coder_id: int, now: datetime, expires: datetime
+) -> ReviewLease | None:
+    """The lease, or None when the caller holds this story already: the unique (incident,
+    coder) pair is the last guard against the same coder's two simultaneous calls taking one
+    story twice (ON CONFLICT DO NOTHING: no savepoint, no failed statement)."""
+    dialect = session.get_bind().dialect.name
+    statement = _LEASE_INSERTS.get(dialect)
+    if statement is None:
+        statement = _LEASE_INSERTS[dialect] = _lease_insert(dialect)
+    values = {"incident_id": incident_id, "coder_id": coder_id, "expires_at": expires}
+    lease_id = session.connection().execute(statement, {**values, "created_at": now}).scalar()
+    if lease_id is None:
+        return None
+    return ReviewLease(id=lease_id, created_at=now, **values)
+
+
+_LEASE_INSERTS: dict[str, Any] = {}
+
+
+def _lease_insert(dialect: str) -> Any:
+    make = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    return (
+        make(_leases_table)
+        .on_conflict_do_nothing(index_elements=["incident_id", "coder_id"])
+        .returning(_leases_table.c.id)
+    )
 
 
 def _lease_first(
     session: Session,
     query: Select[Any],
+    params: dict[str, Any],
     user: Principal,
     now: datetime,
     expires: datetime,
 ) -> tuple[Incident, ReviewLease] | None:
     """Lease the first story the query finds that is still available to the caller."""
     passed: list[int] = []
+    postgres = session.get_bind().dialect.name == "postgresql"
     for _ in range(MAX_ATTEMPTS):
         attempt = query.where(Incident.id.not_in(passed)) if passed else query
-        candidate = session.scalars(attempt).first()
+        candidate = session.scalars(attempt, params).first()
         if candidate is None:
             return None
         # On SQLite this transaction holds the write lock: what the candidate query saw is
         # what is there, so the recheck (for PostgreSQL's READ COMMITTED) would be a no-op.
-        postgres = session.get_bind().dialect.name == "postgresql"
         if postgres and not _still_available(session, candidate.id, user.id, now):
             passed.append(candidate.id)
             continue
         ensure_coders_required(session, candidate)
-        lease = ReviewLease(incident_id=candidate.id, coder_id=user.id, expires_at=expires)
-        try:
-            # The unique (incident, coder) pair is the last guard against the same coder's
-            # two simultaneous calls taking one story twice.
-            with session.begin_nested():
-                session.add(lease)
-                session.flush()
-        except IntegrityError:
+        lease = _insert_lease(session, candidate.id, user.id, now, expires)
+        if lease is None:
             passed.append(candidate.id)
             continue
         return candidate, lease

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Header, Query, Request, Response
+from pydantic import BaseModel
 
 from app import negotiation
 from app.auth import RequireAdmin, RequireAnyRole, RequireResearcher
@@ -59,6 +60,15 @@ ViewParam = Annotated[
 ]
 
 
+def _json(model: BaseModel, tag: str) -> Response:
+    """The coding path's answers, serialized here, in the endpoint's thread: FastAPI would
+    validate the model again (on one more worker-thread hop) before serializing it the same
+    way (`response_model` still documents it)."""
+    return Response(
+        model.model_dump_json(by_alias=True), media_type="application/json", headers={"ETag": tag}
+    )
+
+
 # The queue ---------------------------------------------------------------------------------------
 
 
@@ -68,12 +78,11 @@ ViewParam = Annotated[
     responses={204: {"description": "Nothing left to code"}, **problem_responses(NotFound)},
 )
 def review_next(
-    response: Response,
     session: SessionDep,
     user: RequireResearcher,
     body: NextRequest | None = None,
     view: ViewParam = None,
-) -> ReviewItem | Response:
+) -> Response:
     """Hand the caller the next story to code, held for them for `LEASE_MINUTES` (30): one
     they hold already, else one assigned to them, else by the survey's review order. Never a
     story they coded, nor a single-coded story someone else holds."""
@@ -82,11 +91,11 @@ def review_next(
     if handed is None:
         return Response(status_code=204)
     incident, lease = handed
-    response.headers["ETag"] = etag(session, incident, user.id)
-    return ReviewItem(
+    item = ReviewItem(
         incident=to_reads(session, [incident], chosen, user)[0],
         lease_expires_at=lease.expires_at,
     )
+    return _json(item, etag(session, incident, user.id))
 
 
 @router.delete(
@@ -251,12 +260,11 @@ def read_my_coding(
 def write_my_coding(
     incident_id: int,
     data: CodingUpdate,
-    response: Response,
     session: SessionDep,
     user: RequireResearcher,
     if_match: IfMatch = None,
     view: ViewParam = None,
-) -> MyCoding:
+) -> Response:
     """Code a story (or exclude it with a reason), or revise one's coding. Needs `If-Match`
     with the story's ETag; answers with the new ETag. Once every required coding is in, the
     story is final when the coders agree, else it goes to adjudication.
@@ -266,8 +274,7 @@ def write_my_coding(
     admins: the original, or the redacted with `?view=redacted`). They are checked against
     that text and read back with the quoted passage."""
     coding = service.save_coding(session, incident_id, data, user, if_match, view)
-    response.headers["ETag"] = coding.etag
-    return coding
+    return _json(coding, coding.etag)
 
 
 @router.put(

@@ -8,25 +8,35 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import delete, exists, func, select
+from sqlalchemy import Table, bindparam, delete, exists, insert, literal_column, select
 from sqlalchemy.orm import Session
 
 from app import audit
 from app.auth import Principal
-from app.codebooks.service import current_version, default_codebook, load_nlp_codebook
+from app.codebooks.service import (
+    VersionRef,
+    current_version,
+    default_codebook,
+    load_nlp_codebook,
+    nlp_codebook_of,
+    survey_version_ref,
+)
 from app.errors import Conflict, Forbidden, NotFound
 from app.incidents.redaction import TextViews, text_views
-from app.incidents.schemas import IncidentPage, IncidentRead
+from app.incidents.schemas import CodeDecisionRead, IncidentPage, IncidentRead
 from app.incidents.service import (
     IncidentFilters,
     View,
     etag,
+    etag_for,
     get_incident,
     list_incidents,
     load_codings,
+    read_span,
     resolve_view,
     to_reads,
 )
@@ -48,6 +58,7 @@ from app.models.base import utcnow
 from app.reviews.errors import CodesInvalid, SpansInvalid, check_if_match
 from app.reviews.notifications import unread
 from app.reviews.schemas import AdjudicationUpdate, CodingUpdate, MyCoding
+from nlp.codebook import Codebook as NlpCodebook
 
 FINAL_STATUSES = ("coded", "excluded")
 SETTLED_STATUSES = {"coded", "excluded", "adjudication"}
@@ -60,11 +71,18 @@ def coders_required_for(incident_id: int, double_coding_share: int) -> int:
     return 2 if int.from_bytes(digest[:8], "big") % 100 < double_coding_share else 1
 
 
+_DOUBLE_CODING_SHARE = select(cast(Table, Survey.__table__).c.double_coding_share).where(
+    cast(Table, Survey.__table__).c.id == bindparam("survey_id")
+)
+
+
 def ensure_coders_required(session: Session, incident: Incident) -> int:
     """Decide, on first hand-out (or first coding), how many coders the story needs."""
     if incident.coders_required is None:
-        share = session.scalar(
-            select(Survey.double_coding_share).where(Survey.id == incident.survey_id)
+        share = (
+            session.connection()
+            .execute(_DOUBLE_CODING_SHARE, {"survey_id": incident.survey_id})
+            .scalar()
         )
         incident.coders_required = coders_required_for(incident.id, share or 0)
     return incident.coders_required
@@ -82,6 +100,18 @@ def codebook_version_for(session: Session, survey_id: int) -> CodebookVersion:
     return current_version(session, codebook)
 
 
+def codebook_ref_for(session: Session, survey_id: int) -> tuple[VersionRef, NlpCodebook]:
+    """`codebook_version_for` as the coding path needs it: the version's identity and its
+    parsed codes, in one small statement when the survey names its codebook (the content is
+    read and parsed once per process)."""
+    ref = survey_version_ref(session, survey_id)
+    if ref is not None:
+        return ref, nlp_codebook_of(session, ref)
+    version = codebook_version_for(session, survey_id)
+    ref = VersionRef(version.id, version.codebook_id, version.number, version.created_at)
+    return ref, load_nlp_codebook(version)
+
+
 def _check_codes(
     version: CodebookVersion,
     given: dict[str, Sequence[str]],
@@ -89,14 +119,22 @@ def _check_codes(
 ) -> None:
     """Every code must be an active, codable code of the version; `proposals` (key -> id) are
     the caller's own open proposals, usable in `codes` only."""
-    codebook = load_nlp_codebook(version)
+    _check_parsed_codes(load_nlp_codebook(version), version.id, given, proposals)
+
+
+def _check_parsed_codes(
+    codebook: NlpCodebook,
+    version_id: int,
+    given: dict[str, Sequence[str]],
+    proposals: Mapping[str, int] | None = None,
+) -> None:
     active = {code.key for code in codebook.active_codes}
     parents = {code.key for code in codebook.codes if not code.codable and not code.retired}
     for where, codes in given.items():
         usable = active | set(proposals or ()) if where == "codes" else active
         unknown = [code for code in codes if code not in usable]
         if unknown:
-            raise CodesInvalid(unknown, where, version.id, not_codable=sorted(parents))
+            raise CodesInvalid(unknown, where, version_id, not_codable=sorted(parents))
 
 
 # Reading ----------------------------------------------------------------------------------------
@@ -148,12 +186,100 @@ def adjudication_queue(
 
 Offsets = tuple[str, int, int]
 
+_codings = cast(Table, Coding.__table__)
+_decisions = cast(Table, CodingCode.__table__)
+_spans = cast(Table, CodingSpan.__table__)
+_leases = cast(Table, ReviewLease.__table__)
+_users = cast(Table, User.__table__)
+_proposals = cast(Table, CodeProposal.__table__)
+_audit = cast(Table, AuditEvent.__table__)
+_final = cast(Table, IncidentCode.__table__)
+
+# The coding path's statements, built once: building and caching a statement cost more Python
+# than the database needs to run it (bench/review_throughput.py).
+_CODINGS_OF_STORY = (
+    select(
+        _codings.c.id,
+        _codings.c.coder_id,
+        _codings.c.codebook_version_id,
+        _codings.c.excluded,
+        _codings.c.exclusion_reason,
+        _codings.c.no_code_applies,
+        _codings.c.note,
+        _codings.c.history,
+        _codings.c.revision,
+        _codings.c.created_at,
+        _codings.c.updated_at,
+        _users.c.name,
+    )
+    .select_from(_codings.join(_users, _users.c.id == _codings.c.coder_id))
+    .where(_codings.c.incident_id == bindparam("incident_id"))
+    .order_by(_codings.c.id)
+)
+_CODES_OF_CODINGS = (
+    select(_decisions.c.coding_id, _decisions.c.code, _decisions.c.proposal_id)
+    .where(
+        _decisions.c.coding_id.in_(bindparam("coding_ids", expanding=True)),
+        _decisions.c.decision != literal_column("'rejected'"),
+    )
+    .order_by(_decisions.c.id)
+)
+_DECISIONS_OF_CODING = (
+    select(_decisions.c.code, _decisions.c.decision)
+    .where(_decisions.c.coding_id == bindparam("coding_id"))
+    .order_by(_decisions.c.id)
+)
+_ADJUDICATED = select(
+    exists().where(
+        _audit.c.entity_type == literal_column("'incident'"),
+        _audit.c.entity_id == bindparam("entity_id"),
+        _audit.c.action == literal_column(f"'{ADJUDICATE}'"),
+    )
+)
+_OPEN_PROPOSALS = select(_proposals.c.key, _proposals.c.id).where(
+    _proposals.c.codebook_id == bindparam("codebook_id"),
+    _proposals.c.proposed_by == bindparam("user_id"),
+    _proposals.c.status == literal_column("'proposed'"),
+)
+_LIVE_LEASES = (
+    select(_users.c.name, _leases.c.expires_at)
+    .select_from(_leases.join(_users, _users.c.id == _leases.c.coder_id))
+    .where(
+        _leases.c.incident_id == bindparam("incident_id"), _leases.c.expires_at > bindparam("now")
+    )
+    .order_by(_leases.c.expires_at, _leases.c.id)
+)
+_FINAL_CODES = (
+    select(_final.c.code, _final.c.source, _final.c.codebook_version_id)
+    .where(_final.c.incident_id == bindparam("incident_id"))
+    .order_by(_final.c.code)
+)
+_CLEAR_FINAL = delete(_final).where(_final.c.incident_id == bindparam("incident_id"))
+_INSERT_FINAL = insert(_final)
+_INSERT_CODING = insert(_codings).returning(_codings.c.id)
+_UPDATE_CODING = (
+    _codings.update()
+    .where(_codings.c.id == bindparam("coding_key"))
+    .values(revision=_codings.c.revision + 1)
+)
+_CLEAR_DECISIONS = delete(_decisions).where(_decisions.c.coding_id == bindparam("coding_key"))
+_INSERT_DECISIONS = insert(_decisions)
+_INSERT_DECISIONS_IDS = insert(_decisions).returning(
+    _decisions.c.id, _decisions.c.code, sort_by_parameter_order=True
+)
+_INSERT_SPANS = insert(_spans)
+_END_LEASE = delete(_leases).where(
+    _leases.c.incident_id == bindparam("incident_id"), _leases.c.coder_id == bindparam("coder_id")
+)
+
 
 def _coding_snapshot(
-    coding: Coding,
+    coding: Any,
     decisions: Sequence[tuple[str, str]],
     spans: dict[str, list[Offsets]] | None = None,
 ) -> dict[str, Any]:
+    """What the audit trail keeps of a coding; `coding` is a Coding or a row of its columns."""
+
     def entry(code: str, decision: str) -> dict[str, Any]:
         marked = (spans or {}).get(code)
         return {"code": code, "decision": decision, **({"spans": marked} if marked else {})}
@@ -172,15 +298,7 @@ def _coding_snapshot(
 
 def _was_adjudicated(session: Session, incident: Incident) -> bool:
     return bool(
-        session.scalar(
-            select(
-                exists().where(
-                    AuditEvent.entity_type == "incident",
-                    AuditEvent.entity_id == str(incident.id),
-                    AuditEvent.action == ADJUDICATE,
-                )
-            )
-        )
+        session.connection().execute(_ADJUDICATED, {"entity_id": str(incident.id)}).scalar()
     )
 
 
@@ -188,12 +306,8 @@ def open_proposals_of(session: Session, codebook_id: int, user_id: int) -> dict[
     """The caller's open code proposals for this codebook: key -> proposal id."""
     return {
         key: proposal_id
-        for key, proposal_id in session.execute(
-            select(CodeProposal.key, CodeProposal.id).where(
-                CodeProposal.codebook_id == codebook_id,
-                CodeProposal.proposed_by == user_id,
-                CodeProposal.status == "proposed",
-            )
+        for key, proposal_id in session.connection().execute(
+            _OPEN_PROPOSALS, {"codebook_id": codebook_id, "user_id": user_id}
         )
     }
 
@@ -202,11 +316,8 @@ def live_leases(session: Session, incident_id: int, now: datetime) -> list[tuple
     """(holder, until) of the story's leases that have not run out, soonest first."""
     return [
         (name, expires)
-        for name, expires in session.execute(
-            select(User.name, ReviewLease.expires_at)
-            .join(User, User.id == ReviewLease.coder_id)
-            .where(ReviewLease.incident_id == incident_id, ReviewLease.expires_at > now)
-            .order_by(ReviewLease.expires_at, ReviewLease.id)
+        for name, expires in session.connection().execute(
+            _LIVE_LEASES, {"incident_id": incident_id, "now": now}
         )
     ]
 
@@ -268,14 +379,34 @@ def _checked_spans(views: TextViews, view: View, data: CodingUpdate) -> dict[str
 
 def _stored_spans(session: Session, coding_id: int) -> dict[str, list[Offsets]]:
     found: dict[str, list[Offsets]] = {}
-    for code, field, start, end in session.execute(
+    for code, field_name, start, end in session.execute(
         select(CodingCode.code, CodingSpan.field, CodingSpan.start, CodingSpan.end)
         .join(CodingCode, CodingCode.id == CodingSpan.coding_code_id)
         .where(CodingCode.coding_id == coding_id)
         .order_by(CodingSpan.id)
     ):
-        found.setdefault(code, []).append((field, start, end))
+        found.setdefault(code, []).append((field_name, start, end))
     return found
+
+
+def _audit_row(
+    actor: Principal | None,
+    action: str,
+    incident_id: int,
+    before: dict[str, Any] | None,
+    after: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """An audit event as `audit.record` writes it, for one INSERT of several events."""
+    return {
+        "at": utcnow(),
+        "actor_id": actor.id if actor else None,
+        "actor_name": actor.name if actor else audit.CLI_ACTOR,
+        "action": action,
+        "entity_type": "incident",
+        "entity_id": str(incident_id),
+        "before": before,
+        "after": after,
+    }
 
 
 def save_coding(
@@ -287,94 +418,205 @@ def save_coding(
     view: View | None = None,
 ) -> MyCoding:
     """Create or revise the caller's coding, then settle the story's final codes. Span offsets
-    are read in `view` (the caller's default view unless given)."""
+    are read in `view` (the caller's default view unless given).
+
+    The hot path of coding (bench/review_throughput.py): the story's codings are read once and
+    serve the ETag, the checks, settling and the answer; writes are Core statements built once;
+    the answer is made from what was written instead of read back."""
     chosen = resolve_view(user, view)
     incident = get_incident(session, incident_id, for_update=True)
-    check_if_match(if_match, etag(session, incident, user.id))
-    coding = _my_coding(session, incident, user.id)
-    if coding is None:
+    conn = session.connection()
+    rows = conn.execute(_CODINGS_OF_STORY, {"incident_id": incident.id}).all()
+    mine = next((row for row in rows if row.coder_id == user.id), None)
+    check_if_match(if_match, etag_for(incident, mine.revision if mine else None))
+    if mine is None:
         if incident.status in FINAL_STATUSES:
             raise Conflict(f"incident {incident.id} is final ({incident.status}) already")
         required = ensure_coders_required(session, incident)
-        count = session.scalar(
-            select(func.count(Coding.id)).where(Coding.incident_id == incident.id)
-        )
-        if (count or 0) >= required:
+        if len(rows) >= required:
             raise Conflict(f"incident {incident.id} has every coding it needs ({required})")
-        _check_leases(session, incident, user, count or 0, required)
+        _check_leases(session, incident, user, len(rows), required)
     elif _was_adjudicated(session, incident):
         raise Conflict(f"incident {incident.id} was adjudicated; an admin's decision stands")
-    version = codebook_version_for(session, incident.survey_id)
+    version, codebook = codebook_ref_for(session, incident.survey_id)
     proposals = open_proposals_of(session, version.codebook_id, user.id)
-    _check_codes(
-        version,
+    _check_parsed_codes(
+        codebook,
+        version.id,
         {"codes": [c.code for c in data.codes], "rejected_suggestions": data.rejected_suggestions},
         proposals,
     )
-    spans = (
-        _checked_spans(text_views(incident), chosen, data)
-        if any(c.spans for c in data.codes)
-        else {}
-    )
+    views = text_views(incident) if any(c.spans for c in data.codes) else None
+    spans = _checked_spans(views, chosen, data) if views is not None else {}
 
+    now = utcnow()
+    exclusion_reason = data.exclusion_reason if data.exclude else None
+    values: dict[str, Any] = {
+        "codebook_version_id": version.id,
+        "excluded": data.exclude,
+        "exclusion_reason": exclusion_reason,
+        "no_code_applies": data.no_code_applies,
+        "note": data.note,
+        "updated_at": now,
+    }
     before: dict[str, Any] | None = None
-    if coding is None:
-        coding = Coding(incident_id=incident.id, coder_id=user.id, codebook_version_id=version.id)
-        session.add(coding)
+    if mine is None:
+        history: list[dict[str, Any]] = []
+        coding_id = conn.execute(
+            _INSERT_CODING,
+            {
+                **values,
+                "incident_id": incident.id,
+                "coder_id": user.id,
+                "history": history,
+                "revision": 1,
+                "created_at": now,
+            },
+        ).scalar_one()
+        created_at, revision = now, 1
     else:
-        old = session.execute(
-            select(CodingCode.code, CodingCode.decision)
-            .where(CodingCode.coding_id == coding.id)
-            .order_by(CodingCode.id)
-        ).all()
-        before = _coding_snapshot(
-            coding, [(c, d) for c, d in old], _stored_spans(session, coding.id)
-        )
-        coding.updated_at = utcnow()
-        coding.revision += 1
-    coding.codebook_version_id = version.id
-    coding.excluded = data.exclude
-    coding.exclusion_reason = data.exclusion_reason if data.exclude else None
-    coding.no_code_applies = data.no_code_applies
-    coding.note = data.note
-    session.flush()
+        old = conn.execute(_DECISIONS_OF_CODING, {"coding_id": mine.id}).all()
+        before = _coding_snapshot(mine, [(c, d) for c, d in old], _stored_spans(session, mine.id))
+        conn.execute(_UPDATE_CODING, {**values, "coding_key": mine.id})
+        conn.execute(_CLEAR_DECISIONS, {"coding_key": mine.id})
+        coding_id, created_at, revision = mine.id, mine.created_at, mine.revision + 1
+        history = mine.history
     decisions = [(c.code, "accepted" if c.origin == "suggestion" else "added") for c in data.codes]
     decisions += [(code, "rejected") for code in data.rejected_suggestions]
-    session.execute(delete(CodingCode).where(CodingCode.coding_id == coding.id))
-    rows = [
-        CodingCode(coding_id=coding.id, code=c, decision=d, proposal_id=proposals.get(c))
+    code_rows = [
+        {"coding_id": coding_id, "code": c, "decision": d, "proposal_id": proposals.get(c)}
         for c, d in decisions
     ]
-    session.add_all(rows)
     if spans:
-        session.flush()
-        session.add_all(
-            CodingSpan(coding_code_id=row.id, field=field, start=start, end=end)
-            for row in rows
-            for field, start, end in spans.get(row.code, [])
-        )
+        inserted = conn.execute(_INSERT_DECISIONS_IDS, code_rows).all()
+        span_rows = [
+            {"coding_code_id": row_id, "field": name, "start_offset": start, "end_offset": end}
+            for row_id, code in inserted
+            for name, start, end in spans.get(code, [])
+        ]
+        if span_rows:
+            conn.execute(_INSERT_SPANS, span_rows)
+    elif code_rows:
+        conn.execute(_INSERT_DECISIONS, code_rows)
     # The lease did its job: the coder has answered.
-    session.execute(
-        delete(ReviewLease).where(
-            ReviewLease.incident_id == incident.id, ReviewLease.coder_id == user.id
+    conn.execute(_END_LEASE, {"incident_id": incident.id, "coder_id": user.id})
+    after_coding = _SavedCoding(coding_id, user.id, **values)
+    events = [
+        _audit_row(
+            user,
+            "coding.create" if before is None else "coding.update",
+            incident.id,
+            before,
+            _coding_snapshot(after_coding, decisions, spans),
+        )
+    ]
+
+    # Settle on the codings as they now are: the others' as stored, the caller's as written.
+    codes_given = [c for c, d in decisions if d != "rejected"]
+    held = [
+        _Held(
+            id=row.id,
+            name=row.name,
+            excluded=row.excluded,
+            no_code_applies=row.no_code_applies,
+            exclusion_reason=row.exclusion_reason,
+            codebook_version_id=row.codebook_version_id,
+        )
+        for row in rows
+        if row.coder_id != user.id
+    ]
+    if held:
+        by_id = {h.id: h for h in held}
+        for held_id, code, proposal_id in conn.execute(
+            _CODES_OF_CODINGS, {"coding_ids": list(by_id)}
+        ):
+            by_id[held_id].codes.add(code)
+            by_id[held_id].proposed = by_id[held_id].proposed or proposal_id is not None
+    held.append(
+        _Held(
+            id=coding_id,
+            name=user.name,
+            excluded=data.exclude,
+            no_code_applies=data.no_code_applies,
+            exclusion_reason=exclusion_reason,
+            codebook_version_id=version.id,
+            codes=set(codes_given),
+            proposed=any(proposals.get(c) is not None for c in codes_given),
         )
     )
+    held.sort(key=lambda h: h.id)
+    current = conn.execute(_FINAL_CODES, {"incident_id": incident.id}).all()
+    _settle(session, incident, user, held, current, events)
+    conn.execute(insert(_audit), events)
     session.flush()
-    audit.record(
-        session,
-        user,
-        "coding.create" if before is None else "coding.update",
-        "incident",
-        incident.id,
-        before=before,
-        after=_coding_snapshot(coding, decisions, spans),
+
+    if views is None and spans:
+        views = text_views(incident)
+    return MyCoding(
+        id=coding_id,
+        incident_id=incident.id,
+        coder=user.name,
+        codebook_version_id=version.id,
+        codes=[
+            CodeDecisionRead(
+                code=c,
+                origin="suggestion" if d == "accepted" else "manual",
+                proposed=proposals.get(c) is not None,
+                proposal_id=proposals.get(c),
+                spans=[
+                    read_span(views, chosen, name, start, end)
+                    for name, start, end in spans.get(c, [])
+                ]
+                if views is not None
+                else [],
+            )
+            for c, d in decisions
+            if d != "rejected"
+        ],
+        rejected_suggestions=[c for c, d in decisions if d == "rejected"],
+        excluded=data.exclude,
+        exclusion_reason=exclusion_reason,
+        no_code_applies=data.no_code_applies,
+        note=data.note,
+        history=history,
+        created_at=created_at,
+        updated_at=now,
+        incident_status=incident.status,
+        incident_version=incident.version,
+        etag=etag_for(incident, revision),
+        notifications=unread(session, user.id, incident_id=incident.id),
     )
-    settle(session, incident, user)
-    session.flush()
-    return _my_read(session, incident, user, chosen)
+
+
+@dataclass(frozen=True)
+class _SavedCoding:
+    """A coding as just written (for its audit snapshot)."""
+
+    id: int
+    coder_id: int
+    codebook_version_id: int
+    excluded: bool
+    exclusion_reason: str | None
+    no_code_applies: bool
+    note: str | None
+    updated_at: datetime
 
 
 # Final codes ------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Held:
+    """What settling needs of one coding."""
+
+    id: int
+    name: str
+    excluded: bool
+    no_code_applies: bool
+    exclusion_reason: str | None
+    codebook_version_id: int
+    codes: set[str] = field(default_factory=set)  # its codes, rejected suggestions left out
+    proposed: bool = False  # one of them is a proposal (waits for the admin's decision)
 
 
 def _state(session: Session, incident: Incident) -> dict[str, Any]:
@@ -387,6 +629,16 @@ def _state(session: Session, incident: Incident) -> dict[str, Any]:
         "status": incident.status,
         "final_codes": [code for code, _ in codes],
         "source": codes[0][1] if codes else None,
+        "exclusion_reason": incident.exclusion_reason,
+    }
+
+
+def _state_of(incident: Incident, final: Sequence[Any]) -> dict[str, Any]:
+    """`_state` from final codes already read (code, source, version), in the database's order."""
+    return {
+        "status": incident.status,
+        "final_codes": [row[0] for row in final],
+        "source": final[0][1] if final else None,
         "exclusion_reason": incident.exclusion_reason,
     }
 
@@ -426,6 +678,47 @@ def _set_final(
     session.flush()
 
 
+def _replace_final(
+    session: Session,
+    incident: Incident,
+    current: Sequence[Any],
+    codes: Sequence[str],
+    *,
+    source: str = "",
+    confirmed_by: str = "",
+    version_id: int = 0,
+) -> Sequence[Any]:
+    """`_set_final` (or, without codes, `_clear_final`) on final codes already read; returns
+    the final codes as they now are, in the database's order."""
+    wanted = sorted((code, source, version_id) for code in set(codes))
+    if sorted((c, s, v) for c, s, v in current) == wanted:
+        return current
+    conn = session.connection()
+    if current:
+        conn.execute(_CLEAR_FINAL, {"incident_id": incident.id})
+    if not codes:
+        return []
+    now = utcnow()
+    conn.execute(
+        _INSERT_FINAL,
+        [
+            {
+                "incident_id": incident.id,
+                "code": code,
+                "codebook_version_id": version_id,
+                "source": source,
+                "confirmed_by": confirmed_by[:100],
+                "confirmed_at": now,
+            }
+            for code in dict.fromkeys(codes)
+        ],
+    )
+    if len(wanted) == 1:
+        return [wanted[0]]
+    # The order the state is recorded in is the database's collation (as `_state` reads it).
+    return conn.execute(_FINAL_CODES, {"incident_id": incident.id}).all()
+
+
 def _clear_final(session: Session, incident: Incident) -> None:
     session.execute(delete(IncidentCode).where(IncidentCode.incident_id == incident.id))
 
@@ -457,53 +750,85 @@ def settle(session: Session, incident: Incident, actor: Principal | None) -> Non
     """Bring status and final codes in line with the codings: too few codings (or one waiting
     for a decision on a proposed code) -> in_review; all coders agree (same codes, "no code
     applies" alike, or all excluded) -> coded / excluded; else adjudication."""
-    before = _state(session, incident)
     rows = session.execute(
         select(Coding, User.name)
         .join(User, User.id == Coding.coder_id)
         .where(Coding.incident_id == incident.id)
         .order_by(Coding.id)
     ).all()
-    given: dict[int, set[str]] = {coding.id: set() for coding, _ in rows}
-    waiting: set[int] = set()
-    for coding_id, code, proposal_id in session.execute(
-        select(CodingCode.coding_id, CodingCode.code, CodingCode.proposal_id).where(
-            CodingCode.coding_id.in_(list(given)), CodingCode.decision != "rejected"
+    held = [
+        _Held(
+            id=coding.id,
+            name=name,
+            excluded=coding.excluded,
+            no_code_applies=coding.no_code_applies,
+            exclusion_reason=coding.exclusion_reason,
+            codebook_version_id=coding.codebook_version_id,
         )
-    ):
-        given[coding_id].add(code)
-        if proposal_id is not None:
-            waiting.add(coding_id)  # a proposed code: the story waits for the admin's decision
-    for coding, _ in rows:
-        if not coding.excluded and not coding.no_code_applies and not given[coding.id]:
-            waiting.add(coding.id)  # nothing left (a rejected proposal): the coder revises it
-    decisions = [None if c.excluded else frozenset(given[c.id]) for c, _ in rows]
+        for coding, name in rows
+    ]
+    by_id = {h.id: h for h in held}
+    if by_id:
+        for coding_id, code, proposal_id in session.connection().execute(
+            _CODES_OF_CODINGS, {"coding_ids": list(by_id)}
+        ):
+            by_id[coding_id].codes.add(code)
+            by_id[coding_id].proposed = by_id[coding_id].proposed or proposal_id is not None
+    current = session.connection().execute(_FINAL_CODES, {"incident_id": incident.id}).all()
+    _settle(session, incident, actor, held, current)
+    session.flush()
+
+
+def _settle(
+    session: Session,
+    incident: Incident,
+    actor: Principal | None,
+    held: Sequence[_Held],
+    current: Sequence[Any],
+    events: list[dict[str, Any]] | None = None,
+) -> None:
+    """`settle` on the codings (in id order) and final codes already read; the audit event
+    goes to `events` when given (the caller inserts them), else to `audit.record`."""
+    before = _state_of(incident, current)
+    # A proposed code waits for the admin's decision; a coding with nothing left (a rejected
+    # proposal) waits for its coder to revise it.
+    waiting = any(
+        h.proposed or (not h.excluded and not h.no_code_applies and not h.codes) for h in held
+    )
+    decisions = [None if h.excluded else frozenset(h.codes) for h in held]
     required = incident.coders_required or 1
 
-    if len(rows) < required or waiting:
-        incident.status = "in_review" if rows else "new"
+    final: Sequence[Any]
+    if len(held) < required or waiting:
+        incident.status = "in_review" if held else "new"
         incident.exclusion_reason = None
         incident.finalized_at = None
-        _clear_final(session, incident)
+        final = _replace_final(session, incident, current, [])
     elif all(d == decisions[0] for d in decisions):
         agreed = decisions[0]
-        reasons = dict.fromkeys(c.exclusion_reason or "" for c, _ in rows)
-        _decide(
-            session,
-            incident,
-            None if agreed is None else sorted(agreed),
-            exclusion_reason=" / ".join(r for r in reasons if r) or None,
-            source="agreement" if len(rows) >= 2 else "review",
-            confirmed_by=", ".join(name for _, name in rows),
-            version_id=max(c.codebook_version_id for c, _ in rows),
-        )
+        reasons = dict.fromkeys(h.exclusion_reason or "" for h in held)
+        if agreed is None:
+            incident.status = "excluded"
+            incident.exclusion_reason = " / ".join(r for r in reasons if r) or None
+            final = _replace_final(session, incident, current, [])
+        else:
+            incident.status = "coded"
+            incident.exclusion_reason = None
+            final = _replace_final(
+                session,
+                incident,
+                current,
+                sorted(agreed),
+                source="agreement" if len(held) >= 2 else "review",
+                confirmed_by=", ".join(h.name for h in held),
+                version_id=max(h.codebook_version_id for h in held),
+            )
     else:
         incident.status = "adjudication"
         incident.exclusion_reason = None
         incident.finalized_at = None
-        _clear_final(session, incident)
-    session.flush()
-    after = _state(session, incident)
+        final = _replace_final(session, incident, current, [])
+    after = _state_of(incident, final)
     if after != before:
         if incident.status in FINAL_STATUSES:
             incident.finalized_at = utcnow()
@@ -513,15 +838,13 @@ def settle(session: Session, incident: Incident, actor: Principal | None) -> Non
             before["final_codes"] != after["final_codes"]
         ):
             incident.version += 1
-        audit.record(
-            session,
-            actor,
-            f"incident.{incident.status}",
-            "incident",
-            incident.id,
-            before=before,
-            after=after,
-        )
+        action = f"incident.{incident.status}"
+        if events is not None:
+            events.append(_audit_row(actor, action, incident.id, before, after))
+        else:
+            audit.record(
+                session, actor, action, "incident", incident.id, before=before, after=after
+            )
 
 
 def resettle_open(
