@@ -160,14 +160,14 @@ def _as_page(request: Request, status: int, title: str, detail: str) -> Response
 def _allowed_methods(app: FastAPI, path: str) -> list[str]:
     """The methods of the resource a path names: the first route template matching it, as the
     router picks, and every route declared on that same template."""
-    table = app.state.__dict__.get("_route_methods")
+    table = getattr(app.state, "route_methods", None)
     if table is None:
         table = [
             (context.path_regex, context.path_format, frozenset(context.methods))
             for context in iter_route_contexts(app.router.routes)
             if context.methods and getattr(context, "path_regex", None) is not None
         ]
-        app.state._route_methods = table
+        app.state.route_methods = table
     # A literal template (/tokens/me) names the resource before a parameter one (/tokens/{prefix}).
     templates = [fmt for regex, fmt, _ in table if regex.match(path)]
     template = min(templates, key=lambda fmt: fmt.count("{"), default=None)
