@@ -321,6 +321,11 @@ class Worker:
                 )
         except Exception:
             log.exception("could not check the redaction of stored stories")
+        # Webhooks go out from a thread of their own: a slow receiver holds back no other job.
+        from app.webhooks.delivery import WebhookDispatcher
+
+        dispatcher = WebhookDispatcher(self.factory, self.settings, self.name)
+        webhooks = dispatcher.start_thread(self._stop)
         while not self._stop.is_set():
             try:
                 batch = self.run_once()
@@ -337,6 +342,8 @@ class Worker:
                 # Stories arrive one by one: let a few more come before the next round, so that
                 # a round's fixed cost (five short transactions) is shared by more of them.
                 self._stop.wait(BATCH_GATHER_SECONDS)
+        webhooks.join(timeout=self.settings.webhook_timeout_seconds + 5)
+        dispatcher.close()
         log.info("worker %s stopped", self.name)
 
     def stop(self) -> None:
