@@ -66,9 +66,7 @@ class WebhookDelivery(Base):
 
     __tablename__ = "webhook_deliveries"
     __table_args__ = (
-        CheckConstraint(
-            "status IN ('pending', 'queued', 'delivered', 'failed')", name="status"
-        ),
+        CheckConstraint("status IN ('pending', 'queued', 'delivered', 'failed')", name="status"),
         Index("ix_webhook_deliveries_subscription_id_id", "subscription_id", "id"),
         # The open deliveries of a story, in event order: what `promote` asks about. Small
         # however many were delivered.

@@ -48,6 +48,7 @@ from app.models.base import utcnow
 from app.reviews.errors import CodesInvalid, SpansInvalid, check_if_match
 from app.reviews.notifications import unread
 from app.reviews.schemas import AdjudicationUpdate, CodingUpdate, MyCoding
+from app.webhooks import events as webhooks
 
 FINAL_STATUSES = ("coded", "excluded")
 SETTLED_STATUSES = {"coded", "excluded", "adjudication"}
@@ -369,9 +370,45 @@ def save_coding(
         before=before,
         after=_coding_snapshot(coding, decisions, spans),
     )
+    webhooks.publish(
+        session,
+        webhooks.CODING_SAVED,
+        {
+            "story_id": incident.id,
+            "survey_id": incident.survey_id,
+            "coding_id": coding.id,
+            "coder_id": user.id,
+            "revision": coding.revision,
+            "codebook_version_id": version.id,
+            "codes": [c.code for c in data.codes],
+            "rejected_suggestions": list(data.rejected_suggestions),
+            "excluded": coding.excluded,
+            "no_code_applies": coding.no_code_applies,
+        },
+        survey_id=incident.survey_id,
+        story_id=incident.id,
+    )
     settle(session, incident, user)
     session.flush()
     return _my_read(session, incident, user, chosen)
+
+
+def _publish_final(session: Session, incident: Incident, state: dict[str, Any]) -> None:
+    """story.final: the story's final codes (or its exclusion), ids and codes only."""
+    webhooks.publish(
+        session,
+        webhooks.STORY_FINAL,
+        {
+            "story_id": incident.id,
+            "survey_id": incident.survey_id,
+            "status": state["status"],
+            "final_codes": state["final_codes"],
+            "source": state["source"],
+            "excluded": state["status"] == "excluded",
+        },
+        survey_id=incident.survey_id,
+        story_id=incident.id,
+    )
 
 
 # Final codes ------------------------------------------------------------------------------------
@@ -522,6 +559,8 @@ def settle(session: Session, incident: Incident, actor: Principal | None) -> Non
             before=before,
             after=after,
         )
+        if incident.status in FINAL_STATUSES:
+            _publish_final(session, incident, after)
 
 
 def resettle_open(
@@ -610,6 +649,7 @@ def adjudicate(
     incident.finalized_at = utcnow()
     incident.version += 1
     session.flush()
+    after = _state(session, incident)
     audit.record(
         session,
         user,
@@ -617,6 +657,7 @@ def adjudicate(
         "incident",
         incident.id,
         before=before,
-        after={**_state(session, incident), "note": data.note},
+        after={**after, "note": data.note},
     )
+    _publish_final(session, incident, after)
     return to_reads(session, [incident], view, user)[0]

@@ -259,9 +259,7 @@ def prepare(session: Session, job: ClaimedJob, settings: Settings) -> Request | 
     delivery is gone or no longer queued, or its subscription was disabled: then the delivery
     waits, pending, and the job is done)."""
     delivery = session.get(WebhookDelivery, job.payload["delivery_id"])
-    subscription = (
-        session.get(WebhookSubscription, delivery.subscription_id) if delivery else None
-    )
+    subscription = session.get(WebhookSubscription, delivery.subscription_id) if delivery else None
     if delivery is None or subscription is None or delivery.status != "queued":
         queue.finish(session, [job.id])
         return None
@@ -467,4 +465,3 @@ class WebhookDispatcher:
     def close(self) -> None:
         self.pool.shutdown(wait=True)
         self.client.close()
-
