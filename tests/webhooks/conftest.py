@@ -3,6 +3,7 @@ to publish events and run the worker's webhook rounds against the test database.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import threading
@@ -89,7 +90,7 @@ class Receiver:
 
 def _handler(receiver: Receiver) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 - http.server's name
+        def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
             request = Received(self.path, {k.lower(): v for k, v in self.headers.items()}, body, 0)
             with receiver.lock:
@@ -107,12 +108,11 @@ def _handler(receiver: Receiver) -> type[BaseHTTPRequestHandler]:
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(reply)))
             self.end_headers()
-            try:
+            # The service reads a short excerpt of an error page and hangs up.
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
                 self.wfile.write(reply)
-            except (BrokenPipeError, ConnectionResetError):
-                pass  # the service reads a short excerpt of an error page and hangs up
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        def log_message(self, format: str, *args: Any) -> None:
             pass
 
     return Handler
@@ -156,9 +156,7 @@ def hook_settings(settings: Settings) -> Settings:
 
 
 @pytest.fixture
-def dispatcher(
-    app: FastAPI, hook_settings: Settings
-) -> Iterator[Callable[..., WebhookDispatcher]]:
+def dispatcher(app: FastAPI, hook_settings: Settings) -> Iterator[Callable[..., WebhookDispatcher]]:
     """Factory: the worker's webhook rounds, with these settings changed."""
     made: list[WebhookDispatcher] = []
 

@@ -184,9 +184,8 @@ def test_openapi_declares_the_problems(client: TestClient) -> None:
 
 
 def test_publish_is_part_of_the_callers_transaction(db: Callable[[], Any]) -> None:
-    with pytest.raises(events.UnknownEventType):
-        with db() as session:
-            events.publish(session, "story.exploded", {})
+    with pytest.raises(events.UnknownEventType), db() as session:
+        events.publish(session, "story.exploded", {})
     with pytest.raises(RuntimeError), db() as session:
         events.publish(session, events.ALERT_FIRED, {"alert_id": 1}, survey_id=3)
         raise RuntimeError("the change fails: its event goes with it")
@@ -356,10 +355,14 @@ def test_a_storys_next_event_waits_for_the_earlier_one(
 
     def answer(seen: list[Any], request: Any) -> int:
         # The first story's story.received fails once; everything else is accepted.
-        if request.json["type"] == "story.received" and request.json["story_id"] == first:
-            if request.json["id"] not in first_story_fails_once:
-                first_story_fails_once.add(request.json["id"])
-                return 503
+        body = request.json
+        if (
+            body["type"] == "story.received"
+            and body["story_id"] == first
+            and body["id"] not in first_story_fails_once
+        ):
+            first_story_fails_once.add(body["id"])
+            return 503
         return 200
 
     receiver.answer = answer
