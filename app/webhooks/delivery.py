@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import math
 import random
 import threading
 import time
@@ -281,8 +282,9 @@ def prepare(session: Session, job: ClaimedJob, settings: Settings) -> Request | 
     )
 
 
-def send(client: httpx.Client, request: Request) -> Outcome:
-    """POST the signed body; reads at most a short excerpt of the response."""
+def send(client: httpx.Client, request: Request, timeout: float) -> Outcome:
+    """POST the signed body; reads at most a short excerpt of the response, and gives up on a
+    response that trickles in for longer than `timeout` altogether."""
     headers = {
         "Content-Type": "application/json",
         "User-Agent": USER_AGENT,
@@ -299,6 +301,8 @@ def send(client: httpx.Client, request: Request) -> Outcome:
                 excerpt += chunk
                 if len(excerpt) >= EXCERPT_CHARS:
                     break
+                if time.perf_counter() - started > timeout:
+                    raise httpx.ReadTimeout("the response took longer than the timeout")
             code = reply.status_code
     except httpx.TimeoutException as error:
         return Outcome("timeout", None, _ms(started), _error(error), None)
@@ -400,7 +404,9 @@ class WebhookDispatcher:
 
     @property
     def lease_seconds(self) -> int:
-        return int(self.settings.webhook_timeout_seconds) + 30
+        """Longer than one attempt can take (connect, send and read are each bounded by the
+        timeout): a worker killed mid-send leaves the delivery to another after this long."""
+        return math.ceil(self.settings.webhook_timeout_seconds * 2) + 5
 
     def run_once(self) -> int:
         """One round; returns how much happened (0: nothing to do)."""
@@ -421,7 +427,7 @@ class WebhookDispatcher:
         return fanned + len(promoted) + len(jobs)
 
     def _deliver(self, request: Request) -> str:
-        outcome = send(self.client, request)
+        outcome = send(self.client, request, self.settings.webhook_timeout_seconds)
         with session_scope(self.factory) as session:
             status = record(session, request, outcome, self.settings, self.name)
         log.info(
