@@ -7,6 +7,7 @@ import itertools
 import json
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -590,3 +591,69 @@ def test_signature_header_format() -> None:
     assert not verify_signature("whsec_test", header, b'{"a":2}', now=1_700_000_100)
     assert not verify_signature("whsec_test", header, b'{"a":1}', now=1_700_001_000)  # replay
     assert not verify_signature("whsec_test", "garbage", b'{"a":1}')
+
+
+def test_the_readme_verification_snippet_accepts_our_signatures() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    snippet = readme.split("```python\nimport hashlib, hmac, time")[1].split("```")[0]
+    namespace: dict[str, Any] = {}
+    exec("import hashlib, hmac, time" + snippet, namespace)
+    body = b'{"id":"evt_1","type":"story.final"}'
+    header = signature_header("whsec_readme", body)
+    assert namespace["verify"]("whsec_readme", header, body)
+    assert not namespace["verify"]("whsec_other", header, body)
+    assert not namespace["verify"]("whsec_readme", header, body + b" ")
+
+
+def test_the_cit_webhooks_commands(
+    settings: Settings,
+    survey: Survey,
+    client: TestClient,
+    db: Callable[[], Any],
+    receiver: Receiver,
+    dispatcher: Callable[..., WebhookDispatcher],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from typer.testing import CliRunner
+
+    from app.cli import cli
+    from app.config import get_settings
+
+    monkeypatch.setenv("CIT_DATABASE_URL", settings.database_url)
+    monkeypatch.setenv("CIT_DATA_DIR", str(settings.data_dir))
+    get_settings.cache_clear()
+    try:
+
+        def run(*args: str) -> str:
+            result = CliRunner().invoke(cli, ["webhooks", *args])
+            assert result.exit_code == 0, result.output
+            return result.output
+
+        created = run("create", receiver.url(), "--events", "story.received,story.final")
+        secret = created.split("secret (shown once): ")[1].strip()
+        assert secret.startswith("whsec_")
+        with db() as session:
+            hook_id = session.scalars(select(WebhookSubscription.id)).one()
+        listed = run("list")
+        assert receiver.url() in listed and "story.received,story.final" in listed
+        assert secret not in listed and "active" in listed
+        receiver.secrets["/hook"] = secret
+        _submit(client, survey)
+        dispatcher().drain()
+        deliveries = run("deliveries", str(hook_id))
+        assert "story.received" in deliveries and "delivered" in deliveries
+        delivery_id = deliveries.split("\t")[0]
+        assert "queued again" in run("redeliver", str(hook_id), delivery_id)
+        dispatcher().drain()
+        assert len(receiver.delivered()) == 2 and receiver.bad_signatures == []
+        assert "DISABLED" in run("update", str(hook_id), "--disable")
+        rotated = run("update", str(hook_id), "--enable", "--rotate-secret")
+        assert "active" in rotated and "secret (shown once): whsec_" in rotated
+        bad = CliRunner().invoke(cli, ["webhooks", "create", "ftp://x", "--events", "story.final"])
+        assert bad.exit_code == 1 and "error:" in bad.output
+        missing = CliRunner().invoke(cli, ["webhooks", "redeliver", str(hook_id), "999999"])
+        assert missing.exit_code == 1 and "no delivery 999999" in missing.output
+        assert "deleted" in run("delete", str(hook_id))
+        assert run("list") == ""
+    finally:
+        get_settings.cache_clear()
