@@ -64,6 +64,9 @@ class Settings(BaseSettings):
     webhook_concurrency: int = Field(
         4, ge=1, le=64, description="deliveries a worker sends at once"
     )
+    webhook_retention_days: int = Field(
+        30, ge=1, description="delivered and given-up deliveries (and their log) kept this long"
+    )
 
     # Database use per process: at most `db_concurrency` requests hold a session at once; the
     # others wait (on the event loop) up to `db_queue_timeout_seconds`, then get 503.

@@ -28,6 +28,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -53,6 +54,7 @@ FAN_OUT_BATCH = 500
 EXCERPT_CHARS = 200
 MAX_ERROR_CHARS = 500
 OPEN = ("pending", "queued")
+PRUNE_EVERY_SECONDS = 600
 
 
 # Signing ----------------------------------------------------------------------------------------
@@ -206,6 +208,21 @@ def promote(session: Session, settings: Settings, limit: int = FAN_OUT_BATCH) ->
     return promoted
 
 
+def prune(session: Session, retention_days: int) -> int:
+    """Delete events dispatched more than `retention_days` ago whose deliveries are all closed
+    (delivered or given up); their deliveries and log go with them. Returns how many."""
+    cutoff = utcnow() - timedelta(days=retention_days)
+    still_open = exists().where(
+        WebhookDelivery.event_id == WebhookEvent.id, WebhookDelivery.status.in_(OPEN)
+    )
+    result = session.execute(
+        delete(WebhookEvent)
+        .where(WebhookEvent.dispatched_at < cutoff, ~still_open)
+        .execution_options(synchronize_session=False)
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
 # One attempt ------------------------------------------------------------------------------------
 
 
@@ -341,29 +358,56 @@ def record(
         )
     )
     delivery = session.get(WebhookDelivery, request.delivery_id, with_for_update=True)
-    subscription = session.get(WebhookSubscription, request.subscription_id, with_for_update=True)
-    if delivery is None or subscription is None:  # deleted meanwhile
+    if delivery is None:  # its subscription was deleted meanwhile
         queue.finish(session, [job.id])
         return "gone"
     delivery.attempts += 1
     delivery.last_response_code = outcome.response_code
     delivery.last_error = outcome.error
     delivery.updated_at = now
+    subscription = WebhookSubscription
     if outcome.delivered:
         delivery.status = "delivered"
         delivery.delivered_at = now
-        subscription.consecutive_failures = 0
+        # Written only when there is something to reset: deliveries to one subscriber do not
+        # all take the lock of its row.
+        session.execute(
+            update(subscription)
+            .where(
+                subscription.id == request.subscription_id,
+                subscription.consecutive_failures > 0,
+            )
+            .values(consecutive_failures=0)
+            .execution_options(synchronize_session=False)
+        )
         queue.finish(session, [job.id], worker=worker)
         return "delivered"
-    subscription.consecutive_failures += 1
-    if subscription.active and subscription.consecutive_failures >= settings.webhook_disable_after:
-        subscription.active = False
-        subscription.disabled_at = now
-        subscription.disabled_reason = (
-            f"disabled after {subscription.consecutive_failures} consecutive failed delivery "
-            f"attempts; the last: {outcome.error}"
-        )[:1000]
-        log.warning("webhook subscription %s disabled: %s", subscription.id, outcome.error)
+    failures = session.scalar(
+        update(subscription)
+        .where(subscription.id == request.subscription_id)
+        .values(consecutive_failures=subscription.consecutive_failures + 1)
+        .returning(subscription.consecutive_failures)
+        .execution_options(synchronize_session=False)
+    )
+    if failures is not None and failures >= settings.webhook_disable_after:
+        disabled = session.execute(
+            update(subscription)
+            .where(subscription.id == request.subscription_id, subscription.active.is_(True))
+            .values(
+                active=False,
+                disabled_at=now,
+                disabled_reason=(
+                    f"disabled after {failures} consecutive failed delivery attempts; "
+                    f"the last: {outcome.error}"
+                )[:1000],
+                updated_at=now,
+            )
+            .execution_options(synchronize_session=False)
+        )
+        if getattr(disabled, "rowcount", 0):
+            log.warning(
+                "webhook subscription %s disabled: %s", request.subscription_id, outcome.error
+            )
     if job.attempts >= job.max_attempts:
         delivery.status = "failed"
         queue.finish(session, [job.id], worker=worker)
@@ -398,6 +442,7 @@ class WebhookDispatcher:
             trust_env=False,  # no proxy from the environment: the URL is where it goes
             limits=httpx.Limits(max_connections=settings.webhook_concurrency * 2),
         )
+        self._next_prune = 0.0
         self.pool = ThreadPoolExecutor(
             max_workers=settings.webhook_concurrency, thread_name_prefix="cit-webhook"
         )
@@ -413,6 +458,9 @@ class WebhookDispatcher:
         with session_scope(self.factory) as session:
             fanned = fan_out(session)
             promoted = promote(session, self.settings)
+            if time.monotonic() >= self._next_prune:
+                self._next_prune = time.monotonic() + PRUNE_EVERY_SECONDS
+                prune(session, self.settings.webhook_retention_days)
         with session_scope(self.factory) as session:
             jobs = queue.claim(
                 session,

@@ -27,7 +27,7 @@ from tests.reviews.conftest import (  # noqa: F401 - fixtures
     survey,
 )
 
-PORTS = range(8810, 8820)
+PORTS = range(8810, 8817)  # 8817-8819: left to the benchmarks
 ALL_EVENTS = [
     "story.received",
     "story.redacted",
@@ -128,7 +128,7 @@ def start_receiver() -> Receiver:
             if error.errno != errno.EADDRINUSE:
                 raise
     else:
-        pytest.fail("no free port in 8810-8819 for the webhook receiver")
+        pytest.fail("no free port in 8810-8816 for the webhook receiver")
     receiver.server.daemon_threads = True
     threading.Thread(target=receiver.server.serve_forever, daemon=True).start()
     return receiver

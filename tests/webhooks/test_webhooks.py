@@ -657,3 +657,30 @@ def test_the_cit_webhooks_commands(
         assert run("list") == ""
     finally:
         get_settings.cache_clear()
+
+
+def test_old_closed_deliveries_are_pruned(
+    client: TestClient,
+    admin: dict[str, str],
+    survey: Survey,
+    db: Callable[[], Any],
+    dispatcher: Callable[..., WebhookDispatcher],
+    receiver: Receiver,
+) -> None:
+    from datetime import timedelta
+
+    from app.webhooks.delivery import prune
+
+    _subscribe(client, admin, receiver, events=["story.received"])
+    _submit(client, survey, 2)
+    hooks = dispatcher(webhook_backoff_base_seconds=3600.0)
+    receiver.answer = lambda seen, request: 200 if not seen else 500
+    hooks.drain()  # one delivered, one waiting for its retry
+    long_ago = utcnow() - timedelta(days=31)
+    with db() as session:
+        session.execute(update(WebhookEvent).values(dispatched_at=long_ago))
+        assert prune(session, 30) == 1
+    with db() as session:
+        left = session.execute(select(WebhookDelivery.status, WebhookDelivery.attempts)).all()
+        assert [tuple(r) for r in left] == [("queued", 1)]
+        assert prune(session, 30) == 0
