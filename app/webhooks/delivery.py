@@ -38,6 +38,7 @@ from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from app.config import Settings
 from app.db import session_scope
+from app.errors import DATABASE_UNAVAILABLE
 from app.incidents.redaction import readable, redacted_answers, required_redaction
 from app.jobs import queue
 from app.jobs.queue import ClaimedJob
@@ -503,6 +504,10 @@ class WebhookDispatcher:
         while not stop.is_set():
             try:
                 done = self.run_once()
+            except DATABASE_UNAVAILABLE as error:
+                # The database is away for a moment: one line, and try again later.
+                log.warning("database unavailable (%s); webhooks wait", type(error).__name__)
+                done = 0
             except Exception:  # keep delivering; the traceback says where it failed
                 log.exception("webhook round failed")
                 done = 0
