@@ -28,6 +28,7 @@ from app.suggestions import service
 from app.suggestions.engine import SuggesterCache
 from app.suggestions.queue import SUGGEST, enqueue_rescoring
 from app.suggestions.worker import Worker
+from app.webhooks.delivery import WebhookDispatcher
 
 nlp_cli = typer.Typer(
     help="Suggestions: train, evaluate, suggest, re-suggest.", no_args_is_help=True
@@ -55,8 +56,6 @@ def worker(
     configure_logging(settings.log_level, settings.log_format)
     job_worker = Worker(factory, settings)
     if once:
-        from app.webhooks.delivery import WebhookDispatcher
-
         total = job_worker.drain()
         typer.echo(f"{total.done} jobs done, {total.failed} failed")
         dispatcher = WebhookDispatcher(factory, settings, job_worker.name)

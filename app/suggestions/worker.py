@@ -27,6 +27,7 @@ from app.reports import rollups
 from app.suggestions import service
 from app.suggestions.engine import SuggesterCache
 from app.suggestions.queue import ALL_KINDS, IMPORT, REDACT, SUGGEST, TRAIN, enqueue_suggestions
+from app.webhooks.delivery import WebhookDispatcher
 
 log = logging.getLogger("cit.worker")
 # How long a worker lets stories gather after a round that found only a few.
@@ -322,8 +323,6 @@ class Worker:
         except Exception:
             log.exception("could not check the redaction of stored stories")
         # Webhooks go out from a thread of their own: a slow receiver holds back no other job.
-        from app.webhooks.delivery import WebhookDispatcher
-
         dispatcher = WebhookDispatcher(self.factory, self.settings, self.name)
         webhooks = dispatcher.start_thread(self._stop)
         while not self._stop.is_set():
