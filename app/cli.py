@@ -35,6 +35,7 @@ from app.refi.cli import refi_cli
 from app.suggestions.cli import nlp_cli, worker
 from app.surveys import service as surveys
 from app.surveys.schemas import SurveyCreate
+from app.webhooks.cli import webhooks_cli
 
 cli = typer.Typer(
     help="CIT survey and coding service.", no_args_is_help=True, pretty_exceptions_enable=False
@@ -55,6 +56,7 @@ cli.command()(worker)
 cli.add_typer(incident_cli, name="incident")
 cli.command("export")(export)
 cli.add_typer(refi_cli, name="refi")
+cli.add_typer(webhooks_cli, name="webhooks")
 
 DEMO_SURVEY = Path(__file__).parent / "surveys" / "demo.yaml"
 DEFAULT_CODEBOOK = (

@@ -47,6 +47,27 @@ class Settings(BaseSettings):
     # another after this long (scoring twice is harmless; the stories are scored once stored).
     suggest_lease_seconds: int = Field(60, ge=5)
 
+    # Webhooks (delivered by the worker; see README "Webhooks").
+    webhook_timeout_seconds: float = Field(
+        10.0, gt=0, le=120, description="one delivery attempt: connect + read timeout"
+    )
+    webhook_max_attempts: int = Field(
+        8, ge=1, le=50, description="attempts per delivery before it is given up (failed)"
+    )
+    webhook_backoff_base_seconds: float = Field(
+        10.0, ge=0, description="delay before the 2nd attempt; doubles each attempt, +-jitter"
+    )
+    webhook_backoff_max_seconds: float = Field(3600.0, ge=0)
+    webhook_disable_after: int = Field(
+        20, ge=1, description="consecutive failed attempts that disable a subscription"
+    )
+    webhook_concurrency: int = Field(
+        4, ge=1, le=64, description="deliveries a worker sends at once"
+    )
+    webhook_retention_days: int = Field(
+        30, ge=1, description="delivered and given-up deliveries (and their log) kept this long"
+    )
+
     # Database use per process: at most `db_concurrency` requests hold a session at once; the
     # others wait (on the event loop) up to `db_queue_timeout_seconds`, then get 503.
     db_concurrency: int = Field(20, ge=1, le=500)

@@ -55,6 +55,8 @@ from app.surveys.router import public_router as surveys_public_router
 from app.surveys.router import router as surveys_router
 from app.tokens.pages import router as tokens_pages_router
 from app.tokens.router import router as tokens_router
+from app.webhooks.pages import router as webhooks_pages_router
+from app.webhooks.router import router as webhooks_router
 
 APP_DIR = Path(__file__).parent
 # File uploads (imports, REFI-QDA files) may be larger than other request bodies.
@@ -176,6 +178,8 @@ def create_app(settings: Settings | None = None, *, start_worker: bool = False) 
         exports_router,
         imports_router,
         refi_router,
+        webhooks_router,
+        webhooks_pages_router,
     ):
         app.include_router(router)
 

@@ -22,6 +22,7 @@ NAV = (
     ("/work/reports", "Reports", ("admin", "researcher", "viewer")),
     ("/work/people", "People", ("admin",)),
     ("/work/tokens", "Tokens", ("admin",)),
+    ("/work/webhooks", "Webhooks", ("admin",)),
 )
 
 

@@ -107,9 +107,17 @@ class Run:
 
 
 def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A free loopback port: any, or one of `CIT_BENCH_PORTS` ("8810-8819") on a machine whose
+    users share out port ranges."""
+    first, _, last = os.environ.get("CIT_BENCH_PORTS", "0-0").partition("-")
+    for port in range(int(first), int(last or first) + 1):
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return int(sock.getsockname()[1])
+    raise RuntimeError(f"no free port in CIT_BENCH_PORTS={os.environ['CIT_BENCH_PORTS']}")
 
 
 def _wait_up(port: int, process: subprocess.Popen[bytes], timeout: float = 60) -> None:

@@ -18,6 +18,7 @@ from app.erasure.receipts import receipt_hash
 from app.errors import Invalid, NotFound
 from app.models import AuditEvent, CodebookVersion, Incident, IncidentCode, Job, NlpModel
 from app.models.base import utcnow
+from app.webhooks import events as webhooks
 
 if TYPE_CHECKING:
     from app.auth import Principal
@@ -112,6 +113,15 @@ def erase_incident(
         .execution_options(synchronize_session=False)
     )
     survey_id = incident.survey_id
+    # Earlier events of this story still waiting go out first (ids and codes; no text: the
+    # story is gone when they are built), then this one.
+    webhooks.publish(
+        session,
+        webhooks.STORY_ERASED,
+        {"story_id": incident_id, "survey_id": survey_id, "action": action},
+        survey_id=survey_id,
+        story_id=incident_id,
+    )
     # Suggestions, codings (and their code decisions and spans), leases and assignments go by
     # ON DELETE CASCADE; final codes by the rollup trigger, which also updates the rollups.
     session.delete(incident)

@@ -11,8 +11,9 @@ work, and building `.values(...)` anew per request, cost several times the INSER
 - inserts the story only if the survey is open at that moment (`INSERT ... SELECT ... WHERE
   EXISTS (open survey)`: closing a survey takes effect at once, cache or not), with `ON CONFLICT
   DO NOTHING` (a repeated submission key, or an invitation already used, inserts nothing), and
-  queues its suggestion job; on PostgreSQL story and job are one statement (a data-modifying
-  CTE), so a story costs the same two round trips (statement, COMMIT) as a bare INSERT;
+  queues its suggestion job and appends its `story.received` webhook event to the outbox; on
+  PostgreSQL story, job and event are one statement (data-modifying CTEs), so a story costs
+  the same two round trips (statement, COMMIT) as a bare INSERT;
 - claims the invitation, if any, and commits.
 
 All of it runs inside one call on one worker thread (`DbGate.run`): the transaction never waits
@@ -51,19 +52,22 @@ from app.db import write_engine
 from app.erasure.receipts import receipt_code, receipt_hash
 from app.incidents.redaction import redaction_columns
 from app.incidents.service import CleanStory, Intake, check_story, new_submission_key
-from app.models import Incident, Invitation, Job, Survey
+from app.models import Incident, Invitation, Job, Survey, WebhookEvent
 from app.models.base import utcnow
 from app.suggestions.queue import SUGGEST
 from app.surveys.service import survey_state
+from app.webhooks.events import STORY_RECEIVED
 
 incidents: Table = Incident.__table__  # type: ignore[assignment]
 invitations: Table = Invitation.__table__  # type: ignore[assignment]
 jobs: Table = Job.__table__  # type: ignore[assignment]
 surveys: Table = Survey.__table__  # type: ignore[assignment]
+webhook_events: Table = WebhookEvent.__table__  # type: ignore[assignment]
 
 RULES_TTL_SECONDS = 2.0
 _INCIDENT_COLUMNS = [c.name for c in incidents.columns if c.name != "id"]
 _JOB_COLUMNS = [c.name for c in jobs.columns if c.name != "id"]
+_EVENT_COLUMNS = [c.name for c in webhook_events.columns if c.name != "id"]
 
 
 @dataclass(frozen=True)
@@ -167,7 +171,7 @@ class _Statements:
             insert(incidents)
             .from_select(_INCIDENT_COLUMNS, story_row)
             .on_conflict_do_nothing()
-            .returning(incidents.c.id, incidents.c.submitted_at)
+            .returning(incidents.c.id, incidents.c.submitted_at, incidents.c.survey_id)
         )
         self.job = insert(jobs).on_conflict_do_nothing(index_elements=["dedupe_key"])
         if postgres:
@@ -197,7 +201,31 @@ class _Statements:
                 .on_conflict_do_nothing(index_elements=["dedupe_key"])
                 .cte("new_job")
             )
-            self.incident_and_job = select(new.c.id, new.c.submitted_at).add_cte(new_job)
+            # ... and its story.received event in the webhook outbox (app.webhooks.events):
+            # an append, no read of the subscriptions, no row another submission writes.
+            event_values = {
+                "event_type": literal(STORY_RECEIVED, String),
+                "survey_id": new.c.survey_id,
+                "story_id": new.c.id,
+                "payload": func.jsonb_build_object(
+                    literal_column("'story_id'"),
+                    new.c.id,
+                    literal_column("'survey_id'"),
+                    new.c.survey_id,
+                ),
+                "created_at": bindparam("job_created", type_=webhook_events.c.created_at.type),
+                "dispatched_at": null(),
+            }
+            event_row = select(*(event_values[name] for name in _EVENT_COLUMNS)).select_from(new)
+            new_event = (
+                postgresql.insert(webhook_events)
+                .from_select(_EVENT_COLUMNS, event_row)
+                .cte("new_event")
+            )
+            self.incident_and_job = (
+                select(new.c.id, new.c.submitted_at).add_cte(new_job).add_cte(new_event)
+            )
+        self.event = insert(webhook_events)
         self.by_key = select(incidents.c.id, incidents.c.submitted_at).where(
             incidents.c.survey_id == bindparam("survey_id"),
             incidents.c.submission_key == bindparam("key"),
@@ -284,7 +312,11 @@ def insert_story(
         "open_at": now,
     }
     if sql.postgres:
-        values |= {"job_at": now, "job_created": now, "job_updated": now}
+        values |= {
+            "job_at": now,
+            "job_created": now,
+            "job_updated": now,
+        }
         row = conn.execute(sql.incident_and_job, values).first()
     else:
         row = conn.execute(sql.incident, values).first()
@@ -316,6 +348,17 @@ def insert_story(
                 "result": None,
                 "created_at": now,
                 "updated_at": now,
+            },
+        )
+        conn.execute(
+            sql.event,
+            {
+                "event_type": STORY_RECEIVED,
+                "survey_id": survey.id,
+                "story_id": row.id,
+                "payload": {"story_id": row.id, "survey_id": survey.id},
+                "created_at": now,
+                "dispatched_at": None,
             },
         )
     return Stored("stored", row.id, row.submitted_at, receipt)

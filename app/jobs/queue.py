@@ -225,11 +225,14 @@ def fail(
     final: bool = False,
     worker: str | None = None,
     now: datetime | None = None,
+    retry_in: float | None = None,
 ) -> str:
-    """Record a failure: retried later with backoff, or `failed` after the last attempt (or at
-    once when `final`: an explained failure that a retry would only repeat). With `worker`,
-    only while that worker still holds the job."""
+    """Record a failure: retried later with backoff (or after `retry_in` seconds: a kind with
+    its own schedule), or `failed` after the last attempt (or at once when `final`: an
+    explained failure that a retry would only repeat). With `worker`, only while that worker
+    still holds the job."""
     now = now or utcnow()
+    delay = backoff_seconds(job.attempts) if retry_in is None else retry_in
     final = final or job.attempts >= job.max_attempts
     mine: ColumnElement[bool] = Job.id == job.id
     if worker is not None:
@@ -239,7 +242,7 @@ def fail(
         .where(mine)
         .values(
             status="failed" if final else "queued",
-            run_after=now if final else now + timedelta(seconds=backoff_seconds(job.attempts)),
+            run_after=now if final else now + timedelta(seconds=delay),
             last_error=error[:4000],
             locked_by=None,
             locked_until=None,

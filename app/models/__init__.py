@@ -24,8 +24,16 @@ from app.models.reviews import (
     ReviewLease,
 )
 from app.models.surveys import SURVEY_STATUSES, Invitation, Survey
+from app.models.webhooks import (
+    DELIVERY_STATUSES,
+    WebhookAttempt,
+    WebhookDelivery,
+    WebhookEvent,
+    WebhookSubscription,
+)
 
 __all__ = [
+    "DELIVERY_STATUSES",
     "INCIDENT_STATUSES",
     "JOB_STATUSES",
     "PROPOSAL_STATUSES",
@@ -61,4 +69,8 @@ __all__ = [
     "Survey",
     "User",
     "WebSession",
+    "WebhookAttempt",
+    "WebhookDelivery",
+    "WebhookEvent",
+    "WebhookSubscription",
 ]

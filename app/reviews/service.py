@@ -58,6 +58,7 @@ from app.models.base import utcnow
 from app.reviews.errors import CodesInvalid, SpansInvalid, check_if_match
 from app.reviews.notifications import unread
 from app.reviews.schemas import AdjudicationUpdate, CodingUpdate, MyCoding
+from app.webhooks import events as webhooks
 from nlp.codebook import Codebook as NlpCodebook
 
 FINAL_STATUSES = ("coded", "excluded")
@@ -545,6 +546,24 @@ def save_coding(
         )
     )
     held.sort(key=lambda h: h.id)
+    webhooks.publish(
+        conn,
+        webhooks.CODING_SAVED,
+        {
+            "story_id": incident.id,
+            "survey_id": incident.survey_id,
+            "coding_id": coding_id,
+            "coder_id": user.id,
+            "revision": revision,
+            "codebook_version_id": version.id,
+            "codes": codes_given,
+            "rejected_suggestions": list(data.rejected_suggestions),
+            "excluded": data.exclude,
+            "no_code_applies": data.no_code_applies,
+        },
+        survey_id=incident.survey_id,
+        story_id=incident.id,
+    )
     current = conn.execute(_FINAL_CODES, {"incident_id": incident.id}).all()
     _settle(session, incident, user, held, current, events)
     conn.execute(insert(_audit), events)
@@ -600,6 +619,24 @@ class _SavedCoding:
     no_code_applies: bool
     note: str | None
     updated_at: datetime
+
+
+def _publish_final(session: Session, incident: Incident, state: dict[str, Any]) -> None:
+    """story.final: the story's final codes (or its exclusion), ids and codes only."""
+    webhooks.publish(
+        session,
+        webhooks.STORY_FINAL,
+        {
+            "story_id": incident.id,
+            "survey_id": incident.survey_id,
+            "status": state["status"],
+            "final_codes": state["final_codes"],
+            "source": state["source"],
+            "excluded": state["status"] == "excluded",
+        },
+        survey_id=incident.survey_id,
+        story_id=incident.id,
+    )
 
 
 # Final codes ------------------------------------------------------------------------------------
@@ -845,6 +882,8 @@ def _settle(
             audit.record(
                 session, actor, action, "incident", incident.id, before=before, after=after
             )
+        if incident.status in FINAL_STATUSES:
+            _publish_final(session, incident, after)
 
 
 def resettle_open(
@@ -933,6 +972,7 @@ def adjudicate(
     incident.finalized_at = utcnow()
     incident.version += 1
     session.flush()
+    after = _state(session, incident)
     audit.record(
         session,
         user,
@@ -940,6 +980,7 @@ def adjudicate(
         "incident",
         incident.id,
         before=before,
-        after={**_state(session, incident), "note": data.note},
+        after={**after, "note": data.note},
     )
+    _publish_final(session, incident, after)
     return to_reads(session, [incident], view, user)[0]

@@ -28,6 +28,7 @@ from app.suggestions import service
 from app.suggestions.engine import SuggesterCache
 from app.suggestions.queue import SUGGEST, enqueue_rescoring
 from app.suggestions.worker import Worker
+from app.webhooks.delivery import WebhookDispatcher
 
 nlp_cli = typer.Typer(
     help="Suggestions: train, evaluate, suggest, re-suggest.", no_args_is_help=True
@@ -49,13 +50,21 @@ def _codebook(session: Any, key: str | None) -> Codebook:
 def worker(
     once: Annotated[bool, typer.Option(help="Run the due jobs, then exit")] = False,
 ) -> None:
-    """Run a job worker (suggestions, training). Several may run side by side on PostgreSQL."""
+    """Run a job worker (suggestions, training, webhook deliveries). Several may run side by
+    side on PostgreSQL."""
     settings, factory = ready()
     configure_logging(settings.log_level, settings.log_format)
     job_worker = Worker(factory, settings)
     if once:
         total = job_worker.drain()
         typer.echo(f"{total.done} jobs done, {total.failed} failed")
+        dispatcher = WebhookDispatcher(factory, settings, job_worker.name)
+        try:
+            steps = dispatcher.drain()
+        finally:
+            dispatcher.close()
+        if steps:
+            typer.echo(f"webhooks: {steps} events fanned out, deliveries queued or sent")
         return
     try:
         job_worker.run_forever()

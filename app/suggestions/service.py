@@ -39,6 +39,7 @@ from app.models import (
 from app.models.base import utcnow
 from app.suggestions.engine import SuggesterCache
 from app.suggestions.queue import SUGGEST, enqueue_rescoring
+from app.webhooks import events as webhooks
 
 if TYPE_CHECKING:
     from app.auth import Principal
@@ -186,8 +187,22 @@ def compute_scores(work: ScoringWork, batch_size: int = 256) -> ScoringWork:
 
 
 def store_scores(session: Session, work: ScoringWork) -> int:
-    """Write scored work: fresh NER redactions (marked), the stories' suggestions replaced."""
+    """Write scored work: fresh NER redactions (marked), the stories' suggestions replaced;
+    publishes story.redacted (a story's redaction is done: NER just now, or, without NER, the
+    submission's patterns on the story's first scoring) and suggestions.ready."""
     ids = work.ids
+    survey_of = dict(
+        session.execute(select(Incident.id, Incident.survey_id).where(Incident.id.in_(ids))).all()
+    )
+    scored_before = (
+        set()
+        if work.marker is not None
+        else set(
+            session.scalars(
+                select(Suggestion.incident_id).where(Suggestion.incident_id.in_(ids)).distinct()
+            )
+        )
+    )
     for incident_id, columns in work.redactions.items():
         session.execute(
             update(Incident)
@@ -210,7 +225,55 @@ def store_scores(session: Session, work: ScoringWork) -> int:
     )
     if work.rows:  # Core executemany: the ORM's bulk path costs a tenth of the scoring time
         session.execute(insert(cast(Table, Suggestion.__table__)), work.rows)
+    redacted_now = set(work.redactions) if work.marker is not None else set(ids) - scored_before
+    events: list[tuple[str, dict[str, Any], int | None, int | None]] = [
+        (
+            webhooks.STORY_REDACTED,
+            {"story_id": i, "survey_id": survey_of[i], "redacted_with": work.marker},
+            survey_of[i],
+            i,
+        )
+        for i in ids
+        if i in redacted_now and i in survey_of
+    ]
+    events += [
+        (
+            webhooks.SUGGESTIONS_READY,
+            _suggestions_payload(row, survey_of[row["incident_id"]]),
+            survey_of[row["incident_id"]],
+            row["incident_id"],
+        )
+        for row in work.rows
+        if row["incident_id"] in survey_of
+    ]
+    webhooks.publish_many(session, events)
     return len(ids)
+
+
+def _suggestions_payload(row: dict[str, Any], survey_id: int) -> dict[str, Any]:
+    """Codes and scores only: the evidence quotes the story, which a payload never carries."""
+    exclusion = row.get("exclusion") or None
+    return {
+        "story_id": row["incident_id"],
+        "survey_id": survey_id,
+        "codebook_version_id": row["codebook_version_id"],
+        "model_id": row["model_id"],
+        "suggestions": [
+            {
+                "code": item["code"],
+                "score": item["score"],
+                "threshold": item["threshold"],
+                "suggested": item["suggested"],
+                "source": item["source"],
+            }
+            for item in row["items"]
+        ],
+        "exclusion": (
+            {k: exclusion.get(k) for k in ("score", "threshold", "suggested")}
+            if exclusion
+            else None
+        ),
+    }
 
 
 def score_incidents(
@@ -298,8 +361,19 @@ def store_redactions(
     if not redactions:
         return
     changed: dict[int, dict[str, str | None]] = {}
+    events: list[tuple[str, dict[str, Any], int | None, int | None]] = []
     for incident in session.scalars(select(Incident).where(Incident.id.in_(list(redactions)))):
         column = redactions[incident.id]
+        if marker is not None and incident.redacted_with != marker:
+            payload = {"story_id": incident.id, "survey_id": incident.survey_id}
+            events.append(
+                (
+                    webhooks.STORY_REDACTED,
+                    {**payload, "redacted_with": marker},
+                    incident.survey_id,
+                    incident.id,
+                )
+            )
         if incident.redacted != column["redacted"]:
             changed[incident.id] = column["redacted"]
         incident.redacted = column["redacted"]
@@ -321,6 +395,7 @@ def store_redactions(
                 }
                 for item in suggestion.items
             ]
+    webhooks.publish_many(session, events)
     session.flush()
 
 
@@ -590,6 +665,16 @@ def _make_active(
     if model is not None:
         model.active = True
         session.flush()
+        webhooks.publish(
+            session,
+            webhooks.MODEL_ACTIVATED,
+            {
+                "model_id": model.id,
+                "codebook_id": codebook.id,
+                "previous_model_id": previous.id if previous else None,
+                "automatic": automatic,
+            },
+        )
     audit.record(
         session,
         actor,

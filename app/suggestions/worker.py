@@ -27,6 +27,7 @@ from app.reports import rollups
 from app.suggestions import service
 from app.suggestions.engine import SuggesterCache
 from app.suggestions.queue import ALL_KINDS, IMPORT, REDACT, SUGGEST, TRAIN, enqueue_suggestions
+from app.webhooks.delivery import WebhookDispatcher
 
 log = logging.getLogger("cit.worker")
 # How long a worker lets stories gather after a round that found only a few.
@@ -321,6 +322,9 @@ class Worker:
                 )
         except Exception:
             log.exception("could not check the redaction of stored stories")
+        # Webhooks go out from a thread of their own: a slow receiver holds back no other job.
+        dispatcher = WebhookDispatcher(self.factory, self.settings, self.name)
+        webhooks = dispatcher.start_thread(self._stop)
         while not self._stop.is_set():
             try:
                 batch = self.run_once()
@@ -337,6 +341,8 @@ class Worker:
                 # Stories arrive one by one: let a few more come before the next round, so that
                 # a round's fixed cost (five short transactions) is shared by more of them.
                 self._stop.wait(BATCH_GATHER_SECONDS)
+        webhooks.join(timeout=self.settings.webhook_timeout_seconds + 5)
+        dispatcher.close()
         log.info("worker %s stopped", self.name)
 
     def stop(self) -> None:

@@ -1,0 +1,1 @@
+"""Webhooks: events published in the outbox, subscriptions, signed deliveries by the worker."""
