@@ -1,8 +1,10 @@
 """All tables, imported here so that Alembic and the services see one metadata."""
 
+from app.models.alerts import Alert, AlertRule
 from app.models.audit import AuditEvent
 from app.models.auth import ROLES, ApiToken, PasswordLink, User, WebSession
 from app.models.base import Base
+from app.models.cases import CASE_STATUSES, Case, CaseNote, IncidentContact
 from app.models.codebooks import PROPOSAL_STATUSES, Codebook, CodebookVersion, CodeProposal
 from app.models.coding import JOB_STATUSES, IncidentCode, Job, NlpModel, Suggestion
 from app.models.imports import ImportRun
@@ -26,6 +28,12 @@ from app.models.reviews import (
 from app.models.surveys import SURVEY_STATUSES, Invitation, Survey
 
 __all__ = [
+    "CASE_STATUSES",
+    "Alert",
+    "AlertRule",
+    "Case",
+    "CaseNote",
+    "IncidentContact",
     "INCIDENT_STATUSES",
     "JOB_STATUSES",
     "PROPOSAL_STATUSES",

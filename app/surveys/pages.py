@@ -35,7 +35,15 @@ from app.surveys.service import (
 router = APIRouter(include_in_schema=False)
 
 # Fields the form sends besides the answers; anything else is an unknown field.
-FORM_CONTROL_FIELDS = ("consent", "csrf_token", "submission_id", "invitation", "website")
+FORM_CONTROL_FIELDS = (
+    "consent",
+    "csrf_token",
+    "submission_id",
+    "invitation",
+    "website",
+    "contact_ok",
+    "contact",
+)
 HONEYPOT_FIELD = "website"
 RECEIPT_COOKIE = "cit_receipt"
 
