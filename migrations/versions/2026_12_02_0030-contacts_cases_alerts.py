@@ -43,7 +43,7 @@ def _swap_role_check(old: str, new: str) -> None:
     if op.get_bind().dialect.name == 'sqlite':
         _sqlite_swap_role_check(old, new)
     else:
-        op.drop_constraint('ck_users_role', 'users', type_='check')
+        op.drop_constraint(op.f('ck_users_role'), 'users', type_='check')
         op.create_check_constraint(op.f('ck_users_role'), 'users', new)
 
 
