@@ -97,7 +97,7 @@ def db_current() -> None:
 @token_cli.command("create")
 def token_create(
     name: Annotated[str, typer.Option(help="Who the token is for")],
-    role: Annotated[str, typer.Option(help="admin, researcher or viewer")],
+    role: Annotated[str, typer.Option(help="admin, researcher, viewer or case_manager")],
 ) -> None:
     """Create an API token; it is printed once and stored only as a hash."""
     settings = _settings()

@@ -82,7 +82,9 @@ class StudyProtocol(Strict):
 
 
 ContactQuestion = Annotated[str, StringConstraints(max_length=500)]
-CaseCodes = Annotated[list[Annotated[str, StringConstraints(min_length=1, max_length=100)]], Field(max_length=50)]
+CaseCodes = Annotated[
+    list[Annotated[str, StringConstraints(min_length=1, max_length=100)]], Field(max_length=50)
+]
 
 
 class SurveyCreate(Strict):
