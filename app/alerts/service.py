@@ -29,7 +29,7 @@ from app.models import Alert, AlertRule, ReportCodeDelta, ReportStoryDelta, Surv
 from app.models.base import utcnow
 from app.pagination import keyset_page
 from app.reports import rollups
-from app.reports.schemas import TrendRow, TrendsReport
+from app.reports.schemas import TrendRow
 from app.reports.trends import TrendsQuery, trends_report
 
 if TYPE_CHECKING:
@@ -267,15 +267,6 @@ def _periods(first: date, last: date, period: rollups.Period, most: int) -> list
     return sorted(starts)
 
 
-def _row_key(row: TrendRow, rule: AlertRule) -> tuple[Any, ...]:
-    group = getattr(row, rule.group_field) if rule.group_field else None
-    return (row.period, row.code, row.valence, group)
-
-
-def _index(report: TrendsReport, rule: AlertRule) -> dict[tuple[Any, ...], TrendRow]:
-    return {_row_key(r, rule): r for r in report.rows if r.code == rule.code}
-
-
 def _judge(
     rule: AlertRule, row: TrendRow, previous: TrendRow | None
 ) -> tuple[str, float | None] | None:
@@ -318,7 +309,24 @@ def evaluate(session: Session, settings: Settings, touched: Touched) -> int:
         .where(AlertRule.enabled.is_(True), AlertRule.survey_id.in_(list(touched)))
         .order_by(AlertRule.id)
     ).all()
-    reports: dict[tuple[Any, ...], tuple[TrendsReport, TrendsReport]] = {}
+    reports: dict[tuple[Any, ...], dict[tuple[Any, ...], TrendRow]] = {}
+
+    def rows(rule: AlertRule, query: TrendsQuery, min_cell: int) -> dict[tuple[Any, ...], TrendRow]:
+        # One report per survey, period, grouping, range and suppression level, shared by the
+        # rules that ask the same.
+        key = (query, min_cell)
+        if key not in reports:
+            reports[key] = {
+                (
+                    r.period,
+                    r.code,
+                    r.valence,
+                    getattr(r, rule.group_field) if rule.group_field else None,
+                ): r
+                for r in trends_report(session, query, min_cell=min_cell).rows
+            }
+        return reports[key]
+
     fired = 0
     for rule in rules:
         period: rollups.Period = rule.period  # type: ignore[assignment]
@@ -327,35 +335,32 @@ def evaluate(session: Session, settings: Settings, touched: Touched) -> int:
         group_by: tuple[rollups.GroupField, ...] = (
             (rule.group_field,) if rule.group_field else ()  # type: ignore[assignment]
         )
-        key = (rule.survey_id, period, group_by, periods[0], periods[-1])
-        if key not in reports:
-            query = TrendsQuery(
-                period=period,
-                group_by=group_by,
-                survey_id=rule.survey_id,
-                date_from=rollups.previous_period(periods[0], period),
-                date_to=periods[-1],
-            )
-            # Unsuppressed figures to judge by, and the published ones to tell what is hidden.
-            reports[key] = (
-                trends_report(session, query, min_cell=1),
-                trends_report(session, query, min_cell=settings.min_cell),
-            )
-        raw, published = (_index(r, rule) for r in reports[key])
+        query = TrendsQuery(
+            period=period,
+            group_by=group_by,
+            survey_id=rule.survey_id,
+            date_from=rollups.previous_period(periods[0], period),
+            date_to=periods[-1],
+        )
+        # The published figures (suppressed as the dashboard shows them) say what is hidden;
+        # the rule is judged on the unsuppressed ones, read only when a cell it needs is hidden.
+        published = rows(rule, query, settings.min_cell)
         for start in periods:
-            row = raw.get((start, rule.code, rule.valence, rule.group_value))
+            before = rollups.previous_period(start, period)
+            cell = (start, rule.code, rule.valence, rule.group_value)
+            cell_before = (before, rule.code, rule.valence, rule.group_value)
+            shown, shown_before = published.get(cell), published.get(cell_before)
+            suppressed = shown is None or shown.suppressed
+            suppressed = suppressed or (shown_before is not None and shown_before.suppressed)
+            source = rows(rule, query, 1) if suppressed else published
+            row, previous = source.get(cell), source.get(cell_before)
             if row is None:
                 continue
-            before = rollups.previous_period(start, period)
-            previous = raw.get((before, rule.code, rule.valence, rule.group_value))
             verdict = _judge(rule, row, previous)
             if verdict is None:
                 continue
-            shown = published.get((start, rule.code, rule.valence, rule.group_value))
-            shown_before = published.get((before, rule.code, rule.valence, rule.group_value))
-            suppressed = shown is None or shown.suppressed
-            if previous is not None:
-                suppressed = suppressed or shown_before is None or shown_before.suppressed
+            if previous is not None and shown_before is None:
+                suppressed = True
             count, base = row.count or 0, row.base or 0
             firing = Firing(
                 period_start=start,
