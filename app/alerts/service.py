@@ -3,12 +3,12 @@
 The worker calls `fold_and_evaluate` each round: it notes which surveys and days the pending
 report deltas touch, folds them (app.reports.rollups.fold), and evaluates the enabled rules of
 those surveys over the periods touched (at most `alert_max_periods` recent ones), in a savepoint
-so that a failing rule never undoes the fold. Figures come from the trends report itself
-(app.reports.trends.trends_report: the same counts, bases and two-proportion test the dashboard
-shows); a rule fires at most once per period (unique constraint, INSERT ... ON CONFLICT DO
-NOTHING). Whether the cell is suppressed is decided by a second trends report with the
-configured `min_cell` (primary and secondary suppression): an alert on a hidden cell carries
-its figures for admins only."""
+so that a failing rule never undoes the fold. Figures are the trends report's: the same rollup
+GROUP BYs (app.reports.rollups), narrowed to the rule's code, valence and group, and the same
+two-proportion test (app.reports.intervals). A rule fires at most once per period (unique
+constraint, INSERT ... ON CONFLICT DO NOTHING). When a rule fires, the trends report itself with
+the configured `min_cell` (primary and secondary suppression) says whether the cell is hidden:
+an alert on a hidden cell carries its figures for admins only."""
 
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ from app.models import Alert, AlertRule, ReportCodeDelta, ReportStoryDelta, Surv
 from app.models.base import utcnow
 from app.pagination import keyset_page
 from app.reports import rollups
+from app.reports.intervals import two_proportion_test
 from app.reports.schemas import TrendRow
 from app.reports.trends import TrendsQuery, trends_report
 
@@ -267,11 +268,17 @@ def _periods(first: date, last: date, period: rollups.Period, most: int) -> list
     return sorted(starts)
 
 
-def _judge(
-    rule: AlertRule, row: TrendRow, previous: TrendRow | None
-) -> tuple[str, float | None] | None:
-    """(reason, p-value) when the rule holds for this row, else None."""
-    count, base = row.count or 0, row.base or 0
+@dataclass(frozen=True)
+class Cell:
+    """One code in one period (and group): confirmed stories carrying it, and all confirmed."""
+
+    count: int
+    base: int
+
+
+def _judge(rule: AlertRule, cell: Cell, previous: Cell | None) -> tuple[str, float | None] | None:
+    """(reason, p-value) when the rule holds for this period, else None."""
+    count, base = cell.count, cell.base
     if base <= 0:
         return None
     if rule.trigger in ("above", "below"):
@@ -284,20 +291,52 @@ def _judge(
         assert rule.threshold is not None
         held = value >= rule.threshold if rule.trigger == "above" else value <= rule.threshold
         return (rule.trigger, None) if held else None
-    if previous is None or (previous.base or 0) < rule.min_base or base < rule.min_base:
+    if previous is None or previous.base < rule.min_base or base < rule.min_base:
         return None
-    change = row.change_from_previous
-    if change is None or change.p_value is None or change.diff is None:
+    test = two_proportion_test(count, base, previous.count, previous.base)
+    if test.p_value is None or test.diff is None or test.p_value > rule.level:
         return None
-    if change.p_value > rule.level:
-        return None
-    if rule.trigger == "rise" and change.diff > 0:
-        return "rise", change.p_value
-    if rule.trigger == "fall" and change.diff < 0:
-        return "fall", change.p_value
-    if rule.trigger == "change" and change.diff != 0:
-        return ("rise" if change.diff > 0 else "fall"), change.p_value
+    if rule.trigger == "rise" and test.diff > 0:
+        return "rise", test.p_value
+    if rule.trigger == "fall" and test.diff < 0:
+        return "fall", test.p_value
+    if rule.trigger == "change" and test.diff != 0:
+        return ("rise" if test.diff > 0 else "fall"), test.p_value
     return None
+
+
+def _cells(session: Session, rule: AlertRule, first_day: date, last_day: date) -> dict[date, Cell]:
+    """The rule's cells per period, from the rollups (and pending deltas): two GROUP BYs that
+    the trends report also runs, narrowed to the rule's code, valence and group."""
+    dialect = session.get_bind().dialect.name
+    period: rollups.Period = rule.period  # type: ignore[assignment]
+    group_by: tuple[rollups.GroupField, ...] = (
+        (rule.group_field,) if rule.group_field else ()  # type: ignore[assignment]
+    )
+    window: dict[str, Any] = {
+        "survey_id": rule.survey_id,
+        "first_day": first_day,
+        "last_day": last_day,
+    }
+    codes = rollups.code_cells_query(dialect, period=period, group_by=group_by, **window).subquery()
+    stories = rollups.story_cells_query(
+        dialect, period=period, group_by=group_by, **window
+    ).subquery()
+    code_where = [codes.c.code == rule.code, codes.c.valence == rule.valence]
+    story_where = [stories.c.valence == rule.valence]
+    if rule.group_field:
+        code_where.append(codes.c[rule.group_field] == rule.group_value)
+        story_where.append(stories.c[rule.group_field] == rule.group_value)
+    counts = {
+        rollups.as_date(p): int(n or 0)
+        for p, n in session.execute(select(codes.c.period, codes.c.n).where(*code_where))
+    }
+    return {
+        rollups.as_date(p): Cell(counts.get(rollups.as_date(p), 0), int(n or 0))
+        for p, n in session.execute(
+            select(stories.c.period, stories.c.confirmed).where(*story_where)
+        )
+    }
 
 
 def evaluate(session: Session, settings: Settings, touched: Touched) -> int:
@@ -309,68 +348,64 @@ def evaluate(session: Session, settings: Settings, touched: Touched) -> int:
         .where(AlertRule.enabled.is_(True), AlertRule.survey_id.in_(list(touched)))
         .order_by(AlertRule.id)
     ).all()
-    reports: dict[tuple[Any, ...], dict[tuple[Any, ...], TrendRow]] = {}
+    published: dict[TrendsQuery, dict[tuple[Any, ...], TrendRow]] = {}
 
-    def rows(rule: AlertRule, query: TrendsQuery, min_cell: int) -> dict[tuple[Any, ...], TrendRow]:
-        # One report per survey, period, grouping, range and suppression level, shared by the
-        # rules that ask the same.
-        key = (query, min_cell)
-        if key not in reports:
-            reports[key] = {
+    def published_rows(rule: AlertRule, query: TrendsQuery) -> dict[tuple[Any, ...], TrendRow]:
+        # The report as the dashboard publishes it (primary and secondary suppression), built
+        # only when a rule would fire, once per survey, period, grouping and range.
+        if query not in published:
+            published[query] = {
                 (
                     r.period,
                     r.code,
                     r.valence,
                     getattr(r, rule.group_field) if rule.group_field else None,
                 ): r
-                for r in trends_report(session, query, min_cell=min_cell).rows
+                for r in trends_report(session, query, min_cell=settings.min_cell).rows
             }
-        return reports[key]
+        return published[query]
 
     fired = 0
     for rule in rules:
         period: rollups.Period = rule.period  # type: ignore[assignment]
         first, last = touched[rule.survey_id]
         periods = _periods(first, last, period, settings.alert_max_periods)
-        group_by: tuple[rollups.GroupField, ...] = (
-            (rule.group_field,) if rule.group_field else ()  # type: ignore[assignment]
-        )
-        query = TrendsQuery(
-            period=period,
-            group_by=group_by,
-            survey_id=rule.survey_id,
-            date_from=rollups.previous_period(periods[0], period),
-            date_to=periods[-1],
-        )
-        # The published figures (suppressed as the dashboard shows them) say what is hidden;
-        # the rule is judged on the unsuppressed ones, read only when a cell it needs is hidden.
-        published = rows(rule, query, settings.min_cell)
+        first_day = rollups.previous_period(periods[0], period)
+        last_day = date.fromordinal(rollups.next_period(periods[-1], period).toordinal() - 1)
+        cells = _cells(session, rule, first_day, last_day)
         for start in periods:
-            before = rollups.previous_period(start, period)
-            cell = (start, rule.code, rule.valence, rule.group_value)
-            cell_before = (before, rule.code, rule.valence, rule.group_value)
-            shown, shown_before = published.get(cell), published.get(cell_before)
-            suppressed = shown is None or shown.suppressed
-            suppressed = suppressed or (shown_before is not None and shown_before.suppressed)
-            source = rows(rule, query, 1) if suppressed else published
-            row, previous = source.get(cell), source.get(cell_before)
-            if row is None:
+            cell = cells.get(start)
+            if cell is None:
                 continue
-            verdict = _judge(rule, row, previous)
+            before = rollups.previous_period(start, period)
+            previous = cells.get(before)
+            verdict = _judge(rule, cell, previous)
             if verdict is None:
                 continue
-            if previous is not None and shown_before is None:
-                suppressed = True
-            count, base = row.count or 0, row.base or 0
+            query = TrendsQuery(
+                period=period,
+                group_by=(rule.group_field,) if rule.group_field else (),  # type: ignore[arg-type]
+                survey_id=rule.survey_id,
+                date_from=first_day,
+                date_to=periods[-1],
+            )
+            shown = published_rows(rule, query)
+            row = shown.get((start, rule.code, rule.valence, rule.group_value))
+            row_before = shown.get((before, rule.code, rule.valence, rule.group_value))
+            suppressed = row is None or row.suppressed
+            if previous is not None:
+                suppressed = suppressed or row_before is None or row_before.suppressed
             firing = Firing(
                 period_start=start,
                 reason=verdict[0],
-                count=count,
-                base=base,
-                share=count / base if base else None,
+                count=cell.count,
+                base=cell.base,
+                share=cell.count / cell.base if cell.base else None,
                 previous_count=previous.count if previous else None,
                 previous_base=previous.base if previous else None,
-                previous_share=previous.share if previous else None,
+                previous_share=previous.count / previous.base
+                if previous and previous.base
+                else None,
                 p_value=verdict[1],
                 suppressed=suppressed,
             )
