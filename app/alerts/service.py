@@ -306,35 +306,46 @@ def _judge(rule: AlertRule, cell: Cell, previous: Cell | None) -> tuple[str, flo
 
 
 def _cells(session: Session, rule: AlertRule, first_day: date, last_day: date) -> dict[date, Cell]:
-    """The rule's cells per period, from the rollups (and pending deltas): two GROUP BYs that
-    the trends report also runs, narrowed to the rule's code, valence and group."""
+    """The rule's cells per period: the trends report's sums over the rollups and pending deltas
+    (app.reports.rollups: the same sources and period truncation), narrowed to the rule's
+    survey, code, valence and group before grouping, so that an index range is read."""
     dialect = session.get_bind().dialect.name
     period: rollups.Period = rule.period  # type: ignore[assignment]
     group_by: tuple[rollups.GroupField, ...] = (
         (rule.group_field,) if rule.group_field else ()  # type: ignore[assignment]
     )
-    window: dict[str, Any] = {
-        "survey_id": rule.survey_id,
-        "first_day": first_day,
-        "last_day": last_day,
-    }
-    codes = rollups.code_cells_query(dialect, period=period, group_by=group_by, **window).subquery()
-    stories = rollups.story_cells_query(
-        dialect, period=period, group_by=group_by, **window
-    ).subquery()
-    code_where = [codes.c.code == rule.code, codes.c.valence == rule.valence]
-    story_where = [stories.c.valence == rule.valence]
-    if rule.group_field:
-        code_where.append(codes.c[rule.group_field] == rule.group_value)
-        story_where.append(stories.c[rule.group_field] == rule.group_value)
+    story_table, code_table = rollups.tables(group_by)
+    stories = rollups.story_source(story_table).c
+    codes = rollups.code_source(code_table).c
+
+    def narrowed(source: Any) -> list[Any]:
+        where = [
+            source.survey_id == rule.survey_id,
+            source.day >= first_day,
+            source.day <= last_day,
+            source.valence == rule.valence,
+        ]
+        if group_by:
+            column = rollups.GROUP_COLUMNS[group_by[0]]
+            where.append(getattr(source, column) == rule.group_value)
+        return where
+
+    code_period = rollups.period_expression(dialect, codes.day, period)
+    story_period = rollups.period_expression(dialect, stories.day, period)
     counts = {
         rollups.as_date(p): int(n or 0)
-        for p, n in session.execute(select(codes.c.period, codes.c.n).where(*code_where))
+        for p, n in session.execute(
+            select(code_period, func.sum(codes.n))
+            .where(*narrowed(codes), codes.code == rule.code)
+            .group_by(code_period)
+        )
     }
     return {
         rollups.as_date(p): Cell(counts.get(rollups.as_date(p), 0), int(n or 0))
         for p, n in session.execute(
-            select(stories.c.period, stories.c.confirmed).where(*story_where)
+            select(story_period, func.sum(stories.confirmed))
+            .where(*narrowed(stories))
+            .group_by(story_period)
         )
     }
 
