@@ -299,3 +299,16 @@ def test_contact_keys_rotate(settings: Settings) -> None:
     only_new = settings.model_copy(update={"contact_keys": new})
     assert crypto.decrypt(only_new, fresh) == EMAIL
     assert crypto.decrypt(only_new, token) is None
+
+
+def test_the_worker_round_opens_cases_and_evaluates_alerts(
+    client: TestClient, survey: Survey, app: Any, settings: Settings, db: Callable[[], Any]
+) -> None:
+    from app.suggestions.worker import Worker
+
+    _submit(client, survey.slug, contact_ok=True, contact=EMAIL)
+    worker = Worker(app.state.sessionmaker, settings, name="cases-test")
+    assert worker.fold_rollups() >= 1  # the new story's rollup deltas
+    with db() as session:
+        assert session.scalar(select(func.count()).select_from(Case)) == 1
+        assert session.scalar(select(func.count()).select_from(Incident)) == 1
