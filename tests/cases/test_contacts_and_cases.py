@@ -312,3 +312,13 @@ def test_the_worker_round_opens_cases_and_evaluates_alerts(
     with db() as session:
         assert session.scalar(select(func.count()).select_from(Case)) == 1
         assert session.scalar(select(func.count()).select_from(Incident)) == 1
+
+
+def test_a_case_manager_lands_on_the_cases_page(
+    client: TestClient, token_for: Callable[..., dict[str, str]]
+) -> None:
+    home = client.get("/work", headers=token_for("case_manager"), follow_redirects=False)
+    assert home.status_code == 303 and home.headers["location"] == "/work/cases"
+    page = client.get("/work/cases", headers=token_for("case_manager"))
+    assert page.status_code == 200 and 'href="/work/cases"' in page.text
+    assert ">Queue<" not in page.text  # no coding queue in their menu
