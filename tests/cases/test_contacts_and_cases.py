@@ -322,3 +322,17 @@ def test_a_case_manager_lands_on_the_cases_page(
     page = client.get("/work/cases", headers=token_for("case_manager"))
     assert page.status_code == 200 and 'href="/work/cases"' in page.text
     assert ">Queue<" not in page.text  # no coding queue in their menu
+
+
+def test_a_form_sent_back_while_the_database_is_away_keeps_the_contact_field() -> None:
+    from types import SimpleNamespace
+
+    from app.surveys.pages import _remembered_survey
+
+    request = SimpleNamespace(app=SimpleNamespace(state=SimpleNamespace(survey_cache={})))
+    typed = {"what_happened": "x", "contact_ok": "yes", "contact": EMAIL}
+    stand_in = _remembered_survey(request, "never-seen", typed)  # type: ignore[arg-type]
+    assert stand_in.contact_question == QUESTION
+    assert (
+        _remembered_survey(request, "never-seen", {"what_happened": "x"}).contact_question is None
+    )  # type: ignore[arg-type]
