@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Float, cast, exists, func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app import audit
@@ -33,11 +34,9 @@ if TYPE_CHECKING:
 WORKER = "worker"
 
 
-def open_due_cases(session: Session) -> list[int]:
-    """Open a case for every dissatisfying story with a contact that qualifies and has none:
-    at once on surveys without case codes, once its final codes include one otherwise. Run by
-    the worker every round (the contacts table holds only stories with a contact, so this
-    reads few rows); returns the new cases' ids."""
+def due_cases(session: Session) -> list[tuple[int, int]]:
+    """(incident id, survey id) of the stories that qualify for a case and have none: at once
+    on surveys without case codes, once its final codes include one otherwise."""
     no_case = ~exists().where(Case.incident_id == IncidentContact.incident_id)
     base = (
         select(IncidentContact.incident_id, IncidentContact.survey_id)
@@ -62,6 +61,15 @@ def open_due_cases(session: Session) -> list[int]:
         candidates += session.execute(  # type: ignore[arg-type]
             base.where(IncidentContact.survey_id == survey_id, Incident.status == "coded", has_code)
         ).all()
+    return candidates
+
+
+def open_due_cases(session: Session) -> list[int]:
+    """Open a case for every story that `due_cases` finds. Run by the worker when a read
+    transaction found one due (the contacts table holds only stories with a contact, so that
+    reads few rows); returns the new cases' ids. Two workers opening the same case at once on
+    PostgreSQL: the unique incident_id lets one of them, the other skips it."""
+    candidates = due_cases(session)
     opened: list[int] = []
     now = utcnow()
     for incident_id, survey_id in candidates:
@@ -73,8 +81,12 @@ def open_due_cases(session: Session) -> list[int]:
             updated_at=now,
             updated_by=WORKER,
         )
-        session.add(case)
-        session.flush()
+        try:
+            with session.begin_nested():  # another worker opened it a moment ago: skip it
+                session.add(case)
+                session.flush()
+        except IntegrityError:
+            continue
         audit.record(
             session,
             None,

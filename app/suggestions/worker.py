@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.alerts.service import fold_and_evaluate
-from app.cases.service import open_due_cases
+from app.cases.service import due_cases, open_due_cases
 from app.config import Settings
 from app.db import session_scope
 from app.errors import DATABASE_UNAVAILABLE, AppError
@@ -98,8 +98,12 @@ class Worker:
         are exact without it; folding keeps what they read small)."""
         with session_scope(self.factory) as session:
             folded, _fired = fold_and_evaluate(session, self.settings)
-        with session_scope(self.factory) as session:
-            open_due_cases(session)
+        # Asked in a read transaction: the write lock (SQLite) is taken only when a case is due.
+        with session_scope(self.factory, write=False) as session:
+            due = due_cases(session)
+        if due:
+            with session_scope(self.factory) as session:
+                open_due_cases(session)
         return folded
 
     def _suggest_batch(self, result: BatchResult) -> None:
