@@ -105,7 +105,8 @@ def _rules(survey_id: int, count: int) -> list[dict[str, Any]]:
     shapes = itertools.cycle(
         [
             {"period": "month", "trigger": "rise"},
-            {"period": "week", "trigger": "fall", "group_field": "touchpoint", "group_value": "Gate"},
+            {"period": "week", "trigger": "fall", "group_field": "touchpoint",
+             "group_value": "Gate"},
             {"period": "month", "trigger": "above", "threshold": 0.3, "group_field": "channel",
              "group_value": "App"},
             {"period": "quarter", "trigger": "change"},
