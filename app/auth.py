@@ -239,4 +239,6 @@ def require_role(*roles: str):  # type: ignore[no-untyped-def]
 
 RequireAdmin = Annotated[Principal, Depends(require_role("admin"))]
 RequireResearcher = Annotated[Principal, Depends(require_role("admin", "researcher"))]
+# Cases and respondents' contacts: admins and case managers only, never researchers or viewers.
+RequireCaseManager = Annotated[Principal, Depends(require_role("admin", "case_manager"))]
 RequireAnyRole = Annotated[Principal, Depends(require_role(*ROLES))]

@@ -21,6 +21,7 @@ from app import migrate
 from app.accounts import service as accounts
 from app.accounts.cli import person_cli
 from app.auth import create_token
+from app.cases.cli import alerts_cli, cases_cli
 from app.cli_support import fail, load_settings, require_head, session_factory
 from app.codebooks.cli import codebook_cli
 from app.codebooks.service import ensure_default_codebook
@@ -57,6 +58,8 @@ cli.add_typer(incident_cli, name="incident")
 cli.command("export")(export)
 cli.add_typer(refi_cli, name="refi")
 cli.add_typer(webhooks_cli, name="webhooks")
+cli.add_typer(cases_cli, name="cases")
+cli.add_typer(alerts_cli, name="alerts")
 
 DEMO_SURVEY = Path(__file__).parent / "surveys" / "demo.yaml"
 DEFAULT_CODEBOOK = (
@@ -99,7 +102,7 @@ def db_current() -> None:
 @token_cli.command("create")
 def token_create(
     name: Annotated[str, typer.Option(help="Who the token is for")],
-    role: Annotated[str, typer.Option(help="admin, researcher or viewer")],
+    role: Annotated[str, typer.Option(help="admin, researcher, viewer or case_manager")],
 ) -> None:
     """Create an API token; it is printed once and stored only as a hash."""
     settings = _settings()

@@ -90,6 +90,17 @@ class Settings(BaseSettings):
     # Reports.
     min_cell: int = Field(5, ge=1, description="small-cell suppression threshold of the reports")
 
+    # Respondents' contacts (app.cases.crypto): Fernet keys, newest first, comma-separated
+    # (`cit contact-key` prints a new one). Every key decrypts, the first encrypts: put a new
+    # key in front to rotate, keep the old ones until `cit cases rotate-keys` has re-encrypted.
+    # Empty: a key derived from CIT_SECRET_KEY (which itself refuses its default outside
+    # development).
+    contact_keys: str = Field("", repr=False)
+
+    # Alerts on trends (app.alerts): evaluated by the worker after a fold, over at most this
+    # many recent periods of a rule (a backfill of old stories does not re-evaluate years).
+    alert_max_periods: int = Field(6, ge=1, le=120)
+
     # People signing in (browser sessions).
     session_idle_minutes: int = Field(
         60, ge=1, description="a browser session ends after this long without a request"

@@ -20,6 +20,10 @@ from app import migrate
 from app.accounts.pages import router as accounts_pages_router
 from app.accounts.router import router as people_router
 from app.accounts.service import SignInLimits
+from app.alerts.pages import pages_router as alerts_pages_router
+from app.alerts.router import router as alerts_router
+from app.cases.pages import pages_router as cases_pages_router
+from app.cases.router import router as cases_router
 from app.codebooks.pages import router as codebooks_pages_router
 from app.codebooks.router import proposals_router as code_proposals_router
 from app.codebooks.router import router as codebooks_router
@@ -180,6 +184,10 @@ def create_app(settings: Settings | None = None, *, start_worker: bool = False) 
         refi_router,
         webhooks_router,
         webhooks_pages_router,
+        cases_router,
+        cases_pages_router,
+        alerts_router,
+        alerts_pages_router,
     ):
         app.include_router(router)
 

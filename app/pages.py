@@ -20,6 +20,8 @@ NAV = (
     ("/work/codebooks", "Codebooks", ("admin", "researcher")),
     ("/work/surveys", "Surveys", ("admin",)),
     ("/work/reports", "Reports", ("admin", "researcher", "viewer")),
+    ("/work/cases", "Cases", ("admin", "case_manager")),
+    ("/work/alerts", "Alerts", ("admin", "researcher", "viewer")),
     ("/work/people", "People", ("admin",)),
     ("/work/tokens", "Tokens", ("admin",)),
     ("/work/webhooks", "Webhooks", ("admin",)),

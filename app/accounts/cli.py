@@ -17,7 +17,7 @@ person_cli = typer.Typer(help="People who sign in (name and password).", no_args
 @person_cli.command("create")
 def person_create(
     name: Annotated[str, typer.Option(help="What the person signs in with")],
-    role: Annotated[str, typer.Option(help="admin, researcher or viewer")],
+    role: Annotated[str, typer.Option(help="admin, researcher, viewer or case_manager")],
 ) -> None:
     """Create a person and print their one-time set-password link."""
     settings, sessions = ready()

@@ -14,7 +14,7 @@ class PersonCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: PersonName = Field(description="What the person signs in with")
-    role: Literal["admin", "researcher", "viewer"]
+    role: Literal["admin", "researcher", "viewer", "case_manager"]
 
 
 class PersonRead(BaseModel):

@@ -14,6 +14,8 @@ work, and building `.values(...)` anew per request, cost several times the INSER
   queues its suggestion job and appends its `story.received` webhook event to the outbox; on
   PostgreSQL story, job and event are one statement (data-modifying CTEs), so a story costs
   the same two round trips (statement, COMMIT) as a bare INSERT;
+- stores the respondent's contact, if they left one, encrypted, in `incident_contacts` (only
+  then: a story without one costs no extra statement);
 - claims the invitation, if any, and commits.
 
 All of it runs inside one call on one worker thread (`DbGate.run`): the transaction never waits
@@ -47,12 +49,13 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from app.auth import hash_token
-from app.config import Settings
+from app.cases.crypto import encrypt
+from app.config import Settings, get_settings
 from app.db import write_engine
 from app.erasure.receipts import receipt_code, receipt_hash
 from app.incidents.redaction import redaction_columns
 from app.incidents.service import CleanStory, Intake, check_story, new_submission_key
-from app.models import Incident, Invitation, Job, Survey, WebhookEvent
+from app.models import Incident, IncidentContact, Invitation, Job, Survey, WebhookEvent
 from app.models.base import utcnow
 from app.suggestions.queue import SUGGEST
 from app.surveys.service import survey_state
@@ -61,6 +64,7 @@ from app.webhooks.events import STORY_RECEIVED
 incidents: Table = Incident.__table__  # type: ignore[assignment]
 invitations: Table = Invitation.__table__  # type: ignore[assignment]
 jobs: Table = Job.__table__  # type: ignore[assignment]
+contacts: Table = IncidentContact.__table__  # type: ignore[assignment]
 surveys: Table = Survey.__table__  # type: ignore[assignment]
 webhook_events: Table = WebhookEvent.__table__  # type: ignore[assignment]
 
@@ -80,6 +84,7 @@ class SurveyRules:
     language: str
     choices: dict[str, Any]
     consent_text: str | None
+    contact_question: str | None = None
 
 
 class RulesCache:
@@ -144,6 +149,7 @@ class _Statements:
             surveys.c.language,
             surveys.c.choices,
             surveys.c.consent_text,
+            surveys.c.contact_question,
         ).where(surveys.c.slug == bindparam("slug"))
         self.state = select(surveys.c.status, surveys.c.closes_at).where(
             surveys.c.id == bindparam("survey_id")
@@ -174,6 +180,7 @@ class _Statements:
             .returning(incidents.c.id, incidents.c.submitted_at, incidents.c.survey_id)
         )
         self.job = insert(jobs).on_conflict_do_nothing(index_elements=["dedupe_key"])
+        self.contact = insert(contacts)
         if postgres:
             # Story and suggestion job in one statement.
             new = self.incident.cte("new_incident")
@@ -256,6 +263,7 @@ def insert_story(
     submission_key: str | None,
     invitation_token: str | None,
     secret_key: str | None = None,
+    settings: Settings | None = None,
 ) -> Stored:
     """Store one checked story on `conn` (inside the caller's transaction, which a refused
     invitation must roll back: the caller sees `_Rollback`). With `secret_key` the story gets
@@ -330,6 +338,18 @@ def insert_story(
         claimed = conn.execute(sql.claim, {"invitation_id": invitation_id, "now": now})
         if claimed.rowcount != 1:
             raise _Rollback("invitation_used")
+    if story.contact is not None:
+        kind, contact = story.contact
+        conn.execute(
+            sql.contact,
+            {
+                "incident_id": row.id,
+                "survey_id": survey.id,
+                "kind": kind,
+                "ciphertext": encrypt(settings or get_settings(), contact),
+                "created_at": now,
+            },
+        )
     if not sql.postgres:
         conn.execute(
             sql.job,
@@ -386,6 +406,7 @@ def rules_of(survey: Survey) -> SurveyRules:
         survey.language,
         survey.choices,
         survey.consent_text,
+        survey.contact_question,
     )
 
 
@@ -404,6 +425,7 @@ def store_story(
     submission_key: str | None,
     invitation_token: str | None,
     secret_key: str | None = None,
+    settings: Settings | None = None,
 ) -> SubmitResult:
     """`insert_story` inside a session's transaction (a savepoint, so that a refused invitation
     undoes only this story), for tests and tools that already hold a session."""
@@ -416,6 +438,7 @@ def store_story(
                 submission_key=submission_key,
                 invitation_token=invitation_token,
                 secret_key=secret_key,
+                settings=settings,
             )
     except _Rollback as refused:
         return SubmitResult(refused.outcome)
@@ -456,6 +479,7 @@ def receive_story(
                 submission_key=submission_key,
                 invitation_token=invitation_token,
                 secret_key=settings.secret_key,
+                settings=settings,
             )
     except _Rollback as refused:
         assert rules is not None

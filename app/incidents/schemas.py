@@ -23,6 +23,15 @@ class StorySubmission(BaseModel):
     touchpoint: str | None = None
     channel: str | None = None
     consent: bool = False
+    contact_ok: bool = Field(
+        False, description="The answer to the survey's contact question (if it asks one)"
+    )
+    contact: str | None = Field(
+        None,
+        max_length=254,
+        description="With contact_ok: an e-mail address or phone number, stored encrypted and "
+        "apart from the story",
+    )
     invitation: str | None = Field(None, description="The token of a personal invitation link")
     submission_id: SubmissionId | None = Field(
         None, description="Idempotency key: sending the same id twice stores one story"

@@ -75,6 +75,27 @@ class FieldError:
 class CleanStory:
     answers: dict[str, str | None]
     occurred_on: date | None
+    # The respondent's contact, when the survey asked and they agreed: ("email" | "phone", text).
+    contact: tuple[str, str] | None = None
+
+
+# Fields of a submission that carry the contact (form and JSON), never an answer.
+CONTACT_FIELDS = ("contact_ok", "contact")
+MAX_CONTACT_CHARS = 254
+_EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s.]{2,}$")
+_PHONE = re.compile(r"^\+?[0-9 ()./-]{7,30}$")
+
+
+def parse_contact(value: str) -> tuple[str, str] | None:
+    """("email" | "phone", the contact as typed, trimmed), or None when it is neither."""
+    text = value.strip()
+    if len(text) > MAX_CONTACT_CHARS:
+        return None
+    if _EMAIL.match(text):
+        return "email", text
+    if _PHONE.match(text) and 7 <= sum(c.isdigit() for c in text) <= 15:
+        return "phone", text
+    return None
 
 
 def parse_occurred_on(text: str | None) -> date | None:
@@ -96,6 +117,9 @@ class StoryRules(Protocol):
 
     @property
     def consent_text(self) -> str | None: ...
+
+    @property
+    def contact_question(self) -> str | None: ...
 
 
 def check_story(
@@ -129,9 +153,18 @@ def check_story(
             errors.append(FieldError(name, "invalid_choice"))
     if survey.consent_text and not consent:
         errors.append(FieldError("consent", "consent_required"))
+    contact: tuple[str, str] | None = None
+    if survey.contact_question and answers.get("contact_ok") in (True, "yes"):
+        typed = answers.get("contact")
+        if not isinstance(typed, str) or not typed.strip():
+            errors.append(FieldError("contact", "contact_required"))
+        else:
+            contact = parse_contact(typed)
+            if contact is None:
+                errors.append(FieldError("contact", "contact_invalid"))
     if errors:
         return None, errors
-    return CleanStory(clean, parse_occurred_on(clean["occurred"])), []
+    return CleanStory(clean, parse_occurred_on(clean["occurred"]), contact), []
 
 
 IntakeOutcome = Literal[

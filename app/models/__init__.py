@@ -1,8 +1,10 @@
 """All tables, imported here so that Alembic and the services see one metadata."""
 
+from app.models.alerts import Alert, AlertRule
 from app.models.audit import AuditEvent
 from app.models.auth import ROLES, ApiToken, PasswordLink, User, WebSession
 from app.models.base import Base
+from app.models.cases import CASE_STATUSES, Case, CaseNote, IncidentContact
 from app.models.codebooks import PROPOSAL_STATUSES, Codebook, CodebookVersion, CodeProposal
 from app.models.coding import JOB_STATUSES, IncidentCode, Job, NlpModel, Suggestion
 from app.models.imports import ImportRun
@@ -33,6 +35,7 @@ from app.models.webhooks import (
 )
 
 __all__ = [
+    "CASE_STATUSES",
     "DELIVERY_STATUSES",
     "INCIDENT_STATUSES",
     "JOB_STATUSES",
@@ -40,10 +43,14 @@ __all__ = [
     "ROLES",
     "SURVEY_STATUSES",
     "VALENCES",
+    "Alert",
+    "AlertRule",
     "ApiToken",
     "Assignment",
     "AuditEvent",
     "Base",
+    "Case",
+    "CaseNote",
     "CodeProposal",
     "Codebook",
     "CodebookVersion",
@@ -53,6 +60,7 @@ __all__ = [
     "ImportRun",
     "Incident",
     "IncidentCode",
+    "IncidentContact",
     "Invitation",
     "Job",
     "NlpModel",

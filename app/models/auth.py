@@ -10,12 +10,15 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.models.base import Base, utcnow
 
-ROLES = ("admin", "researcher", "viewer")
+# case_manager: follows up the respondents who left a contact (cases, contacts); no coding.
+ROLES = ("admin", "researcher", "viewer", "case_manager")
 
 
 class User(Base):
     __tablename__ = "users"
-    __table_args__ = (CheckConstraint("role IN ('admin', 'researcher', 'viewer')", name="role"),)
+    __table_args__ = (
+        CheckConstraint("role IN ('admin', 'researcher', 'viewer', 'case_manager')", name="role"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(100), unique=True)

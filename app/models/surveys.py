@@ -47,6 +47,11 @@ class Survey(Base):
     # What the team writes for the methods section (app.surveys.schemas.StudyProtocol):
     # incident definition, inclusion/exclusion criteria, data collection, instructions.
     study_protocol: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default="{}")
+    # "May we contact you about this?": the wording, or None when the survey does not ask.
+    contact_question: Mapped[str | None] = mapped_column(Text)
+    # A dissatisfying story with a contact opens a case: always (empty), or only when its final
+    # codes include one of these.
+    case_codes: Mapped[list[str]] = mapped_column(default=list, server_default="[]")
 
 
 class Invitation(Base):

@@ -63,6 +63,8 @@ def _problem_messages(exc: AppError) -> list[str]:
 def home(request: Request, session: SessionDep, user: RequireAnyRole) -> Response:
     if user.role == "viewer":
         return see_other("/work/reports")
+    if user.role == "case_manager":
+        return see_other("/work/cases")
     params = request.query_params
     return render(
         request,

@@ -25,7 +25,11 @@
     charts: document.getElementById("charts"),
     legend: document.getElementById("legend"),
     table: document.getElementById("table"),
-    note: document.getElementById("note")
+    note: document.getElementById("note"),
+    alertsPanel: document.getElementById("alerts-panel"),
+    alerts: document.getElementById("alerts"),
+    casesPanel: document.getElementById("cases-panel"),
+    casesSummary: document.getElementById("cases-summary")
   };
   var pollTimer = null;
 
@@ -99,11 +103,60 @@
     return params.toString();
   }
 
+  // Fired alerts (any role; figures of suppressed cells come as null) and, for admins and
+  // case managers, the case counts (asked only for those roles; others never see the panel).
+  function pct(value) { return (value * 100).toFixed(1) + "%"; }
+
+  function alertText(a) {
+    var where = a.group_field ? " (" + a.group_field + ": " + a.group_value + ")" : "";
+    var head = a.period_start + " · " + a.rule_name + ": " + a.code + where + ", " + a.valence;
+    if (a.suppressed && a.share === null) { return head + " — " + a.reason + " (figures suppressed: small counts)"; }
+    var text = head + " — " + a.reason + " to " + pct(a.share) + " (" + a.count + " of " + a.base + ")";
+    if (a.previous_share !== null) { text += ", from " + pct(a.previous_share); }
+    if (a.p_value !== null) { text += ", p=" + a.p_value.toFixed(3); }
+    return text;
+  }
+
+  function loadAlerts() {
+    var params = new URLSearchParams();
+    if (els.survey.value) { params.set("survey_id", els.survey.value); }
+    params.set("limit", "500");
+    getJSON("/api/v1/alerts?" + params.toString()).then(function (page) {
+      els.alerts.textContent = "";
+      page.items.slice(-20).reverse().forEach(function (a) {
+        var item = document.createElement("li");
+        item.className = "dash-alert";
+        item.setAttribute("data-reason", a.reason);
+        item.textContent = alertText(a);
+        els.alerts.appendChild(item);
+      });
+      if (!page.items.length) {
+        var none = document.createElement("li");
+        none.textContent = "No alert has fired.";
+        els.alerts.appendChild(none);
+      }
+      els.alertsPanel.hidden = false;
+    }).catch(function () { els.alertsPanel.hidden = true; });
+    var cases = els.survey.value ? "?survey_id=" + els.survey.value : "";
+    getJSON("/api/v1/tokens/me").then(function (me) {
+      if (me.role !== "admin" && me.role !== "case_manager") { throw new Error("no cases"); }
+      return getJSON("/api/v1/cases/summary" + cases);
+    }).then(function (s) {
+      var text = "Open " + s.open + " · contacted " + s.contacted + " · resolved " + s.resolved;
+      if (s.median_hours_to_resolution !== null) {
+        text += " · median time to resolution " + s.median_hours_to_resolution.toFixed(1) + " h";
+      }
+      els.casesSummary.textContent = text;
+      els.casesPanel.hidden = false;
+    }).catch(function () { els.casesPanel.hidden = true; });
+  }
+
   var latestLoad = 0;  // a slow answer for an older filter (or poll) must not overwrite a newer one
 
   function load() {
     var mine = ++latestLoad;
     say("Loading…");
+    loadAlerts();
     getJSON(API + "/trends?" + query()).then(function (report) {
       if (mine !== latestLoad) { return; }
       els.note.textContent = report.note;

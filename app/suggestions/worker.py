@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from app.alerts.service import fold_and_evaluate
+from app.cases.service import due_cases, open_due_cases
 from app.config import Settings
 from app.db import session_scope
 from app.errors import DATABASE_UNAVAILABLE, AppError
@@ -23,7 +25,6 @@ from app.jobs import queue
 from app.jobs.queue import ClaimedJob
 from app.models import Codebook
 from app.observability import JOB_FAILURES
-from app.reports import rollups
 from app.suggestions import service
 from app.suggestions.engine import SuggesterCache
 from app.suggestions.queue import ALL_KINDS, IMPORT, REDACT, SUGGEST, TRAIN, enqueue_suggestions
@@ -97,7 +98,14 @@ class Worker:
         """Fold the report deltas written since the last round into the rollup tables (reports
         are exact without it; folding keeps what they read small)."""
         with session_scope(self.factory) as session:
-            return rollups.fold(session)
+            folded, _fired = fold_and_evaluate(session, self.settings)
+        # Asked in a read transaction: the write lock (SQLite) is taken only when a case is due.
+        with session_scope(self.factory, write=False) as session:
+            due = due_cases(session)
+        if due:
+            with session_scope(self.factory) as session:
+                open_due_cases(session)
+        return folded
 
     def _suggest_batch(self, result: BatchResult) -> None:
         """Claim a batch of suggestion jobs (a lease, in a short transaction), read the

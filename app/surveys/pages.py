@@ -35,7 +35,15 @@ from app.surveys.service import (
 router = APIRouter(include_in_schema=False)
 
 # Fields the form sends besides the answers; anything else is an unknown field.
-FORM_CONTROL_FIELDS = ("consent", "csrf_token", "submission_id", "invitation", "website")
+FORM_CONTROL_FIELDS = (
+    "consent",
+    "csrf_token",
+    "submission_id",
+    "invitation",
+    "website",
+    "contact_ok",
+    "contact",
+)
 HONEYPOT_FIELD = "website"
 RECEIPT_COOKIE = "cit_receipt"
 
@@ -231,6 +239,10 @@ def _remembered_survey(request: Request, slug: str, values: dict[str, str]) -> S
         title="",
         introduction=None,
         consent_text=None,
+        # The respondent's contact comes back too, under the default wording.
+        contact_question=translator(DEFAULT_LANGUAGE)("form.contact_question")
+        if values.get("contact") or values.get("contact_ok")
+        else None,
         language=DEFAULT_LANGUAGE,
         questions=default_questions(DEFAULT_LANGUAGE),
         choices=choices,

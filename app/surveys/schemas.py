@@ -89,6 +89,12 @@ class StudyProtocol(Strict):
     respondent_instructions: StudyText | None = None
 
 
+ContactQuestion = Annotated[str, StringConstraints(max_length=500)]
+CaseCodes = Annotated[
+    list[Annotated[str, StringConstraints(min_length=1, max_length=100)]], Field(max_length=50)
+]
+
+
 class SurveyCreate(Strict):
     title: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
     slug: Slug | None = Field(
@@ -114,6 +120,16 @@ class SurveyCreate(Strict):
         "oldest", description="Review queue order: oldest first, or least certain suggestions"
     )
     study: StudyProtocol = Field(default_factory=StudyProtocol)
+    contact_question: ContactQuestion | None = Field(
+        None,
+        description='e.g. "May we contact you about this?": respondents may leave an e-mail '
+        "address or phone number (stored encrypted, apart from the story)",
+    )
+    case_codes: CaseCodes = Field(
+        [],
+        description="A dissatisfying story with a contact opens a case: always (empty), or "
+        "only when its final codes include one of these",
+    )
 
     _unique_touchpoints = field_validator("touchpoints", "channels")(_unique)
 
@@ -136,6 +152,8 @@ class SurveyUpdate(Strict):
     study: StudyProtocol | None = Field(
         None, description="Replaces the fields it names; a field set to null (or []) is cleared"
     )
+    contact_question: ContactQuestion | None = Field(None, description='"" stops asking')
+    case_codes: CaseCodes | None = None
 
     _unique_touchpoints = field_validator("touchpoints", "channels")(_unique)
 
@@ -157,6 +175,8 @@ class SurveyRead(BaseModel):
     double_coding_share: int
     review_order: ReviewOrder
     study: StudyProtocol
+    contact_question: str | None = None
+    case_codes: list[str] = []
     link: str
     created_at: datetime
     updated_at: datetime
@@ -200,3 +220,4 @@ class PublicSurvey(BaseModel):
     touchpoints: list[str]
     channels: list[str]
     max_answer_chars: int
+    contact_question: str | None = None

@@ -100,6 +100,8 @@ def to_read(survey: Survey, settings: Settings) -> SurveyRead:
         double_coding_share=survey.double_coding_share,
         review_order=survey.review_order,  # type: ignore[arg-type]
         study=StudyProtocol.model_validate(survey.study_protocol or {}),
+        contact_question=survey.contact_question,
+        case_codes=list(survey.case_codes or []),
         link=public_link(settings, f"/s/{survey.slug}"),
         created_at=survey.created_at,
         updated_at=survey.updated_at,
@@ -118,6 +120,7 @@ def to_public(survey: Survey, settings: Settings) -> PublicSurvey:
         touchpoints=survey.choices.get("touchpoints", []),
         channels=survey.choices.get("channels", []),
         max_answer_chars=settings.max_answer_chars,
+        contact_question=survey.contact_question,
     )
 
 
@@ -136,6 +139,8 @@ def _snapshot(survey: Survey) -> dict[str, Any]:
         "double_coding_share": survey.double_coding_share,
         "review_order": survey.review_order,
         "study_protocol": survey.study_protocol,
+        "contact_question": survey.contact_question,
+        "case_codes": list(survey.case_codes or []),
     }
 
 
@@ -157,6 +162,8 @@ def create_survey(session: Session, data: SurveyCreate, actor: Principal | None)
         double_coding_share=data.double_coding_share,
         review_order=data.review_order,
         study_protocol=data.study.model_dump(),
+        contact_question=data.contact_question or None,
+        case_codes=sorted(set(data.case_codes)),
     )
     try:
         with session.begin_nested():  # two admins taking the same slug at once on PostgreSQL
@@ -204,6 +211,10 @@ def update_survey(
         survey.introduction = data.introduction
     if "consent_text" in changes:
         survey.consent_text = data.consent_text or None
+    if "contact_question" in changes:
+        survey.contact_question = data.contact_question or None
+    if "case_codes" in changes and data.case_codes is not None:
+        survey.case_codes = sorted(set(data.case_codes))
     if "language" in changes and data.language is not None:
         # Questions the researcher never reworded follow the new language.
         old_defaults = default_questions(survey.language)

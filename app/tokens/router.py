@@ -19,7 +19,7 @@ router = APIRouter(prefix="/api/v1/tokens", tags=["tokens"], responses=problem_r
 class TokenCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
-    role: Literal["admin", "researcher", "viewer"]
+    role: Literal["admin", "researcher", "viewer", "case_manager"]
 
 
 class TokenCreated(BaseModel):

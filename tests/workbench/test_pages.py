@@ -192,6 +192,14 @@ def test_an_admin_creates_edits_opens_and_invites_through_the_survey_pages(
         survey = session.get(Survey, survey.id)
         assert survey is not None and survey.language == "de" and survey.double_coding_share == 50
         assert survey.questions["what_happened"] == "What did the staff do?"  # reworded: kept
+    asked = {**form, "double_coding_share": "50", "language": "de"}
+    asked |= {"contact_question": "May we contact you?", "case_codes": "owner_error\n"}
+    assert admin.post(path, asked).status_code == 303
+    with db() as session:
+        survey = session.get(Survey, survey.id)
+        assert survey is not None and survey.contact_question == "May we contact you?"
+        assert survey.case_codes == ["owner_error"]
+    assert 'value="May we contact you?"' in admin.page(path)
     assert admin.post(f"{path}/status", {"status": "open"}, from_page=path).status_code == 303
     invited = admin.post(
         f"{path}/invitations", {"count": "3", "segment": "business"}, from_page=path

@@ -1,0 +1,1 @@
+"""Follow-up with respondents who left a contact: their contact (encrypted) and their cases."""
