@@ -30,6 +30,8 @@ def _csv_value(value: Any) -> Any:
 def trends_csv(report: TrendsReport) -> str:
     """The tidy rows, one per line; group columns only for the fields grouped by."""
     groups = [CSV_GROUP_COLUMNS.get(g, g) for g in report.query.group_by]
+    if report.rollups:  # parent roll-up rows share their code's name: say which is which
+        groups.append("level")
     header = [*CSV_BASE_COLUMNS, *groups, *CSV_VALUE_COLUMNS, *CSV_CHANGE_COLUMNS]
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")

@@ -18,8 +18,10 @@ from sqlalchemy import (
     DateTime,
     Integer,
     Select,
+    String,
     cast,
     func,
+    literal,
     literal_column,
     select,
     text,
@@ -28,6 +30,8 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
+from app.models.coding import IncidentCode
+from app.models.incidents import Incident
 from app.models.reports import (
     ReportCodeDay,
     ReportCodeDayDetail,
@@ -200,6 +204,104 @@ def code_cells_query(
     if codebook_version_id is not None:
         conditions.append(code_table.codebook_version_id == codebook_version_id)
     return select(*keys, func.sum(code_table.n).label("n")).where(*conditions).group_by(*keys)
+
+
+def recorded_codes_query(version_ids: list[int], survey_id: int | None = None) -> Select[Any]:
+    """The distinct (codebook version id, code) pairs the rollups hold for these versions."""
+    table = code_source(ReportCodeDay).c
+    conditions = [table.codebook_version_id.in_(version_ids)]
+    if survey_id is not None:
+        conditions.append(table.survey_id == survey_id)
+    return (
+        select(table.codebook_version_id, table.code)
+        .where(*conditions)
+        .group_by(table.codebook_version_id, table.code)
+    )
+
+
+def _mapping_rows(pairs: list[tuple[int, str, str]]) -> Any:
+    """(version id, code, target) as a derived table (UNION ALL of literal rows: portable)."""
+    rows = [
+        select(
+            literal(version, Integer).label("version_id"),
+            literal(code, String).label("code"),
+            literal(target, String).label("target"),
+        )
+        for version, code, target in pairs
+    ]
+    return union_all(*rows).subquery("code_map") if len(rows) > 1 else rows[0].subquery("code_map")
+
+
+def mapped_code_cells_query(
+    dialect: str,
+    *,
+    pairs: list[tuple[int, str, str]],
+    distinct_stories: bool,
+    period: Period,
+    group_by: tuple[GroupField, ...],
+    survey_id: int | None = None,
+    first_day: date | None = None,
+    last_day: date | None = None,
+) -> Select[Any]:
+    """Confirmed stories per target code (codes recorded under any version, mapped through
+    `pairs`), period, valence and group.
+
+    When every target is reached from one code key only, a story has at most one row per target
+    and the rollups' sums are exact. Otherwise (a split read back, a parent rolling up its
+    children) one story may reach a target twice: then the stories are counted DISTINCT from the
+    base tables."""
+    mapping = _mapping_rows(pairs)
+    if not distinct_stories:
+        table = code_source(tables(group_by)[1]).c
+        period_col = period_expression(dialect, table.day, period).label("period")
+        groups = [getattr(table, GROUP_COLUMNS[g]).label(g) for g in group_by]
+        keys = [period_col, mapping.c.target.label("code"), table.valence.label("valence"), *groups]
+        return (
+            select(*keys, func.sum(table.n).label("n"))
+            .join_from(
+                table_from(table),
+                mapping,
+                (mapping.c.version_id == table.codebook_version_id)
+                & (mapping.c.code == table.code),
+            )
+            .where(*_filters(table, survey_id, first_day, last_day))
+            .group_by(*keys)
+        )
+    dims = _dimension_sql(dialect)
+    day = literal_column(dims[1].replace("i.", "incidents."))
+    columns = {
+        "survey": Incident.survey_id,
+        "touchpoint": literal_column(dims[3].replace("i.", "incidents.")),
+        "channel": literal_column(dims[4].replace("i.", "incidents.")),
+        "segment": literal_column(dims[5].replace("i.", "incidents.")),
+    }
+    period_col = period_expression(dialect, day, period).label("period")
+    groups = [columns[g].label(g) for g in group_by]
+    keys = [period_col, mapping.c.target.label("code"), Incident.valence.label("valence"), *groups]
+    conditions: list[ColumnElement[bool]] = [Incident.status == "coded"]
+    if survey_id is not None:
+        conditions.append(Incident.survey_id == survey_id)
+    if first_day is not None:
+        conditions.append(day >= first_day)
+    if last_day is not None:
+        conditions.append(day <= last_day)
+    return (
+        select(*keys, func.count(func.distinct(Incident.id)).label("n"))
+        .select_from(IncidentCode)
+        .join(Incident, Incident.id == IncidentCode.incident_id)
+        .join(
+            mapping,
+            (mapping.c.version_id == IncidentCode.codebook_version_id)
+            & (mapping.c.code == IncidentCode.code),
+        )
+        .where(*conditions)
+        .group_by(*keys)
+    )
+
+
+def table_from(columns: Any) -> Any:
+    """The FROM element behind a subquery's `.c` collection."""
+    return next(iter(columns)).table
 
 
 # --- Rebuilding from the base tables -------------------------------------------------------

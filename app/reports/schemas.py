@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import date
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -29,6 +29,11 @@ class TrendRow(BaseModel):
 
     period: date = Field(description="first day of the period (weeks start on Monday)")
     code: str
+    level: Literal["code", "rollup"] = Field(
+        "code",
+        description="rollup: a parent code with its descendants (stories carrying any of them, "
+        "each once); only with codebook_version_id",
+    )
     valence: str
     survey_id: int | None = Field(None, description="only when grouped by survey")
     touchpoint: str | None = Field(None, description="only when grouped by touchpoint")
@@ -88,6 +93,9 @@ class TrendsReport(BaseModel):
     definitions: dict[str, str]
     query: TrendsQueryRead
     codes: list[str]
+    rollups: dict[str, list[str]] = Field(
+        default_factory=dict, description="parent code -> the codes its roll-up rows cover"
+    )
     periods: list[PeriodTotals]
     totals: list[CellTotals]
     rows: list[TrendRow]

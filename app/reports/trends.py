@@ -10,8 +10,12 @@ Definitions (also in the response's `definitions`):
 - share = count / base, with its Wilson 95% interval;
 - confirmed_share = confirmed / (stories - excluded): of the stories that can count, the share
   already coded, i.e. how final the period's figures are.
-With `codebook_version_id`, only final codes of that version are counted; the base stays every
-confirmed story of the cell (stories coded under another version count as not carrying it).
+With `codebook_version_id`, every final code of that version's codebook counts, mapped into that
+version (app.codebooks.vocabulary: a codebook change moves only the rows it touches, so the rows
+of one codebook carry several version ids), and each story counts once per code; parent codes
+get a roll-up row (`level: rollup`): the stories carrying the parent or any of its descendants.
+The base stays every confirmed story of the cell (stories coded with another codebook count as
+not carrying the code).
 
 Suppression (see app.reports.suppression): counts below `min_cell` are hidden, and so is every
 figure computed from them. Lines, i.e. the sums a reader could subtract:
@@ -36,6 +40,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from app.codebooks.vocabulary import vocabulary
 from app.errors import Invalid
 from app.models.incidents import VALENCES
 from app.reports import rollups
@@ -54,9 +59,12 @@ from app.reports.schemas import (
 from app.reports.suppression import Line, is_small, secondary
 
 MAX_ROWS = 100_000
+# Internal name of a parent's roll-up row (code keys are [a-z][a-z0-9_]*, so it cannot clash).
+ROLLUP_SUFFIX = "/*"
 MEASURES = ("stories", "confirmed", "excluded")
 DEFINITIONS = {
-    "count": "confirmed stories (status coded) of the cell that carry the final code",
+    "count": "confirmed stories (status coded) of the cell that carry the final code (a "
+    "roll-up row: the code or any of its descendants, each story once)",
     "base": "confirmed stories of the cell (period x valence x group): the share's denominator",
     "share": "count / base; ci_low/ci_high: its Wilson 95% score interval",
     "confirmed_share": "confirmed / (stories - excluded): of the stories that can count, the "
@@ -129,7 +137,8 @@ class _Cells:
 
     stories: dict[tuple[date, str, Group], dict[str, int]]
     codes: dict[tuple[date, str, str, Group], int]
-    code_names: list[str]
+    code_names: list[str]  # a parent's roll-up is named `<key>/*`
+    rolled_up: dict[str, list[str]]
 
 
 def _fetch(session: Session, query: TrendsQuery) -> _Cells:
@@ -153,9 +162,16 @@ def _fetch(session: Session, query: TrendsQuery) -> _Cells:
         stories[key] = {m: int(getattr(row, m)) for m in MEASURES}
     codes: dict[tuple[date, str, str, Group], int] = {}
     names: set[str] = set()
-    code_sql = rollups.code_cells_query(
-        dialect, codebook_version_id=query.codebook_version_id, **common
-    )
+    rolled_up: dict[str, list[str]] = {}
+    if query.codebook_version_id is None:
+        code_sql = rollups.code_cells_query(dialect, **common)
+    else:
+        pairs, rolled_up, distinct = _version_pairs(session, query)
+        if not pairs:
+            return _Cells(stories, codes, [], rolled_up)
+        code_sql = rollups.mapped_code_cells_query(
+            dialect, pairs=pairs, distinct_stories=distinct, **common
+        )
     for row in session.execute(code_sql):
         if row.valence not in VALENCES:
             continue
@@ -164,7 +180,41 @@ def _fetch(session: Session, query: TrendsQuery) -> _Cells:
         )
         codes[(rollups.as_date(row.period), row.code, row.valence, group)] = int(row.n)
         names.add(row.code)
-    return _Cells(stories, codes, sorted(names))
+    return _Cells(stories, codes, sorted(names, key=_code_order), rolled_up)
+
+
+def _code_order(name: str) -> tuple[str, bool]:
+    return (name.removesuffix(ROLLUP_SUFFIX), name.endswith(ROLLUP_SUFFIX))
+
+
+def _version_pairs(
+    session: Session, query: TrendsQuery
+) -> tuple[list[tuple[int, str, str]], dict[str, list[str]], bool]:
+    """The (recorded version, code, target) pairs of a report under one codebook version: every
+    final code of that codebook mapped into the version, and each parent code (`<key>/*`)
+    reached from its descendants and itself. Also the roll-ups (parent -> codes it covers) and
+    whether stories must be counted DISTINCT (some target is reached from several codes)."""
+    assert query.codebook_version_id is not None
+    words = vocabulary(session, query.codebook_version_id)
+    recorded = [
+        (int(version_id), str(code))
+        for version_id, code in session.execute(
+            rollups.recorded_codes_query(words.version_ids, query.survey_id)
+        )
+    ]
+    pairs = words.pairs(recorded)
+    rolled_up: dict[str, list[str]] = {}
+    for version_id, code, target in list(pairs):
+        for ancestor in words.ancestors(target):
+            pairs.append((version_id, code, ancestor + ROLLUP_SUFFIX))
+            covered = rolled_up.setdefault(ancestor, [ancestor])
+            if target not in covered:
+                covered.append(target)
+    sources: dict[str, set[str]] = {}
+    for _version_id, code, target in pairs:
+        sources.setdefault(target, set()).add(code)
+    distinct = any(len(codes) > 1 for codes in sources.values())
+    return sorted(set(pairs)), {k: sorted(v) for k, v in rolled_up.items()}, distinct
 
 
 def _story_key(measure: str, period: date, valence: str | None, group: Group | None) -> Hashable:
@@ -387,7 +437,8 @@ def trends_report(session: Session, query: TrendsQuery, *, min_cell: int = 5) ->
                     rows.append(
                         TrendRow(
                             period=period,
-                            code=code,
+                            code=code.removesuffix(ROLLUP_SUFFIX),
+                            level="rollup" if code.endswith(ROLLUP_SUFFIX) else "code",
                             valence=valence,
                             **group_fields(group),
                             count=count,
@@ -412,7 +463,8 @@ def trends_report(session: Session, query: TrendsQuery, *, min_cell: int = 5) ->
             codebook_version_id=query.codebook_version_id,
             min_cell=min_cell,
         ),
-        codes=cells.code_names,
+        codes=[c for c in cells.code_names if not c.endswith(ROLLUP_SUFFIX)],
+        rollups=cells.rolled_up,
         periods=periods,
         totals=totals,
         rows=rows,
