@@ -59,7 +59,9 @@ def test_q1_complaints_are_100_percent_under_every_version(
     43 %, 29 % and 29 % under the version filter; every version must say 100 %."""
     with db() as session:
         v1 = service.create_codebook(
-            session, _content([{"key": k} for k in ("complaint", "owner_error", "extra_mile")]), None
+            session,
+            _content([{"key": k} for k in ("complaint", "owner_error", "extra_mile")]),
+            None,
         )
         codebook_id, v1_id = v1.codebook_id, v1.id
     add_stories(
