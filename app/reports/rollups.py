@@ -268,7 +268,7 @@ def mapped_code_cells_query(
             .group_by(*keys)
         )
     dims = _dimension_sql(dialect)
-    day = literal_column(dims[1].replace("i.", "incidents."))
+    day: ColumnElement[Any] = literal_column(dims[1].replace("i.", "incidents."))
     columns = {
         "survey": Incident.survey_id,
         "touchpoint": literal_column(dims[3].replace("i.", "incidents.")),
