@@ -56,13 +56,35 @@ valence and optionally grouped by `survey`, `touchpoint`, `channel` and/or `segm
 - `change_from_previous`: the share minus the previous period's, pooled two-proportion z-test.
 - Counts below the minimum cell size (`CIT_MIN_CELL`, default 5) are `null` with
   `suppressed: true`, and so are the figures built on them; further counts are hidden where a
-  hidden one could be recovered by subtraction from totals or other cells.
-- `from`/`to` are snapped to whole periods. With `codebook_version_id` only that version's final
-  codes count; the base stays all confirmed stories of the cell.
+  hidden one could be recovered by subtraction from totals or other cells, **also across report
+  shapes**: the same report ungrouped, and at the finer period (a month is the sum of its days,
+  a week of its days, a quarter of its months), so a June hidden in the month report does not
+  come back as the quarter minus April and May. `suppress=false` gives the team (admins and
+  researchers, who can read the stories) exact figures; viewers get 403, and 403 for
+  `period=week` too (a week straddles two months: month minus whole weeks would give a hidden
+  part-week away; day, month and quarter nest).
+- `from`/`to` are snapped to whole periods. With `codebook_version_id` every final code of that
+  version's codebook counts, mapped into that version (renames, merges, splits), each story
+  once; parent codes get roll-up rows (`level: rollup`). The base stays all confirmed stories of
+  the cell.
 
 Figures are **shares of reported incidents, not prevalence** (the `note` field says so too).
 JSON by default; CSV (tidy rows) with `Accept: text/csv` or `format=csv`.
 """
+
+
+def require_team_for_unsuppressed(role: str, suppress: bool, period: str = "month") -> None:
+    """Viewers read aggregates only: small cells stay hidden for them whatever they ask, and
+    only in period lengths that nest (day, month, quarter): a week straddles two months, so a
+    month minus its whole weeks would give a hidden part-week away."""
+    team = role in ("admin", "researcher")
+    if not suppress and not team:
+        raise Forbidden("unsuppressed reports are for admins and researchers")
+    if period == "week" and not team:
+        raise Forbidden(
+            "weekly figures cannot be suppressed consistently with monthly ones (a week "
+            "straddles two months): choose day, month or quarter"
+        )
 
 
 def _min_cell(request: Request) -> int:
@@ -115,7 +137,7 @@ def _json(data: Any) -> bytes:
 def get_trends(
     request: Request,
     session: SessionDep,
-    _user: RequireAnyRole,
+    user: RequireAnyRole,
     period: Annotated[Period, Query(description=", ".join(PERIODS))] = "month",
     group_by: Annotated[
         list[str] | None,
@@ -125,9 +147,14 @@ def get_trends(
     date_from: Annotated[date | None, Query(alias="from")] = None,
     date_to: Annotated[date | None, Query(alias="to")] = None,
     codebook_version_id: int | None = None,
+    suppress: Annotated[
+        bool,
+        Query(description="false: exact figures, for the team (admins and researchers) only"),
+    ] = True,
     format: Annotated[Literal["json", "csv"] | None, Query()] = None,
 ) -> Response:
     chosen = negotiate(request, format, ("json", "csv"))
+    require_team_for_unsuppressed(user.role, suppress, period)
     if survey_id is not None and session.get(Survey, survey_id) is None:
         raise NotFound(f"survey {survey_id} not found")
     query = TrendsQuery(
@@ -138,7 +165,7 @@ def get_trends(
         date_to=date_to,
         codebook_version_id=codebook_version_id,
     )
-    report = trends_report(session, query, min_cell=_min_cell(request))
+    report = trends_report(session, query, min_cell=_min_cell(request), suppress=suppress)
     if chosen == "csv":
         return cached(
             request,

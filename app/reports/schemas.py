@@ -86,6 +86,9 @@ class TrendsQueryRead(BaseModel):
     date_to: date | None = Field(description="last day covered (snapped to its period)")
     codebook_version_id: int | None
     min_cell: int
+    suppression: bool = Field(
+        True, description="false: the team's own unsuppressed figures (admins and researchers)"
+    )
 
 
 class TrendsReport(BaseModel):

@@ -23,18 +23,24 @@ figure computed from them. Lines, i.e. the sums a reader could subtract:
   valence totals; per period, valence and measure: the valence total = the sum over the groups;
 - per period, code and valence: the all-groups count (what the ungrouped report publishes) = the
   sum over the groups.
-The all-groups code count is never hidden here beyond its own primary suppression, because the
-ungrouped report publishes it; the group cells are hidden instead. Story totals are decided from
-their own values only, so every report hides the same ones. Limits: reports of different date
-ranges or period lengths can be subtracted from each other (from/to are snapped to whole
-periods, but 30 daily figures still sum to a month); and codes do not sum to anything (a story
-may carry several), so there is no line across codes.
+Across report shapes (`_protect`): a grouped report's totals (the all-groups figures, which
+the ungrouped report publishes) are hidden exactly as the ungrouped report hides them, and
+only group cells are hidden for its own lines. A report's cells are also tied to the finer
+period's report (a month = the sum of its days, a quarter = the sum of its months): the finer
+report is protected first, its cells are fixed, and a cell here is hidden when exactly one of
+the finer cells it sums is hidden (the issue: June hidden by the month report came back as
+the quarter minus April and May). Weeks straddle months, so weekly and monthly reports cannot
+both be consistent: viewers get day, month and quarter (the router refuses weeks to them).
+Limits: reports grouped by different fields (touchpoint vs touchpoint and channel) are not tied
+to each other, and codes do not sum to anything (a story may carry several), so there is no
+line across codes. `tests/reports/test_suppression_shapes.py` attacks the day, month and
+quarter reports together with exact linear algebra.
 """
 
 from __future__ import annotations
 
 from collections.abc import Hashable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date
 from typing import Any
 
@@ -225,18 +231,44 @@ def _code_key(period: date, code: str, valence: str, group: Group | None) -> Has
     return ("code", period, code, valence, group)
 
 
-class _Protected:
-    """Every published count of the report, and which of them are hidden."""
+# The finer period each period is a sum of (weeks straddle months: no line between those).
+FINER: dict[Period, Period] = {"week": "day", "month": "day", "quarter": "month"}
 
-    def __init__(self, cells: _Cells, grouped: bool, min_cell: int) -> None:
+
+def _finer_key(key: Hashable) -> Hashable:
+    """A key of the finer report, tagged: its period dates may equal this report's."""
+    return ("finer", key)
+
+
+class _Protected:
+    """Every published count of the report, and which of them are hidden.
+
+    `ungrouped` (for a grouped report): the protection of the same report without groups,
+    whose totals this report publishes too and must hide exactly alike. `finer`: the protection
+    of the same report at the finer period (FINER), whose cells add up to this report's: a
+    cell of this report is hidden when it would give a hidden finer cell away."""
+
+    def __init__(
+        self,
+        cells: _Cells,
+        grouped: bool,
+        min_cell: int,
+        *,
+        period: Period = "month",
+        ungrouped: _Protected | None = None,
+        finer: _Protected | None = None,
+    ) -> None:
         self.values: dict[Hashable, int] = {}
         self.hidden: set[Hashable] = set()
         self.grouped = grouped
         self.cells = cells
+        self.period = period
+        self.ungrouped = ungrouped
+        self.finer = finer
         self.periods = sorted({p for p, _v, _g in cells.stories})
         self.groups: dict[tuple[date, str], list[Group]] = {}
-        for period, valence, group in sorted(cells.stories, key=_sort_key):
-            self.groups.setdefault((period, valence), []).append(group)
+        for period_start, valence, group in sorted(cells.stories, key=_sort_key):
+            self.groups.setdefault((period_start, valence), []).append(group)
         self._protect_stories(min_cell)
         self._find_coded_cells()
         self._protect_codes(min_cell)
@@ -262,6 +294,26 @@ class _Protected:
                 or self.cell("confirmed", period, valence, g) in self.hidden
             ]
 
+    def _finer_lines(self, keys: list[Hashable], values: dict[Hashable, int]) -> list[Line]:
+        """Each key of this report = the sum of the same key over the finer periods it covers;
+        the finer report's figures enter `values` under tagged keys, hidden as it hides them."""
+        finer = self.finer
+        if finer is None:
+            return []
+        parts: dict[Hashable, list[Hashable]] = {}
+        for key, value in finer.values.items():
+            if not isinstance(key, tuple) or key[0] not in ("story", "code"):
+                continue
+            position = 2 if key[0] == "story" else 1
+            coarse = list(key)
+            coarse[position] = rollups.period_start(key[position], self.period)
+            parts.setdefault(tuple(coarse), []).append(_finer_key(key))
+            values[_finer_key(key)] = value
+        return [Line(key, tuple(parts[key])) for key in keys if key in parts]
+
+    def _finer_hidden(self) -> set[Hashable]:
+        return {_finer_key(k) for k in self.finer.hidden} if self.finer is not None else set()
+
     def _protect_stories(self, min_cell: int) -> None:
         lines: list[Line] = []
         for period in self.periods:
@@ -286,13 +338,36 @@ class _Protected:
                         lines.append(Line(valence_total, tuple(parts)))
                 lines.append(Line(period_total, tuple(valence_totals)))
         self.hidden |= {k for k, v in self.values.items() if is_small(v, min_cell)}
-        secondary(self.values, self.hidden, lines)
+        totals = {k for k in self.values if k[4] is None}  # type: ignore[index]
+        self._settle(lines, totals)
+
+    def _settle(self, lines: list[Line], totals: set[Hashable]) -> None:
+        """Secondary suppression over this report's lines and those to the finer report.
+
+        The totals (keys without a group) of a grouped report are the ungrouped report's: they
+        are hidden exactly as it hides them, and nothing else here may hide them. The finer
+        report's cells are published by it: fixed too."""
+        values = dict(self.values)
+        hidden = set(self.hidden)
+        fixed: set[Hashable] = set()
+        if self.grouped and self.ungrouped is not None:
+            fixed = set(totals)
+            hidden -= totals
+            hidden |= {k for k in totals if k in self.ungrouped.hidden}
+        own = list(self.values)
+        if self.grouped:
+            own = [k for k in own if k not in totals]  # the ungrouped report's lines did those
+        lines = lines + self._finer_lines(own, values)
+        fixed |= {k for k in values if k not in self.values}
+        hidden |= self._finer_hidden()
+        secondary(values, hidden, lines, may_hide=lambda key: key not in fixed)
+        self.hidden = {k for k in hidden if k in self.values}
 
     def _protect_codes(self, min_cell: int) -> None:
         values: dict[Hashable, int] = {}
         hidden: set[Hashable] = set()
         lines: list[Line] = []
-        external: set[Hashable] = set()
+        totals: set[Hashable] = set()
         for period in self.periods:
             for valence in VALENCES:
                 groups = self.coded_cells(period, valence)
@@ -314,14 +389,17 @@ class _Protected:
                             hidden.add(key)
                         parts.append(key)
                     if self.grouped:
-                        # The ungrouped report publishes this total: hidden only when small there.
                         total_key = _code_key(period, code, valence, None)
                         values[total_key] = total
-                        external.add(total_key)
+                        totals.add(total_key)
                         if is_small(total, min_cell) or base_total_hidden:
                             hidden.add(total_key)
                         lines.append(Line(total_key, tuple(parts)))
-        secondary(values, hidden, lines, may_hide=lambda key: key not in external)
+        story_values, story_hidden = self.values, self.hidden
+        self.values, self.hidden = values, hidden
+        self._settle(lines, totals)
+        values, hidden = self.values, self.hidden
+        self.values, self.hidden = story_values, story_hidden
         self.values.update(values)
         self.hidden |= hidden
 
@@ -368,8 +446,43 @@ def _change(
     )
 
 
-def trends_report(session: Session, query: TrendsQuery, *, min_cell: int = 5) -> TrendsReport:
-    """Shares of confirmed stories by code, per period and valence (and group), suppressed."""
+def _protect(
+    session: Session,
+    query: TrendsQuery,
+    cells: _Cells,
+    min_cell: int,
+    memo: dict[tuple[Period, bool], _Protected],
+) -> _Protected:
+    """The report's suppression, consistent with the reports a reader could subtract it from:
+    the same report ungrouped (whose totals it shares) and at the finer period (whose cells
+    add up to its cells), each protected the same way first."""
+    grouped = bool(query.group_by)
+    memo_key = (query.period, grouped)
+    if memo_key in memo:
+        return memo[memo_key]
+    ungrouped = finer = None
+    if grouped:
+        plain = replace(query, group_by=())
+        ungrouped = _protect(session, plain, _fetch(session, plain), min_cell, memo)
+    finer_period = FINER.get(query.period)
+    if finer_period is not None:
+        # The finer report over the very days this one covers (from/to snap to both periods).
+        finer_query = replace(
+            query, period=finer_period, date_from=query.first_day, date_to=query.last_day
+        )
+        finer = _protect(session, finer_query, _fetch(session, finer_query), min_cell, memo)
+    protected = _Protected(
+        cells, grouped, min_cell, period=query.period, ungrouped=ungrouped, finer=finer
+    )
+    memo[memo_key] = protected
+    return protected
+
+
+def trends_report(
+    session: Session, query: TrendsQuery, *, min_cell: int = 5, suppress: bool = True
+) -> TrendsReport:
+    """Shares of confirmed stories by code, per period and valence (and group), suppressed
+    unless `suppress` is False (the team's own figures)."""
     cells = _fetch(session, query)
     grouped = bool(query.group_by)
     # At most one row per story cell and code: refuse before the work, not after.
@@ -378,7 +491,10 @@ def trends_report(session: Session, query: TrendsQuery, *, min_cell: int = 5) ->
             f"this report would have more than {MAX_ROWS} rows: choose a longer period, fewer "
             "groups or a shorter date range"
         )
-    protected = _Protected(cells, grouped, min_cell)
+    if suppress:
+        protected = _protect(session, query, cells, min_cell, {})
+    else:
+        protected = _Protected(cells, grouped, 0, period=query.period)
 
     def group_fields(group: Group) -> dict[str, Any]:
         return {
@@ -462,6 +578,7 @@ def trends_report(session: Session, query: TrendsQuery, *, min_cell: int = 5) ->
             date_to=query.last_day,
             codebook_version_id=query.codebook_version_id,
             min_cell=min_cell,
+            suppression=suppress,
         ),
         codes=[c for c in cells.code_names if not c.endswith(ROLLUP_SUFFIX)],
         rollups=cells.rolled_up,
