@@ -36,6 +36,8 @@ class Vocabulary:
     target_codes: list[str]
     # Codes of the target version whose parent is another code: child -> parent.
     parents: dict[str, str]
+    # Code -> its Bitner group (Bitner, Booms & Tetreault 1990), where the codebook gives one.
+    groups: dict[str, str] = field(default_factory=dict)
     _numbers: dict[int, int] = field(repr=False, default_factory=dict)
     _mappings: dict[int, dict[str, list[str]]] = field(repr=False, default_factory=dict)
     # Version number -> its active (not retired) codes.
@@ -80,6 +82,13 @@ class Vocabulary:
             for target in self.targets(version_id, code)
         ]
 
+    def group(self, code: str) -> str | None:
+        """The code's Bitner group, or the nearest ancestor's (a child inherits its parent's)."""
+        for key in (code, *self.ancestors(code)):
+            if key in self.groups:
+                return self.groups[key]
+        return None
+
     def ancestors(self, code: str) -> list[str]:
         """The code's parent, its parent's parent, ... in the target version."""
         chain: list[str] = []
@@ -119,6 +128,7 @@ def vocabulary(session: Session, version_id: int) -> Vocabulary:
         version_ids=[v.id for v in versions],
         target_codes=[str(c["key"]) for c in codes if "key" in c],
         parents={str(c["key"]): str(c["parent"]) for c in codes if c.get("parent")},
+        groups={str(c["key"]): str(c["bitner_group"]) for c in codes if c.get("bitner_group")},
         _numbers={v.id: v.number for v in versions},
         _mappings={v.number: dict(v.code_mapping or {}) for v in versions},
         _active={

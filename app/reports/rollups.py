@@ -299,6 +299,69 @@ def mapped_code_cells_query(
     )
 
 
+def pair_cells_query(
+    dialect: str,
+    *,
+    pairs: list[tuple[int, str, str]] | None,
+    period: Period,
+    group_by: tuple[GroupField, ...],
+    survey_id: int | None = None,
+    first_day: date | None = None,
+    last_day: date | None = None,
+) -> Select[Any]:
+    """Confirmed stories carrying both codes of a pair (code_a < code_b), per period, valence
+    and group, DISTINCT stories from the base tables. With `pairs` (a version's mapping) the
+    codes are mapped first, as in `mapped_code_cells_query`."""
+    first, second = IncidentCode.__table__.alias("first"), IncidentCode.__table__.alias("second")
+    dims = _dimension_sql(dialect)
+    day: ColumnElement[Any] = literal_column(dims[1].replace("i.", "incidents."))
+    columns = {
+        "survey": Incident.survey_id,
+        "touchpoint": literal_column(dims[3].replace("i.", "incidents.")),
+        "channel": literal_column(dims[4].replace("i.", "incidents.")),
+        "segment": literal_column(dims[5].replace("i.", "incidents.")),
+    }
+    statement = (
+        select()
+        .select_from(first)
+        .join(Incident, Incident.id == first.c.incident_id)
+        .join(second, second.c.incident_id == first.c.incident_id)
+    )
+    if pairs is None:
+        code_a, code_b = first.c.code, second.c.code
+    else:
+        map_a, map_b = _mapping_rows(pairs), _mapping_rows(pairs).alias("code_map_b")
+        statement = statement.join(
+            map_a,
+            (map_a.c.version_id == first.c.codebook_version_id) & (map_a.c.code == first.c.code),
+        ).join(
+            map_b,
+            (map_b.c.version_id == second.c.codebook_version_id) & (map_b.c.code == second.c.code),
+        )
+        code_a, code_b = map_a.c.target, map_b.c.target
+    period_col = period_expression(dialect, day, period).label("period")
+    groups: list[Any] = [columns[g].label(g) for g in group_by]
+    keys = [
+        period_col,
+        code_a.label("code_a"),
+        code_b.label("code_b"),
+        Incident.valence.label("valence"),
+        *groups,
+    ]
+    conditions: list[ColumnElement[bool]] = [Incident.status == "coded", code_a < code_b]
+    if survey_id is not None:
+        conditions.append(Incident.survey_id == survey_id)
+    if first_day is not None:
+        conditions.append(day >= first_day)
+    if last_day is not None:
+        conditions.append(day <= last_day)
+    return (
+        statement.add_columns(*keys, func.count(func.distinct(Incident.id)).label("n"))
+        .where(*conditions)
+        .group_by(*keys)
+    )
+
+
 def table_from(columns: Any) -> Any:
     """The FROM element behind a subquery's `.c` collection."""
     return next(iter(columns)).table

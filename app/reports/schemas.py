@@ -29,10 +29,12 @@ class TrendRow(BaseModel):
 
     period: date = Field(description="first day of the period (weeks start on Monday)")
     code: str
-    level: Literal["code", "rollup"] = Field(
+    level: Literal["code", "rollup", "bitner_group", "pair"] = Field(
         "code",
         description="rollup: a parent code with its descendants (stories carrying any of them, "
-        "each once); only with codebook_version_id",
+        "each once); bitner_group: the stories carrying any code of that Bitner group (the "
+        "category table; only with codebook_version_id); pair: `a&b`, the stories carrying "
+        "both (co-occurrence)",
     )
     valence: str
     survey_id: int | None = Field(None, description="only when grouped by survey")

@@ -67,6 +67,9 @@ from app.reports.suppression import Line, is_small, secondary
 MAX_ROWS = 100_000
 # Internal name of a parent's roll-up row (code keys are [a-z][a-z0-9_]*, so it cannot clash).
 ROLLUP_SUFFIX = "/*"
+# Internal name of a Bitner group's row, and of a pair of codes' (co-occurrence).
+GROUP_PREFIX = "group/"
+PAIR_PREFIX = "pair/"
 MEASURES = ("stories", "confirmed", "excluded")
 DEFINITIONS = {
     "count": "confirmed stories (status coded) of the cell that carry the final code (a "
@@ -92,6 +95,10 @@ class TrendsQuery:
     date_from: date | None = None
     date_to: date | None = None
     codebook_version_id: int | None = None
+    # Also count stories per Bitner group of the version's codes (the study's category table).
+    bitner_groups: bool = False
+    # Also count stories per pair of codes (`pair/<a>&<b>`: carrying both; co-occurrence).
+    cooccurrence: bool = False
 
     def __post_init__(self) -> None:
         if self.period not in PERIODS:
@@ -169,6 +176,7 @@ def _fetch(session: Session, query: TrendsQuery) -> _Cells:
     codes: dict[tuple[date, str, str, Group], int] = {}
     names: set[str] = set()
     rolled_up: dict[str, list[str]] = {}
+    pairs: list[tuple[int, str, str]] = []
     if query.codebook_version_id is None:
         code_sql = rollups.code_cells_query(dialect, **common)
     else:
@@ -186,11 +194,44 @@ def _fetch(session: Session, query: TrendsQuery) -> _Cells:
         )
         codes[(rollups.as_date(row.period), row.code, row.valence, group)] = int(row.n)
         names.add(row.code)
+    if query.cooccurrence:
+        pair_sql = rollups.pair_cells_query(
+            dialect,
+            pairs=[p for p in pairs if _row_code(p[2])[1] == "code"]
+            if query.codebook_version_id is not None
+            else None,
+            **common,
+        )
+        for row in session.execute(pair_sql):
+            if row.valence not in VALENCES:
+                continue
+            group = tuple(
+                _group_value(f, v) for f, v in zip(query.group_by, row[4 : 4 + width], strict=True)
+            )
+            name = f"{PAIR_PREFIX}{row.code_a}&{row.code_b}"
+            codes[(rollups.as_date(row.period), name, row.valence, group)] = int(row.n)
+            names.add(name)
     return _Cells(stories, codes, sorted(names, key=_code_order), rolled_up)
 
 
-def _code_order(name: str) -> tuple[str, bool]:
-    return (name.removesuffix(ROLLUP_SUFFIX), name.endswith(ROLLUP_SUFFIX))
+def _code_order(name: str) -> tuple[bool, bool, str, bool]:
+    return (
+        name.startswith(PAIR_PREFIX),
+        name.startswith(GROUP_PREFIX),
+        name.removesuffix(ROLLUP_SUFFIX),
+        name.endswith(ROLLUP_SUFFIX),
+    )
+
+
+def _row_code(name: str) -> tuple[str, str]:
+    """(code, level) of an internal code name."""
+    if name.startswith(GROUP_PREFIX):
+        return name.removeprefix(GROUP_PREFIX), "bitner_group"
+    if name.startswith(PAIR_PREFIX):
+        return name.removeprefix(PAIR_PREFIX), "pair"
+    if name.endswith(ROLLUP_SUFFIX):
+        return name.removesuffix(ROLLUP_SUFFIX), "rollup"
+    return name, "code"
 
 
 def _version_pairs(
@@ -211,6 +252,9 @@ def _version_pairs(
     pairs = words.pairs(recorded)
     rolled_up: dict[str, list[str]] = {}
     for version_id, code, target in list(pairs):
+        group = words.group(target) if query.bitner_groups else None
+        if group is not None:
+            pairs.append((version_id, code, GROUP_PREFIX + group))
         for ancestor in words.ancestors(target):
             pairs.append((version_id, code, ancestor + ROLLUP_SUFFIX))
             covered = rolled_up.setdefault(ancestor, [ancestor])
@@ -553,8 +597,8 @@ def trends_report(
                     rows.append(
                         TrendRow(
                             period=period,
-                            code=code.removesuffix(ROLLUP_SUFFIX),
-                            level="rollup" if code.endswith(ROLLUP_SUFFIX) else "code",
+                            code=_row_code(code)[0],
+                            level=_row_code(code)[1],  # type: ignore[arg-type]
                             valence=valence,
                             **group_fields(group),
                             count=count,
@@ -580,7 +624,7 @@ def trends_report(
             min_cell=min_cell,
             suppression=suppress,
         ),
-        codes=[c for c in cells.code_names if not c.endswith(ROLLUP_SUFFIX)],
+        codes=[c for c in cells.code_names if _row_code(c)[1] == "code"],
         rollups=cells.rolled_up,
         periods=periods,
         totals=totals,
