@@ -41,8 +41,11 @@ from app.models.reports import (
     ReportStoryDelta,
 )
 
-Period = Literal["day", "week", "month", "quarter"]
+Period = Literal["day", "week", "month", "quarter", "all"]
 PERIODS: tuple[Period, ...] = ("day", "week", "month", "quarter")
+# "all": the whole date range as one period (whole quarters), for the study's tables.
+TABLE_PERIODS: tuple[Period, ...] = (*PERIODS, "all")
+ALL_START = date(1970, 1, 1)
 GroupField = Literal["survey", "touchpoint", "channel", "segment"]
 GROUP_FIELDS: tuple[GroupField, ...] = ("survey", "touchpoint", "channel", "segment")
 # The rollup column behind each group field.
@@ -59,6 +62,8 @@ CodeTable = type[ReportCodeDay] | type[ReportCodeDayDetail]
 
 def period_start(day: date, period: Period) -> date:
     """The first day of the period that contains `day` (weeks start on Monday, ISO 8601)."""
+    if period == "all":
+        return ALL_START
     if period == "day":
         return day
     if period == "week":
@@ -69,6 +74,8 @@ def period_start(day: date, period: Period) -> date:
 
 
 def next_period(start: date, period: Period) -> date:
+    if period == "all":
+        return date.max
     if period == "day":
         return start + timedelta(days=1)
     if period == "week":
@@ -79,6 +86,8 @@ def next_period(start: date, period: Period) -> date:
 
 
 def previous_period(start: date, period: Period) -> date:
+    if period == "all":
+        return date(1969, 1, 1)  # no such period: no change against it
     if period in ("day", "week"):
         return start - timedelta(days=1 if period == "day" else 7)
     months = 1 if period == "month" else 3
@@ -88,6 +97,10 @@ def previous_period(start: date, period: Period) -> date:
 
 def period_expression(dialect: str, column: Any, period: Period) -> ColumnElement[Any]:
     """SQL for the first day of `column`'s period: date_trunc on PostgreSQL, strftime on SQLite."""
+    if period == "all":
+        start = literal_column(f"'{ALL_START.isoformat()}'")
+        # (SQLite's CAST AS DATE gives a number: the text is its date format already.)
+        return cast(start, Date) if dialect == "postgresql" else start
     if dialect == "postgresql":
         if period == "day":
             return column  # type: ignore[no-any-return]

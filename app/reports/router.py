@@ -24,7 +24,7 @@ from app.exports.formats import csv_chunks
 from app.exports.report_tables import study_csv
 from app.models import Survey
 from app.reports import render, tables
-from app.reports.rollups import PERIODS, Period
+from app.reports.rollups import PERIODS, TABLE_PERIODS, Period
 from app.reports.schemas import ReportSurvey, StudyReport, TrendsReport
 from app.reports.study import study_report
 from app.reports.trends import TrendsQuery, parse_group_by, trends_report
@@ -234,7 +234,9 @@ def _table_response(
     return cached(request, _json(table), MEDIA_TYPES["json"])
 
 
-PeriodQuery = Annotated[Period, Query(description=", ".join(PERIODS))]
+PeriodQuery = Annotated[
+    Period, Query(description=", ".join(TABLE_PERIODS) + " (all: the whole range as one)")
+]
 FromQuery = Annotated[date | None, Query(alias="from")]
 ToQuery = Annotated[date | None, Query(alias="to")]
 SuppressQuery = Annotated[

@@ -51,7 +51,7 @@ from app.errors import Invalid
 from app.models.incidents import VALENCES
 from app.reports import rollups
 from app.reports.intervals import two_proportion_test, wilson_interval
-from app.reports.rollups import GROUP_FIELDS, PERIODS, GroupField, Period
+from app.reports.rollups import GROUP_FIELDS, PERIODS, TABLE_PERIODS, GroupField, Period
 from app.reports.schemas import (
     SHARES_NOTE,
     CellTotals,
@@ -101,7 +101,7 @@ class TrendsQuery:
     cooccurrence: bool = False
 
     def __post_init__(self) -> None:
-        if self.period not in PERIODS:
+        if self.period not in TABLE_PERIODS:
             raise Invalid(f"period must be one of {', '.join(PERIODS)}")
         unknown = [g for g in self.group_by if g not in GROUP_FIELDS]
         if unknown:
@@ -112,15 +112,20 @@ class TrendsQuery:
             raise Invalid("from must not be after to")
 
     @property
+    def snap(self) -> Period:
+        """The period from/to are snapped to ("all" covers whole quarters)."""
+        return "quarter" if self.period == "all" else self.period
+
+    @property
     def first_day(self) -> date | None:
-        return rollups.period_start(self.date_from, self.period) if self.date_from else None
+        return rollups.period_start(self.date_from, self.snap) if self.date_from else None
 
     @property
     def last_day(self) -> date | None:
         if self.date_to is None:
             return None
-        start = rollups.period_start(self.date_to, self.period)
-        return date.fromordinal(rollups.next_period(start, self.period).toordinal() - 1)
+        start = rollups.period_start(self.date_to, self.snap)
+        return date.fromordinal(rollups.next_period(start, self.snap).toordinal() - 1)
 
 
 def parse_group_by(values: Sequence[str]) -> tuple[GroupField, ...]:
@@ -276,7 +281,7 @@ def _code_key(period: date, code: str, valence: str, group: Group | None) -> Has
 
 
 # The finer period each period is a sum of (weeks straddle months: no line between those).
-FINER: dict[Period, Period] = {"week": "day", "month": "day", "quarter": "month"}
+FINER: dict[Period, Period] = {"week": "day", "month": "day", "quarter": "month", "all": "quarter"}
 
 
 def _finer_key(key: Hashable) -> Hashable:
