@@ -34,9 +34,11 @@ from app.models.coding import IncidentCode
 from app.models.incidents import Incident
 from app.models.reports import (
     ReportCodeDay,
+    ReportCodeDayBy,
     ReportCodeDayDetail,
     ReportCodeDelta,
     ReportStoryDay,
+    ReportStoryDayBy,
     ReportStoryDayDetail,
     ReportStoryDelta,
 )
@@ -98,7 +100,7 @@ def previous_period(start: date, period: Period) -> date:
 def period_expression(dialect: str, column: Any, period: Period) -> ColumnElement[Any]:
     """SQL for the first day of `column`'s period: date_trunc on PostgreSQL, strftime on SQLite."""
     if period == "all":
-        start = literal_column(f"'{ALL_START.isoformat()}'")
+        start: ColumnElement[Any] = literal_column(f"'{ALL_START.isoformat()}'")
         # (SQLite's CAST AS DATE gives a number: the text is its date format already.)
         return cast(start, Date) if dialect == "postgresql" else start
     if dialect == "postgresql":
@@ -172,6 +174,78 @@ def _filters(
     return conditions
 
 
+# The dimensions with a rollup of their own (report_*_days_by).
+DIMENSIONS = ("touchpoint", "channel", "segment")
+
+
+def single_dimension(group_by: tuple[GroupField, ...]) -> str | None:
+    """The one dimension a grouping needs besides the survey, if it is only one."""
+    dims = [g for g in group_by if g != "survey"]
+    return dims[0] if len(dims) == 1 else None
+
+
+def _story_source_by(dimension: str) -> Any:
+    """report_story_days_by for one dimension, with the pending deltas appended (the value
+    column named after the dimension, so a group column reads it like the _detail table's)."""
+    by, delta = ReportStoryDayBy, ReportStoryDelta
+    return union_all(
+        select(
+            by.survey_id,
+            by.day,
+            by.valence,
+            by.value.label(dimension),
+            *(getattr(by, c) for c in _STORY_COUNTS),
+        ).where(by.dimension == dimension),
+        select(
+            delta.survey_id,
+            delta.day,
+            delta.valence,
+            getattr(delta, dimension).label(dimension),
+            *(getattr(delta, c) for c in _STORY_COUNTS),
+        ),
+    ).subquery("report_story_days_by")
+
+
+def _code_source_by(dimension: str) -> Any:
+    by, delta = ReportCodeDayBy, ReportCodeDelta
+    return union_all(
+        select(
+            by.survey_id,
+            by.day,
+            by.valence,
+            by.value.label(dimension),
+            by.codebook_version_id,
+            by.code,
+            by.n,
+        ).where(by.dimension == dimension),
+        select(
+            delta.survey_id,
+            delta.day,
+            delta.valence,
+            getattr(delta, dimension).label(dimension),
+            delta.codebook_version_id,
+            delta.code,
+            delta.n,
+        ),
+    ).subquery("report_code_days_by")
+
+
+def story_rows(group_by: tuple[GroupField, ...]) -> Any:
+    """The story rollup rows (with pending deltas) that answer this grouping."""
+    dimension = single_dimension(group_by)
+    if dimension is not None:
+        return _story_source_by(dimension)
+    return story_source(tables(group_by)[0])
+
+
+def code_rows(group_by: tuple[GroupField, ...]) -> Any:
+    """The code rollup rows (with pending deltas) that answer this grouping."""
+    dimension = single_dimension(group_by)
+    if dimension is not None:
+        return _code_source_by(dimension)
+    return code_source(tables(group_by)[1])
+
+
 def story_cells_query(
     dialect: str,
     *,
@@ -182,7 +256,7 @@ def story_cells_query(
     last_day: date | None = None,
 ) -> Select[Any]:
     """Stories, confirmed and excluded per period, valence and group: one GROUP BY."""
-    story_table = story_source(tables(group_by)[0]).c
+    story_table = story_rows(group_by).c
     period_col = period_expression(dialect, story_table.day, period).label("period")
     groups = [getattr(story_table, GROUP_COLUMNS[g]).label(g) for g in group_by]
     keys = [period_col, story_table.valence.label("valence"), *groups]
@@ -209,7 +283,7 @@ def code_cells_query(
     codebook_version_id: int | None = None,
 ) -> Select[Any]:
     """Confirmed stories per code, period, valence and group: one GROUP BY."""
-    code_table = code_source(tables(group_by)[1]).c
+    code_table = code_rows(group_by).c
     period_col = period_expression(dialect, code_table.day, period).label("period")
     groups = [getattr(code_table, GROUP_COLUMNS[g]).label(g) for g in group_by]
     keys = [period_col, code_table.code.label("code"), code_table.valence.label("valence"), *groups]
@@ -265,7 +339,7 @@ def mapped_code_cells_query(
     base tables."""
     mapping = _mapping_rows(pairs)
     if not distinct_stories:
-        table = code_source(tables(group_by)[1]).c
+        table = code_rows(group_by).c
         period_col = period_expression(dialect, table.day, period).label("period")
         groups = [getattr(table, GROUP_COLUMNS[g]).label(g) for g in group_by]
         keys = [period_col, mapping.c.target.label("code"), table.valence.label("valence"), *groups]
@@ -384,6 +458,7 @@ def table_from(columns: Any) -> Any:
 
 _DETAIL = ("survey_id", "day", "valence", "touchpoint", "channel", "segment")
 _NARROW = ("survey_id", "day", "valence")
+_BY = ("dimension", "survey_id", "day", "valence", "value")
 
 
 def _dimension_sql(dialect: str) -> list[str]:
@@ -421,6 +496,8 @@ def rebuild(session: Session) -> None:
         "DELETE FROM report_code_days_detail",
         "DELETE FROM report_story_days",
         "DELETE FROM report_story_days_detail",
+        "DELETE FROM report_story_days_by",
+        "DELETE FROM report_code_days_by",
         f"INSERT INTO report_story_days_detail ({detail}, stories, confirmed, excluded) "
         f"SELECT {dims}, COUNT(*), SUM({coded}), SUM({excluded}) "
         f"FROM incidents i GROUP BY {positions}",
@@ -435,6 +512,19 @@ def rebuild(session: Session) -> None:
         f"SELECT {narrow}, codebook_version_id, code, SUM(n) "
         f"FROM report_code_days_detail GROUP BY {narrow}, codebook_version_id, code",
     ]
+    for dimension in DIMENSIONS:
+        statements += [
+            "INSERT INTO report_story_days_by "
+            "(dimension, survey_id, day, valence, value, stories, confirmed, excluded) "
+            f"SELECT '{dimension}', survey_id, day, valence, {dimension}, SUM(stories), "
+            "SUM(confirmed), SUM(excluded) FROM report_story_days_detail "
+            f"GROUP BY survey_id, day, valence, {dimension}",
+            "INSERT INTO report_code_days_by "
+            "(dimension, survey_id, day, valence, value, codebook_version_id, code, n) "
+            f"SELECT '{dimension}', survey_id, day, valence, {dimension}, codebook_version_id, "
+            "code, SUM(n) FROM report_code_days_detail "
+            f"GROUP BY survey_id, day, valence, {dimension}, codebook_version_id, code",
+        ]
     for statement in statements:
         session.execute(text(statement))
     session.flush()
@@ -449,6 +539,7 @@ _FOLDS = (
         (
             ("report_story_days", _NARROW),
             ("report_story_days_detail", _DETAIL),
+            ("report_story_days_by", _BY),
         ),
         _STORY_COUNTS,
     ),
@@ -457,6 +548,7 @@ _FOLDS = (
         (
             ("report_code_days", (*_NARROW, "codebook_version_id", "code")),
             ("report_code_days_detail", (*_DETAIL, "codebook_version_id", "code")),
+            ("report_code_days_by", (*_BY, "codebook_version_id", "code")),
         ),
         ("n",),
     ),
@@ -507,17 +599,30 @@ def fold(session: Session) -> int:
             key = ", ".join(keys)
             sums = ", ".join(f"SUM({c})" for c in counts)
             update = ", ".join(f"{c} = {table}.{c} + excluded.{c}" for c in counts)
+            rows = f"(SELECT * FROM {source} WHERE {taken}) AS taken"
+            if "dimension" in keys:  # one row per dimension of each delta row
+                rest = [k for k in keys if k not in ("dimension", "survey_id", "day", "valence")]
+                rest_sql = "".join(f", {k}" for k in rest if k != "value")
+                rows = (
+                    "("
+                    + " UNION ALL ".join(
+                        f"SELECT '{d}' AS dimension, survey_id, day, valence, {d} AS value"
+                        f"{rest_sql}, {', '.join(counts)} FROM {source} WHERE {taken}"
+                        for d in DIMENSIONS
+                    )
+                    + ") AS taken"
+                )
             session.execute(
                 text(
                     f"INSERT INTO {table} ({key}, {', '.join(counts)}) "
-                    f"SELECT {key}, {sums} FROM {source} WHERE {taken} GROUP BY {key} "
+                    f"SELECT {key}, {sums} FROM {rows} GROUP BY {key} "
                     f"ON CONFLICT ({key}) DO UPDATE SET {update}"
                 )
             )
             session.execute(
                 text(
                     f"DELETE FROM {table} WHERE {counts[0]} = 0 AND ({key}) IN "
-                    f"(SELECT {key} FROM {source} WHERE {taken})"
+                    f"(SELECT {key} FROM {rows})"
                 )
             )
         if not postgres:
