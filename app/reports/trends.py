@@ -495,16 +495,48 @@ def _change(
     )
 
 
+def _hidden_periods(protected: _Protected | None, period: Period) -> set[date]:
+    """The periods (of length `period`) in which `protected` hides something."""
+    if protected is None:
+        return set()
+    found = set()
+    for key in protected.hidden:
+        position = 2 if key[0] == "story" else 1  # type: ignore[index]
+        found.add(rollups.period_start(key[position], period))  # type: ignore[index]
+    return found
+
+
+def _needed(cells: _Cells, min_cell: int, periods: set[date]) -> _Cells:
+    """Only the periods with a small count, or with something hidden in the reports this one is
+    tied to (`periods`). Every line lies within one period, so any other period hides nothing
+    and cannot matter to a coarser report: at a million stories that leaves a handful of days to
+    protect instead of every one. (A small total has a small part, so the leaf cells tell.)"""
+    keep = set(periods)
+    keep |= {
+        p
+        for (p, _v, _g), counts in cells.stories.items()
+        if any(is_small(n, min_cell) for n in counts.values())
+    }
+    keep |= {p for (p, _c, _v, _g), n in cells.codes.items() if is_small(n, min_cell)}
+    return _Cells(
+        {k: v for k, v in cells.stories.items() if k[0] in keep},
+        {k: v for k, v in cells.codes.items() if k[0] in keep},
+        cells.code_names,
+        cells.rolled_up,
+    )
+
+
 def _protect(
     session: Session,
     query: TrendsQuery,
-    cells: _Cells,
+    cells: _Cells | None,
     min_cell: int,
     memo: dict[tuple[Period, bool], _Protected],
 ) -> _Protected:
     """The report's suppression, consistent with the reports a reader could subtract it from:
     the same report ungrouped (whose totals it shares) and at the finer period (whose cells
-    add up to its cells), each protected the same way first."""
+    add up to its cells), each protected the same way first. `cells` None: a report needed for
+    what it hides only (fetched here, and only its periods that can hide something kept)."""
     grouped = bool(query.group_by)
     memo_key = (query.period, grouped)
     if memo_key in memo:
@@ -512,14 +544,19 @@ def _protect(
     ungrouped = finer = None
     if grouped:
         plain = replace(query, group_by=())
-        ungrouped = _protect(session, plain, _fetch(session, plain), min_cell, memo)
+        ungrouped = _protect(
+            session, plain, None if cells is None else _fetch(session, plain), min_cell, memo
+        )
     finer_period = FINER.get(query.period)
     if finer_period is not None:
         # The finer report over the very days this one covers (from/to snap to both periods).
         finer_query = replace(
             query, period=finer_period, date_from=query.first_day, date_to=query.last_day
         )
-        finer = _protect(session, finer_query, _fetch(session, finer_query), min_cell, memo)
+        finer = _protect(session, finer_query, None, min_cell, memo)
+    if cells is None:
+        tied = _hidden_periods(finer, query.period) | _hidden_periods(ungrouped, query.period)
+        cells = _needed(_fetch(session, query), min_cell, tied)
     protected = _Protected(
         cells, grouped, min_cell, period=query.period, ungrouped=ungrouped, finer=finer
     )
