@@ -238,3 +238,27 @@ def test_cooccurrence_equals_a_plain_sql_self_join(
             for value, flag in zip(line, hidden, strict=True):
                 assert (value is None) == flag
                 assert value is None or value == 0 or value >= 5
+
+
+def test_the_study_report_prints_the_tables_and_never_none(
+    survey_id: int,
+    version_id: Callable[..., int],
+    add_stories: Callable[..., list[int]],
+    client: TestClient,
+    token_for: Callable[..., dict[str, str]],
+    admin: dict[str, str],
+) -> None:
+    _seed(survey_id, version_id(), add_stories, seed=5)
+    for who in (token_for("viewer"), admin):
+        response = client.get(
+            f"{API}/study", params={"survey_id": survey_id, "format": "markdown"}, headers=who
+        )
+        assert response.status_code == 200, response.text
+        body = response.text
+        assert "Codes by touchpoint" in body and "Code co-occurrence" in body
+        assert "Stories imported from a file" in body
+        assert "None" not in body
+    viewer_json = _get(client, "study", token_for("viewer"), survey_id=survey_id)
+    crosstab = viewer_json["tables"]["crosstabs"]["channel"]["tables"]
+    counts = [c["count"] for t in crosstab for r in t["rows"] for c in r["cells"]]
+    assert all(v is None or v == 0 or v >= 5 for v in counts) and None in counts
