@@ -58,12 +58,11 @@ valence and optionally grouped by `survey`, `touchpoint`, `channel` and/or `segm
 - Counts below the minimum cell size (`CIT_MIN_CELL`, default 5) are `null` with
   `suppressed: true`, and so are the figures built on them; further counts are hidden where a
   hidden one could be recovered by subtraction from totals or other cells, **also across report
-  shapes**: the same report ungrouped, and at the finer period (a month is the sum of its days,
-  a week of its days, a quarter of its months), so a June hidden in the month report does not
+  shapes**: the same report ungrouped, and at the finer period (a quarter is the sum of its
+  months), so a June hidden in the month report does not
   come back as the quarter minus April and May. `suppress=false` gives the team (admins and
   researchers, who can read the stories) exact figures; viewers get 403, and 403 for
-  `period=week` too (a week straddles two months: month minus whole weeks would give a hidden
-  part-week away; day, month and quarter nest).
+  `period=day` and `period=week` too (a week straddles two months; month and quarter nest).
 - `from`/`to` are snapped to whole periods. With `codebook_version_id` every final code of that
   version's codebook counts, mapped into that version (renames, merges, splits), each story
   once; parent codes get roll-up rows (`level: rollup`). The base stays all confirmed stories of
@@ -81,10 +80,11 @@ def require_team_for_unsuppressed(role: str, suppress: bool, period: str = "mont
     team = role in ("admin", "researcher")
     if not suppress and not team:
         raise Forbidden("unsuppressed reports are for admins and researchers")
-    if period == "week" and not team:
+    if period in ("day", "week") and not team:
         raise Forbidden(
-            "weekly figures cannot be suppressed consistently with monthly ones (a week "
-            "straddles two months): choose day, month or quarter"
+            "daily and weekly figures are for the team: suppression is kept consistent across "
+            "months, quarters and the whole range (a week straddles two months); choose month "
+            "or quarter"
         )
 
 

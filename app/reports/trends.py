@@ -26,11 +26,12 @@ figure computed from them. Lines, i.e. the sums a reader could subtract:
 Across report shapes (`_protect`): a grouped report's totals (the all-groups figures, which
 the ungrouped report publishes) are hidden exactly as the ungrouped report hides them, and
 only group cells are hidden for its own lines. A report's cells are also tied to the finer
-period's report (a month = the sum of its days, a quarter = the sum of its months): the finer
-report is protected first, its cells are fixed, and a cell here is hidden when exactly one of
-the finer cells it sums is hidden (the issue: June hidden by the month report came back as
-the quarter minus April and May). Weeks straddle months, so weekly and monthly reports cannot
-both be consistent: viewers get day, month and quarter (the router refuses weeks to them).
+period's report (a quarter = the sum of its months, the whole range = the sum of its
+quarters): the finer report is protected first, its cells are fixed, and a cell here is hidden
+when exactly one of the finer cells it sums is hidden (the issue: June hidden by the month
+report came back as the quarter minus April and May). Weeks straddle months, and tying months
+to days costs seconds at a million stories: viewers get month and quarter reports (the router
+refuses day and week to them).
 Limits: reports grouped by different fields (touchpoint vs touchpoint and channel) are not tied
 to each other, and codes do not sum to anything (a story may carry several), so there is no
 line across codes. `tests/reports/test_suppression_shapes.py` attacks the day, month and
@@ -281,7 +282,9 @@ def _code_key(period: date, code: str, valence: str, group: Group | None) -> Has
 
 
 # The finer period each period is a sum of (weeks straddle months: no line between those).
-FINER: dict[Period, Period] = {"week": "day", "month": "day", "quarter": "month", "all": "quarter"}
+# Day and week reports are for the team only (the router refuses them to viewers): a month tied
+# to its days would have to protect every day cell in Python (seconds at a million stories).
+FINER: dict[Period, Period] = {"quarter": "month", "all": "quarter"}
 
 
 def _finer_key(key: Hashable) -> Hashable:
