@@ -11,9 +11,11 @@ from app.models.imports import ImportRun
 from app.models.incidents import INCIDENT_STATUSES, VALENCES, Incident
 from app.models.reports import (
     ReportCodeDay,
+    ReportCodeDayBy,
     ReportCodeDayDetail,
     ReportCodeDelta,
     ReportStoryDay,
+    ReportStoryDayBy,
     ReportStoryDayDetail,
     ReportStoryDelta,
 )
@@ -67,9 +69,11 @@ __all__ = [
     "Notification",
     "PasswordLink",
     "ReportCodeDay",
+    "ReportCodeDayBy",
     "ReportCodeDayDetail",
     "ReportCodeDelta",
     "ReportStoryDay",
+    "ReportStoryDayBy",
     "ReportStoryDayDetail",
     "ReportStoryDelta",
     "ReviewLease",

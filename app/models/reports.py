@@ -123,3 +123,37 @@ class ReportCodeDelta(Base):
     codebook_version_id: Mapped[int]
     code: Mapped[str] = mapped_column(String(100))
     n: Mapped[int]
+
+
+class ReportStoryDayBy(Base):
+    """As `report_story_days`, also by the value of one dimension (touchpoint, channel or
+    segment; '' when not given): what a report grouped by one of them reads, a few rows per
+    value and day instead of one per combination of all three."""
+
+    __tablename__ = "report_story_days_by"
+    __table_args__ = _WITHOUT_ROWID
+
+    dimension: Mapped[str] = mapped_column(String(16), primary_key=True)
+    survey_id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    day: Mapped[date] = mapped_column(primary_key=True)
+    valence: Mapped[str] = mapped_column(String(16), primary_key=True)
+    value: Mapped[str] = mapped_column(String(200), primary_key=True)
+    stories: Mapped[int]
+    confirmed: Mapped[int]
+    excluded: Mapped[int]
+
+
+class ReportCodeDayBy(Base):
+    """As `report_code_days`, also by the value of one dimension (see `ReportStoryDayBy`)."""
+
+    __tablename__ = "report_code_days_by"
+    __table_args__ = _WITHOUT_ROWID
+
+    dimension: Mapped[str] = mapped_column(String(16), primary_key=True)
+    survey_id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    day: Mapped[date] = mapped_column(primary_key=True)
+    valence: Mapped[str] = mapped_column(String(16), primary_key=True)
+    value: Mapped[str] = mapped_column(String(200), primary_key=True)
+    codebook_version_id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    code: Mapped[str] = mapped_column(String(100), primary_key=True)
+    n: Mapped[int]

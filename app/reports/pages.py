@@ -20,10 +20,14 @@ pages_router = APIRouter(include_in_schema=False)
 @pages_router.get("/dashboard", response_class=HTMLResponse)
 def dashboard(request: Request, user: OptionalUser) -> HTMLResponse:
     # No data here: the script fetches the aggregates (with the session, or a pasted token).
+    # Days and weeks only for the team (the API refuses them to viewers); a pasted token's role
+    # is not known here, so the team signs in for them.
+    team = user is not None and user.role in ("admin", "researcher")
+    periods = PERIODS if team else tuple(p for p in PERIODS if p not in ("day", "week"))
     return render(
         request,
         "dashboard.html",
-        {"periods": PERIODS, "default_period": "month"},
+        {"periods": periods, "default_period": "month"},
         user=user,
         current="/work/reports",
     )

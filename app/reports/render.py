@@ -30,6 +30,8 @@ def _csv_value(value: Any) -> Any:
 def trends_csv(report: TrendsReport) -> str:
     """The tidy rows, one per line; group columns only for the fields grouped by."""
     groups = [CSV_GROUP_COLUMNS.get(g, g) for g in report.query.group_by]
+    if report.rollups:  # parent roll-up rows share their code's name: say which is which
+        groups.append("level")
     header = [*CSV_BASE_COLUMNS, *groups, *CSV_VALUE_COLUMNS, *CSV_CHANGE_COLUMNS]
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
@@ -438,6 +440,7 @@ def study_document(report: dict[str, Any]) -> dict[str, Any]:
                         ["Invitations used", r["invitations_used"]],
                         ["Stories via a personal invitation", r["stories_via_invitation"]],
                         ["Stories via the open link", r["stories_via_open_link"]],
+                        ["Stories imported from a file", r["stories_imported"]],
                     ],
                 ),
                 _p(r["note"]),
@@ -542,6 +545,7 @@ def study_document(report: dict[str, Any]) -> dict[str, Any]:
             if report["codes"]
             else [_p("No final codes yet.")],
         ),
+        *_tables_sections(report.get("tables") or {}),
         _section(
             "Judges",
             [
@@ -560,6 +564,86 @@ def study_document(report: dict[str, Any]) -> dict[str, Any]:
         *_appendix(report["appendix"]),
     ]
     return {"title": f"CIT study report: {survey['title']}", "intro": intro, "sections": sections}
+
+
+def _cell_share(figure: dict[str, Any]) -> str:
+    """count / base (share), or "suppressed"."""
+    if figure["count"] is None or figure["base"] is None:
+        return "suppressed"
+    if not figure["base"]:
+        return "0"
+    return f"{figure['count']} / {figure['base']} ({figure['count'] / figure['base']:.0%})"
+
+
+def _tables_sections(data: dict[str, Any]) -> list[dict[str, Any]]:
+    """The Bitner category table, co-occurrence and the cross-tabs, whole study."""
+    sections = []
+    bitner = data.get("bitner")
+    if bitner and bitner["tables"]:
+        part = bitner["tables"][0]
+        sections.append(
+            _section(
+                "Category table (Bitner group x valence)",
+                [
+                    _p(
+                        "Stories carrying any code of the group (a child code counts in its "
+                        "parent's group), each once, over the confirmed stories of the valence."
+                    ),
+                    _table(
+                        ["Group", "Satisfying", "Dissatisfying"],
+                        [
+                            [
+                                row["group"],
+                                _cell_share(row["satisfying"]),
+                                _cell_share(row["dissatisfying"]),
+                            ]
+                            for row in part["rows"]
+                        ],
+                    ),
+                ],
+            )
+        )
+    pairs = data.get("cooccurrence") or {}
+    for part in pairs.get("tables", []):
+        codes = part["codes"]
+        sections.append(
+            _section(
+                f"Code co-occurrence ({part['valence']} stories)",
+                [
+                    _table(
+                        ["Code", *codes],
+                        [
+                            [a, *(number(v) for v in line)]
+                            for a, line in zip(codes, part["matrix"], strict=True)
+                        ],
+                    )
+                ],
+                level=3,
+            )
+        )
+    for by, table in (data.get("crosstabs") or {}).items():
+        for part in table.get("tables", []):
+            columns = part["columns"]
+            sections.append(
+                _section(
+                    f"Codes by {by} ({part['valence']} stories)",
+                    [
+                        _table(
+                            ["Code", *(c["label"] for c in columns)],
+                            [
+                                [
+                                    row["code"]
+                                    + (" (with children)" if row["level"] == "rollup" else ""),
+                                    *(_cell_share(cell) for cell in row["cells"]),
+                                ]
+                                for row in part["rows"]
+                            ],
+                        )
+                    ],
+                    level=3,
+                )
+            )
+    return sections
 
 
 def _saturation(sat: dict[str, Any]) -> list[Block]:

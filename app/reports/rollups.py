@@ -18,8 +18,10 @@ from sqlalchemy import (
     DateTime,
     Integer,
     Select,
+    String,
     cast,
     func,
+    literal,
     literal_column,
     select,
     text,
@@ -28,17 +30,24 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
+from app.models.coding import IncidentCode
+from app.models.incidents import Incident
 from app.models.reports import (
     ReportCodeDay,
+    ReportCodeDayBy,
     ReportCodeDayDetail,
     ReportCodeDelta,
     ReportStoryDay,
+    ReportStoryDayBy,
     ReportStoryDayDetail,
     ReportStoryDelta,
 )
 
-Period = Literal["day", "week", "month", "quarter"]
+Period = Literal["day", "week", "month", "quarter", "all"]
 PERIODS: tuple[Period, ...] = ("day", "week", "month", "quarter")
+# "all": the whole date range as one period (whole quarters), for the study's tables.
+TABLE_PERIODS: tuple[Period, ...] = (*PERIODS, "all")
+ALL_START = date(1970, 1, 1)
 GroupField = Literal["survey", "touchpoint", "channel", "segment"]
 GROUP_FIELDS: tuple[GroupField, ...] = ("survey", "touchpoint", "channel", "segment")
 # The rollup column behind each group field.
@@ -55,6 +64,8 @@ CodeTable = type[ReportCodeDay] | type[ReportCodeDayDetail]
 
 def period_start(day: date, period: Period) -> date:
     """The first day of the period that contains `day` (weeks start on Monday, ISO 8601)."""
+    if period == "all":
+        return ALL_START
     if period == "day":
         return day
     if period == "week":
@@ -65,6 +76,8 @@ def period_start(day: date, period: Period) -> date:
 
 
 def next_period(start: date, period: Period) -> date:
+    if period == "all":
+        return date.max
     if period == "day":
         return start + timedelta(days=1)
     if period == "week":
@@ -75,6 +88,8 @@ def next_period(start: date, period: Period) -> date:
 
 
 def previous_period(start: date, period: Period) -> date:
+    if period == "all":
+        return date(1969, 1, 1)  # no such period: no change against it
     if period in ("day", "week"):
         return start - timedelta(days=1 if period == "day" else 7)
     months = 1 if period == "month" else 3
@@ -84,6 +99,10 @@ def previous_period(start: date, period: Period) -> date:
 
 def period_expression(dialect: str, column: Any, period: Period) -> ColumnElement[Any]:
     """SQL for the first day of `column`'s period: date_trunc on PostgreSQL, strftime on SQLite."""
+    if period == "all":
+        start: ColumnElement[Any] = literal_column(f"'{ALL_START.isoformat()}'")
+        # (SQLite's CAST AS DATE gives a number: the text is its date format already.)
+        return cast(start, Date) if dialect == "postgresql" else start
     if dialect == "postgresql":
         if period == "day":
             return column  # type: ignore[no-any-return]
@@ -155,6 +174,78 @@ def _filters(
     return conditions
 
 
+# The dimensions with a rollup of their own (report_*_days_by).
+DIMENSIONS = ("touchpoint", "channel", "segment")
+
+
+def single_dimension(group_by: tuple[GroupField, ...]) -> str | None:
+    """The one dimension a grouping needs besides the survey, if it is only one."""
+    dims = [g for g in group_by if g != "survey"]
+    return dims[0] if len(dims) == 1 else None
+
+
+def _story_source_by(dimension: str) -> Any:
+    """report_story_days_by for one dimension, with the pending deltas appended (the value
+    column named after the dimension, so a group column reads it like the _detail table's)."""
+    by, delta = ReportStoryDayBy, ReportStoryDelta
+    return union_all(
+        select(
+            by.survey_id,
+            by.day,
+            by.valence,
+            by.value.label(dimension),
+            *(getattr(by, c) for c in _STORY_COUNTS),
+        ).where(by.dimension == dimension),
+        select(
+            delta.survey_id,
+            delta.day,
+            delta.valence,
+            getattr(delta, dimension).label(dimension),
+            *(getattr(delta, c) for c in _STORY_COUNTS),
+        ),
+    ).subquery("report_story_days_by")
+
+
+def _code_source_by(dimension: str) -> Any:
+    by, delta = ReportCodeDayBy, ReportCodeDelta
+    return union_all(
+        select(
+            by.survey_id,
+            by.day,
+            by.valence,
+            by.value.label(dimension),
+            by.codebook_version_id,
+            by.code,
+            by.n,
+        ).where(by.dimension == dimension),
+        select(
+            delta.survey_id,
+            delta.day,
+            delta.valence,
+            getattr(delta, dimension).label(dimension),
+            delta.codebook_version_id,
+            delta.code,
+            delta.n,
+        ),
+    ).subquery("report_code_days_by")
+
+
+def story_rows(group_by: tuple[GroupField, ...]) -> Any:
+    """The story rollup rows (with pending deltas) that answer this grouping."""
+    dimension = single_dimension(group_by)
+    if dimension is not None:
+        return _story_source_by(dimension)
+    return story_source(tables(group_by)[0])
+
+
+def code_rows(group_by: tuple[GroupField, ...]) -> Any:
+    """The code rollup rows (with pending deltas) that answer this grouping."""
+    dimension = single_dimension(group_by)
+    if dimension is not None:
+        return _code_source_by(dimension)
+    return code_source(tables(group_by)[1])
+
+
 def story_cells_query(
     dialect: str,
     *,
@@ -165,7 +256,7 @@ def story_cells_query(
     last_day: date | None = None,
 ) -> Select[Any]:
     """Stories, confirmed and excluded per period, valence and group: one GROUP BY."""
-    story_table = story_source(tables(group_by)[0]).c
+    story_table = story_rows(group_by).c
     period_col = period_expression(dialect, story_table.day, period).label("period")
     groups = [getattr(story_table, GROUP_COLUMNS[g]).label(g) for g in group_by]
     keys = [period_col, story_table.valence.label("valence"), *groups]
@@ -192,7 +283,7 @@ def code_cells_query(
     codebook_version_id: int | None = None,
 ) -> Select[Any]:
     """Confirmed stories per code, period, valence and group: one GROUP BY."""
-    code_table = code_source(tables(group_by)[1]).c
+    code_table = code_rows(group_by).c
     period_col = period_expression(dialect, code_table.day, period).label("period")
     groups = [getattr(code_table, GROUP_COLUMNS[g]).label(g) for g in group_by]
     keys = [period_col, code_table.code.label("code"), code_table.valence.label("valence"), *groups]
@@ -202,10 +293,172 @@ def code_cells_query(
     return select(*keys, func.sum(code_table.n).label("n")).where(*conditions).group_by(*keys)
 
 
+def recorded_codes_query(version_ids: list[int], survey_id: int | None = None) -> Select[Any]:
+    """The distinct (codebook version id, code) pairs the rollups hold for these versions."""
+    table = code_source(ReportCodeDay).c
+    conditions = [table.codebook_version_id.in_(version_ids)]
+    if survey_id is not None:
+        conditions.append(table.survey_id == survey_id)
+    return (
+        select(table.codebook_version_id, table.code)
+        .where(*conditions)
+        .group_by(table.codebook_version_id, table.code)
+    )
+
+
+def _mapping_rows(pairs: list[tuple[int, str, str]]) -> Any:
+    """(version id, code, target) as a derived table (UNION ALL of literal rows: portable)."""
+    rows = [
+        select(
+            literal(version, Integer).label("version_id"),
+            literal(code, String).label("code"),
+            literal(target, String).label("target"),
+        )
+        for version, code, target in pairs
+    ]
+    return union_all(*rows).subquery("code_map") if len(rows) > 1 else rows[0].subquery("code_map")
+
+
+def mapped_code_cells_query(
+    dialect: str,
+    *,
+    pairs: list[tuple[int, str, str]],
+    distinct_stories: bool,
+    period: Period,
+    group_by: tuple[GroupField, ...],
+    survey_id: int | None = None,
+    first_day: date | None = None,
+    last_day: date | None = None,
+) -> Select[Any]:
+    """Confirmed stories per target code (codes recorded under any version, mapped through
+    `pairs`), period, valence and group.
+
+    When every target is reached from one code key only, a story has at most one row per target
+    and the rollups' sums are exact. Otherwise (a split read back, a parent rolling up its
+    children) one story may reach a target twice: then the stories are counted DISTINCT from the
+    base tables."""
+    mapping = _mapping_rows(pairs)
+    if not distinct_stories:
+        table = code_rows(group_by).c
+        period_col = period_expression(dialect, table.day, period).label("period")
+        groups = [getattr(table, GROUP_COLUMNS[g]).label(g) for g in group_by]
+        keys = [period_col, mapping.c.target.label("code"), table.valence.label("valence"), *groups]
+        return (
+            select(*keys, func.sum(table.n).label("n"))
+            .join_from(
+                table_from(table),
+                mapping,
+                (mapping.c.version_id == table.codebook_version_id)
+                & (mapping.c.code == table.code),
+            )
+            .where(*_filters(table, survey_id, first_day, last_day))
+            .group_by(*keys)
+        )
+    dims = _dimension_sql(dialect)
+    day: ColumnElement[Any] = literal_column(dims[1].replace("i.", "incidents."))
+    columns = {
+        "survey": Incident.survey_id,
+        "touchpoint": literal_column(dims[3].replace("i.", "incidents.")),
+        "channel": literal_column(dims[4].replace("i.", "incidents.")),
+        "segment": literal_column(dims[5].replace("i.", "incidents.")),
+    }
+    period_col = period_expression(dialect, day, period).label("period")
+    groups = [columns[g].label(g) for g in group_by]
+    keys = [period_col, mapping.c.target.label("code"), Incident.valence.label("valence"), *groups]
+    conditions: list[ColumnElement[bool]] = [Incident.status == "coded"]
+    if survey_id is not None:
+        conditions.append(Incident.survey_id == survey_id)
+    if first_day is not None:
+        conditions.append(day >= first_day)
+    if last_day is not None:
+        conditions.append(day <= last_day)
+    return (
+        select(*keys, func.count(func.distinct(Incident.id)).label("n"))
+        .select_from(IncidentCode)
+        .join(Incident, Incident.id == IncidentCode.incident_id)
+        .join(
+            mapping,
+            (mapping.c.version_id == IncidentCode.codebook_version_id)
+            & (mapping.c.code == IncidentCode.code),
+        )
+        .where(*conditions)
+        .group_by(*keys)
+    )
+
+
+def pair_cells_query(
+    dialect: str,
+    *,
+    pairs: list[tuple[int, str, str]] | None,
+    period: Period,
+    group_by: tuple[GroupField, ...],
+    survey_id: int | None = None,
+    first_day: date | None = None,
+    last_day: date | None = None,
+) -> Select[Any]:
+    """Confirmed stories carrying both codes of a pair (code_a < code_b), per period, valence
+    and group, DISTINCT stories from the base tables. With `pairs` (a version's mapping) the
+    codes are mapped first, as in `mapped_code_cells_query`."""
+    first, second = IncidentCode.__table__.alias("first"), IncidentCode.__table__.alias("second")
+    dims = _dimension_sql(dialect)
+    day: ColumnElement[Any] = literal_column(dims[1].replace("i.", "incidents."))
+    columns = {
+        "survey": Incident.survey_id,
+        "touchpoint": literal_column(dims[3].replace("i.", "incidents.")),
+        "channel": literal_column(dims[4].replace("i.", "incidents.")),
+        "segment": literal_column(dims[5].replace("i.", "incidents.")),
+    }
+    statement = (
+        select()
+        .select_from(first)
+        .join(Incident, Incident.id == first.c.incident_id)
+        .join(second, second.c.incident_id == first.c.incident_id)
+    )
+    if pairs is None:
+        code_a, code_b = first.c.code, second.c.code
+    else:
+        map_a, map_b = _mapping_rows(pairs), _mapping_rows(pairs).alias("code_map_b")
+        statement = statement.join(
+            map_a,
+            (map_a.c.version_id == first.c.codebook_version_id) & (map_a.c.code == first.c.code),
+        ).join(
+            map_b,
+            (map_b.c.version_id == second.c.codebook_version_id) & (map_b.c.code == second.c.code),
+        )
+        code_a, code_b = map_a.c.target, map_b.c.target
+    period_col = period_expression(dialect, day, period).label("period")
+    groups: list[Any] = [columns[g].label(g) for g in group_by]
+    keys = [
+        period_col,
+        code_a.label("code_a"),
+        code_b.label("code_b"),
+        Incident.valence.label("valence"),
+        *groups,
+    ]
+    conditions: list[ColumnElement[bool]] = [Incident.status == "coded", code_a < code_b]
+    if survey_id is not None:
+        conditions.append(Incident.survey_id == survey_id)
+    if first_day is not None:
+        conditions.append(day >= first_day)
+    if last_day is not None:
+        conditions.append(day <= last_day)
+    return (
+        statement.add_columns(*keys, func.count(func.distinct(Incident.id)).label("n"))
+        .where(*conditions)
+        .group_by(*keys)
+    )
+
+
+def table_from(columns: Any) -> Any:
+    """The FROM element behind a subquery's `.c` collection."""
+    return next(iter(columns)).table
+
+
 # --- Rebuilding from the base tables -------------------------------------------------------
 
 _DETAIL = ("survey_id", "day", "valence", "touchpoint", "channel", "segment")
 _NARROW = ("survey_id", "day", "valence")
+_BY = ("dimension", "survey_id", "day", "valence", "value")
 
 
 def _dimension_sql(dialect: str) -> list[str]:
@@ -243,6 +496,8 @@ def rebuild(session: Session) -> None:
         "DELETE FROM report_code_days_detail",
         "DELETE FROM report_story_days",
         "DELETE FROM report_story_days_detail",
+        "DELETE FROM report_story_days_by",
+        "DELETE FROM report_code_days_by",
         f"INSERT INTO report_story_days_detail ({detail}, stories, confirmed, excluded) "
         f"SELECT {dims}, COUNT(*), SUM({coded}), SUM({excluded}) "
         f"FROM incidents i GROUP BY {positions}",
@@ -257,6 +512,19 @@ def rebuild(session: Session) -> None:
         f"SELECT {narrow}, codebook_version_id, code, SUM(n) "
         f"FROM report_code_days_detail GROUP BY {narrow}, codebook_version_id, code",
     ]
+    for dimension in DIMENSIONS:
+        statements += [
+            "INSERT INTO report_story_days_by "
+            "(dimension, survey_id, day, valence, value, stories, confirmed, excluded) "
+            f"SELECT '{dimension}', survey_id, day, valence, {dimension}, SUM(stories), "
+            "SUM(confirmed), SUM(excluded) FROM report_story_days_detail "
+            f"GROUP BY survey_id, day, valence, {dimension}",
+            "INSERT INTO report_code_days_by "
+            "(dimension, survey_id, day, valence, value, codebook_version_id, code, n) "
+            f"SELECT '{dimension}', survey_id, day, valence, {dimension}, codebook_version_id, "
+            "code, SUM(n) FROM report_code_days_detail "
+            f"GROUP BY survey_id, day, valence, {dimension}, codebook_version_id, code",
+        ]
     for statement in statements:
         session.execute(text(statement))
     session.flush()
@@ -271,6 +539,7 @@ _FOLDS = (
         (
             ("report_story_days", _NARROW),
             ("report_story_days_detail", _DETAIL),
+            ("report_story_days_by", _BY),
         ),
         _STORY_COUNTS,
     ),
@@ -279,6 +548,7 @@ _FOLDS = (
         (
             ("report_code_days", (*_NARROW, "codebook_version_id", "code")),
             ("report_code_days_detail", (*_DETAIL, "codebook_version_id", "code")),
+            ("report_code_days_by", (*_BY, "codebook_version_id", "code")),
         ),
         ("n",),
     ),
@@ -329,17 +599,30 @@ def fold(session: Session) -> int:
             key = ", ".join(keys)
             sums = ", ".join(f"SUM({c})" for c in counts)
             update = ", ".join(f"{c} = {table}.{c} + excluded.{c}" for c in counts)
+            rows = f"(SELECT * FROM {source} WHERE {taken}) AS taken"
+            if "dimension" in keys:  # one row per dimension of each delta row
+                rest = [k for k in keys if k not in ("dimension", "survey_id", "day", "valence")]
+                rest_sql = "".join(f", {k}" for k in rest if k != "value")
+                rows = (
+                    "("
+                    + " UNION ALL ".join(
+                        f"SELECT '{d}' AS dimension, survey_id, day, valence, {d} AS value"
+                        f"{rest_sql}, {', '.join(counts)} FROM {source} WHERE {taken}"
+                        for d in DIMENSIONS
+                    )
+                    + ") AS taken"
+                )
             session.execute(
                 text(
                     f"INSERT INTO {table} ({key}, {', '.join(counts)}) "
-                    f"SELECT {key}, {sums} FROM {source} WHERE {taken} GROUP BY {key} "
+                    f"SELECT {key}, {sums} FROM {rows} GROUP BY {key} "
                     f"ON CONFLICT ({key}) DO UPDATE SET {update}"
                 )
             )
             session.execute(
                 text(
                     f"DELETE FROM {table} WHERE {counts[0]} = 0 AND ({key}) IN "
-                    f"(SELECT {key} FROM {source} WHERE {taken})"
+                    f"(SELECT {key} FROM {rows})"
                 )
             )
         if not postgres:

@@ -7,6 +7,7 @@ viewers see aggregates only, and the trends are suppressed for everyone (small c
 from __future__ import annotations
 
 import hashlib
+from datetime import date
 from typing import Annotated, Any, Literal
 
 import orjson
@@ -19,11 +20,12 @@ from app.auth import RequireAnyRole
 from app.config import app_settings
 from app.db import SessionDep
 from app.errors import Forbidden, Invalid, NotFound, Unauthorized, problem_responses
+from app.exports.formats import csv_chunks
 from app.exports.report_tables import study_csv
 from app.models import Survey
 from app.params import IsoDate
-from app.reports import render
-from app.reports.rollups import PERIODS, Period
+from app.reports import render, tables
+from app.reports.rollups import PERIODS, TABLE_PERIODS, Period
 from app.reports.schemas import ReportSurvey, StudyReport, TrendsReport
 from app.reports.study import study_report
 from app.reports.trends import TrendsQuery, parse_group_by, trends_report
@@ -56,13 +58,35 @@ valence and optionally grouped by `survey`, `touchpoint`, `channel` and/or `segm
 - `change_from_previous`: the share minus the previous period's, pooled two-proportion z-test.
 - Counts below the minimum cell size (`CIT_MIN_CELL`, default 5) are `null` with
   `suppressed: true`, and so are the figures built on them; further counts are hidden where a
-  hidden one could be recovered by subtraction from totals or other cells.
-- `from`/`to` are snapped to whole periods. With `codebook_version_id` only that version's final
-  codes count; the base stays all confirmed stories of the cell.
+  hidden one could be recovered by subtraction from totals or other cells, **also across report
+  shapes**: the same report ungrouped, and at the finer period (a quarter is the sum of its
+  months), so a June hidden in the month report does not
+  come back as the quarter minus April and May. `suppress=false` gives the team (admins and
+  researchers, who can read the stories) exact figures; viewers get 403, and 403 for
+  `period=day` and `period=week` too (a week straddles two months; month and quarter nest).
+- `from`/`to` are snapped to whole periods. With `codebook_version_id` every final code of that
+  version's codebook counts, mapped into that version (renames, merges, splits), each story
+  once; parent codes get roll-up rows (`level: rollup`). The base stays all confirmed stories of
+  the cell.
 
 Figures are **shares of reported incidents, not prevalence** (the `note` field says so too).
 JSON by default; CSV (tidy rows) with `Accept: text/csv` or `format=csv`.
 """
+
+
+def require_team_for_unsuppressed(role: str, suppress: bool, period: str = "month") -> None:
+    """Viewers read aggregates only: small cells stay hidden for them whatever they ask, and
+    only in period lengths that nest (day, month, quarter): a week straddles two months, so a
+    month minus its whole weeks would give a hidden part-week away."""
+    team = role in ("admin", "researcher")
+    if not suppress and not team:
+        raise Forbidden("unsuppressed reports are for admins and researchers")
+    if period in ("day", "week") and not team:
+        raise Forbidden(
+            "daily and weekly figures are for the team: suppression is kept consistent across "
+            "months, quarters and the whole range (a week straddles two months); choose month "
+            "or quarter"
+        )
 
 
 def _min_cell(request: Request) -> int:
@@ -115,7 +139,7 @@ def _json(data: Any) -> bytes:
 def get_trends(
     request: Request,
     session: SessionDep,
-    _user: RequireAnyRole,
+    user: RequireAnyRole,
     period: Annotated[Period, Query(description=", ".join(PERIODS))] = "month",
     group_by: Annotated[
         list[str] | None,
@@ -125,9 +149,14 @@ def get_trends(
     date_from: Annotated[IsoDate | None, Query(alias="from")] = None,
     date_to: Annotated[IsoDate | None, Query(alias="to")] = None,
     codebook_version_id: int | None = None,
+    suppress: Annotated[
+        bool,
+        Query(description="false: exact figures, for the team (admins and researchers) only"),
+    ] = True,
     format: Annotated[Literal["json", "csv"] | None, Query()] = None,
 ) -> Response:
     chosen = negotiate(request, format, ("json", "csv"))
+    require_team_for_unsuppressed(user.role, suppress, period)
     if survey_id is not None and session.get(Survey, survey_id) is None:
         raise NotFound(f"survey {survey_id} not found")
     query = TrendsQuery(
@@ -138,7 +167,7 @@ def get_trends(
         date_to=date_to,
         codebook_version_id=codebook_version_id,
     )
-    report = trends_report(session, query, min_cell=_min_cell(request))
+    report = trends_report(session, query, min_cell=_min_cell(request), suppress=suppress)
     if chosen == "csv":
         return cached(
             request,
@@ -150,6 +179,195 @@ def get_trends(
             },
         )
     return cached(request, _json(report.model_dump(mode="json")), MEDIA_TYPES["json"])
+
+
+TABLES_DESCRIPTION = """
+The trends report (`/trends`, same parameters and definitions) read as a table, so that its
+figures and its suppression are exactly the trends': a cell hidden there is hidden here, and
+the protection across groupings and period lengths holds. Per period (default `quarter`) and
+valence. JSON, or tidy CSV rows (`format=csv` or `Accept: text/csv`).
+"""
+
+
+def _table_query(
+    session: SessionDep,
+    user: Any,
+    *,
+    period: Period,
+    group_by: tuple[str, ...],
+    survey_id: int | None,
+    date_from: date | None,
+    date_to: date | None,
+    codebook_version_id: int | None,
+    suppress: bool,
+    **flags: bool,
+) -> TrendsQuery:
+    require_team_for_unsuppressed(user.role, suppress, period)
+    if survey_id is not None and session.get(Survey, survey_id) is None:
+        raise NotFound(f"survey {survey_id} not found")
+    return TrendsQuery(
+        period=period,
+        group_by=parse_group_by(list(group_by)),
+        survey_id=survey_id,
+        date_from=date_from,
+        date_to=date_to,
+        codebook_version_id=codebook_version_id,
+        **flags,
+    )
+
+
+def _table_response(
+    request: Request,
+    chosen: str,
+    table: dict[str, Any],
+    header: list[str],
+    rows: Any,
+    name: str,
+) -> Response:
+    if chosen == "csv":
+        body = b"".join(csv_chunks(header, rows(table)))
+        return cached(
+            request,
+            body,
+            "text/csv; charset=utf-8",
+            **{"Content-Disposition": f'inline; filename="cit-{name}.csv"'},
+        )
+    return cached(request, _json(table), MEDIA_TYPES["json"])
+
+
+PeriodQuery = Annotated[
+    Period, Query(description=", ".join(TABLE_PERIODS) + " (all: the whole range as one)")
+]
+FromQuery = Annotated[IsoDate | None, Query(alias="from")]
+ToQuery = Annotated[IsoDate | None, Query(alias="to")]
+SuppressQuery = Annotated[
+    bool, Query(description="false: exact figures, for the team (admins and researchers) only")
+]
+TableFormat = Annotated[Literal["json", "csv"] | None, Query()]
+TABLE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    **ERRORS,
+    200: {"content": {"text/csv": {"schema": {"type": "string"}}}},
+    304: {"description": "Not modified (If-None-Match matched the ETag)"},
+}
+
+
+@router.get(
+    "/crosstab",
+    summary="Codes x touchpoint, channel or segment, per period and valence",
+    description=TABLES_DESCRIPTION
+    + "\nRows: codes (with parent roll-ups under `codebook_version_id`); columns: the values "
+    "of `by`; a cell: confirmed stories of that value carrying the code, over the confirmed "
+    "stories of that value (`base`).",
+    responses=TABLE_RESPONSES,
+)
+def get_crosstab(
+    request: Request,
+    session: SessionDep,
+    user: RequireAnyRole,
+    by: Annotated[Literal["touchpoint", "channel", "segment"], Query()],
+    period: PeriodQuery = "quarter",
+    survey_id: int | None = None,
+    date_from: FromQuery = None,
+    date_to: ToQuery = None,
+    codebook_version_id: int | None = None,
+    suppress: SuppressQuery = True,
+    format: TableFormat = None,
+) -> Response:
+    chosen = negotiate(request, format, ("json", "csv"))
+    query = _table_query(
+        session,
+        user,
+        period=period,
+        group_by=(by,),
+        survey_id=survey_id,
+        date_from=date_from,
+        date_to=date_to,
+        codebook_version_id=codebook_version_id,
+        suppress=suppress,
+    )
+    table = tables.crosstab(session, query, min_cell=_min_cell(request), suppress=suppress)
+    return _table_response(
+        request, chosen, table, tables.CROSSTAB_HEADER, tables.crosstab_rows, f"crosstab-{by}"
+    )
+
+
+@router.get(
+    "/bitner",
+    summary="The category table: Bitner group x valence, per period",
+    description=TABLES_DESCRIPTION
+    + "\nStories carrying any code of a Bitner group (a child code counts in its parent's "
+    "group), each story once, under `codebook_version_id` (default: the current version of the "
+    "survey's codebook).",
+    responses=TABLE_RESPONSES,
+)
+def get_bitner(
+    request: Request,
+    session: SessionDep,
+    user: RequireAnyRole,
+    period: PeriodQuery = "quarter",
+    survey_id: int | None = None,
+    date_from: FromQuery = None,
+    date_to: ToQuery = None,
+    codebook_version_id: int | None = None,
+    suppress: SuppressQuery = True,
+    format: TableFormat = None,
+) -> Response:
+    chosen = negotiate(request, format, ("json", "csv"))
+    query = _table_query(
+        session,
+        user,
+        period=period,
+        group_by=(),
+        survey_id=survey_id,
+        date_from=date_from,
+        date_to=date_to,
+        codebook_version_id=tables.version_for(session, survey_id, codebook_version_id),
+        suppress=suppress,
+        bitner_groups=True,
+    )
+    table = tables.bitner_table(session, query, min_cell=_min_cell(request), suppress=suppress)
+    return _table_response(
+        request, chosen, table, tables.BITNER_HEADER, tables.bitner_rows, "bitner"
+    )
+
+
+@router.get(
+    "/cooccurrence",
+    summary="Code co-occurrence: stories carrying both codes, per period and valence",
+    description=TABLES_DESCRIPTION
+    + "\nA symmetric matrix per period and valence; the diagonal is the stories carrying the "
+    "code (the trends' count).",
+    responses=TABLE_RESPONSES,
+)
+def get_cooccurrence(
+    request: Request,
+    session: SessionDep,
+    user: RequireAnyRole,
+    period: PeriodQuery = "quarter",
+    survey_id: int | None = None,
+    date_from: FromQuery = None,
+    date_to: ToQuery = None,
+    codebook_version_id: int | None = None,
+    suppress: SuppressQuery = True,
+    format: TableFormat = None,
+) -> Response:
+    chosen = negotiate(request, format, ("json", "csv"))
+    query = _table_query(
+        session,
+        user,
+        period=period,
+        group_by=(),
+        survey_id=survey_id,
+        date_from=date_from,
+        date_to=date_to,
+        codebook_version_id=codebook_version_id,
+        suppress=suppress,
+        cooccurrence=True,
+    )
+    table = tables.cooccurrence(session, query, min_cell=_min_cell(request), suppress=suppress)
+    return _table_response(
+        request, chosen, table, tables.COOCCURRENCE_HEADER, tables.cooccurrence_rows, "cooccurrence"
+    )
 
 
 @router.get(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import date
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -29,6 +29,13 @@ class TrendRow(BaseModel):
 
     period: date = Field(description="first day of the period (weeks start on Monday)")
     code: str
+    level: Literal["code", "rollup", "bitner_group", "pair"] = Field(
+        "code",
+        description="rollup: a parent code with its descendants (stories carrying any of them, "
+        "each once); bitner_group: the stories carrying any code of that Bitner group (the "
+        "category table; only with codebook_version_id); pair: `a&b`, the stories carrying "
+        "both (co-occurrence)",
+    )
     valence: str
     survey_id: int | None = Field(None, description="only when grouped by survey")
     touchpoint: str | None = Field(None, description="only when grouped by touchpoint")
@@ -81,6 +88,9 @@ class TrendsQueryRead(BaseModel):
     date_to: date | None = Field(description="last day covered (snapped to its period)")
     codebook_version_id: int | None
     min_cell: int
+    suppression: bool = Field(
+        True, description="false: the team's own unsuppressed figures (admins and researchers)"
+    )
 
 
 class TrendsReport(BaseModel):
@@ -88,6 +98,9 @@ class TrendsReport(BaseModel):
     definitions: dict[str, str]
     query: TrendsQueryRead
     codes: list[str]
+    rollups: dict[str, list[str]] = Field(
+        default_factory=dict, description="parent code -> the codes its roll-up rows cover"
+    )
     periods: list[PeriodTotals]
     totals: list[CellTotals]
     rows: list[TrendRow]

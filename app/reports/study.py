@@ -27,9 +27,11 @@ from app.models import (
     Invitation,
 )
 from app.models.reports import ReportCodeDay
+from app.reports import tables
 from app.reports.rollups import code_source
 from app.reports.schemas import SHARES_NOTE
 from app.reports.suppression import Line, primary, secondary
+from app.reports.trends import TrendsQuery
 from app.reviews.reliability import reliability_report
 from app.surveys.schemas import QUESTION_KEYS
 from app.surveys.service import get_survey
@@ -73,6 +75,7 @@ CHECKLIST = (
     ("classification", "Classification scheme: codebook versions, change notes, codes"),
     ("appendix", "Category definitions, criteria and an example of each"),
     ("codes", "Incidents per category (final codes)"),
+    ("tables", "Category table (group x valence), co-occurrence, cross-tabs by context"),
     ("coders", "Number of judges (coders)"),
     ("reliability", "Inter-judge reliability: statistic and value"),
     ("saturation", "Saturation: new categories against incidents coded"),
@@ -574,6 +577,7 @@ def study_report(
         saturation["stories_coded"] = get(("status", "coded"))
         step = saturation["step"]
         saturation["points"] = [p for p in saturation["points"] if p["stories_coded"] % step == 0]
+    report["tables"] = _tables(session, survey, suppress=suppress, min_cell=min_cell)
     report["checklist"] = [
         {
             "item": label,
@@ -584,6 +588,39 @@ def study_report(
         for key, label in CHECKLIST
     ]
     return report
+
+
+def _tables(session: Session, survey: Any, *, suppress: bool, min_cell: int) -> dict[str, Any]:
+    """The study's tables over its whole range (app.reports.tables, period "all"): the Bitner
+    category table, co-occurrence and the cross-tabs by touchpoint, channel and segment, under
+    the current version of the survey's codebook; suppressed exactly as the trends (whose
+    quarters, months and days they are tied to) when the report is."""
+    version_id = None
+    if survey.codebook_id is not None:
+        version_id = tables.version_for(session, survey.id, None)
+
+    def query(**extra: Any) -> TrendsQuery:
+        return TrendsQuery(
+            period="all", survey_id=survey.id, codebook_version_id=version_id, **extra
+        )
+
+    def strip(table: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in table.items() if k not in ("note", "definitions", "query")}
+
+    options: dict[str, Any] = {"min_cell": min_cell, "suppress": suppress}
+    result: dict[str, Any] = {
+        "codebook_version_id": version_id,
+        "bitner": None,
+        "cooccurrence": strip(tables.cooccurrence(session, query(cooccurrence=True), **options)),
+        "crosstabs": {
+            by: strip(tables.crosstab(session, query(group_by=(by,)), **options))
+            for by in tables.DIMENSIONS
+        },
+    }
+    if version_id is not None:
+        bitner = strip(tables.bitner_table(session, query(bitner_groups=True), **options))
+        result["bitner"] = bitner if bitner["groups"] else None
+    return result
 
 
 def _pending(get: Any, statuses: tuple[str, ...]) -> int | None:
@@ -613,6 +650,10 @@ def _reported(report: dict[str, Any], key: str) -> bool:
         return isinstance(section, dict) and bool(section.get("stories_coded"))
     if key in ("classification", "codes", "questions"):
         return bool(section)
+    if key == "tables":
+        return isinstance(section, dict) and any(
+            part["tables"] for part in section["crosstabs"].values()
+        )
     if key == "coders":
         return isinstance(section, dict) and bool(section.get("coders"))
     return section is not None

@@ -10,8 +10,12 @@ Definitions (also in the response's `definitions`):
 - share = count / base, with its Wilson 95% interval;
 - confirmed_share = confirmed / (stories - excluded): of the stories that can count, the share
   already coded, i.e. how final the period's figures are.
-With `codebook_version_id`, only final codes of that version are counted; the base stays every
-confirmed story of the cell (stories coded under another version count as not carrying it).
+With `codebook_version_id`, every final code of that version's codebook counts, mapped into that
+version (app.codebooks.vocabulary: a codebook change moves only the rows it touches, so the rows
+of one codebook carry several version ids), and each story counts once per code; parent codes
+get a roll-up row (`level: rollup`): the stories carrying the parent or any of its descendants.
+The base stays every confirmed story of the cell (stories coded with another codebook count as
+not carrying the code).
 
 Suppression (see app.reports.suppression): counts below `min_cell` are hidden, and so is every
 figure computed from them. Lines, i.e. the sums a reader could subtract:
@@ -19,28 +23,36 @@ figure computed from them. Lines, i.e. the sums a reader could subtract:
   valence totals; per period, valence and measure: the valence total = the sum over the groups;
 - per period, code and valence: the all-groups count (what the ungrouped report publishes) = the
   sum over the groups.
-The all-groups code count is never hidden here beyond its own primary suppression, because the
-ungrouped report publishes it; the group cells are hidden instead. Story totals are decided from
-their own values only, so every report hides the same ones. Limits: reports of different date
-ranges or period lengths can be subtracted from each other (from/to are snapped to whole
-periods, but 30 daily figures still sum to a month); and codes do not sum to anything (a story
-may carry several), so there is no line across codes.
+Across report shapes (`_protect`): a grouped report's totals (the all-groups figures, which
+the ungrouped report publishes) are hidden exactly as the ungrouped report hides them, and
+only group cells are hidden for its own lines. A report's cells are also tied to the finer
+period's report (a quarter = the sum of its months, the whole range = the sum of its
+quarters): the finer report is protected first, its cells are fixed, and a cell here is hidden
+when exactly one of the finer cells it sums is hidden (the issue: June hidden by the month
+report came back as the quarter minus April and May). Weeks straddle months, and tying months
+to days costs seconds at a million stories: viewers get month and quarter reports (the router
+refuses day and week to them).
+Limits: reports grouped by different fields (touchpoint vs touchpoint and channel) are not tied
+to each other, and codes do not sum to anything (a story may carry several), so there is no
+line across codes. `tests/reports/test_suppression_shapes.py` attacks the day, month and
+quarter reports together with exact linear algebra.
 """
 
 from __future__ import annotations
 
 from collections.abc import Hashable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date
 from typing import Any
 
 from sqlalchemy.orm import Session
 
+from app.codebooks.vocabulary import vocabulary
 from app.errors import Invalid
 from app.models.incidents import VALENCES
 from app.reports import rollups
 from app.reports.intervals import two_proportion_test, wilson_interval
-from app.reports.rollups import GROUP_FIELDS, PERIODS, GroupField, Period
+from app.reports.rollups import GROUP_FIELDS, PERIODS, TABLE_PERIODS, GroupField, Period
 from app.reports.schemas import (
     SHARES_NOTE,
     CellTotals,
@@ -54,9 +66,15 @@ from app.reports.schemas import (
 from app.reports.suppression import Line, is_small, secondary
 
 MAX_ROWS = 100_000
+# Internal name of a parent's roll-up row (code keys are [a-z][a-z0-9_]*, so it cannot clash).
+ROLLUP_SUFFIX = "/*"
+# Internal name of a Bitner group's row, and of a pair of codes' (co-occurrence).
+GROUP_PREFIX = "group/"
+PAIR_PREFIX = "pair/"
 MEASURES = ("stories", "confirmed", "excluded")
 DEFINITIONS = {
-    "count": "confirmed stories (status coded) of the cell that carry the final code",
+    "count": "confirmed stories (status coded) of the cell that carry the final code (a "
+    "roll-up row: the code or any of its descendants, each story once)",
     "base": "confirmed stories of the cell (period x valence x group): the share's denominator",
     "share": "count / base; ci_low/ci_high: its Wilson 95% score interval",
     "confirmed_share": "confirmed / (stories - excluded): of the stories that can count, the "
@@ -78,9 +96,13 @@ class TrendsQuery:
     date_from: date | None = None
     date_to: date | None = None
     codebook_version_id: int | None = None
+    # Also count stories per Bitner group of the version's codes (the study's category table).
+    bitner_groups: bool = False
+    # Also count stories per pair of codes (`pair/<a>&<b>`: carrying both; co-occurrence).
+    cooccurrence: bool = False
 
     def __post_init__(self) -> None:
-        if self.period not in PERIODS:
+        if self.period not in TABLE_PERIODS:
             raise Invalid(f"period must be one of {', '.join(PERIODS)}")
         unknown = [g for g in self.group_by if g not in GROUP_FIELDS]
         if unknown:
@@ -91,15 +113,20 @@ class TrendsQuery:
             raise Invalid("from must not be after to")
 
     @property
+    def snap(self) -> Period:
+        """The period from/to are snapped to ("all" covers whole quarters)."""
+        return "quarter" if self.period == "all" else self.period
+
+    @property
     def first_day(self) -> date | None:
-        return rollups.period_start(self.date_from, self.period) if self.date_from else None
+        return rollups.period_start(self.date_from, self.snap) if self.date_from else None
 
     @property
     def last_day(self) -> date | None:
         if self.date_to is None:
             return None
-        start = rollups.period_start(self.date_to, self.period)
-        return date.fromordinal(rollups.next_period(start, self.period).toordinal() - 1)
+        start = rollups.period_start(self.date_to, self.snap)
+        return date.fromordinal(rollups.next_period(start, self.snap).toordinal() - 1)
 
 
 def parse_group_by(values: Sequence[str]) -> tuple[GroupField, ...]:
@@ -129,7 +156,8 @@ class _Cells:
 
     stories: dict[tuple[date, str, Group], dict[str, int]]
     codes: dict[tuple[date, str, str, Group], int]
-    code_names: list[str]
+    code_names: list[str]  # a parent's roll-up is named `<key>/*`
+    rolled_up: dict[str, list[str]]
 
 
 def _fetch(session: Session, query: TrendsQuery) -> _Cells:
@@ -153,9 +181,17 @@ def _fetch(session: Session, query: TrendsQuery) -> _Cells:
         stories[key] = {m: int(getattr(row, m)) for m in MEASURES}
     codes: dict[tuple[date, str, str, Group], int] = {}
     names: set[str] = set()
-    code_sql = rollups.code_cells_query(
-        dialect, codebook_version_id=query.codebook_version_id, **common
-    )
+    rolled_up: dict[str, list[str]] = {}
+    pairs: list[tuple[int, str, str]] = []
+    if query.codebook_version_id is None:
+        code_sql = rollups.code_cells_query(dialect, **common)
+    else:
+        pairs, rolled_up, distinct = _version_pairs(session, query)
+        if not pairs:
+            return _Cells(stories, codes, [], rolled_up)
+        code_sql = rollups.mapped_code_cells_query(
+            dialect, pairs=pairs, distinct_stories=distinct, **common
+        )
     for row in session.execute(code_sql):
         if row.valence not in VALENCES:
             continue
@@ -164,7 +200,77 @@ def _fetch(session: Session, query: TrendsQuery) -> _Cells:
         )
         codes[(rollups.as_date(row.period), row.code, row.valence, group)] = int(row.n)
         names.add(row.code)
-    return _Cells(stories, codes, sorted(names))
+    if query.cooccurrence:
+        pair_sql = rollups.pair_cells_query(
+            dialect,
+            pairs=[p for p in pairs if _row_code(p[2])[1] == "code"]
+            if query.codebook_version_id is not None
+            else None,
+            **common,
+        )
+        for row in session.execute(pair_sql):
+            if row.valence not in VALENCES:
+                continue
+            group = tuple(
+                _group_value(f, v) for f, v in zip(query.group_by, row[4 : 4 + width], strict=True)
+            )
+            name = f"{PAIR_PREFIX}{row.code_a}&{row.code_b}"
+            codes[(rollups.as_date(row.period), name, row.valence, group)] = int(row.n)
+            names.add(name)
+    return _Cells(stories, codes, sorted(names, key=_code_order), rolled_up)
+
+
+def _code_order(name: str) -> tuple[bool, bool, str, bool]:
+    return (
+        name.startswith(PAIR_PREFIX),
+        name.startswith(GROUP_PREFIX),
+        name.removesuffix(ROLLUP_SUFFIX),
+        name.endswith(ROLLUP_SUFFIX),
+    )
+
+
+def _row_code(name: str) -> tuple[str, str]:
+    """(code, level) of an internal code name."""
+    if name.startswith(GROUP_PREFIX):
+        return name.removeprefix(GROUP_PREFIX), "bitner_group"
+    if name.startswith(PAIR_PREFIX):
+        return name.removeprefix(PAIR_PREFIX), "pair"
+    if name.endswith(ROLLUP_SUFFIX):
+        return name.removesuffix(ROLLUP_SUFFIX), "rollup"
+    return name, "code"
+
+
+def _version_pairs(
+    session: Session, query: TrendsQuery
+) -> tuple[list[tuple[int, str, str]], dict[str, list[str]], bool]:
+    """The (recorded version, code, target) pairs of a report under one codebook version: every
+    final code of that codebook mapped into the version, and each parent code (`<key>/*`)
+    reached from its descendants and itself. Also the roll-ups (parent -> codes it covers) and
+    whether stories must be counted DISTINCT (some target is reached from several codes)."""
+    assert query.codebook_version_id is not None
+    words = vocabulary(session, query.codebook_version_id)
+    recorded = [
+        (int(version_id), str(code))
+        for version_id, code in session.execute(
+            rollups.recorded_codes_query(words.version_ids, query.survey_id)
+        )
+    ]
+    pairs = words.pairs(recorded)
+    rolled_up: dict[str, list[str]] = {}
+    for version_id, code, target in list(pairs):
+        group = words.group(target) if query.bitner_groups else None
+        if group is not None:
+            pairs.append((version_id, code, GROUP_PREFIX + group))
+        for ancestor in words.ancestors(target):
+            pairs.append((version_id, code, ancestor + ROLLUP_SUFFIX))
+            covered = rolled_up.setdefault(ancestor, [ancestor])
+            if target not in covered:
+                covered.append(target)
+    sources: dict[str, set[str]] = {}
+    for _version_id, code, target in pairs:
+        sources.setdefault(target, set()).add(code)
+    distinct = any(len(codes) > 1 for codes in sources.values())
+    return sorted(set(pairs)), {k: sorted(v) for k, v in rolled_up.items()}, distinct
 
 
 def _story_key(measure: str, period: date, valence: str | None, group: Group | None) -> Hashable:
@@ -175,18 +281,46 @@ def _code_key(period: date, code: str, valence: str, group: Group | None) -> Has
     return ("code", period, code, valence, group)
 
 
-class _Protected:
-    """Every published count of the report, and which of them are hidden."""
+# The finer period each period is a sum of (weeks straddle months: no line between those).
+# Day and week reports are for the team only (the router refuses them to viewers): a month tied
+# to its days would have to protect every day cell in Python (seconds at a million stories).
+FINER: dict[Period, Period] = {"quarter": "month", "all": "quarter"}
 
-    def __init__(self, cells: _Cells, grouped: bool, min_cell: int) -> None:
+
+def _finer_key(key: Hashable) -> Hashable:
+    """A key of the finer report, tagged: its period dates may equal this report's."""
+    return ("finer", key)
+
+
+class _Protected:
+    """Every published count of the report, and which of them are hidden.
+
+    `ungrouped` (for a grouped report): the protection of the same report without groups,
+    whose totals this report publishes too and must hide exactly alike. `finer`: the protection
+    of the same report at the finer period (FINER), whose cells add up to this report's: a
+    cell of this report is hidden when it would give a hidden finer cell away."""
+
+    def __init__(
+        self,
+        cells: _Cells,
+        grouped: bool,
+        min_cell: int,
+        *,
+        period: Period = "month",
+        ungrouped: _Protected | None = None,
+        finer: _Protected | None = None,
+    ) -> None:
         self.values: dict[Hashable, int] = {}
         self.hidden: set[Hashable] = set()
         self.grouped = grouped
         self.cells = cells
+        self.period = period
+        self.ungrouped = ungrouped
+        self.finer = finer
         self.periods = sorted({p for p, _v, _g in cells.stories})
         self.groups: dict[tuple[date, str], list[Group]] = {}
-        for period, valence, group in sorted(cells.stories, key=_sort_key):
-            self.groups.setdefault((period, valence), []).append(group)
+        for period_start, valence, group in sorted(cells.stories, key=_sort_key):
+            self.groups.setdefault((period_start, valence), []).append(group)
         self._protect_stories(min_cell)
         self._find_coded_cells()
         self._protect_codes(min_cell)
@@ -212,6 +346,26 @@ class _Protected:
                 or self.cell("confirmed", period, valence, g) in self.hidden
             ]
 
+    def _finer_lines(self, keys: list[Hashable], values: dict[Hashable, int]) -> list[Line]:
+        """Each key of this report = the sum of the same key over the finer periods it covers;
+        the finer report's figures enter `values` under tagged keys, hidden as it hides them."""
+        finer = self.finer
+        if finer is None:
+            return []
+        parts: dict[Hashable, list[Hashable]] = {}
+        for key, value in finer.values.items():
+            if not isinstance(key, tuple) or key[0] not in ("story", "code"):
+                continue
+            position = 2 if key[0] == "story" else 1
+            coarse = list(key)
+            coarse[position] = rollups.period_start(key[position], self.period)
+            parts.setdefault(tuple(coarse), []).append(_finer_key(key))
+            values[_finer_key(key)] = value
+        return [Line(key, tuple(parts[key])) for key in keys if key in parts]
+
+    def _finer_hidden(self) -> set[Hashable]:
+        return {_finer_key(k) for k in self.finer.hidden} if self.finer is not None else set()
+
     def _protect_stories(self, min_cell: int) -> None:
         lines: list[Line] = []
         for period in self.periods:
@@ -236,13 +390,36 @@ class _Protected:
                         lines.append(Line(valence_total, tuple(parts)))
                 lines.append(Line(period_total, tuple(valence_totals)))
         self.hidden |= {k for k, v in self.values.items() if is_small(v, min_cell)}
-        secondary(self.values, self.hidden, lines)
+        totals = {k for k in self.values if k[4] is None}  # type: ignore[index]
+        self._settle(lines, totals)
+
+    def _settle(self, lines: list[Line], totals: set[Hashable]) -> None:
+        """Secondary suppression over this report's lines and those to the finer report.
+
+        The totals (keys without a group) of a grouped report are the ungrouped report's: they
+        are hidden exactly as it hides them, and nothing else here may hide them. The finer
+        report's cells are published by it: fixed too."""
+        values = dict(self.values)
+        hidden = set(self.hidden)
+        fixed: set[Hashable] = set()
+        if self.grouped and self.ungrouped is not None:
+            fixed = set(totals)
+            hidden -= totals
+            hidden |= {k for k in totals if k in self.ungrouped.hidden}
+        own = list(self.values)
+        if self.grouped:
+            own = [k for k in own if k not in totals]  # the ungrouped report's lines did those
+        lines = lines + self._finer_lines(own, values)
+        fixed |= {k for k in values if k not in self.values}
+        hidden |= self._finer_hidden()
+        secondary(values, hidden, lines, may_hide=lambda key: key not in fixed)
+        self.hidden = {k for k in hidden if k in self.values}
 
     def _protect_codes(self, min_cell: int) -> None:
         values: dict[Hashable, int] = {}
         hidden: set[Hashable] = set()
         lines: list[Line] = []
-        external: set[Hashable] = set()
+        totals: set[Hashable] = set()
         for period in self.periods:
             for valence in VALENCES:
                 groups = self.coded_cells(period, valence)
@@ -264,14 +441,17 @@ class _Protected:
                             hidden.add(key)
                         parts.append(key)
                     if self.grouped:
-                        # The ungrouped report publishes this total: hidden only when small there.
                         total_key = _code_key(period, code, valence, None)
                         values[total_key] = total
-                        external.add(total_key)
+                        totals.add(total_key)
                         if is_small(total, min_cell) or base_total_hidden:
                             hidden.add(total_key)
                         lines.append(Line(total_key, tuple(parts)))
-        secondary(values, hidden, lines, may_hide=lambda key: key not in external)
+        story_values, story_hidden = self.values, self.hidden
+        self.values, self.hidden = values, hidden
+        self._settle(lines, totals)
+        values, hidden = self.values, self.hidden
+        self.values, self.hidden = story_values, story_hidden
         self.values.update(values)
         self.hidden |= hidden
 
@@ -318,8 +498,80 @@ def _change(
     )
 
 
-def trends_report(session: Session, query: TrendsQuery, *, min_cell: int = 5) -> TrendsReport:
-    """Shares of confirmed stories by code, per period and valence (and group), suppressed."""
+def _hidden_periods(protected: _Protected | None, period: Period) -> set[date]:
+    """The periods (of length `period`) in which `protected` hides something."""
+    if protected is None:
+        return set()
+    found = set()
+    for key in protected.hidden:
+        position = 2 if key[0] == "story" else 1  # type: ignore[index]
+        found.add(rollups.period_start(key[position], period))  # type: ignore[index]
+    return found
+
+
+def _needed(cells: _Cells, min_cell: int, periods: set[date]) -> _Cells:
+    """Only the periods with a small count, or with something hidden in the reports this one is
+    tied to (`periods`). Every line lies within one period, so any other period hides nothing
+    and cannot matter to a coarser report: at a million stories that leaves a handful of days to
+    protect instead of every one. (A small total has a small part, so the leaf cells tell.)"""
+    keep = set(periods)
+    keep |= {
+        p
+        for (p, _v, _g), counts in cells.stories.items()
+        if any(is_small(n, min_cell) for n in counts.values())
+    }
+    keep |= {p for (p, _c, _v, _g), n in cells.codes.items() if is_small(n, min_cell)}
+    return _Cells(
+        {k: v for k, v in cells.stories.items() if k[0] in keep},
+        {k: v for k, v in cells.codes.items() if k[0] in keep},
+        cells.code_names,
+        cells.rolled_up,
+    )
+
+
+def _protect(
+    session: Session,
+    query: TrendsQuery,
+    cells: _Cells | None,
+    min_cell: int,
+    memo: dict[tuple[Period, bool], _Protected],
+) -> _Protected:
+    """The report's suppression, consistent with the reports a reader could subtract it from:
+    the same report ungrouped (whose totals it shares) and at the finer period (whose cells
+    add up to its cells), each protected the same way first. `cells` None: a report needed for
+    what it hides only (fetched here, and only its periods that can hide something kept)."""
+    grouped = bool(query.group_by)
+    memo_key = (query.period, grouped)
+    if memo_key in memo:
+        return memo[memo_key]
+    ungrouped = finer = None
+    if grouped:
+        plain = replace(query, group_by=())
+        ungrouped = _protect(
+            session, plain, None if cells is None else _fetch(session, plain), min_cell, memo
+        )
+    finer_period = FINER.get(query.period)
+    if finer_period is not None:
+        # The finer report over the very days this one covers (from/to snap to both periods).
+        finer_query = replace(
+            query, period=finer_period, date_from=query.first_day, date_to=query.last_day
+        )
+        finer = _protect(session, finer_query, None, min_cell, memo)
+    if cells is None:
+        tied = _hidden_periods(finer, query.period) | _hidden_periods(ungrouped, query.period)
+        cells = _needed(_fetch(session, query), min_cell, tied)
+    protected = _Protected(
+        cells, grouped, min_cell, period=query.period, ungrouped=ungrouped, finer=finer
+    )
+    memo[memo_key] = protected
+    return protected
+
+
+def trends_report(
+    session: Session, query: TrendsQuery, *, min_cell: int = 5, suppress: bool = True
+) -> TrendsReport:
+    """Shares of confirmed stories by code, per period and valence (and group), suppressed
+    unless `suppress` is False (the team's own figures)."""
     cells = _fetch(session, query)
     grouped = bool(query.group_by)
     # At most one row per story cell and code: refuse before the work, not after.
@@ -328,7 +580,10 @@ def trends_report(session: Session, query: TrendsQuery, *, min_cell: int = 5) ->
             f"this report would have more than {MAX_ROWS} rows: choose a longer period, fewer "
             "groups or a shorter date range"
         )
-    protected = _Protected(cells, grouped, min_cell)
+    if suppress:
+        protected = _protect(session, query, cells, min_cell, {})
+    else:
+        protected = _Protected(cells, grouped, 0, period=query.period)
 
     def group_fields(group: Group) -> dict[str, Any]:
         return {
@@ -387,7 +642,8 @@ def trends_report(session: Session, query: TrendsQuery, *, min_cell: int = 5) ->
                     rows.append(
                         TrendRow(
                             period=period,
-                            code=code,
+                            code=_row_code(code)[0],
+                            level=_row_code(code)[1],  # type: ignore[arg-type]
                             valence=valence,
                             **group_fields(group),
                             count=count,
@@ -411,8 +667,10 @@ def trends_report(session: Session, query: TrendsQuery, *, min_cell: int = 5) ->
             date_to=query.last_day,
             codebook_version_id=query.codebook_version_id,
             min_cell=min_cell,
+            suppression=suppress,
         ),
-        codes=cells.code_names,
+        codes=[c for c in cells.code_names if _row_code(c)[1] == "code"],
+        rollups=cells.rolled_up,
         periods=periods,
         totals=totals,
         rows=rows,

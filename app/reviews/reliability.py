@@ -14,6 +14,8 @@ import numpy as np
 from sqlalchemy import ColumnElement, String, cast, func, select
 from sqlalchemy.orm import Session
 
+from app.codebooks.vocabulary import Vocabulary, vocabulary
+from app.errors import NotFound
 from app.incidents.service import as_utc
 from app.models import (
     AuditEvent,
@@ -105,8 +107,11 @@ def reliability_report(
     if exclusion not in EXCLUSION_HANDLINGS:
         raise ValueError(f"exclusion must be one of {EXCLUSION_HANDLINGS}")
     stories = _story_conditions(survey_id, submitted_from, submitted_to)
-    codings, n_codings, excluded = _coder_codings(session, stories, codebook_version_id)
-    model, final_versions, made_by = _model_and_final(session, stories, codebook_version_id)
+    # Under one version: every coding of its codebook, mapped into that version (a codebook
+    # change moves only the codings it touches to the new version's id).
+    words = _words(session, codebook_version_id)
+    codings, n_codings, excluded = _coder_codings(session, stories, words)
+    model, final_versions, made_by = _model_and_final(session, stories, words)
 
     versions = _versions(session, codebook_version_id, _coding_versions(excluded), final_versions)
     content = _codebook_content(session, versions, codebook_version_id)
@@ -156,6 +161,17 @@ def reliability_report(
 # Loading ----------------------------------------------------------------------------------------
 
 
+def _words(session: Session, version_id: int | None) -> Vocabulary | None:
+    if version_id is None:
+        return None
+    try:
+        return vocabulary(session, version_id)
+    except NotFound:  # an unknown version: no coding was made under it
+        return Vocabulary(
+            target_id=version_id, codebook_id=0, version_ids=[], target_codes=[], parents={}
+        )
+
+
 def _story_conditions(
     survey_id: int | None, submitted_from: datetime | None, submitted_to: datetime | None
 ) -> list[ColumnElement[bool]]:
@@ -174,10 +190,10 @@ Excluded = dict[int, list[tuple[str, bool, int]]]
 
 
 def _coder_codings(
-    session: Session, stories: list[ColumnElement[bool]], version_id: int | None
+    session: Session, stories: list[ColumnElement[bool]], words: Vocabulary | None
 ) -> tuple[Codings, int, Excluded]:
     """The codings of every story that two or more researchers coded (in two queries)."""
-    version = [Coding.codebook_version_id == version_id] if version_id is not None else []
+    version = [Coding.codebook_version_id.in_(words.version_ids)] if words is not None else []
     shared = (
         select(Coding.incident_id)
         .join(Incident, Incident.id == Coding.incident_id)
@@ -198,8 +214,8 @@ def _coder_codings(
         .order_by(Coding.incident_id, Coding.id)
     ).all()
     given: dict[int, set[str]] = defaultdict(set)
-    for coding_id, code in session.execute(
-        select(CodingCode.coding_id, CodingCode.code)
+    for coding_id, code, coding_version in session.execute(
+        select(CodingCode.coding_id, CodingCode.code, Coding.codebook_version_id)
         .join(Coding, Coding.id == CodingCode.coding_id)
         .where(
             Coding.incident_id.in_(shared),
@@ -207,7 +223,7 @@ def _coder_codings(
             *version,
         )
     ):
-        given[coding_id].add(code)
+        given[coding_id].update([code] if words is None else words.targets(coding_version, code))
     codings: Codings = defaultdict(dict)
     excluded: Excluded = defaultdict(list)
     for coding_id, incident_id, coder, is_excluded, coding_version in rows:
@@ -217,10 +233,10 @@ def _coder_codings(
 
 
 def _model_and_final(
-    session: Session, stories: list[ColumnElement[bool]], version_id: int | None
+    session: Session, stories: list[ColumnElement[bool]], words: Vocabulary | None
 ) -> tuple[Codings, set[int], list[SuggestionSourceRead]]:
     """Suggested codes against final codes, over the coded stories that have suggestions."""
-    version = [IncidentCode.codebook_version_id == version_id] if version_id is not None else []
+    version = [IncidentCode.codebook_version_id.in_(words.version_ids)] if words is not None else []
     finals: dict[int, set[str]] = defaultdict(set)
     final_versions: set[int] = set()
     for incident_id, code, code_version in session.execute(
@@ -229,7 +245,7 @@ def _model_and_final(
         .join(Suggestion, Suggestion.incident_id == Incident.id)
         .where(Incident.status == "coded", *stories, *version)
     ):
-        finals[incident_id].add(code)
+        finals[incident_id].update([code] if words is None else words.targets(code_version, code))
         final_versions.add(code_version)
     suggested: dict[int, frozenset[str]] = {}
     sources: Counter[tuple[int | None, int]] = Counter()

@@ -17,9 +17,11 @@ from sqlalchemy.orm import Session
 from app.models import Codebook, CodebookVersion, Incident, IncidentCode, Survey
 from app.models.reports import (
     ReportCodeDay,
+    ReportCodeDayBy,
     ReportCodeDayDetail,
     ReportCodeDelta,
     ReportStoryDay,
+    ReportStoryDayBy,
     ReportStoryDayDetail,
     ReportStoryDelta,
 )
@@ -181,7 +183,22 @@ def expected_rollups(session: Session) -> dict[str, Counter[tuple[Any, ...]]]:
         "report_story_days_detail": +detail_stories,
         "report_code_days": +narrow_codes,
         "report_code_days_detail": +detail_codes,
+        "report_story_days_by": +_by_dimension(detail_stories),
+        "report_code_days_by": +_by_dimension(detail_codes),
     }
+
+
+DIMENSIONS = ("touchpoint", "channel", "segment")
+
+
+def _by_dimension(detail: Counter[tuple[Any, ...]]) -> Counter[tuple[Any, ...]]:
+    """(dimension, survey, day, valence, value, *rest) from the detail grain."""
+    by: Counter[tuple[Any, ...]] = Counter()
+    for key, n in detail.items():
+        survey, day, valence, *values = key[:6]
+        for dimension, value in zip(DIMENSIONS, values, strict=True):
+            by[(dimension, survey, day, valence, value, *key[6:])] += n
+    return by
 
 
 def _as_date(value: Any) -> date:
@@ -219,8 +236,36 @@ def stored_rollups(
             key = tuple(_as_date(getattr(row, d)) if d == "day" else getattr(row, d) for d in dims)
             counter[(*key, row.codebook_version_id, row.code)] += row.n
         result[code_table.__tablename__] = counter
+    by_key = ("dimension", "survey_id", "day", "valence", "value")
+    story_by: Counter[tuple[Any, ...]] = Counter()
+    for row in session.scalars(select(ReportStoryDayBy)):
+        key = tuple(_as_date(getattr(row, d)) if d == "day" else getattr(row, d) for d in by_key)
+        for measure in ("stories", "confirmed", "excluded"):
+            story_by[(*key, measure)] += getattr(row, measure)
+    code_by: Counter[tuple[Any, ...]] = Counter()
+    for row in session.scalars(select(ReportCodeDayBy)):
+        key = tuple(_as_date(getattr(row, d)) if d == "day" else getattr(row, d) for d in by_key)
+        code_by[(*key, row.codebook_version_id, row.code)] += row.n
+    if with_deltas:  # update(), not +=: a delta may be negative
+        story_by.update(_by_dimension(_delta_detail(session, ReportStoryDelta)))
+        code_by.update(_by_dimension(_delta_detail(session, ReportCodeDelta)))
+    result["report_story_days_by"] = story_by
+    result["report_code_days_by"] = code_by
     # Stored zero rows would be a leak of deleted data: the oracle drops zeros, so must we not.
     return result
+
+
+def _delta_detail(session: Session, table: Any) -> Counter[tuple[Any, ...]]:
+    detail = ("survey_id", "day", "valence", "touchpoint", "channel", "segment")
+    counter: Counter[tuple[Any, ...]] = Counter()
+    for row in session.scalars(select(table)):
+        key = tuple(_as_date(getattr(row, d)) if d == "day" else getattr(row, d) for d in detail)
+        if table is ReportStoryDelta:
+            for measure in ("stories", "confirmed", "excluded"):
+                counter[(*key, measure)] += getattr(row, measure)
+        else:
+            counter[(*key, row.codebook_version_id, row.code)] += row.n
+    return counter
 
 
 def zero_rows(session: Session) -> int:
@@ -232,6 +277,8 @@ def zero_rows(session: Session) -> int:
             (ReportStoryDayDetail, (ReportStoryDayDetail.stories == 0,)),
             (ReportCodeDay, (ReportCodeDay.n == 0,)),
             (ReportCodeDayDetail, (ReportCodeDayDetail.n == 0,)),
+            (ReportStoryDayBy, (ReportStoryDayBy.stories == 0,)),
+            (ReportCodeDayBy, (ReportCodeDayBy.n == 0,)),
         )
     )
 

@@ -11,7 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 
-from app.models import Coding, CodingCode, Incident, Invitation, User
+from app.models import VALENCES, Coding, CodingCode, Incident, Invitation, User
 from app.reports.study import study_report
 from tests.reports.conftest import API, StorySpec
 
@@ -192,8 +192,18 @@ def test_study_report_content(
     assert report["reliability"]["n_units"] == 10
 
     checklist = {item["section"]: item["status"] for item in report["checklist"]}
-    assert len(checklist) == 17
-    for section in ("questions", "codes", "saturation", "reliability", "coders"):
+    assert len(checklist) == 18
+    # The cross-tabs over the whole study add up to the stories per code and valence.
+    by_touchpoint = report["tables"]["crosstabs"]["touchpoint"]["tables"]
+    summed: dict[tuple[str, str], int] = {}
+    for part in by_touchpoint:
+        for row in part["rows"]:
+            if row["level"] == "code":
+                key = (row["code"], part["valence"])
+                summed[key] = summed.get(key, 0) + sum(c["count"] for c in row["cells"])
+    expected = {(c["code"], v): c[v] for c in report["codes"] for v in VALENCES if c[v]}
+    assert {k: v for k, v in summed.items() if v} == expected and expected
+    for section in ("questions", "codes", "saturation", "reliability", "coders", "tables"):
         assert checklist[section] == "yes", section
     # Nothing the team did not write is reported: no built-in definition or criteria.
     for section in ("incident_definition", "inclusion_criteria", "exclusion_criteria"):
