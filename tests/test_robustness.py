@@ -86,3 +86,20 @@ def test_a_fixed_path_is_not_taken_for_an_id(client: TestClient, admin: dict[str
     response = client.get("/api/v1/codebooks/abc", headers=admin)
     assert response.status_code == 404
     assert response.headers["content-type"] == PROBLEM
+
+
+def test_fixed_paths_beside_ids_and_strict_booleans(
+    client: TestClient, admin: dict[str, str], make_survey: Callable[..., Survey]
+) -> None:
+    # /cases/summary is not case "summary" of /cases/{case_id}.
+    response = client.patch("/api/v1/cases/summary", headers=admin, json={})
+    assert response.status_code == 405 and response.headers["allow"] == "GET"
+    # A JSON number is not a yes: consent and contact_ok are booleans.
+    survey = make_survey()
+    story = {"what_happened": "The agent rebooked us.", "valence": "satisfying"}
+    for field in ("consent", "contact_ok"):
+        response = client.post(
+            f"/api/v1/public/surveys/{survey.slug}/incidents", json={**story, field: 1}
+        )
+        assert response.status_code == 422, (field, response.text)
+        assert response.headers["content-type"] == PROBLEM

@@ -58,7 +58,9 @@ def create_rule(
 
 
 @router.patch(
-    "/alert-rules/{rule_id}", response_model=AlertRuleRead, responses=problem_responses(NotFound)
+    "/alert-rules/{rule_id:int}",
+    response_model=AlertRuleRead,
+    responses=problem_responses(NotFound),
 )
 def update_rule(
     rule_id: int, data: AlertRuleUpdate, session: SessionDep, user: RequireResearcher
@@ -66,6 +68,6 @@ def update_rule(
     return service.rule_read(service.set_enabled(session, rule_id, data.enabled, user))
 
 
-@router.delete("/alert-rules/{rule_id}", status_code=204, responses=problem_responses(NotFound))
+@router.delete("/alert-rules/{rule_id:int}", status_code=204, responses=problem_responses(NotFound))
 def delete_rule(rule_id: int, session: SessionDep, user: RequireResearcher) -> None:
     service.delete_rule(session, rule_id, user)

@@ -39,7 +39,7 @@ def cases_page(
     )
 
 
-@pages_router.post("/work/cases/{case_id}", response_class=HTMLResponse)
+@pages_router.post("/work/cases/{case_id:int}", response_class=HTMLResponse)
 def case_action(
     case_id: int, request: Request, session: SessionDep, user: RequireCaseManager, form: FormDep
 ) -> RedirectResponse:

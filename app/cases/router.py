@@ -51,7 +51,7 @@ def case_summary(
     return service.summary(session, survey_id=survey_id)
 
 
-@router.get("/{case_id}", response_model=CaseRead, responses=problem_responses(NotFound))
+@router.get("/{case_id:int}", response_model=CaseRead, responses=problem_responses(NotFound))
 def read_case(
     case_id: int, request: Request, session: SessionDep, user: RequireCaseManager
 ) -> CaseRead:
@@ -60,7 +60,7 @@ def read_case(
 
 
 @router.patch(
-    "/{case_id}", response_model=CaseRead, responses=problem_responses(NotFound, Conflict)
+    "/{case_id:int}", response_model=CaseRead, responses=problem_responses(NotFound, Conflict)
 )
 def update_case(
     case_id: int,
@@ -77,7 +77,7 @@ def update_case(
 
 
 @router.post(
-    "/{case_id}/notes",
+    "/{case_id:int}/notes",
     status_code=201,
     response_model=CaseNoteRead,
     responses=problem_responses(NotFound),

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StringConstraints
 
 SubmissionId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{8,64}$")]
 
@@ -22,8 +22,8 @@ class StorySubmission(BaseModel):
     valence: Literal["satisfying", "dissatisfying"]
     touchpoint: str | None = None
     channel: str | None = None
-    consent: bool = False
-    contact_ok: bool = Field(
+    consent: StrictBool = False
+    contact_ok: StrictBool = Field(
         False, description="The answer to the survey's contact question (if it asks one)"
     )
     contact: str | None = Field(

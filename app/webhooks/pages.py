@@ -76,7 +76,7 @@ def create(request: Request, form: FormDep, session: SessionDep, user: RequireAd
     )
 
 
-@router.post("/work/webhooks/{webhook_id}/active", response_class=HTMLResponse)
+@router.post("/work/webhooks/{webhook_id:int}/active", response_class=HTMLResponse)
 def set_active(
     webhook_id: int, request: Request, form: FormDep, session: SessionDep, user: RequireAdmin
 ) -> Response:
@@ -88,7 +88,7 @@ def set_active(
     return see_other("/work/webhooks")
 
 
-@router.post("/work/webhooks/{webhook_id}/delete", response_class=HTMLResponse)
+@router.post("/work/webhooks/{webhook_id:int}/delete", response_class=HTMLResponse)
 def delete(webhook_id: int, request: Request, session: SessionDep, user: RequireAdmin) -> Response:
     try:
         service.delete_subscription(session, webhook_id, user)
@@ -118,7 +118,7 @@ def _deliveries_page(
     )
 
 
-@router.get("/work/webhooks/{webhook_id}", response_class=HTMLResponse)
+@router.get("/work/webhooks/{webhook_id:int}", response_class=HTMLResponse)
 def deliveries(
     webhook_id: int, request: Request, session: SessionDep, user: RequireAdmin
 ) -> Response:
@@ -126,7 +126,8 @@ def deliveries(
 
 
 @router.post(
-    "/work/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver", response_class=HTMLResponse
+    "/work/webhooks/{webhook_id:int}/deliveries/{delivery_id:int}/redeliver",
+    response_class=HTMLResponse,
 )
 def redeliver(
     webhook_id: int, delivery_id: int, request: Request, session: SessionDep, user: RequireAdmin

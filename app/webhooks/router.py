@@ -42,13 +42,13 @@ def list_webhooks(
     return service.list_subscriptions(session, cursor, size)
 
 
-@router.get("/{webhook_id}", response_model=WebhookRead, responses=problem_responses(NotFound))
+@router.get("/{webhook_id:int}", response_model=WebhookRead, responses=problem_responses(NotFound))
 def read_webhook(webhook_id: int, session: SessionDep, _user: RequireAdmin) -> WebhookRead:
     return service.to_read(service.get_subscription(session, webhook_id))
 
 
 @router.patch(
-    "/{webhook_id}",
+    "/{webhook_id:int}",
     response_model=WebhookRead | WebhookWithSecret,
     responses=problem_responses(NotFound),
 )
@@ -60,14 +60,14 @@ def update_webhook(
     return service.update_subscription(session, webhook_id, data, user)
 
 
-@router.delete("/{webhook_id}", status_code=204, responses=problem_responses(NotFound))
+@router.delete("/{webhook_id:int}", status_code=204, responses=problem_responses(NotFound))
 def delete_webhook(webhook_id: int, session: SessionDep, user: RequireAdmin) -> Response:
     service.delete_subscription(session, webhook_id, user)
     return Response(status_code=204)
 
 
 @router.get(
-    "/{webhook_id}/deliveries",
+    "/{webhook_id:int}/deliveries",
     response_model=DeliveryPage,
     responses=problem_responses(NotFound),
 )
@@ -84,7 +84,7 @@ def list_deliveries(
 
 
 @router.get(
-    "/{webhook_id}/deliveries/{delivery_id}",
+    "/{webhook_id:int}/deliveries/{delivery_id:int}",
     response_model=DeliveryDetail,
     responses=problem_responses(NotFound),
 )
@@ -96,7 +96,7 @@ def read_delivery(
 
 
 @router.post(
-    "/{webhook_id}/deliveries/{delivery_id}/redeliver",
+    "/{webhook_id:int}/deliveries/{delivery_id:int}/redeliver",
     response_model=DeliveryRead,
     responses=problem_responses(NotFound, Conflict),
 )
