@@ -60,6 +60,10 @@ def add_rule(
             "threshold",
         )
     }
+    for number in ("survey_id", "min_base"):  # the API takes JSON integers, a form sends text
+        value = fields[number]
+        if value is not None and value.strip().isdigit():
+            fields[number] = int(value)  # type: ignore[assignment]
     try:
         data = AlertRuleCreate.model_validate({k: v for k, v in fields.items() if v is not None})
     except ValidationError as error:

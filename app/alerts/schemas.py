@@ -5,7 +5,15 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    StringConstraints,
+    model_validator,
+)
 
 Trigger = Literal["rise", "fall", "change", "above", "below"]
 
@@ -13,7 +21,7 @@ Trigger = Literal["rise", "fall", "change", "above", "below"]
 class AlertRuleCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    survey_id: int
+    survey_id: StrictInt
     name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
     code: Annotated[str, StringConstraints(min_length=1, max_length=100)]
     valence: Literal["satisfying", "dissatisfying"] = "dissatisfying"
@@ -30,11 +38,11 @@ class AlertRuleCreate(BaseModel):
         "count against `threshold`",
     )
     level: float = Field(0.05, gt=0, lt=1, description="significance level of the test")
-    min_base: int = Field(
+    min_base: StrictInt = Field(
         30, ge=1, description="fewest confirmed stories in the cell (each period) to judge"
     )
     threshold: float | None = Field(None, ge=0, description="share (0-1) or count")
-    enabled: bool = True
+    enabled: StrictBool = True
 
     @model_validator(mode="after")
     def _consistent(self) -> AlertRuleCreate:
@@ -52,7 +60,7 @@ class AlertRuleCreate(BaseModel):
 
 class AlertRuleUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    enabled: bool
+    enabled: StrictBool
 
 
 class AlertRuleRead(BaseModel):

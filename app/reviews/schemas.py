@@ -6,7 +6,15 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StringConstraints, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    StringConstraints,
+    model_validator,
+)
 
 from app.incidents.schemas import CodingRead, IncidentRead
 
@@ -60,13 +68,13 @@ def _unique(values: list[str], what: str) -> None:
 class _Decision(Strict):
     """Codes, or an exclusion with its reason (a story that fails the inclusion criteria)."""
 
-    exclude: bool = Field(False, description="The story fails the inclusion criteria")
+    exclude: StrictBool = Field(False, description="The story fails the inclusion criteria")
     exclusion_reason: Reason | None = Field(
         None, description='Required when excluding, e.g. "not one discrete episode"'
     )
     note: Note | None = None
 
-    no_code_applies: bool = Field(
+    no_code_applies: StrictBool = Field(
         False,
         description="The story is included, but no code of the codebook applies to it "
         "(recorded as a decision; coders who both say so agree)",

@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter
-from pydantic import BaseModel, ConfigDict, Field, StrictInt
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 
 import nlp
 from app import audit
@@ -118,7 +118,7 @@ class CodebookNlpRead(BaseModel):
 
 class CodebookNlpUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    auto_activate: bool
+    auto_activate: StrictBool
 
 
 def _figures(data: dict[str, Any]) -> CodeFiguresRead:

@@ -10,6 +10,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StrictBool,
     StrictInt,
     StringConstraints,
     field_validator,
@@ -109,7 +110,7 @@ class SurveyCreate(Strict):
     touchpoints: Annotated[list[Choice], Field(max_length=50)] = []
     channels: Annotated[list[Choice], Field(max_length=50)] = []
     closes_at: AwareDatetime | None = None
-    open: bool = Field(False, description="Open the survey for responses right away")
+    open: StrictBool = Field(False, description="Open the survey for responses right away")
     codebook_id: StrictInt | None = Field(
         None, description="The codebook its stories are coded with; the default one if left out"
     )

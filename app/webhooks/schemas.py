@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, StrictBool, field_validator
 
 from app.webhooks.events import EVENT_TYPES
 
@@ -41,10 +41,10 @@ class WebhookCreate(BaseModel):
         max_length=200,
         description="HMAC key for the signatures; generated (and shown once) when not given",
     )
-    include_text: bool = Field(
+    include_text: StrictBool = Field(
         False, description="deliveries may carry the story's redacted text (never the original)"
     )
-    active: bool = True
+    active: StrictBool = True
 
     @field_validator("url")
     @classmethod
@@ -59,11 +59,11 @@ class WebhookUpdate(BaseModel):
     url: AnyHttpUrl | None = None
     events: list[EventType] | None = Field(None, min_length=1)
     description: str | None = Field(None, max_length=200)
-    include_text: bool | None = None
-    active: bool | None = Field(
+    include_text: StrictBool | None = None
+    active: StrictBool | None = Field(
         None, description="true enables a disabled subscription again (its failures reset)"
     )
-    rotate_secret: bool = Field(False, description="generate a new secret (shown once)")
+    rotate_secret: StrictBool = Field(False, description="generate a new secret (shown once)")
 
     @field_validator("url")
     @classmethod
