@@ -33,7 +33,7 @@ QUESTION_KEYS = (
 
 Language = Literal["en", "de"]
 ReviewOrder = Literal["oldest", "least_certain"]
-DoubleCodingShare = Annotated[int, Field(ge=0, le=100)]
+DoubleCodingShare = Annotated[StrictInt, Field(ge=0, le=100)]
 assert set(SUPPORTED_LANGUAGES) == {"en", "de"}
 
 Slug = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9-]{2,79}$")]
@@ -185,7 +185,7 @@ class SurveyRead(BaseModel):
 
 
 class InvitationBatchCreate(Strict):
-    count: int = Field(ge=1, description="How many single-use invitations to create")
+    count: StrictInt = Field(ge=1, description="How many single-use invitations to create")
     expires_at: AwareDatetime | None = None
     attributes: Annotated[dict[AttributeKey, AttributeValue], Field(max_length=20)] = Field(
         default_factory=dict,
