@@ -57,6 +57,12 @@ async def read_form(request: Request) -> FormFields:
 FormDep = Annotated[FormFields, Depends(read_form)]
 
 
+def form_int(text: str | None) -> int | str | None:
+    """A form field's digits as the integer the API's schemas take (strict JSON integers);
+    anything else is passed on for the schema to refuse with its message."""
+    return int(text) if text and text.strip().isdigit() else text
+
+
 def templates(request: Request) -> Jinja2Templates:
     found: Jinja2Templates = request.app.state.templates
     return found

@@ -10,7 +10,7 @@ from app.alerts import service
 from app.alerts.schemas import AlertRuleCreate
 from app.auth import RequireAnyRole, RequireResearcher
 from app.db import SessionDep
-from app.pages import FormDep, render
+from app.pages import FormDep, form_int, render
 
 pages_router = APIRouter(include_in_schema=False)
 
@@ -60,12 +60,9 @@ def add_rule(
             "threshold",
         )
     }
-    for number in ("survey_id", "min_base"):  # the API takes JSON integers, a form sends text
-        value = fields[number]
-        if value is not None and value.strip().isdigit():
-            fields[number] = int(value)  # type: ignore[assignment]
+    body = {k: form_int(v) if k in ("survey_id", "min_base") else v for k, v in fields.items()}
     try:
-        data = AlertRuleCreate.model_validate({k: v for k, v in fields.items() if v is not None})
+        data = AlertRuleCreate.model_validate({k: v for k, v in body.items() if v is not None})
     except ValidationError as error:
         return _page(request, session, user, "; ".join(e["msg"] for e in error.errors()))
     service.create_rule(session, data, user)

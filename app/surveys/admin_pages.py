@@ -20,7 +20,7 @@ from app.config import Settings, app_settings
 from app.db import SessionDep
 from app.errors import AppError
 from app.models import Incident, Invitation, Survey
-from app.pages import FormDep, FormFields, render, see_other
+from app.pages import FormDep, FormFields, form_int, render, see_other
 from app.surveys import service
 from app.surveys.schemas import (
     QUESTION_KEYS,
@@ -119,12 +119,6 @@ def _posted_values(form: FormFields) -> dict[str, Any]:
     }
 
 
-def _number(text: str | None) -> int | str | None:
-    """A form's digits as the integer the API takes (anything else is left for the schema to
-    refuse with its message)."""
-    return int(text) if text and text.strip().isdigit() else text
-
-
 def _body(values: dict[str, Any], *, current: Survey | None) -> dict[str, Any]:
     """The API body from the form; an unchanged question is left out, so that a survey whose
     language changes gets the new language's default wording for questions never reworded."""
@@ -146,7 +140,7 @@ def _body(values: dict[str, Any], *, current: Survey | None) -> dict[str, Any]:
         "channels": _lines(values["channels"]),
         "closes_at": _moment(values["closes_at"]),
         "codebook_id": int(values["codebook_id"]) if values["codebook_id"].isdigit() else None,
-        "double_coding_share": _number(values["double_coding_share"]) or 0,
+        "double_coding_share": form_int(values["double_coding_share"]) or 0,
         "review_order": values["review_order"],
     }
     if current is None:
@@ -358,7 +352,7 @@ def create_invitations(
     try:
         data = InvitationBatchCreate.model_validate(
             {
-                "count": _number(typed["count"]) or 0,
+                "count": form_int(typed["count"]) or 0,
                 "expires_at": _moment(typed["expires_at"]),
                 "attributes": {"segment": typed["segment"].strip()}
                 if typed["segment"].strip()
