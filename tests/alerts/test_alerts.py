@@ -237,3 +237,15 @@ def test_a_disabled_rule_does_not_fire(
     add_month(db, survey.id, 1, stories=40, complaints=8)
     add_month(db, survey.id, 2, stories=40, complaints=24)
     assert fold(db, settings) == 0
+
+
+def test_the_alerts_page_adds_a_rule_from_form_text(
+    client: TestClient, survey: Survey, admin: dict[str, str]
+) -> None:
+    form = {"survey_id": str(survey.id), "name": "Complaints", "code": "complaint"}
+    response = client.post(
+        "/work/alerts", headers=admin, data={**form, "min_base": "25"}, follow_redirects=False
+    )
+    assert response.status_code in (200, 303), response.text
+    (rule,) = client.get("/api/v1/alert-rules", headers=admin).json()
+    assert (rule["survey_id"], rule["min_base"]) == (survey.id, 25)
