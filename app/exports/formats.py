@@ -43,19 +43,25 @@ def cell(value: Any) -> Any:
 
 
 def csv_chunks(
-    header: list[str], rows: Iterable[list[Any]], *, bom: bool = True
+    header: list[str], rows: Iterable[list[Any]], *, bom: bool = True, cells: bool = False
 ) -> Iterator[bytes]:
-    """UTF-8 CSV (with a BOM, so spreadsheet programs read it as UTF-8), in ~256 KiB chunks."""
+    """UTF-8 CSV (with a BOM, so spreadsheet programs read it as UTF-8), in ~256 KiB chunks.
+    `cells`: the rows hold cells already (text, numbers, ""), as `story_row` builds them."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\r\n")
     if bom:
         buffer.write("\ufeff")
     writer.writerow(header)
     write = writer.writerow
+    tell = buffer.tell
     for row in rows:
         # Most cells are text, whole numbers or empty: only the others go through cell().
-        write(["" if v is None else v if type(v) in _PLAIN else cell(v) for v in row])
-        if buffer.tell() >= CHUNK:
+        write(
+            row
+            if cells
+            else ["" if v is None else v if type(v) in _PLAIN else cell(v) for v in row]
+        )
+        if tell() >= CHUNK:
             yield buffer.getvalue().encode()
             buffer.seek(0)
             buffer.truncate()

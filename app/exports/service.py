@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.functions import FunctionElement
 
 from app.auth import Principal
+from app.exports.formats import cell
 from app.incidents.redaction import (
     REDACTED_FIELDS,
     original_answers,
@@ -296,6 +297,10 @@ class Context:
     imports: dict[int, str]
     attribute_keys: list[str]
     memo: dict[str, str] = field(default_factory=dict)
+    # Per stored attributes document (its text), what a story row or record holds of it: a
+    # million stories share a few dozen documents, so each is parsed (and redacted) once.
+    attribute_cells: dict[Any, list[Any]] = field(default_factory=dict)
+    attribute_docs: dict[Any, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -340,28 +345,38 @@ def load_context(session: Session, spec: ExportSpec, *, with_attributes: bool = 
 
 
 def story_batches(
-    session: Session, spec: ExportSpec, *, codings: bool, batch_size: int = BATCH
+    session: Session,
+    spec: ExportSpec,
+    *,
+    codings: bool,
+    batch_size: int = BATCH,
+    plain: bool = False,
 ) -> Iterator[Batch]:
     """The stories in id order, a batch at a time, with their final codes and (when asked, or
-    when the caller's view of the status depends on them) the codings the viewer may see."""
+    when the caller's view of the status depends on them) the codings the viewer may see.
+
+    `plain`: the rows are the database rows as selected (`selected(view)` order), not parsed
+    into `_Story` objects (the stories table and the JSONL export read them by position)."""
     conditions = filter_conditions(spec.filters, spec.view, spec.viewer)
     last = 0
     blind = spec.viewer.role != "admin"
     while True:
         # Core execution on the session's connection: no ORM loading step per row.
-        rows = [
-            _Story(r)
-            for r in session.connection().execute(
+        found = (
+            session.connection()
+            .execute(
                 select(*selected(spec.view))
                 .where(*conditions, Incident.id > last)
                 .order_by(Incident.id)
                 .limit(batch_size)
             )
-        ]
-        if not rows:
+            .all()
+        )
+        if not found:
             return
-        first, last = rows[0].id, rows[-1].id
-        ids = [r.id for r in rows]
+        rows: Sequence[Any] = found if plain else [_Story(r) for r in found]
+        ids = [r[0] for r in found]
+        first, last = ids[0], ids[-1]
         members = set(ids)
         finals: dict[int, list[dict[str, Any]]] = defaultdict(list)
         for code in session.connection().execute(
@@ -389,17 +404,17 @@ def story_batches(
             )
             need = sorted(members.intersection(coded.scalars()))
         else:
-            need = [r.id for r in rows if r.status == "in_review"] if blind else []
+            need = [r[0] for r in found if r[16] == "in_review"] if blind else []
         loaded = load_codings(session, need) if need else {}
         visible: dict[int, list[CodingRead]] = {}
-        by_id = {r.id: r for r in rows}
-        for incident_id, found in loaded.items():
+        by_id = {r[0]: r for r in found}
+        for incident_id, found_codings in loaded.items():
             visible[incident_id] = visible_codings(
-                cast(Incident, by_id[incident_id]), found, spec.viewer
+                cast(Incident, _Story(by_id[incident_id])), found_codings, spec.viewer
             )
         spans: dict[tuple[int, str], Any] = {}
-        coding_ids = [c.id for found in visible.values() for c in found] if codings else []
-        if coding_ids:
+        coding_ids = [c.id for found_codings in visible.values() for c in found_codings]
+        if coding_ids and codings:
             for coding_id, span_code, span_field, start, end in session.execute(
                 select(
                     CodingCode.coding_id,
@@ -416,6 +431,8 @@ def story_batches(
                     {"field": span_field, "start": start, "end": end}
                 )
         yield Batch(rows, finals, visible, spans)
+        if len(found) < batch_size:
+            return  # the last batch: no need to ask for the empty one after it
 
 
 def _answers(row: Any, view: View, redaction: str | None = None) -> dict[str, str | None]:
@@ -438,69 +455,85 @@ def _status(row: Row[Any], batch: Batch, viewer: Principal) -> str:
     return visible_status(cast(Incident, row), batch.codings.get(row.id, []), viewer)
 
 
-def story_record(row: Row[Any], batch: Batch, spec: ExportSpec, context: Context) -> dict[str, Any]:
-    """One story as the export's stories table (and the JSONL line's top level) holds it."""
-    answers = _answers(row, spec.view, spec.redaction)
-    finals = batch.final_codes.get(row.id, [])
-    return {
-        "id": row.id,
-        "survey_id": row.survey_id,
-        "submitted_at": utc_text(row.submitted_at),
-        "source": row.source,
-        "import_file": context.imports.get(row.import_id) if row.import_id else None,
-        "consent": row.consent,
-        "language": row.language,
-        "occurred": answers["occurred"],
-        "occurred_on": day_text(row.occurred_on),
-        "circumstances": answers["circumstances"],
-        "what_happened": answers["what_happened"],
-        "outcome": answers["outcome"],
-        "valence": row.valence,
-        "touchpoint": row.touchpoint,
-        "channel": row.channel,
-        "status": _status(row, batch, spec.viewer),
-        "exclusion_reason": row.exclusion_reason,
-        "finalized_at": utc_text(row.finalized_at),
-        "coders_required": row.coders_required,
-        "final_codes": [c["code"] for c in finals],
-        "final_codes_codebook": sorted(
-            {context.versions.get(c["codebook_version_id"], "") for c in finals}
-        ),
-        "attributes": _attributes(row, spec, context),
-    }
+# Positions in a plain row (`selected(view)` order).
+_ID, _SUBMITTED, _IMPORT, _OCCURRED_ON, _STATUS, _FINALIZED, _ATTRIBUTES = 0, 3, 5, 9, 16, 18, 20
+_ORIGINAL = (8, 10, 11, 12)  # occurred_text, circumstances, what_happened, outcome
+_REDACTED_DOC, _REDACTED_WITH = 21, 23
+_MEMO_DOCUMENTS = 10_000
+
+
+def _plain_answers(row: Any, spec: ExportSpec) -> tuple[Any, Any, Any, Any]:
+    """The four answers of a plain row in the export's view (as `_answers` gives them)."""
+    if spec.view == "original":
+        return row[8], row[10], row[11], row[12]
+    if spec.redaction is not None and row[_REDACTED_WITH] != spec.redaction:
+        return None, None, None, None  # not yet redacted as required: no text at all
+    redacted = _json(row[_REDACTED_DOC])
+    if not redacted:  # a story from before redaction existed: redacted on the fly
+        answers = redacted_answers(cast(Incident, _Story(row)))
+        return tuple(answers[f] for f in REDACTED_FIELDS)  # type: ignore[return-value]
+    return tuple(redacted.get(f) for f in REDACTED_FIELDS)  # type: ignore[return-value]
+
+
+def _attribute_document(raw: Any, spec: ExportSpec, context: Context) -> dict[str, Any]:
+    """A story's attributes as the view shows them, parsed (and redacted) once per stored
+    document. The dict is shared between stories: read it, never change it."""
+    doc = context.attribute_docs.get(raw) if isinstance(raw, str) else None
+    if doc is None:
+        doc = _json(raw) or {}
+        if spec.view != "original":
+            doc = redacted_attributes(doc, context.memo)
+        if isinstance(raw, str) and len(context.attribute_docs) < _MEMO_DOCUMENTS:
+            context.attribute_docs[raw] = doc
+    return doc
+
+
+def _attribute_cells(raw: Any, spec: ExportSpec, context: Context) -> list[Any]:
+    """The attribute columns of a story row, as CSV/xlsx cells, once per stored document."""
+    cells = context.attribute_cells.get(raw) if isinstance(raw, str) else None
+    if cells is None:
+        doc = _attribute_document(raw, spec, context)
+        cells = [cell(doc.get(k)) for k in context.attribute_keys]
+        if isinstance(raw, str) and len(context.attribute_cells) < _MEMO_DOCUMENTS:
+            context.attribute_cells[raw] = cells
+    return cells
 
 
 def story_row(row: Any, batch: Batch, spec: ExportSpec, context: Context) -> list[Any]:
-    """The stories table's row, in STORY_COLUMNS order (built directly: the hot loop of a
-    million-story CSV or xlsx export)."""
-    answers = _answers(row, spec.view, spec.redaction)
-    finals = batch.final_codes.get(row.id)
-    attributes = _attributes(row, spec, context)
+    """The stories table's row from a plain row, in STORY_COLUMNS order, every value already a
+    CSV/xlsx cell (text, a whole number or ""): the hot loop of a million-story export, built
+    by position without an object per story."""
+    occurred, circumstances, what_happened, outcome = _plain_answers(row, spec)
+    finals = batch.final_codes.get(row[_ID])
+    status = row[_STATUS]
+    if status == "in_review" and spec.viewer.role != "admin":
+        status = _status(cast(Any, _Story(row)), batch, spec.viewer)
+    import_id = row[_IMPORT]
     return [
-        row.id,
-        row.survey_id,
-        utc_text(row.submitted_at),
-        row.source,
-        context.imports.get(row.import_id) if row.import_id else None,
-        row.consent,
-        row.language,
-        answers["occurred"],
-        day_text(row.occurred_on),
-        answers["circumstances"],
-        answers["what_happened"],
-        answers["outcome"],
-        row.valence,
-        row.touchpoint,
-        row.channel,
-        _status(row, batch, spec.viewer) if row.status == "in_review" else row.status,
-        row.exclusion_reason,
-        utc_text(row.finalized_at),
-        row.coders_required,
-        [c["code"] for c in finals] if finals else None,
-        sorted({context.versions.get(c["codebook_version_id"], "") for c in finals})
+        row[0],
+        row[2],
+        utc_text(row[_SUBMITTED]) or "",
+        row[4],
+        context.imports.get(import_id, "") if import_id else "",
+        row[6],
+        row[7],
+        occurred or "",
+        day_text(row[_OCCURRED_ON]) or "",
+        circumstances or "",
+        what_happened or "",
+        outcome or "",
+        row[13],
+        row[14] or "",
+        row[15] or "",
+        status,
+        row[17] or "",
+        utc_text(row[_FINALIZED]) or "",
+        "" if row[19] is None else row[19],
+        ";".join(c["code"] for c in finals) if finals else "",
+        ";".join(sorted({context.versions.get(c["codebook_version_id"], "") for c in finals}))
         if finals
-        else None,
-        *(attributes.get(k) for k in context.attribute_keys),
+        else "",
+        *(_attribute_cells(row[_ATTRIBUTES], spec, context) if context.attribute_keys else ()),
     ]
 
 
@@ -667,7 +700,7 @@ def table_rows(
 ) -> Iterator[list[Any]]:
     """The rows of one table (no header), batch by batch."""
     if table == "stories":
-        for batch in story_batches(session, spec, codings=False):
+        for batch in story_batches(session, spec, codings=False, plain=True):
             for row in batch.rows:
                 yield story_row(row, batch, spec, context)
     elif table == "codings":
@@ -733,39 +766,74 @@ def _plain_batches(session: Session, spec: ExportSpec) -> Iterator[Sequence[Row[
             return
         last = rows[-1].id
         yield rows
+        if len(rows) < BATCH * 5:
+            return
 
 
 def nested_records(
     session: Session, spec: ExportSpec, context: Context
 ) -> Iterator[dict[str, Any]]:
-    """One object per story with everything nested (the JSONL export)."""
-    for batch in story_batches(session, spec, codings=True):
+    """One object per story with everything nested (the JSONL export), built from plain rows
+    by position (as `story_row`): the story's fields as the stories table has them, its final
+    codes, codings, suggestion set and adjudications."""
+    admin = spec.viewer.role == "admin"
+    versions = context.versions
+    imports = context.imports
+    for batch in story_batches(session, spec, codings=True, plain=True):
         suggestions = suggestion_sets(session, batch.rows, context)
         adjudications = adjudication_batches(session, batch.rows)
         for row in batch.rows:
-            record = story_record(row, batch, spec, context)
-            record["final_codes"] = [
-                {
-                    "code": c["code"],
-                    "codebook": context.versions.get(c["codebook_version_id"]),
-                    "codebook_version_id": c["codebook_version_id"],
-                    "source": c["source"],
-                    "confirmed_by": c["confirmed_by"],
-                    "confirmed_at": c["confirmed_at"],
-                }
-                for c in batch.final_codes.get(row.id, [])
-            ]
-            del record["final_codes_codebook"]
-            record["codings"] = [
-                {k: v for k, v in c.items() if k != "incident_id"}
-                for c in coding_records(row, batch, spec, context)
-            ]
-            record["suggestions"] = suggestions.get(row.id)
-            record["adjudications"] = [
-                {k: v for k, v in a.items() if k != "incident_id"}
-                for a in adjudications.get(row.id, [])
-            ]
-            yield record
+            incident_id = row[_ID]
+            occurred, circumstances, what_happened, outcome = _plain_answers(row, spec)
+            status = row[_STATUS]
+            story = _Story(row) if status == "in_review" or incident_id in batch.codings else None
+            if status == "in_review" and not admin:
+                status = _status(cast(Any, story), batch, spec.viewer)
+            import_id = row[_IMPORT]
+            yield {
+                "id": incident_id,
+                "survey_id": row[2],
+                "submitted_at": utc_text(row[_SUBMITTED]),
+                "source": row[4],
+                "import_file": imports.get(import_id) if import_id else None,
+                "consent": row[6],
+                "language": row[7],
+                "occurred": occurred,
+                "occurred_on": day_text(row[_OCCURRED_ON]),
+                "circumstances": circumstances,
+                "what_happened": what_happened,
+                "outcome": outcome,
+                "valence": row[13],
+                "touchpoint": row[14],
+                "channel": row[15],
+                "status": status,
+                "exclusion_reason": row[17],
+                "finalized_at": utc_text(row[_FINALIZED]),
+                "coders_required": row[19],
+                "final_codes": [
+                    {
+                        "code": c["code"],
+                        "codebook": versions.get(c["codebook_version_id"]),
+                        "codebook_version_id": c["codebook_version_id"],
+                        "source": c["source"],
+                        "confirmed_by": c["confirmed_by"],
+                        "confirmed_at": c["confirmed_at"],
+                    }
+                    for c in batch.final_codes.get(incident_id, ())
+                ],
+                "attributes": _attribute_document(row[_ATTRIBUTES], spec, context),
+                "codings": [
+                    {k: v for k, v in c.items() if k != "incident_id"}
+                    for c in coding_records(cast(Any, story), batch, spec, context)
+                ]
+                if story is not None
+                else [],
+                "suggestions": suggestions.get(incident_id),
+                "adjudications": [
+                    {k: v for k, v in a.items() if k != "incident_id"}
+                    for a in adjudications.get(incident_id, ())
+                ],
+            }
 
 
 __all__ = ["REDACTED_FIELDS", "TABLES", "ExportSpec"]

@@ -47,14 +47,18 @@ def chunks(
             )
         elif table is not None:
             yield from formats.csv_chunks(
-                heads[table], service.table_rows(session, spec, context, table)
+                heads[table],
+                service.table_rows(session, spec, context, table),
+                cells=table == "stories",
             )
         else:
             yield from formats.zip_chunks(
                 (
                     f"{name}.csv",
                     lambda name=name: formats.csv_chunks(  # type: ignore[misc]
-                        heads[name], service.table_rows(session, spec, context, name)
+                        heads[name],
+                        service.table_rows(session, spec, context, name),
+                        cells=name == "stories",
                     ),
                 )
                 for name in tables

@@ -245,3 +245,44 @@ def test_incident_list_as_csv_and_the_table_reports_as_csv(
     for url in ("/api/v1/reports/trends", "/api/v1/reports/agreement"):
         refused = client.get(url, headers={**admin_person.headers, "Accept": "application/pdf"})
         assert refused.status_code == 406, url
+
+
+@pytest.mark.parametrize("who", ["admin", "researcher"])
+def test_the_stories_table_is_the_flat_form_of_the_jsonl_lines(
+    client: TestClient,
+    study: dict[str, Any],
+    admin_person: Person,
+    db: Callable[[], Any],
+    who: str,
+) -> None:
+    """Both are built by position from the same rows: every column of the stories CSV equals
+    the JSONL line's field (lists joined by ';', missing values empty), in both views."""
+    survey = study["survey"]
+    coded, blind, _plain = study["ids"]
+    with db() as session:  # an attribute with personal data: redacted for researchers
+        session.get(Incident, coded).attributes = {"segment": "gold", "comment": PII}
+    headers = admin_person.headers if who == "admin" else study["bob"].headers
+    url = f"/api/v1/surveys/{survey.id}/export"
+    table = client.get(url, params={"format": "csv", "table": "stories"}, headers=headers)
+    lines = client.get(url, params={"format": "jsonl"}, headers=headers)
+    assert table.status_code == lines.status_code == 200
+    rows = {
+        int(r["id"]): r for r in csv.DictReader(io.StringIO(table.content.decode("utf-8-sig")))
+    }
+    records = {r["id"]: r for r in map(json.loads, lines.text.splitlines())}
+    assert sorted(rows) == sorted(records) == sorted(study["ids"])
+    for incident_id, record in records.items():
+        row = rows[incident_id]
+        for name, value in record.items():
+            if name in ("codings", "suggestions", "adjudications", "attributes"):
+                continue
+            if name == "final_codes":
+                value = ";".join(c["code"] for c in value)
+            expected = "" if value is None else str(value)
+            assert row[name] == expected, (who, incident_id, name)
+        for key, value in record["attributes"].items():
+            assert row[f"attribute.{key}"] == value
+    assert (PII in rows[coded]["attribute.comment"]) is (who == "admin")
+    assert (PII in rows[coded]["what_happened"]) is (who == "admin")
+    assert rows[blind]["status"] == ("in_review" if who == "admin" else "new")
+    assert rows[coded]["final_codes_codebook"] == "cit-service-encounters v1"
