@@ -193,7 +193,9 @@ def build(url: str, n: int) -> None:
             )
         raw.commit()
     raw.close()
-    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+    # In a transaction of its own that commits (on SQLite an AUTOCOMMIT connection here left
+    # no sqlite_stat1 behind); the worker keeps the statistics fresh afterwards.
+    with engine.begin() as conn:
         conn.execute(text("ANALYZE"))
     engine.dispose()
     print(f"built {n:,} stories in {time.perf_counter() - started:.0f} s", file=sys.stderr)

@@ -330,6 +330,21 @@ def attribute_keys(session: Session, spec: ExportSpec) -> list[str]:
     return sorted(str(k) for k in session.scalars(query))[:MAX_ATTRIBUTE_COLUMNS]
 
 
+def _batch_conditions(session: Session, spec: ExportSpec) -> list[Any]:
+    """The export's filters, bounded by the last matching id (looked up once per export and
+    session): a keyset loop over a filtered range (a date range, a status) then stops at that
+    id instead of scanning every later story to find that nothing more matches."""
+    conditions = list(filter_conditions(spec.filters, spec.view, spec.viewer))
+    bounds = session.info.setdefault("cit_export_bounds", {})
+    key = id(spec)
+    if key not in bounds:
+        bounds[key] = (spec, session.scalar(select(func.max(Incident.id)).where(*conditions)))
+    bound = bounds[key][1]
+    if bound is not None:
+        conditions.append(Incident.id <= bound)
+    return conditions
+
+
 def load_context(session: Session, spec: ExportSpec, *, with_attributes: bool = True) -> Context:
     versions = {
         vid: f"{key} v{number}"
@@ -357,7 +372,7 @@ def story_batches(
 
     `plain`: the rows are the database rows as selected (`selected(view)` order), not parsed
     into `_Story` objects (the stories table and the JSONL export read them by position)."""
-    conditions = filter_conditions(spec.filters, spec.view, spec.viewer)
+    conditions = _batch_conditions(session, spec)
     last = 0
     blind = spec.viewer.role != "admin"
     while True:
@@ -749,7 +764,7 @@ def headers(context: Context) -> dict[str, list[str]]:
 
 def _plain_batches(session: Session, spec: ExportSpec) -> Iterator[Sequence[Row[Any]]]:
     """Only the ids of the exported stories, a batch at a time (for the side tables)."""
-    conditions = filter_conditions(spec.filters, spec.view, spec.viewer)
+    conditions = _batch_conditions(session, spec)
     last = 0
     while True:
         rows = (

@@ -9,6 +9,7 @@ import logging
 import os
 import socket
 import threading
+import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,6 +34,13 @@ from app.webhooks.delivery import WebhookDispatcher
 log = logging.getLogger("cit.worker")
 # How long a worker lets stories gather after a round that found only a few.
 BATCH_GATHER_SECONDS = 0.25
+# SQLite's query planner needs table statistics (ANALYZE) to pick, say, the date index for an
+# export of one quarter instead of walking every story of the survey; nothing else keeps them.
+# The worker refreshes them when it starts and then every hour, sampling a bounded number of
+# index rows (`analysis_limit`: milliseconds at a million stories). PostgreSQL's autovacuum
+# does this by itself.
+STATISTICS_SECONDS = 3600.0
+ANALYSIS_LIMIT = 1000
 
 
 class _LeaseLost(Exception):
@@ -61,6 +69,7 @@ class Worker:
         self.cache = cache or SuggesterCache(settings.nlp_pipeline)
         self.required_redaction = required_redaction(settings.nlp_pipeline)
         self._stop = threading.Event()
+        self._statistics_at: float | None = None
 
     # One round ----------------------------------------------------------------------------------
 
@@ -70,6 +79,7 @@ class Worker:
         if SUGGEST in kinds:
             self._suggest_batch(result)
         self.fold_rollups()
+        self.refresh_statistics()
         # One other job (training) every round, so that a steady stream of new stories cannot
         # starve it.
         other = tuple(k for k in kinds if k != SUGGEST)
@@ -106,6 +116,21 @@ class Worker:
             with session_scope(self.factory) as session:
                 open_due_cases(session)
         return folded
+
+    def refresh_statistics(self, *, force: bool = False) -> bool:
+        """SQLite: `ANALYZE` with a sampling limit when due (at start, then hourly); returns
+        whether it ran."""
+        now = time.monotonic()
+        due = self._statistics_at is None or now - self._statistics_at >= STATISTICS_SECONDS
+        if not (force or due):
+            return False
+        self._statistics_at = now
+        with session_scope(self.factory) as session:
+            if session.get_bind().dialect.name != "sqlite":
+                return False
+            session.connection().exec_driver_sql(f"PRAGMA analysis_limit={ANALYSIS_LIMIT}")
+            session.connection().exec_driver_sql("ANALYZE")
+        return True
 
     def _suggest_batch(self, result: BatchResult) -> None:
         """Claim a batch of suggestion jobs (a lease, in a short transaction), read the

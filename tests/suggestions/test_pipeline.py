@@ -7,7 +7,7 @@ from datetime import timedelta
 from typing import Any
 
 from fastapi.testclient import TestClient
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, text, update
 
 from app.jobs import queue
 from app.models import Job, Suggestion, Survey
@@ -330,3 +330,26 @@ def test_review_findings_on_the_queue(
         assert queue.finish(session, [stale.id], worker="w-old") == 0
         assert queue.fail(session, stale, "boom", worker="w-old") == "queued"
         assert session.get(Job, stale.id).locked_by == "w-new"  # untouched
+
+
+def test_the_worker_keeps_sqlites_planner_statistics(
+    client: TestClient,
+    make_survey: Callable[..., Survey],
+    codebook_id: int,
+    worker: Worker,
+    db: Callable[[], Any],
+) -> None:
+    """Without ANALYZE, SQLite walks every story of a survey for a one-quarter export; the
+    worker's first round gathers the statistics, later rounds only once an hour."""
+    survey = make_survey()
+    _submit(client, survey, COMPLAINT)
+    dialect = client.app.state.sessionmaker.kw["bind"].dialect.name  # type: ignore[attr-defined]
+    worker.run_once()
+    if dialect != "sqlite":  # PostgreSQL's autovacuum analyzes by itself
+        assert worker.refresh_statistics(force=True) is False
+        return
+    with db() as session:
+        tables = {row[0] for row in session.execute(text("SELECT tbl FROM sqlite_stat1")).all()}
+    assert {"incidents", "suggestions"} <= tables
+    assert worker.refresh_statistics() is False  # not due again within the hour
+    assert worker.refresh_statistics(force=True) is True
