@@ -338,7 +338,11 @@ def _batch_conditions(session: Session, spec: ExportSpec) -> list[Any]:
     bounds = session.info.setdefault("cit_export_bounds", {})
     key = id(spec)
     if key not in bounds:
-        bounds[key] = (spec, session.scalar(select(func.max(Incident.id)).where(*conditions)))
+        # SQLite: max(id + 0), so that the planner picks an index by the filters (the date
+        # index for a date range) instead of walking the survey's ids backwards to the first
+        # story that matches them; PostgreSQL plans max(id) well by itself.
+        last = Incident.id + 0 if session.get_bind().dialect.name == "sqlite" else Incident.id
+        bounds[key] = (spec, session.scalar(select(func.max(last)).where(*conditions)))
     bound = bounds[key][1]
     if bound is not None:
         conditions.append(Incident.id <= bound)
