@@ -331,18 +331,19 @@ def attribute_keys(session: Session, spec: ExportSpec) -> list[str]:
 
 
 def _batch_conditions(session: Session, spec: ExportSpec) -> list[Any]:
-    """The export's filters, bounded by the last matching id (looked up once per export and
-    session): a keyset loop over a filtered range (a date range, a status) then stops at that
-    id instead of scanning every later story to find that nothing more matches."""
+    """The export's filters, bounded by the last matching id when they narrow more than the
+    survey (looked up once per export and session): a keyset loop over a date range or a status
+    then stops at that id instead of scanning every later story to find that nothing more
+    matches. `max(id + 0)`, so that the planner picks an index by the filters (the date index)
+    rather than walking the survey's ids backwards to the first story that matches them."""
     conditions = list(filter_conditions(spec.filters, spec.view, spec.viewer))
+    narrowed = any(v is not None for k, v in vars(spec.filters).items() if k != "survey_id")
+    if not narrowed:
+        return conditions  # the survey's index ends the loop by itself
     bounds = session.info.setdefault("cit_export_bounds", {})
     key = id(spec)
     if key not in bounds:
-        # SQLite: max(id + 0), so that the planner picks an index by the filters (the date
-        # index for a date range) instead of walking the survey's ids backwards to the first
-        # story that matches them; PostgreSQL plans max(id) well by itself.
-        last = Incident.id + 0 if session.get_bind().dialect.name == "sqlite" else Incident.id
-        bounds[key] = (spec, session.scalar(select(func.max(last)).where(*conditions)))
+        bounds[key] = (spec, session.scalar(select(func.max(Incident.id + 0)).where(*conditions)))
     bound = bounds[key][1]
     if bound is not None:
         conditions.append(Incident.id <= bound)

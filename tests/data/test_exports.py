@@ -8,6 +8,7 @@ import io
 import json
 import zipfile
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import openpyxl
@@ -266,9 +267,7 @@ def test_the_stories_table_is_the_flat_form_of_the_jsonl_lines(
     table = client.get(url, params={"format": "csv", "table": "stories"}, headers=headers)
     lines = client.get(url, params={"format": "jsonl"}, headers=headers)
     assert table.status_code == lines.status_code == 200
-    rows = {
-        int(r["id"]): r for r in csv.DictReader(io.StringIO(table.content.decode("utf-8-sig")))
-    }
+    rows = {int(r["id"]): r for r in csv.DictReader(io.StringIO(table.content.decode("utf-8-sig")))}
     records = {r["id"]: r for r in map(json.loads, lines.text.splitlines())}
     assert sorted(rows) == sorted(records) == sorted(study["ids"])
     for incident_id, record in records.items():
@@ -286,3 +285,37 @@ def test_the_stories_table_is_the_flat_form_of_the_jsonl_lines(
     assert (PII in rows[coded]["what_happened"]) is (who == "admin")
     assert rows[blind]["status"] == ("in_review" if who == "admin" else "new")
     assert rows[coded]["final_codes_codebook"] == "cit-service-encounters v1"
+
+
+def test_an_export_of_a_date_range_holds_exactly_the_stories_in_it(
+    client: TestClient,
+    make_survey: Callable[..., Survey],
+    codebook_id: int,
+    make_story: Callable[..., int],
+    admin_person: Person,
+    db: Callable[[], Any],
+) -> None:
+    """A date filter bounds the keyset loops by the last matching id: stories before, inside
+    and after the range (and another survey's in between) land where they belong."""
+    survey = make_survey(codebook_id=codebook_id)
+    other = make_survey(codebook_id=codebook_id)
+    days = {}
+    for day in range(1, 8):
+        days[day] = make_story(
+            survey, what_happened=f"Story of day {day}.", suggested=("complaint",)
+        )
+        make_story(other, what_happened=f"Other survey, day {day}.")
+    with db() as session:
+        for day, incident_id in days.items():
+            session.get(Incident, incident_id).submitted_at = datetime(2026, 3, day, 12, tzinfo=UTC)
+    url = f"/api/v1/surveys/{survey.id}/export"
+    window = {"submitted_from": "2026-03-03T00:00:00Z", "submitted_to": "2026-03-06T00:00:00Z"}
+    for params in ({"format": "jsonl"}, {"format": "csv", "table": "suggestions"}):
+        response = client.get(url, params={**params, **window}, headers=admin_person.headers)
+        assert response.status_code == 200, response.text
+        if params["format"] == "jsonl":
+            found = {json.loads(line)["id"] for line in response.text.splitlines()}
+        else:
+            text = response.content.decode("utf-8-sig")
+            found = {int(r["incident_id"]) for r in csv.DictReader(io.StringIO(text))}
+        assert found == {days[3], days[4], days[5]}, params
