@@ -32,6 +32,23 @@ class ContactRead(BaseModel):
     value: str | None = Field(description="In clear; null when no configured key opens it")
 
 
+class CaseStory(BaseModel):
+    """The story a case is about, as researchers read it (redacted: a case manager follows up
+    on what happened without the respondent's other personal data in the text)."""
+
+    submitted_at: datetime
+    valence: str
+    touchpoint: str | None
+    channel: str | None
+    occurred: str | None
+    circumstances: str | None
+    what_happened: str | None
+    outcome: str | None
+    redaction_pending: bool = Field(
+        description="The configured redaction has not run on this story yet: no text until it has"
+    )
+
+
 class CaseRead(BaseModel):
     id: int
     incident_id: int
@@ -46,6 +63,9 @@ class CaseRead(BaseModel):
     codes: list[str] = Field(description="The story's final codes")
     contact: ContactRead | None
     notes: list[CaseNoteRead]
+    story: CaseStory | None = Field(
+        None, description="One case read (`GET /api/v1/cases/{id}`) only; null in lists"
+    )
 
 
 class CasePage(BaseModel):

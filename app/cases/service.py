@@ -19,11 +19,18 @@ from app.cases.schemas import (
     CaseNoteRead,
     CaseRead,
     CaseStatus,
+    CaseStory,
     CaseSummary,
     ContactRead,
 )
 from app.config import Settings
 from app.errors import Conflict, NotFound
+from app.incidents.redaction import (
+    REDACTED_FIELDS,
+    readable,
+    redacted_answers,
+    required_redaction,
+)
 from app.models import Case, CaseNote, Incident, IncidentCode, IncidentContact, Survey
 from app.models.base import utcnow
 from app.pagination import keyset_page
@@ -195,11 +202,34 @@ def get_case(
 ) -> CaseRead:
     case = _get(session, case_id)
     contact = read_contact(session, settings, case.incident_id, reader)
-    return _read(
+    read = _read(
         case,
         _codes(session, [case.incident_id])[case.incident_id],
         _notes(session, [case.id])[case.id],
         contact,
+    )
+    read.story = _story(session, settings, case.incident_id)
+    return read
+
+
+def _story(session: Session, settings: Settings, incident_id: int) -> CaseStory | None:
+    """The case's story in the redacted view, held back (like the incident API does) until the
+    configured redaction has run on it."""
+    incident = session.get(Incident, incident_id)
+    if incident is None:
+        return None
+    pending = not readable(incident, required_redaction(settings.nlp_pipeline))
+    answers = dict.fromkeys(REDACTED_FIELDS) if pending else redacted_answers(incident)
+    return CaseStory(
+        submitted_at=incident.submitted_at,
+        valence=incident.valence,
+        touchpoint=incident.touchpoint,
+        channel=incident.channel,
+        occurred=answers["occurred"],
+        circumstances=answers["circumstances"],
+        what_happened=answers["what_happened"],
+        outcome=answers["outcome"],
+        redaction_pending=pending,
     )
 
 

@@ -336,3 +336,28 @@ def test_a_form_sent_back_while_the_database_is_away_keeps_the_contact_field() -
     assert (
         _remembered_survey(request, "never-seen", {"what_happened": "x"}).contact_question is None
     )  # type: ignore[arg-type]
+
+
+def test_a_case_manager_reads_the_story_redacted_with_the_case(
+    survey: Survey,
+    client: TestClient,
+    token_for: Callable[..., dict[str, str]],
+    db: Callable[[], Any],
+) -> None:
+    """Following up needs what happened: one case's read (API and page) carries the story as
+    researchers read it, personal data in the text redacted; lists do not carry it."""
+    story = "They sent $2,000 instead of $200. Write to anna.berg@example.com, please."
+    _submit(client, survey.slug, contact_ok=True, contact=EMAIL, what_happened=story)
+    ((case_id, _status),) = _cases(db)
+    manager = token_for("case_manager", name="maria")
+    read = client.get(f"/api/v1/cases/{case_id}", headers=manager).json()
+    told = read["story"]
+    assert told["valence"] == "dissatisfying" and told["redaction_pending"] is False
+    assert told["what_happened"].startswith("They sent $2,000 instead of $200.")
+    assert "anna.berg@example.com" not in told["what_happened"]
+    assert "[EMAIL]" in told["what_happened"]
+    listed = client.get("/api/v1/cases", headers=manager).json()["items"]
+    assert listed[0]["story"] is None
+    page = client.get(f"/work/cases?case={case_id}", headers=manager)
+    assert page.status_code == 200 and 'id="case-story"' in page.text
+    assert "instead of $200" in page.text and "anna.berg@example.com" not in page.text
