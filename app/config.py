@@ -64,6 +64,11 @@ class Settings(BaseSettings):
     webhook_concurrency: int = Field(
         4, ge=1, le=64, description="deliveries a worker sends at once"
     )
+    webhook_allow_private_addresses: bool = Field(
+        False,
+        description="deliver to loopback/private/link-local addresses too (a receiver on this "
+        "machine or network); by default only public addresses (see README Webhooks)",
+    )
     webhook_retention_days: int = Field(
         30, ge=1, description="delivered and given-up deliveries (and their log) kept this long"
     )

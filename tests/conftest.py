@@ -80,6 +80,9 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
         data_dir=tmp_path / "data",
         public_base_url="http://testserver",
         submit_rate_limit=1000,
+        # The webhook tests' receivers listen on loopback; tests/webhooks/test_addresses.py
+        # checks the default (public addresses only).
+        webhook_allow_private_addresses=True,
     )
 
 

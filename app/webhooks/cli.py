@@ -42,7 +42,7 @@ def create(
     ] = False,
 ) -> None:
     """Subscribe a URL; prints the signing secret (shown once)."""
-    _settings, factory = ready()
+    settings, factory = ready()
     try:
         data = WebhookCreate.model_validate(
             {
@@ -53,9 +53,14 @@ def create(
             }
         )
         with session_scope(factory) as session:
-            created = service.create_subscription(session, data, None)
+            created = service.create_subscription(
+                session, data, None, allow_private=settings.webhook_allow_private_addresses
+            )
     except ValidationError as exc:
         fail(exc.errors()[0]["msg"])
+        return
+    except AppError as exc:
+        fail(exc.detail)
         return
     typer.echo(_line(created))
     typer.echo(f"secret (shown once): {created.secret}")
@@ -88,7 +93,7 @@ def update(
     rotate_secret: Annotated[bool, typer.Option(help="print a new secret")] = False,
 ) -> None:
     """Change a subscription (enable a disabled one again, rotate its secret, ...)."""
-    _settings, factory = ready()
+    settings, factory = ready()
     try:
         data = WebhookUpdate.model_validate(
             {
@@ -100,7 +105,13 @@ def update(
             }
         )
         with session_scope(factory) as session:
-            updated = service.update_subscription(session, webhook_id, data, None)
+            updated = service.update_subscription(
+                session,
+                webhook_id,
+                data,
+                None,
+                allow_private=settings.webhook_allow_private_addresses,
+            )
     except ValidationError as exc:
         fail(exc.errors()[0]["msg"])
         return

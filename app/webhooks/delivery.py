@@ -44,6 +44,7 @@ from app.jobs import queue
 from app.jobs.queue import ClaimedJob
 from app.models import Incident, WebhookAttempt, WebhookDelivery, WebhookEvent, WebhookSubscription
 from app.models.base import utcnow
+from app.webhooks import addresses
 from app.webhooks.events import TEXT_EVENTS
 
 log = logging.getLogger("cit.webhooks")
@@ -300,10 +301,21 @@ def prepare(session: Session, job: ClaimedJob, settings: Settings) -> Request | 
     )
 
 
-def send(client: httpx.Client, request: Request, timeout: float) -> Outcome:
+def send(
+    client: httpx.Client, request: Request, timeout: float, *, allow_private: bool = False
+) -> Outcome:
     """POST the signed body; reads at most a short excerpt of the response, and gives up on a
-    response that trickles in for longer than `timeout` altogether."""
+    response that trickles in for longer than `timeout` altogether. Unless `allow_private`,
+    only to a checked public address of the URL's host (app.webhooks.addresses)."""
+    started = time.perf_counter()
+    target = addresses.Target(request.url)
+    if not allow_private:
+        try:
+            target = addresses.resolve(request.url)
+        except addresses.Refused as error:
+            return Outcome("error", None, _ms(started), f"refused: {error}", None)
     headers = {
+        **target.headers,
         "Content-Type": "application/json",
         "User-Agent": USER_AGENT,
         "CIT-Event": request.event_type,
@@ -311,9 +323,10 @@ def send(client: httpx.Client, request: Request, timeout: float) -> Outcome:
         "CIT-Delivery": str(request.delivery_id),
         SIGNATURE_HEADER: signature_header(request.secret, request.body),
     }
-    started = time.perf_counter()
     try:
-        with client.stream("POST", request.url, content=request.body, headers=headers) as reply:
+        with client.stream(
+            "POST", target.url, content=request.body, headers=headers, extensions=target.extensions
+        ) as reply:
             excerpt = b""
             for chunk in reply.iter_bytes():
                 excerpt += chunk
@@ -476,7 +489,12 @@ class WebhookDispatcher:
         return fanned + len(promoted) + len(jobs)
 
     def _deliver(self, request: Request) -> str:
-        outcome = send(self.client, request, self.settings.webhook_timeout_seconds)
+        outcome = send(
+            self.client,
+            request,
+            self.settings.webhook_timeout_seconds,
+            allow_private=self.settings.webhook_allow_private_addresses,
+        )
         with session_scope(self.factory) as session:
             status = record(session, request, outcome, self.settings, self.name)
         log.info(

@@ -8,6 +8,7 @@ from fastapi.responses import HTMLResponse, Response
 from pydantic import ValidationError
 
 from app.auth import Principal, RequireAdmin
+from app.config import app_settings
 from app.db import SessionDep
 from app.errors import AppError
 from app.pages import FormDep, render, see_other
@@ -70,7 +71,17 @@ def create(request: Request, form: FormDep, session: SessionDep, user: RequireAd
             values=values,
             status_code=400,
         )
-    created = service.create_subscription(session, data, user)
+    try:
+        created = service.create_subscription(
+            session,
+            data,
+            user,
+            allow_private=app_settings(request).webhook_allow_private_addresses,
+        )
+    except AppError as exc:
+        return _list_page(
+            request, session, user, error=exc.detail, values=values, status_code=exc.status
+        )
     return _list_page(
         request, session, user, created={"url": created.url, "secret": created.secret}
     )

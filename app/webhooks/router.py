@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 
 from app.auth import RequireAdmin
+from app.config import app_settings
 from app.db import SessionDep
 from app.errors import Conflict, Forbidden, NotFound, problem_responses
 from app.pagination import PageSize
@@ -29,10 +30,13 @@ router = APIRouter(
 
 @router.post("", status_code=201, response_model=WebhookWithSecret)
 def create_webhook(
-    data: WebhookCreate, session: SessionDep, user: RequireAdmin
+    data: WebhookCreate, request: Request, session: SessionDep, user: RequireAdmin
 ) -> WebhookWithSecret:
-    """Subscribe a URL to events; the response shows the signing secret, once."""
-    return service.create_subscription(session, data, user)
+    """Subscribe a URL to events; the response shows the signing secret, once. Only public
+    addresses unless the operator allows others (`CIT_WEBHOOK_ALLOW_PRIVATE_ADDRESSES`)."""
+    return service.create_subscription(
+        session, data, user, allow_private=app_settings(request).webhook_allow_private_addresses
+    )
 
 
 @router.get("", response_model=WebhookPage)
@@ -53,11 +57,21 @@ def read_webhook(webhook_id: int, session: SessionDep, _user: RequireAdmin) -> W
     responses=problem_responses(NotFound),
 )
 def update_webhook(
-    webhook_id: int, data: WebhookUpdate, session: SessionDep, user: RequireAdmin
+    webhook_id: int,
+    data: WebhookUpdate,
+    request: Request,
+    session: SessionDep,
+    user: RequireAdmin,
 ) -> WebhookRead | WebhookWithSecret:
     """Change a subscription; `active: true` enables a disabled one again, `rotate_secret`
     returns the new secret (once)."""
-    return service.update_subscription(session, webhook_id, data, user)
+    return service.update_subscription(
+        session,
+        webhook_id,
+        data,
+        user,
+        allow_private=app_settings(request).webhook_allow_private_addresses,
+    )
 
 
 @router.delete("/{webhook_id:int}", status_code=204, responses=problem_responses(NotFound))

@@ -10,10 +10,11 @@ from sqlalchemy.orm import Session
 
 from app import audit
 from app.auth import Principal
-from app.errors import Conflict, NotFound
+from app.errors import Conflict, Invalid, NotFound
 from app.models import WebhookAttempt, WebhookDelivery, WebhookEvent, WebhookSubscription
 from app.models.base import utcnow
 from app.pagination import decode_cursor, encode_cursor
+from app.webhooks import addresses
 from app.webhooks.schemas import (
     AttemptRead,
     DeliveryDetail,
@@ -47,9 +48,24 @@ def _summary(subscription: WebhookSubscription) -> dict[str, Any]:
     }
 
 
+def _check_url(url: str, allow_private: bool) -> None:
+    """localhost and literal non-public addresses are refused at once (400); host names are
+    resolved and checked at every delivery (app.webhooks.addresses)."""
+    if not allow_private:
+        try:
+            addresses.check_url(url)
+        except addresses.Refused as error:
+            raise Invalid(str(error)) from None
+
+
 def create_subscription(
-    session: Session, data: WebhookCreate, actor: Principal | None
+    session: Session,
+    data: WebhookCreate,
+    actor: Principal | None,
+    *,
+    allow_private: bool = False,
 ) -> WebhookWithSecret:
+    _check_url(str(data.url), allow_private)
     subscription = WebhookSubscription(
         url=str(data.url),
         description=data.description,
@@ -94,11 +110,17 @@ def list_subscriptions(session: Session, cursor: str | None, limit: int) -> Webh
 
 
 def update_subscription(
-    session: Session, subscription_id: int, data: WebhookUpdate, actor: Principal | None
+    session: Session,
+    subscription_id: int,
+    data: WebhookUpdate,
+    actor: Principal | None,
+    *,
+    allow_private: bool = False,
 ) -> WebhookRead | WebhookWithSecret:
     subscription = get_subscription(session, subscription_id)
     before = _summary(subscription)
     if data.url is not None:
+        _check_url(str(data.url), allow_private)
         subscription.url = str(data.url)
     if data.events is not None:
         subscription.events = list(dict.fromkeys(data.events))

@@ -60,6 +60,7 @@ def test_kill_9_of_the_worker_mid_delivery_loses_no_event(
         CIT_SUGGEST_LEASE_SECONDS="5",
         CIT_WEBHOOK_TIMEOUT_SECONDS="2",  # a killed worker's deliveries return after 9 s
         CIT_WEBHOOK_CONCURRENCY="4",
+        CIT_WEBHOOK_ALLOW_PRIVATE_ADDRESSES="true",  # the receiver listens on loopback
         CIT_WORKER_POLL_SECONDS="0.2",
     )
     first = Process(["worker"], env, tmp_path / "worker-1.log").start()

@@ -621,6 +621,7 @@ def test_the_cit_webhooks_commands(
 
     monkeypatch.setenv("CIT_DATABASE_URL", settings.database_url)
     monkeypatch.setenv("CIT_DATA_DIR", str(settings.data_dir))
+    monkeypatch.setenv("CIT_WEBHOOK_ALLOW_PRIVATE_ADDRESSES", "true")  # a loopback receiver
     get_settings.cache_clear()
     try:
 
