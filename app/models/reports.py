@@ -1,4 +1,5 @@
-"""Daily and monthly report rollups, and the delta rows that database triggers append with each change.
+"""Daily and monthly report rollups, and the delta rows that database triggers append with each
+change.
 
 Derived data only. The triggers (migration 0006) append one signed row per change of
 `incidents` or `incident_codes` to `report_story_deltas` / `report_code_deltas`, in the same

@@ -268,11 +268,12 @@ def stored_rollups(
         code_by.update(_by_dimension(_delta_detail(session, ReportCodeDelta)))
     result["report_story_days_by"] = story_by
     result["report_code_days_by"] = code_by
-    for month_table, dims, position in (
-        (ReportStoryMonth, ("survey_id", "month", "valence"), 1),
-        (ReportCodeMonth, ("survey_id", "month", "valence"), 1),
-        (ReportStoryMonthBy, by_key[:2] + ("month",) + by_key[3:], 2),
-        (ReportCodeMonthBy, by_key[:2] + ("month",) + by_key[3:], 2),
+    month_by_key = ("dimension", "survey_id", "month", "valence", "value")
+    for month_table, dims in (
+        (ReportStoryMonth, ("survey_id", "month", "valence")),
+        (ReportCodeMonth, ("survey_id", "month", "valence")),
+        (ReportStoryMonthBy, month_by_key),
+        (ReportCodeMonthBy, month_by_key),
     ):
         counter = Counter()
         for row in session.scalars(select(month_table)):
