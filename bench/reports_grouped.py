@@ -23,6 +23,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import orjson
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
@@ -38,7 +39,7 @@ from app.models.reports import (
     ReportStoryMonthBy,
 )
 from app.reports import rollups
-from app.reports.trends import TrendsQuery, trends_report
+from app.reports.trends import TrendsQuery, _fetch, trends_report
 from bench.reports_scale import raw_group_by, raw_grouped
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -153,6 +154,26 @@ def main(argv: list[str] | None = None) -> int:
                 daily = timed(service, args.daily_repeat)
             rows.append((f"service (`trends_report`), {name}", monthly, daily))
 
+    # Where a report's time goes (monthly path): the two GROUP BYs and their rows into dicts
+    # (`_fetch`), the whole service function (fetch, suppression, intervals, changes, pydantic
+    # rows), and the JSON the router sends.
+    split: list[tuple[str, float, float, float, int]] = []
+    with sessions() as session:
+        for name, query, suppress in (
+            ("month by touchpoint, exact", TrendsQuery("month", ("touchpoint",)), False),
+            ("month by touchpoint, suppressed", TrendsQuery("month", ("touchpoint",)), True),
+            ("quarter by channel, suppressed", TrendsQuery("quarter", ("channel",)), True),
+            ("month, ungrouped, suppressed", TrendsQuery("month"), True),
+        ):
+            report = trends_report(session, query, suppress=suppress)
+            fetch = timed(lambda q=query: _fetch(session, q), args.daily_repeat)
+            whole = timed(
+                lambda q=query, s=suppress: trends_report(session, q, suppress=s),
+                args.daily_repeat,
+            )
+            dump = timed(lambda r=report: orjson.dumps(r.model_dump(mode="json")), args.repeat)
+            split.append((name, fetch["p50"], whole["p50"], dump["p50"], len(report.rows)))
+
     rows.append(
         (
             "raw GROUP BY month x code x valence (base tables)",
@@ -183,6 +204,14 @@ def main(argv: list[str] | None = None) -> int:
             f"| {name} | {monthly['p50']:.0f} | {monthly['p95']:.0f} | {monthly['n']} | {old} "
             f"| {verdict} |"
         )
+    print()
+    print(
+        "| where the time goes (monthly path, p50 ms) | SQL + rows (`_fetch`) | service "
+        "| JSON | rows |"
+    )
+    print("|---|---:|---:|---:|---:|")
+    for name, fetch_ms, whole_ms, dump_ms, count in split:
+        print(f"| {name} | {fetch_ms:.0f} | {whole_ms:.0f} | {dump_ms:.0f} | {count:,} |")
     engine.dispose()
     return 0
 
