@@ -1,4 +1,5 @@
-"""Daily report rollups, and the delta rows that database triggers append with each change.
+"""Daily and monthly report rollups, and the delta rows that database triggers append with each
+change.
 
 Derived data only. The triggers (migration 0006) append one signed row per change of
 `incidents` or `incident_codes` to `report_story_deltas` / `report_code_deltas`, in the same
@@ -11,6 +12,8 @@ Each table has a narrow form (survey, day, valence: what an ungrouped report rea
 thousand rows for a million stories) and a `_detail` form that adds the grouping dimensions. A
 missing touchpoint, channel or segment is stored as '' so that the primary key, and with it the
 fold's upsert, is NULL-safe. `day` is the story's `submitted_at` date in UTC.
+The `_months` tables hold the same sums per calendar month (`month`: its first day), folded from
+the same delta rows in the same transaction: month, quarter and whole-range reports read them.
 """
 
 from __future__ import annotations
@@ -152,6 +155,69 @@ class ReportCodeDayBy(Base):
     dimension: Mapped[str] = mapped_column(String(16), primary_key=True)
     survey_id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
     day: Mapped[date] = mapped_column(primary_key=True)
+    valence: Mapped[str] = mapped_column(String(16), primary_key=True)
+    value: Mapped[str] = mapped_column(String(200), primary_key=True)
+    codebook_version_id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    code: Mapped[str] = mapped_column(String(100), primary_key=True)
+    n: Mapped[int]
+
+
+class ReportStoryMonth(Base):
+    """As `report_story_days`, per month (`month`: its first day): what an ungrouped month,
+    quarter or whole-range report reads, a thirtieth of the daily rows."""
+
+    __tablename__ = "report_story_months"
+    __table_args__ = _WITHOUT_ROWID
+
+    survey_id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    month: Mapped[date] = mapped_column(primary_key=True)
+    valence: Mapped[str] = mapped_column(String(16), primary_key=True)
+    stories: Mapped[int]
+    confirmed: Mapped[int]
+    excluded: Mapped[int]
+
+
+class ReportCodeMonth(Base):
+    """As `report_code_days`, per month (see `ReportStoryMonth`)."""
+
+    __tablename__ = "report_code_months"
+    __table_args__ = _WITHOUT_ROWID
+
+    survey_id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    month: Mapped[date] = mapped_column(primary_key=True)
+    valence: Mapped[str] = mapped_column(String(16), primary_key=True)
+    codebook_version_id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    code: Mapped[str] = mapped_column(String(100), primary_key=True)
+    n: Mapped[int]
+
+
+class ReportStoryMonthBy(Base):
+    """As `report_story_days_by`, per month: what a month, quarter or whole-range report
+    grouped by one dimension reads (about 4,000 rows per dimension at a million stories over
+    two years, against 124,000 daily ones)."""
+
+    __tablename__ = "report_story_months_by"
+    __table_args__ = _WITHOUT_ROWID
+
+    dimension: Mapped[str] = mapped_column(String(16), primary_key=True)
+    survey_id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    month: Mapped[date] = mapped_column(primary_key=True)
+    valence: Mapped[str] = mapped_column(String(16), primary_key=True)
+    value: Mapped[str] = mapped_column(String(200), primary_key=True)
+    stories: Mapped[int]
+    confirmed: Mapped[int]
+    excluded: Mapped[int]
+
+
+class ReportCodeMonthBy(Base):
+    """As `report_code_days_by`, per month (see `ReportStoryMonthBy`)."""
+
+    __tablename__ = "report_code_months_by"
+    __table_args__ = _WITHOUT_ROWID
+
+    dimension: Mapped[str] = mapped_column(String(16), primary_key=True)
+    survey_id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    month: Mapped[date] = mapped_column(primary_key=True)
     valence: Mapped[str] = mapped_column(String(16), primary_key=True)
     value: Mapped[str] = mapped_column(String(200), primary_key=True)
     codebook_version_id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)

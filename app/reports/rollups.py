@@ -1,4 +1,5 @@
-"""Reading the daily rollups (period truncation in SQL, per dialect), folding and rebuilding.
+"""Reading the daily and monthly rollups (period truncation in SQL, per dialect), folding and
+rebuilding.
 
 Triggers (migration 0006) append signed delta rows with every change; `fold` moves them into
 the rollup tables (the worker calls it every round); every read takes rollup plus pending
@@ -6,6 +7,12 @@ deltas in one statement (`story_source` / `code_source`), so a report is exact a
 change commits, however long ago the last fold ran. `rebuild` recomputes the rollups from the
 base tables with one INSERT ... SELECT per table (a repair tool, and the fast path for a bulk
 load with triggers disabled).
+
+A report of whole months (month, quarter or the whole range, from/to on month boundaries, which
+TrendsQuery's snapping guarantees) reads the monthly tables (`report_*_months`,
+`report_*_months_by`; the deltas truncated to their month); day and week reports, and the
+alert rules' day ranges, read the daily ones. Both hold the same sums: the fold moves each
+delta into both in one transaction.
 """
 
 from __future__ import annotations
@@ -37,10 +44,14 @@ from app.models.reports import (
     ReportCodeDayBy,
     ReportCodeDayDetail,
     ReportCodeDelta,
+    ReportCodeMonth,
+    ReportCodeMonthBy,
     ReportStoryDay,
     ReportStoryDayBy,
     ReportStoryDayDetail,
     ReportStoryDelta,
+    ReportStoryMonth,
+    ReportStoryMonthBy,
 )
 
 Period = Literal["day", "week", "month", "quarter", "all"]
@@ -58,8 +69,10 @@ GROUP_COLUMNS: dict[GroupField, str] = {
     "segment": "segment",
 }
 
-StoryTable = type[ReportStoryDay] | type[ReportStoryDayDetail]
-CodeTable = type[ReportCodeDay] | type[ReportCodeDayDetail]
+StoryTable = type[ReportStoryDay] | type[ReportStoryDayDetail] | type[ReportStoryMonth]
+CodeTable = type[ReportCodeDay] | type[ReportCodeDayDetail] | type[ReportCodeMonth]
+# False: read the daily tables only (the tests and bench.reports_grouped compare both paths).
+MONTHLY_READS = True
 
 
 def period_start(day: date, period: Period) -> date:
@@ -138,27 +151,61 @@ def tables(group_by: tuple[GroupField, ...]) -> tuple[StoryTable, CodeTable]:
 _STORY_COUNTS = ("stories", "confirmed", "excluded")
 
 
+def monthly(period: Period, first_day: date | None, last_day: date | None) -> bool:
+    """Whether the monthly rollups answer this read: periods of whole months, and from/to (if
+    any) on month boundaries."""
+    if not MONTHLY_READS or period not in ("month", "quarter", "all"):
+        return False
+    if first_day is not None and first_day.day != 1:
+        return False
+    return last_day is None or last_day == date.max or (last_day + timedelta(days=1)).day == 1
+
+
 def _key_names(table: StoryTable | CodeTable) -> list[str]:
-    return [column.name for column in table.__mapper__.primary_key]
+    return ["day" if c.name == "month" else c.name for c in table.__mapper__.primary_key]
 
 
-def story_source(table: StoryTable) -> Any:
+def _with_deltas(
+    table: Any, delta: Any, names: list[str], *, dimension: str | None = None, dialect: str = ""
+) -> Any:
+    """Rollup rows with the pending delta rows appended, in `names`' columns; a monthly table's
+    `month` and the deltas' day truncated to their month are both named `day`, and a
+    by-dimension table's `value` is named after its dimension (as the _detail column)."""
+    months = hasattr(table, "month")
+    assert dialect or not months, "a monthly source truncates the deltas per dialect"
+
+    def rollup_column(name: str) -> Any:
+        if name == "day" and months:
+            return table.month.label("day")
+        if dimension is not None and name == dimension:
+            return table.value.label(dimension)
+        return getattr(table, name)
+
+    def delta_column(name: str) -> Any:
+        if name == "day" and months:
+            return period_expression(dialect, delta.day, "month").label("day")
+        return getattr(delta, name)
+
+    rollup = select(*(rollup_column(n) for n in names))
+    if dimension is not None:
+        rollup = rollup.where(table.dimension == dimension)
+    return union_all(rollup, select(*(delta_column(n) for n in names))).subquery(
+        table.__tablename__
+    )
+
+
+def story_source(table: StoryTable, dialect: str = "") -> Any:
     """A story rollup table with the pending deltas appended (same columns), to aggregate over:
-    the sum over both is exact whether or not the deltas have been folded yet."""
+    the sum over both is exact whether or not the deltas have been folded yet. (`dialect`: for
+    a monthly table, whose deltas are truncated to their month in SQL.)"""
     names = [*_key_names(table), *_STORY_COUNTS]
-    return union_all(
-        select(*(getattr(table, n) for n in names)),
-        select(*(getattr(ReportStoryDelta, n) for n in names)),
-    ).subquery(table.__tablename__)
+    return _with_deltas(table, ReportStoryDelta, names, dialect=dialect)
 
 
-def code_source(table: CodeTable) -> Any:
+def code_source(table: CodeTable, dialect: str = "") -> Any:
     """A code rollup table with the pending deltas appended (see `story_source`)."""
     names = [*_key_names(table), "n"]
-    return union_all(
-        select(*(getattr(table, n) for n in names)),
-        select(*(getattr(ReportCodeDelta, n) for n in names)),
-    ).subquery(table.__tablename__)
+    return _with_deltas(table, ReportCodeDelta, names, dialect=dialect)
 
 
 def _filters(
@@ -184,66 +231,42 @@ def single_dimension(group_by: tuple[GroupField, ...]) -> str | None:
     return dims[0] if len(dims) == 1 else None
 
 
-def _story_source_by(dimension: str) -> Any:
-    """report_story_days_by for one dimension, with the pending deltas appended (the value
-    column named after the dimension, so a group column reads it like the _detail table's)."""
-    by, delta = ReportStoryDayBy, ReportStoryDelta
-    return union_all(
-        select(
-            by.survey_id,
-            by.day,
-            by.valence,
-            by.value.label(dimension),
-            *(getattr(by, c) for c in _STORY_COUNTS),
-        ).where(by.dimension == dimension),
-        select(
-            delta.survey_id,
-            delta.day,
-            delta.valence,
-            getattr(delta, dimension).label(dimension),
-            *(getattr(delta, c) for c in _STORY_COUNTS),
-        ),
-    ).subquery("report_story_days_by")
+def _story_source_by(dimension: str, dialect: str = "", months: bool = False) -> Any:
+    """report_story_days_by (or _months_by) for one dimension, with the pending deltas appended
+    (the value column named after the dimension, so a group column reads it like the _detail
+    table's)."""
+    names = ["survey_id", "day", "valence", dimension, *_STORY_COUNTS]
+    table = ReportStoryMonthBy if months else ReportStoryDayBy
+    return _with_deltas(table, ReportStoryDelta, names, dimension=dimension, dialect=dialect)
 
 
-def _code_source_by(dimension: str) -> Any:
-    by, delta = ReportCodeDayBy, ReportCodeDelta
-    return union_all(
-        select(
-            by.survey_id,
-            by.day,
-            by.valence,
-            by.value.label(dimension),
-            by.codebook_version_id,
-            by.code,
-            by.n,
-        ).where(by.dimension == dimension),
-        select(
-            delta.survey_id,
-            delta.day,
-            delta.valence,
-            getattr(delta, dimension).label(dimension),
-            delta.codebook_version_id,
-            delta.code,
-            delta.n,
-        ),
-    ).subquery("report_code_days_by")
+def _code_source_by(dimension: str, dialect: str = "", months: bool = False) -> Any:
+    names = ["survey_id", "day", "valence", dimension, "codebook_version_id", "code", "n"]
+    table = ReportCodeMonthBy if months else ReportCodeDayBy
+    return _with_deltas(table, ReportCodeDelta, names, dimension=dimension, dialect=dialect)
 
 
-def story_rows(group_by: tuple[GroupField, ...]) -> Any:
-    """The story rollup rows (with pending deltas) that answer this grouping."""
+def story_rows(group_by: tuple[GroupField, ...], dialect: str = "", months: bool = False) -> Any:
+    """The story rollup rows (with pending deltas) that answer this grouping; `months`: from
+    the monthly tables where there is one (every grouping but two or more dimensions)."""
     dimension = single_dimension(group_by)
     if dimension is not None:
-        return _story_source_by(dimension)
-    return story_source(tables(group_by)[0])
+        return _story_source_by(dimension, dialect, months)
+    table = tables(group_by)[0]
+    if months and table is ReportStoryDay:
+        return story_source(ReportStoryMonth, dialect)
+    return story_source(table)
 
 
-def code_rows(group_by: tuple[GroupField, ...]) -> Any:
-    """The code rollup rows (with pending deltas) that answer this grouping."""
+def code_rows(group_by: tuple[GroupField, ...], dialect: str = "", months: bool = False) -> Any:
+    """The code rollup rows (with pending deltas) that answer this grouping (see `story_rows`)."""
     dimension = single_dimension(group_by)
     if dimension is not None:
-        return _code_source_by(dimension)
-    return code_source(tables(group_by)[1])
+        return _code_source_by(dimension, dialect, months)
+    table = tables(group_by)[1]
+    if months and table is ReportCodeDay:
+        return code_source(ReportCodeMonth, dialect)
+    return code_source(table)
 
 
 def story_cells_query(
@@ -256,7 +279,8 @@ def story_cells_query(
     last_day: date | None = None,
 ) -> Select[Any]:
     """Stories, confirmed and excluded per period, valence and group: one GROUP BY."""
-    story_table = story_rows(group_by).c
+    months = monthly(period, first_day, last_day)
+    story_table = story_rows(group_by, dialect, months).c
     period_col = period_expression(dialect, story_table.day, period).label("period")
     groups = [getattr(story_table, GROUP_COLUMNS[g]).label(g) for g in group_by]
     keys = [period_col, story_table.valence.label("valence"), *groups]
@@ -283,7 +307,8 @@ def code_cells_query(
     codebook_version_id: int | None = None,
 ) -> Select[Any]:
     """Confirmed stories per code, period, valence and group: one GROUP BY."""
-    code_table = code_rows(group_by).c
+    months = monthly(period, first_day, last_day)
+    code_table = code_rows(group_by, dialect, months).c
     period_col = period_expression(dialect, code_table.day, period).label("period")
     groups = [getattr(code_table, GROUP_COLUMNS[g]).label(g) for g in group_by]
     keys = [period_col, code_table.code.label("code"), code_table.valence.label("valence"), *groups]
@@ -293,9 +318,11 @@ def code_cells_query(
     return select(*keys, func.sum(code_table.n).label("n")).where(*conditions).group_by(*keys)
 
 
-def recorded_codes_query(version_ids: list[int], survey_id: int | None = None) -> Select[Any]:
+def recorded_codes_query(
+    dialect: str, version_ids: list[int], survey_id: int | None = None
+) -> Select[Any]:
     """The distinct (codebook version id, code) pairs the rollups hold for these versions."""
-    table = code_source(ReportCodeDay).c
+    table = code_source(ReportCodeMonth, dialect).c
     conditions = [table.codebook_version_id.in_(version_ids)]
     if survey_id is not None:
         conditions.append(table.survey_id == survey_id)
@@ -339,7 +366,7 @@ def mapped_code_cells_query(
     base tables."""
     mapping = _mapping_rows(pairs)
     if not distinct_stories:
-        table = code_rows(group_by).c
+        table = code_rows(group_by, dialect, monthly(period, first_day, last_day)).c
         period_col = period_expression(dialect, table.day, period).label("period")
         groups = [getattr(table, GROUP_COLUMNS[g]).label(g) for g in group_by]
         keys = [period_col, mapping.c.target.label("code"), table.valence.label("valence"), *groups]
@@ -459,6 +486,15 @@ def table_from(columns: Any) -> Any:
 _DETAIL = ("survey_id", "day", "valence", "touchpoint", "channel", "segment")
 _NARROW = ("survey_id", "day", "valence")
 _BY = ("dimension", "survey_id", "day", "valence", "value")
+_NARROW_MONTHS = ("survey_id", "month", "valence")
+_BY_MONTHS = ("dimension", "survey_id", "month", "valence", "value")
+
+
+def _month_sql(dialect: str) -> str:
+    """The first day of the month of a rollup or delta row's `day` (as period_expression)."""
+    if dialect == "postgresql":
+        return "CAST(date_trunc('month', CAST(day AS timestamp)) AS date)"
+    return "strftime('%Y-%m-01', day)"
 
 
 def _dimension_sql(dialect: str) -> list[str]:
@@ -498,6 +534,10 @@ def rebuild(session: Session) -> None:
         "DELETE FROM report_story_days_detail",
         "DELETE FROM report_story_days_by",
         "DELETE FROM report_code_days_by",
+        "DELETE FROM report_story_months",
+        "DELETE FROM report_code_months",
+        "DELETE FROM report_story_months_by",
+        "DELETE FROM report_code_months_by",
         f"INSERT INTO report_story_days_detail ({detail}, stories, confirmed, excluded) "
         f"SELECT {dims}, COUNT(*), SUM({coded}), SUM({excluded}) "
         f"FROM incidents i GROUP BY {positions}",
@@ -525,6 +565,23 @@ def rebuild(session: Session) -> None:
             "code, SUM(n) FROM report_code_days_detail "
             f"GROUP BY survey_id, day, valence, {dimension}, codebook_version_id, code",
         ]
+    # The monthly tables from the daily ones (a few hundred thousand rows, not the stories).
+    month, sums = _month_sql(dialect), "SUM(stories), SUM(confirmed), SUM(excluded)"
+    statements += [
+        "INSERT INTO report_story_months (survey_id, month, valence, stories, confirmed, "
+        f"excluded) SELECT survey_id, {month}, valence, {sums} FROM report_story_days "
+        "GROUP BY 1, 2, 3",
+        "INSERT INTO report_code_months (survey_id, month, valence, codebook_version_id, code, "
+        f"n) SELECT survey_id, {month}, valence, codebook_version_id, code, SUM(n) "
+        "FROM report_code_days GROUP BY 1, 2, 3, 4, 5",
+        "INSERT INTO report_story_months_by (dimension, survey_id, month, valence, value, "
+        f"stories, confirmed, excluded) SELECT dimension, survey_id, {month}, valence, value, "
+        f"{sums} FROM report_story_days_by GROUP BY 1, 2, 3, 4, 5",
+        "INSERT INTO report_code_months_by (dimension, survey_id, month, valence, value, "
+        f"codebook_version_id, code, n) SELECT dimension, survey_id, {month}, valence, value, "
+        "codebook_version_id, code, SUM(n) FROM report_code_days_by "
+        "GROUP BY 1, 2, 3, 4, 5, 6, 7",
+    ]
     for statement in statements:
         session.execute(text(statement))
     session.flush()
@@ -540,6 +597,8 @@ _FOLDS = (
             ("report_story_days", _NARROW),
             ("report_story_days_detail", _DETAIL),
             ("report_story_days_by", _BY),
+            ("report_story_months", _NARROW_MONTHS),
+            ("report_story_months_by", _BY_MONTHS),
         ),
         _STORY_COUNTS,
     ),
@@ -549,12 +608,31 @@ _FOLDS = (
             ("report_code_days", (*_NARROW, "codebook_version_id", "code")),
             ("report_code_days_detail", (*_DETAIL, "codebook_version_id", "code")),
             ("report_code_days_by", (*_BY, "codebook_version_id", "code")),
+            ("report_code_months", (*_NARROW_MONTHS, "codebook_version_id", "code")),
+            ("report_code_months_by", (*_BY_MONTHS, "codebook_version_id", "code")),
         ),
         ("n",),
     ),
 )
 # Any fixed number: PostgreSQL's advisory lock that lets one fold run at a time.
 _FOLD_LOCK = 7_301_911
+
+
+def _taken_rows(
+    source: str, taken: str, keys: tuple[str, ...], counts: tuple[str, ...], dialect: str
+) -> str:
+    """The taken delta rows in a rollup table's key columns: `month` truncated from the day,
+    and one row per dimension of each delta row for a by-dimension table."""
+
+    def columns(dimension: str | None) -> str:
+        named = {"month": f"{_month_sql(dialect)} AS month"}
+        if dimension is not None:
+            named |= {"dimension": f"'{dimension}' AS dimension", "value": f"{dimension} AS value"}
+        return ", ".join([*(named.get(k, k) for k in keys), *counts])
+
+    dimensions: tuple[str | None, ...] = DIMENSIONS if "dimension" in keys else (None,)
+    selects = [f"SELECT {columns(d)} FROM {source} WHERE {taken}" for d in dimensions]
+    return f"({' UNION ALL '.join(selects)}) AS taken"
 
 
 def fold(session: Session) -> int:
@@ -599,19 +677,7 @@ def fold(session: Session) -> int:
             key = ", ".join(keys)
             sums = ", ".join(f"SUM({c})" for c in counts)
             update = ", ".join(f"{c} = {table}.{c} + excluded.{c}" for c in counts)
-            rows = f"(SELECT * FROM {source} WHERE {taken}) AS taken"
-            if "dimension" in keys:  # one row per dimension of each delta row
-                rest = [k for k in keys if k not in ("dimension", "survey_id", "day", "valence")]
-                rest_sql = "".join(f", {k}" for k in rest if k != "value")
-                rows = (
-                    "("
-                    + " UNION ALL ".join(
-                        f"SELECT '{d}' AS dimension, survey_id, day, valence, {d} AS value"
-                        f"{rest_sql}, {', '.join(counts)} FROM {source} WHERE {taken}"
-                        for d in DIMENSIONS
-                    )
-                    + ") AS taken"
-                )
+            rows = _taken_rows(source, taken, keys, counts, dialect)
             session.execute(
                 text(
                     f"INSERT INTO {table} ({key}, {', '.join(counts)}) "

@@ -26,7 +26,7 @@ from app.models import (
     IncidentCode,
     Invitation,
 )
-from app.models.reports import ReportCodeDay
+from app.models.reports import ReportCodeMonth
 from app.reports import tables
 from app.reports.rollups import code_source
 from app.reports.schemas import SHARES_NOTE
@@ -417,7 +417,7 @@ def study_report(
     ]
     counts.breakdown(total, time_keys)
 
-    code_days = code_source(ReportCodeDay).c
+    code_days = code_source(ReportCodeMonth, dialect).c
     code_rows = session.execute(
         select(code_days.code, code_days.valence, func.sum(code_days.n))
         .where(code_days.survey_id == survey_id)

@@ -1,7 +1,8 @@
 """Trends: shares of confirmed stories by final code per period and valence, from the rollups.
 
-Two GROUP BY queries over the daily rollups (story counts, code counts) give every figure; the
-rest is arithmetic on those aggregates: margins for the suppression lines, Wilson intervals and
+Two GROUP BY queries over the rollups (story counts, code counts; the monthly tables for month,
+quarter and whole-range reports, the daily ones for days and weeks) give every figure; the rest
+is arithmetic on those aggregates: margins for the suppression lines, Wilson intervals and
 the change against the previous period.
 
 Definitions (also in the response's `definitions`):
@@ -252,7 +253,9 @@ def _version_pairs(
     recorded = [
         (int(version_id), str(code))
         for version_id, code in session.execute(
-            rollups.recorded_codes_query(words.version_ids, query.survey_id)
+            rollups.recorded_codes_query(
+                session.get_bind().dialect.name, words.version_ids, query.survey_id
+            )
         )
     ]
     pairs = words.pairs(recorded)

@@ -20,10 +20,14 @@ from app.models.reports import (
     ReportCodeDayBy,
     ReportCodeDayDetail,
     ReportCodeDelta,
+    ReportCodeMonth,
+    ReportCodeMonthBy,
     ReportStoryDay,
     ReportStoryDayBy,
     ReportStoryDayDetail,
     ReportStoryDelta,
+    ReportStoryMonth,
+    ReportStoryMonthBy,
 )
 from app.reports import rollups
 
@@ -156,7 +160,8 @@ def _dims(incident: Incident) -> tuple[Any, ...]:
 
 
 def expected_rollups(session: Session) -> dict[str, Counter[tuple[Any, ...]]]:
-    """The four rollup tables computed from `incidents` and `incident_codes` (test oracle)."""
+    """The rollup tables computed from `incidents` and `incident_codes` (test oracle); the
+    monthly ones keyed by the month's first day."""
     incidents = {i.id: i for i in session.scalars(select(Incident))}
     detail_stories: Counter[tuple[Any, ...]] = Counter()
     narrow_stories: Counter[tuple[Any, ...]] = Counter()
@@ -185,7 +190,19 @@ def expected_rollups(session: Session) -> dict[str, Counter[tuple[Any, ...]]]:
         "report_code_days_detail": +detail_codes,
         "report_story_days_by": +_by_dimension(detail_stories),
         "report_code_days_by": +_by_dimension(detail_codes),
+        "report_story_months": +_by_month(narrow_stories, 1),
+        "report_code_months": +_by_month(narrow_codes, 1),
+        "report_story_months_by": +_by_month(_by_dimension(detail_stories), 2),
+        "report_code_months_by": +_by_month(_by_dimension(detail_codes), 2),
     }
+
+
+def _by_month(daily: Counter[tuple[Any, ...]], position: int) -> Counter[tuple[Any, ...]]:
+    """The same counts with the day at `position` replaced by its month's first day."""
+    months: Counter[tuple[Any, ...]] = Counter()
+    for key, n in daily.items():
+        months[(*key[:position], key[position].replace(day=1), *key[position + 1 :])] += n
+    return months
 
 
 DIMENSIONS = ("touchpoint", "channel", "segment")
@@ -208,7 +225,7 @@ def _as_date(value: Any) -> date:
 def stored_rollups(
     session: Session, *, with_deltas: bool = False
 ) -> dict[str, Counter[tuple[Any, ...]]]:
-    """The four rollup tables as stored, in the oracle's shape; `with_deltas` adds the pending
+    """The rollup tables as stored, in the oracle's shape; `with_deltas` adds the pending
     delta rows, as every report reads them."""
     result: dict[str, Counter[tuple[Any, ...]]] = {}
     for table, dims in (
@@ -251,8 +268,44 @@ def stored_rollups(
         code_by.update(_by_dimension(_delta_detail(session, ReportCodeDelta)))
     result["report_story_days_by"] = story_by
     result["report_code_days_by"] = code_by
+    month_by_key = ("dimension", "survey_id", "month", "valence", "value")
+    for month_table, dims in (
+        (ReportStoryMonth, ("survey_id", "month", "valence")),
+        (ReportCodeMonth, ("survey_id", "month", "valence")),
+        (ReportStoryMonthBy, month_by_key),
+        (ReportCodeMonthBy, month_by_key),
+    ):
+        counter = Counter()
+        for row in session.scalars(select(month_table)):
+            key = tuple(
+                _as_date(getattr(row, d)) if d == "month" else getattr(row, d) for d in dims
+            )
+            if month_table in (ReportStoryMonth, ReportStoryMonthBy):
+                for measure in ("stories", "confirmed", "excluded"):
+                    counter[(*key, measure)] += getattr(row, measure)
+            else:
+                counter[(*key, row.codebook_version_id, row.code)] += row.n
+        result[month_table.__tablename__] = counter
+    if with_deltas:  # the pending deltas, at the month grain
+        pending = {
+            "report_story_months": _narrow(_delta_detail(session, ReportStoryDelta), 3),
+            "report_code_months": _narrow(_delta_detail(session, ReportCodeDelta), 3),
+            "report_story_months_by": _by_dimension(_delta_detail(session, ReportStoryDelta)),
+            "report_code_months_by": _by_dimension(_delta_detail(session, ReportCodeDelta)),
+        }
+        for table, deltas in pending.items():
+            result[table].update(_by_month(deltas, 2 if table.endswith("_by") else 1))
     # Stored zero rows would be a leak of deleted data: the oracle drops zeros, so must we not.
     return result
+
+
+def _narrow(detail: Counter[tuple[Any, ...]], width: int) -> Counter[tuple[Any, ...]]:
+    """Detail-grain counts summed over the dimensions (keeping the first `width` key parts and
+    the measure or code parts after the three dimensions)."""
+    narrow: Counter[tuple[Any, ...]] = Counter()
+    for key, n in detail.items():
+        narrow[(*key[:width], *key[width + 3 :])] += n
+    return narrow
 
 
 def _delta_detail(session: Session, table: Any) -> Counter[tuple[Any, ...]]:
@@ -279,6 +332,10 @@ def zero_rows(session: Session) -> int:
             (ReportCodeDayDetail, (ReportCodeDayDetail.n == 0,)),
             (ReportStoryDayBy, (ReportStoryDayBy.stories == 0,)),
             (ReportCodeDayBy, (ReportCodeDayBy.n == 0,)),
+            (ReportStoryMonth, (ReportStoryMonth.stories == 0,)),
+            (ReportCodeMonth, (ReportCodeMonth.n == 0,)),
+            (ReportStoryMonthBy, (ReportStoryMonthBy.stories == 0,)),
+            (ReportCodeMonthBy, (ReportCodeMonthBy.n == 0,)),
         )
     )
 
