@@ -485,7 +485,8 @@ _MEMO_DOCUMENTS = 10_000
 def _plain_answers(row: Any, spec: ExportSpec) -> tuple[Any, Any, Any, Any]:
     """The four answers of a plain row in the export's view (as `_answers` gives them)."""
     if spec.view == "original":
-        return row[8], row[10], row[11], row[12]
+        occurred, circumstances, what_happened, outcome = _ORIGINAL
+        return row[occurred], row[circumstances], row[what_happened], row[outcome]
     if spec.redaction is not None and row[_REDACTED_WITH] != spec.redaction:
         return None, None, None, None  # not yet redacted as required: no text at all
     redacted = _json(row[_REDACTED_DOC])
