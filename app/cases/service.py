@@ -25,12 +25,7 @@ from app.cases.schemas import (
 )
 from app.config import Settings
 from app.errors import Conflict, NotFound
-from app.incidents.redaction import (
-    REDACTED_FIELDS,
-    readable,
-    redacted_answers,
-    required_redaction,
-)
+from app.incidents.redaction import gated_answers, required_redaction
 from app.models import Case, CaseNote, Incident, IncidentCode, IncidentContact, Survey
 from app.models.base import utcnow
 from app.pagination import keyset_page
@@ -218,8 +213,7 @@ def _story(session: Session, settings: Settings, incident_id: int) -> CaseStory 
     incident = session.get(Incident, incident_id)
     if incident is None:
         return None
-    pending = not readable(incident, required_redaction(settings.nlp_pipeline))
-    answers = dict.fromkeys(REDACTED_FIELDS) if pending else redacted_answers(incident)
+    answers, pending = gated_answers(incident, required_redaction(settings.nlp_pipeline))
     return CaseStory(
         submitted_at=incident.submitted_at,
         valence=incident.valence,

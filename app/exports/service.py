@@ -24,6 +24,7 @@ from app.auth import Principal
 from app.exports.formats import cell
 from app.incidents.redaction import (
     REDACTED_FIELDS,
+    gated_answers,
     original_answers,
     redacted_answers,
     replacements_of,
@@ -433,8 +434,10 @@ def story_batches(
                 cast(Incident, _Story(by_id[incident_id])), found_codings, spec.viewer
             )
         spans: dict[tuple[int, str], Any] = {}
-        coding_ids = [c.id for found_codings in visible.values() for c in found_codings]
-        if coding_ids and codings:
+        coding_ids = (
+            [c.id for found_codings in visible.values() for c in found_codings] if codings else []
+        )
+        if coding_ids:
             for coding_id, span_code, span_field, start, end in session.execute(
                 select(
                     CodingCode.coding_id,
@@ -459,9 +462,7 @@ def _answers(row: Any, view: View, redaction: str | None = None) -> dict[str, st
     incident = cast(Incident, row)
     if view == "original":
         return original_answers(incident)
-    if redaction is not None and incident.redacted_with != redaction:
-        return dict.fromkeys(REDACTED_FIELDS)  # not yet redacted as required: no text at all
-    return redacted_answers(incident)
+    return gated_answers(incident, redaction)[0]  # no text at all until redacted as required
 
 
 def _attributes(row: Row[Any], spec: ExportSpec, context: Context) -> dict[str, Any]:

@@ -44,6 +44,14 @@ def readable(incident: Incident, required: str | None) -> bool:
     return required is None or incident.redacted_with == required
 
 
+def gated_answers(incident: Incident, required: str | None) -> tuple[dict[str, str | None], bool]:
+    """The researcher's view of the answers and whether it is held back: until the story is
+    redacted as `required`, every answer is None (pending True)."""
+    if not readable(incident, required):
+        return dict.fromkeys(REDACTED_FIELDS), True
+    return redacted_answers(incident), False
+
+
 def redaction_columns(
     answers: Mapping[str, str | None], pipeline: Language | None = None
 ) -> dict[str, Any]:

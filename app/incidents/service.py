@@ -20,9 +20,8 @@ from app.i18n import DEFAULT_LANGUAGE, translator
 from app.incidents.redaction import (
     REDACTED_FIELDS,
     TextViews,
+    gated_answers,
     original_answers,
-    readable,
-    redacted_answers,
     required_redaction,
     text_views,
 )
@@ -431,13 +430,10 @@ def to_reads(
             )
     reads = []
     for incident in incidents:
-        pending = view == "redacted" and not readable(incident, redaction)
         if view == "original":
-            answers = original_answers(incident)
-        elif pending:
-            answers = dict.fromkeys(REDACTED_FIELDS)
+            answers, pending = original_answers(incident), False
         else:
-            answers = redacted_answers(incident)
+            answers, pending = gated_answers(incident, redaction)
         reads.append(
             IncidentRead(
                 id=incident.id,

@@ -125,9 +125,9 @@ class Worker:
         if not (force or due):
             return False
         self._statistics_at = now
+        if self.factory.kw["bind"].dialect.name != "sqlite":
+            return False
         with session_scope(self.factory) as session:
-            if session.get_bind().dialect.name != "sqlite":
-                return False
             session.connection().exec_driver_sql(f"PRAGMA analysis_limit={ANALYSIS_LIMIT}")
             session.connection().exec_driver_sql("ANALYZE")
         return True

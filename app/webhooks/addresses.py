@@ -6,7 +6,7 @@ anything on loopback. So, unless `CIT_WEBHOOK_ALLOW_PRIVATE_ADDRESSES=true` (a r
 same machine or network, as in tests and some set-ups):
 
 - at creation and update, a URL whose host is `localhost` or a literal non-public address is
-  refused (422);
+  refused (400);
 - at every delivery the host is resolved and refused if any of its addresses is not public
   (loopback, private, link-local, shared, reserved, multicast, unspecified), and the request is
   then sent to the address that was checked (the Host header and TLS server name stay the
@@ -44,8 +44,9 @@ def _literal(host: str) -> Address | None:
         return None
 
 
-def check_url(url: str) -> None:
-    """The checks that need no DNS (creation, update): raises Refused."""
+def check_url(url: str) -> Address | None:
+    """The checks that need no DNS (creation, update): raises Refused; returns the host's
+    address when the URL names one (nothing left to resolve)."""
     host = (httpx.URL(url).host or "").lower().rstrip(".")
     if host == "localhost" or host.endswith(".localhost"):
         raise Refused(f"{host} is this machine; webhooks go to public addresses ({SETTING})")
@@ -54,6 +55,7 @@ def check_url(url: str) -> None:
         raise Refused(
             f"{host} is not a public address; webhooks go to public addresses ({SETTING})"
         )
+    return literal
 
 
 @dataclass(frozen=True)
@@ -67,13 +69,11 @@ class Target:
 
 def resolve(url: str) -> Target:
     """The URL pinned to a checked public address of its host; raises Refused."""
-    check_url(url)
+    if check_url(url) is not None:
+        return Target(url)  # a public address already: nothing to resolve
     parsed = httpx.URL(url)
     host = parsed.host
     port = parsed.port or (443 if parsed.scheme == "https" else 80)
-    literal = _literal(host)
-    if literal is not None:
-        return Target(url)  # checked above; nothing to resolve
     try:
         found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError) as error:
