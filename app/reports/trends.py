@@ -56,11 +56,6 @@ from app.reports.intervals import two_proportion_test, wilson_interval
 from app.reports.rollups import GROUP_FIELDS, PERIODS, TABLE_PERIODS, GroupField, Period
 from app.reports.schemas import (
     SHARES_NOTE,
-    CellTotals,
-    ChangeFromPrevious,
-    PeriodTotals,
-    StoryCounts,
-    TrendRow,
     TrendsQueryRead,
     TrendsReport,
 )
@@ -161,6 +156,26 @@ class _Cells:
     rolled_up: dict[str, list[str]]
 
 
+def _group_reader(group_by: tuple[GroupField, ...], start: int) -> Any:
+    """A function giving a result row's group (the columns from `start` on), as _group_value
+    reads them, each distinct group one tuple (the reports' dictionaries share it)."""
+    width = len(group_by)
+    if not width:
+        return lambda row: ()
+    seen: dict[tuple[Any, ...], Group] = {}
+
+    def read(row: Any) -> Group:
+        raw = tuple(row[start : start + width])
+        group = seen.get(raw)
+        if group is None:
+            group = seen[raw] = tuple(
+                _group_value(f, v) for f, v in zip(group_by, raw, strict=True)
+            )
+        return group
+
+    return read
+
+
 def _fetch(session: Session, query: TrendsQuery) -> _Cells:
     dialect = session.get_bind().dialect.name
     common: dict[str, Any] = {
@@ -171,15 +186,20 @@ def _fetch(session: Session, query: TrendsQuery) -> _Cells:
         "last_day": query.last_day,
     }
     width = len(query.group_by)
+    as_date = rollups.as_date
+    # Core rows read by position (the columns are the queries' own: period, [code,] valence,
+    # the groups, then the measures): a grouped report reads thousands of them.
+    execute = session.connection().execute
     stories: dict[tuple[date, str, Group], dict[str, int]] = {}
-    for row in session.execute(rollups.story_cells_query(dialect, **common)):
-        if row.valence not in VALENCES:  # imported stories without a clear valence: no base
+    group_of = _group_reader(query.group_by, 2)
+    for row in execute(rollups.story_cells_query(dialect, **common)).all():
+        if row[1] not in VALENCES:  # imported stories without a clear valence: no base
             continue
-        group = tuple(
-            _group_value(f, v) for f, v in zip(query.group_by, row[2 : 2 + width], strict=True)
-        )
-        key = (rollups.as_date(row.period), row.valence, group)
-        stories[key] = {m: int(getattr(row, m)) for m in MEASURES}
+        stories[(as_date(row[0]), row[1], group_of(row))] = {
+            "stories": int(row[2 + width]),
+            "confirmed": int(row[3 + width]),
+            "excluded": int(row[4 + width]),
+        }
     codes: dict[tuple[date, str, str, Group], int] = {}
     names: set[str] = set()
     rolled_up: dict[str, list[str]] = {}
@@ -193,14 +213,12 @@ def _fetch(session: Session, query: TrendsQuery) -> _Cells:
         code_sql = rollups.mapped_code_cells_query(
             dialect, pairs=pairs, distinct_stories=distinct, **common
         )
-    for row in session.execute(code_sql):
-        if row.valence not in VALENCES:
+    group_of = _group_reader(query.group_by, 3)
+    for row in execute(code_sql).all():
+        if row[2] not in VALENCES:
             continue
-        group = tuple(
-            _group_value(f, v) for f, v in zip(query.group_by, row[3 : 3 + width], strict=True)
-        )
-        codes[(rollups.as_date(row.period), row.code, row.valence, group)] = int(row.n)
-        names.add(row.code)
+        codes[(as_date(row[0]), row[1], row[2], group_of(row))] = int(row[3 + width])
+        names.add(row[1])
     if query.cooccurrence:
         pair_sql = rollups.pair_cells_query(
             dialect,
@@ -209,14 +227,12 @@ def _fetch(session: Session, query: TrendsQuery) -> _Cells:
             else None,
             **common,
         )
-        for row in session.execute(pair_sql):
+        group_of = _group_reader(query.group_by, 4)
+        for row in execute(pair_sql).all():
             if row.valence not in VALENCES:
                 continue
-            group = tuple(
-                _group_value(f, v) for f, v in zip(query.group_by, row[4 : 4 + width], strict=True)
-            )
             name = f"{PAIR_PREFIX}{row.code_a}&{row.code_b}"
-            codes[(rollups.as_date(row.period), name, row.valence, group)] = int(row.n)
+            codes[(as_date(row.period), name, row.valence, group_of(row))] = int(row.n)
             names.add(name)
     return _Cells(stories, codes, sorted(names, key=_code_order), rolled_up)
 
@@ -461,44 +477,43 @@ class _Protected:
     def get(self, key: Hashable) -> int | None:
         return None if key in self.hidden else self.values[key]
 
+    def published(self) -> dict[Hashable, int | None]:
+        """Every count as the report publishes it: None where hidden."""
+        hidden = self.hidden
+        return {k: None if k in hidden else v for k, v in self.values.items()}
+
 
 def _sort_key(key: tuple[date, str, Group]) -> tuple[Any, ...]:
     period, valence, group = key
     return (period, valence, tuple((v is None, v) for v in group))
 
 
-def _confirmed_share(counts: dict[str, int | None]) -> float | None:
-    stories, confirmed, excluded = counts["stories"], counts["confirmed"], counts["excluded"]
+def _confirmed_share(
+    stories: int | None, confirmed: int | None, excluded: int | None
+) -> float | None:
     if stories is None or confirmed is None or excluded is None or stories - excluded <= 0:
         return None
     return confirmed / (stories - excluded)
 
 
-def _counts(protected: _Protected, keys: dict[str, Hashable]) -> dict[str, Any]:
-    counts = {m: protected.get(keys[m]) for m in MEASURES}
-    return {
-        **counts,
-        "confirmed_share": _confirmed_share(counts),
-        "suppressed": any(v is None for v in counts.values()),
-    }
+# A cell without a row in the previous period (so no change_from_previous).
+_NO_ROW = object()
 
 
 def _change(
-    current: tuple[int | None, int | None],
-    previous: tuple[int | None, int | None],
-    previous_period: date,
-) -> ChangeFromPrevious:
-    (x1, n1), (x2, n2) = current, previous
+    x1: int | None, n1: int | None, x2: int | None, n2: int | None, previous_period: date
+) -> dict[str, Any]:
+    """change_from_previous (ChangeFromPrevious's fields) of count x1 of n1 against x2 of n2."""
     if x1 is None or n1 is None or x2 is None or n2 is None:
-        return ChangeFromPrevious(previous_period=previous_period, reason="suppressed")
+        return {"previous_period": previous_period, "reason": "suppressed"}
     result = two_proportion_test(x1, n1, x2, n2)
-    return ChangeFromPrevious(
-        previous_period=previous_period,
-        diff=result.diff,
-        z=result.z,
-        p_value=result.p_value,
-        reason=result.reason,
-    )
+    return {
+        "previous_period": previous_period,
+        "diff": result.diff,
+        "z": result.z,
+        "p_value": result.p_value,
+        "reason": result.reason,
+    }
 
 
 def _hidden_periods(protected: _Protected | None, period: Period) -> set[date]:
@@ -588,75 +603,100 @@ def trends_report(
     else:
         protected = _Protected(cells, grouped, 0, period=query.period)
 
-    def group_fields(group: Group) -> dict[str, Any]:
-        return {
+    # The rows are built as plain data and validated once, with the whole report (one pass in
+    # pydantic-core instead of a model per row: a grouped report has thousands of rows).
+    fields_of = {
+        group: {
             ("survey_id" if f == "survey" else f): v
             for f, v in zip(query.group_by, group, strict=True)
         }
+        for group in {g for _p, _v, g in cells.stories}
+    }
+    shown = protected.published()
+
+    def counts(keys: Sequence[Hashable]) -> dict[str, Any]:
+        stories, confirmed, excluded = (shown[k] for k in keys)
+        return {
+            "stories": stories,
+            "confirmed": confirmed,
+            "excluded": excluded,
+            "confirmed_share": _confirmed_share(stories, confirmed, excluded),
+            "suppressed": stories is None or confirmed is None or excluded is None,
+        }
 
     periods = [
-        PeriodTotals(
-            period=period,
-            **_counts(protected, {m: _story_key(m, period, None, None) for m in MEASURES}),
-            valences={
-                v: StoryCounts(
-                    **_counts(protected, {m: _story_key(m, period, v, None) for m in MEASURES})
-                )
-                for v in VALENCES
+        {
+            "period": period,
+            **counts([_story_key(m, period, None, None) for m in MEASURES]),
+            "valences": {
+                v: counts([_story_key(m, period, v, None) for m in MEASURES]) for v in VALENCES
             },
-        )
+        }
         for period in protected.periods
     ]
     totals = [
-        CellTotals(
-            period=period,
-            valence=valence,
-            **group_fields(group),
-            **_counts(protected, {m: protected.cell(m, period, valence, group) for m in MEASURES}),
-        )
+        {
+            "period": period,
+            "valence": valence,
+            **fields_of[group],
+            **counts([protected.cell(m, period, valence, group) for m in MEASURES]),
+        }
         for period, valence, group in sorted(cells.stories, key=_sort_key)
     ]
 
-    def published(
-        period: date, code: str, valence: str, group: Group
-    ) -> tuple[int | None, int | None]:
-        count = protected.get(_code_key(period, code, valence, group if grouped else None))
-        base = protected.get(protected.cell("confirmed", period, valence, group))
-        return count, base
-
-    rows: list[TrendRow] = []
+    row_codes = {code: _row_code(code) for code in cells.code_names}
+    rows: list[dict[str, Any]] = []
     for period in protected.periods:
         previous = rollups.previous_period(period, query.period)
-        # The change needs the previous period's row: same code, valence and group.
-        previous_groups = {v: set(protected.coded_cells(previous, v)) for v in VALENCES}
+        # Per valence and group: the cell's base and, when the previous period has the row
+        # (same code, valence and group) the change needs, the previous base.
+        bases = {}
+        for valence in VALENCES:
+            previous_groups = set(protected.coded_cells(previous, valence))
+            bases[valence] = [
+                (
+                    fields_of[group],
+                    group if grouped else None,
+                    shown[protected.cell("confirmed", period, valence, group)],
+                    shown[protected.cell("confirmed", previous, valence, group)]
+                    if group in previous_groups
+                    else _NO_ROW,
+                )
+                for group in protected.coded_cells(period, valence)
+            ]
         for code in cells.code_names:
+            name, level = row_codes[code]
             for valence in VALENCES:
-                for group in protected.coded_cells(period, valence):
-                    count, base = published(period, code, valence, group)
-                    share = interval = None
+                for fields, cell_group, base, previous_base in bases[valence]:
+                    count = shown[("code", period, code, valence, cell_group)]
+                    share = ci_low = ci_high = None
                     if count is not None and base is not None and base > 0:
                         share = count / base
-                        interval = wilson_interval(count, base)
+                        ci_low, ci_high = wilson_interval(count, base)  # type: ignore[misc]
                     change = None
-                    if group in previous_groups.get(valence, ()):
+                    if previous_base is not _NO_ROW:
                         change = _change(
-                            (count, base), published(previous, code, valence, group), previous
+                            count,
+                            base,
+                            shown[("code", previous, code, valence, cell_group)],
+                            previous_base,  # type: ignore[arg-type]
+                            previous,
                         )
                     rows.append(
-                        TrendRow(
-                            period=period,
-                            code=_row_code(code)[0],
-                            level=_row_code(code)[1],  # type: ignore[arg-type]
-                            valence=valence,
-                            **group_fields(group),
-                            count=count,
-                            base=base,
-                            share=share,
-                            ci_low=interval[0] if interval else None,
-                            ci_high=interval[1] if interval else None,
-                            suppressed=count is None or base is None,
-                            change_from_previous=change,
-                        )
+                        {
+                            "period": period,
+                            "code": name,
+                            "level": level,
+                            "valence": valence,
+                            **fields,
+                            "count": count,
+                            "base": base,
+                            "share": share,
+                            "ci_low": ci_low,
+                            "ci_high": ci_high,
+                            "suppressed": count is None or base is None,
+                            "change_from_previous": change,
+                        }
                     )
 
     return TrendsReport(
