@@ -28,7 +28,7 @@ from app.reports import render, tables
 from app.reports.rollups import PERIODS, TABLE_PERIODS, Period
 from app.reports.schemas import ReportSurvey, StudyReport, TrendsReport
 from app.reports.study import study_report
-from app.reports.trends import TrendsQuery, parse_group_by, trends_report
+from app.reports.trends import TrendsQuery, parse_group_by, trends_data, trends_report
 
 router = APIRouter(prefix="/api/v1/reports", tags=["reports"])
 
@@ -167,8 +167,8 @@ def get_trends(
         date_to=date_to,
         codebook_version_id=codebook_version_id,
     )
-    report = trends_report(session, query, min_cell=_min_cell(request), suppress=suppress)
     if chosen == "csv":
+        report = trends_report(session, query, min_cell=_min_cell(request), suppress=suppress)
         return cached(
             request,
             render.trends_csv(report).encode(),
@@ -178,7 +178,9 @@ def get_trends(
                 "X-Report-Note": report.note,
             },
         )
-    return cached(request, _json(report.model_dump(mode="json")), MEDIA_TYPES["json"])
+    # The plain data is the model's dump (trends_data), written without a model per row.
+    data = trends_data(session, query, min_cell=_min_cell(request), suppress=suppress)
+    return cached(request, _json(data), MEDIA_TYPES["json"])
 
 
 TABLES_DESCRIPTION = """

@@ -56,7 +56,6 @@ from app.reports.intervals import two_proportion_test, wilson_interval
 from app.reports.rollups import GROUP_FIELDS, PERIODS, TABLE_PERIODS, GroupField, Period
 from app.reports.schemas import (
     SHARES_NOTE,
-    TrendsQueryRead,
     TrendsReport,
 )
 from app.reports.suppression import Line, is_small, secondary
@@ -505,7 +504,13 @@ def _change(
 ) -> dict[str, Any]:
     """change_from_previous (ChangeFromPrevious's fields) of count x1 of n1 against x2 of n2."""
     if x1 is None or n1 is None or x2 is None or n2 is None:
-        return {"previous_period": previous_period, "reason": "suppressed"}
+        return {
+            "previous_period": previous_period,
+            "diff": None,
+            "z": None,
+            "p_value": None,
+            "reason": "suppressed",
+        }
     result = two_proportion_test(x1, n1, x2, n2)
     return {
         "previous_period": previous_period,
@@ -590,6 +595,22 @@ def trends_report(
 ) -> TrendsReport:
     """Shares of confirmed stories by code, per period and valence (and group), suppressed
     unless `suppress` is False (the team's own figures)."""
+    return TrendsReport.model_validate(
+        trends_data(session, query, min_cell=min_cell, suppress=suppress)
+    )
+
+
+# TrendRow's and CellTotals' group fields, in their order: each row carries all four.
+_GROUP_KEYS = ("survey_id", "touchpoint", "channel", "segment")
+
+
+def trends_data(
+    session: Session, query: TrendsQuery, *, min_cell: int = 5, suppress: bool = True
+) -> dict[str, Any]:
+    """The trends report as plain data: exactly `TrendsReport.model_dump(mode="python")` of
+    `trends_report` (every field, in the models' order), so that the API can write it as JSON
+    without building a model per row (a grouped report has thousands of rows).
+    `tests/reports/test_trends.py` holds the two to the same bytes."""
     cells = _fetch(session, query)
     grouped = bool(query.group_by)
     # At most one row per story cell and code: refuse before the work, not after.
@@ -603,12 +624,13 @@ def trends_report(
     else:
         protected = _Protected(cells, grouped, 0, period=query.period)
 
-    # The rows are built as plain data and validated once, with the whole report (one pass in
-    # pydantic-core instead of a model per row: a grouped report has thousands of rows).
     fields_of = {
         group: {
-            ("survey_id" if f == "survey" else f): v
-            for f, v in zip(query.group_by, group, strict=True)
+            **dict.fromkeys(_GROUP_KEYS),
+            **{
+                ("survey_id" if f == "survey" else f): v
+                for f, v in zip(query.group_by, group, strict=True)
+            },
         }
         for group in {g for _p, _v, g in cells.stories}
     }
@@ -626,8 +648,8 @@ def trends_report(
 
     periods = [
         {
-            "period": period,
             **counts([_story_key(m, period, None, None) for m in MEASURES]),
+            "period": period,
             "valences": {
                 v: counts([_story_key(m, period, v, None) for m in MEASURES]) for v in VALENCES
             },
@@ -636,10 +658,10 @@ def trends_report(
     ]
     totals = [
         {
+            **counts([protected.cell(m, period, valence, group) for m in MEASURES]),
             "period": period,
             "valence": valence,
             **fields_of[group],
-            **counts([protected.cell(m, period, valence, group) for m in MEASURES]),
         }
         for period, valence, group in sorted(cells.stories, key=_sort_key)
     ]
@@ -699,22 +721,22 @@ def trends_report(
                         }
                     )
 
-    return TrendsReport(
-        note=SHARES_NOTE,
-        definitions=DEFINITIONS,
-        query=TrendsQueryRead(
-            period=query.period,
-            group_by=list(query.group_by),
-            survey_id=query.survey_id,
-            date_from=query.first_day,
-            date_to=query.last_day,
-            codebook_version_id=query.codebook_version_id,
-            min_cell=min_cell,
-            suppression=suppress,
-        ),
-        codes=[c for c in cells.code_names if _row_code(c)[1] == "code"],
-        rollups=cells.rolled_up,
-        periods=periods,
-        totals=totals,
-        rows=rows,
-    )
+    return {
+        "note": SHARES_NOTE,
+        "definitions": dict(DEFINITIONS),
+        "query": {
+            "period": query.period,
+            "group_by": list(query.group_by),
+            "survey_id": query.survey_id,
+            "date_from": query.first_day,
+            "date_to": query.last_day,
+            "codebook_version_id": query.codebook_version_id,
+            "min_cell": min_cell,
+            "suppression": suppress,
+        },
+        "codes": [c for c in cells.code_names if _row_code(c)[1] == "code"],
+        "rollups": cells.rolled_up,
+        "periods": periods,
+        "totals": totals,
+        "rows": rows,
+    }

@@ -10,12 +10,13 @@ from collections.abc import Callable
 from datetime import date
 from typing import Any
 
+import orjson
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import text
 
 from app.reports.intervals import two_proportion_test, wilson_interval
-from app.reports.trends import TrendsQuery, trends_report
+from app.reports.trends import TrendsQuery, trends_data, trends_report
 from tests.reports.conftest import API, StorySpec
 
 JAN, FEB = date(2025, 1, 1), date(2025, 2, 1)
@@ -208,6 +209,65 @@ def test_rollup_report_equals_base_table_group_by(
     # Bases: every cell's base is its confirmed stories, so shares are count / base.
     for r in report.rows:
         assert r.base and r.share == pytest.approx(r.count / r.base)
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [
+        {"period": "month"},
+        {"period": "month", "group_by": ("touchpoint",)},
+        {"period": "quarter", "group_by": ("channel", "segment")},
+        {"period": "all", "group_by": ("survey",)},
+        {"period": "week", "group_by": ("segment",)},
+        {"period": "quarter", "version": True, "bitner_groups": True, "cooccurrence": True},
+    ],
+)
+@pytest.mark.parametrize("suppress", [True, False])
+def test_plain_data_is_the_models_dump(
+    shape: dict[str, Any],
+    suppress: bool,
+    seeded: int,
+    make_survey: Callable[..., Any],
+    version_id: Callable[..., int],
+    add_stories: Callable[..., list[int]],
+    db: Callable[[], Any],
+) -> None:
+    """The API writes `trends_data` as JSON without building the models: it must be exactly
+    the report's dump, field for field and in order (a field added to a model and not to the
+    plain data, or a default filled differently, fails here)."""
+    other = make_survey().id
+    version = version_id()
+    add_stories(
+        [
+            StorySpec(
+                survey,
+                date(2025, 1 + i % 5, 1 + i % 27),
+                ("satisfying", "dissatisfying")[i % 2],
+                (("complaint",), ("extra_mile", "owner_error"), ())[i % 3],
+                touchpoint=("Check-in", None, "Gate")[i % 3],
+                channel=("Phone", None)[i % 2],
+                segment=("business", "leisure", None)[i % 3],
+                status="coded",
+            )
+            for i in range(60)
+            for survey in (seeded, other)
+        ]
+        # A rare code: small counts in every shape.
+        + [StorySpec(other, date(2025, 3, 3), "dissatisfying", ("special_request",))] * 2,
+        version,
+    )
+    query = TrendsQuery(
+        period=shape["period"],
+        group_by=shape.get("group_by", ()),
+        codebook_version_id=version if shape.get("version") else None,
+        bitner_groups=shape.get("bitner_groups", False),
+        cooccurrence=shape.get("cooccurrence", False),
+    )
+    with db() as session:
+        plain = trends_data(session, query, suppress=suppress)
+        report = trends_report(session, query, suppress=suppress)
+    assert report.rows and (not suppress or any(r.suppressed for r in report.rows))
+    assert orjson.dumps(plain) == orjson.dumps(report.model_dump(mode="json"))
 
 
 def test_periods_day_week_quarter(
