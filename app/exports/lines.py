@@ -217,12 +217,15 @@ def _python_lines(
     return out
 
 
-def story_lines(session: Session, spec: ExportSpec, context: Context) -> Iterator[str]:
-    """The stories table's lines (CRLF after each), a batch of stories at a time."""
+def story_lines(
+    session: Session, spec: ExportSpec, context: Context, *, stats: dict[str, int] | None = None
+) -> Iterator[str]:
+    """The stories table's lines (CRLF after each), a batch of stories at a time. `stats`
+    counts the lines the database made ("sql") and those the reference builder made."""
     d = _Dialect(session.get_bind().dialect.name == "postgresql")
     conditions = _batch_conditions(session, spec)
     columns = _columns(d, spec)
-    line = literal_column(_line(d))
+    line: Any = literal_column(_line(d))
     keys = bool(context.attribute_keys)
     segments: dict[Any, str] = {}
     no_codes = ",,"
@@ -253,7 +256,7 @@ def story_lines(session: Session, spec: ExportSpec, context: Context) -> Iterato
         finals = _final_segments(session, first, last, context.versions).get
         if keys:
             get = segments.get
-            lines = [
+            lines: list[Any] = [
                 None
                 if text is None
                 else text
@@ -272,6 +275,12 @@ def story_lines(session: Session, spec: ExportSpec, context: Context) -> Iterato
             lines = [
                 made[r[0]] if text is None else text for r, text in zip(rows, lines, strict=True)
             ]
+            made_by_python = len(missing)
+        else:
+            made_by_python = 0
+        if stats is not None:
+            stats["sql"] = stats.get("sql", 0) + len(rows) - made_by_python
+            stats["python"] = stats.get("python", 0) + made_by_python
         lines.append("")
         yield "\r\n".join(lines)
         if len(rows) < BATCH:
