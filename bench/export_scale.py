@@ -285,8 +285,12 @@ def child(url: str, what: str, limit: int | None) -> dict[str, Any]:
                 view="redacted" if variant == "redacted" else "original",
                 viewer=CLI_VIEWER,
             )
+            # "-python": the stories CSV by the Python row builder (the reference), else by the
+            # database-made lines (app.exports.lines), what the service serves.
+            variant, _, builder = variant.partition("-")
             table = "stories" if variant in ("stories", "redacted") else None
-            for chunk in stream.chunks(make_sessionmaker(engine), spec, fmt, table):
+            sql = builder != "python"
+            for chunk in stream.chunks(make_sessionmaker(engine), spec, fmt, table, sql=sql):
                 written += len(chunk)
                 sink.write(chunk)
     seconds = time.perf_counter() - started
@@ -308,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reset", action="store_true")
     parser.add_argument(
         "--only",
-        default="raw,csv:stories,csv:redacted,csv,jsonl,xlsx:stories",
+        default="raw,csv:stories,csv:stories-python,csv:redacted,csv:redacted-python,csv,jsonl,xlsx:stories",
         help="comma-separated measurements",
     )
     parser.add_argument("--child", nargs=2, metavar=("WHAT", "LIMIT"), help=argparse.SUPPRESS)

@@ -114,6 +114,25 @@ def jsonl_chunks(records: Iterable[dict[str, Any]]) -> Iterator[bytes]:
     yield b"".join(parts)
 
 
+def line_chunks(header: list[str], lines: Iterable[str], *, bom: bool = True) -> Iterator[bytes]:
+    """UTF-8 CSV as `csv_chunks` writes it, from lines made already (each ending with CRLF,
+    several to an item: `app.exports.lines`): the header by csv.writer, then the lines as they
+    are, in ~256 KiB chunks."""
+    buffer = io.StringIO()
+    if bom:
+        buffer.write("\ufeff")
+    csv.writer(buffer, lineterminator="\r\n").writerow(header)
+    parts = [buffer.getvalue()]
+    size = 0
+    for text in lines:
+        parts.append(text)
+        size += len(text)
+        if size >= CHUNK:
+            yield "".join(parts).encode()
+            parts, size = [], 0
+    yield "".join(parts).encode()
+
+
 def _xlsx_value(value: Any) -> Any:
     value = cell(value)
     if isinstance(value, str) and len(value) > XLSX_MAX_CELL:

@@ -372,13 +372,17 @@ def story_batches(
     codings: bool,
     batch_size: int = BATCH,
     plain: bool = False,
+    only: Sequence[int] | None = None,
 ) -> Iterator[Batch]:
     """The stories in id order, a batch at a time, with their final codes and (when asked, or
     when the caller's view of the status depends on them) the codings the viewer may see.
 
     `plain`: the rows are the database rows as selected (`selected(view)` order), not parsed
-    into `_Story` objects (the stories table and the JSONL export read them by position)."""
+    into `_Story` objects (the stories table and the JSONL export read them by position).
+    `only`: just these stories (of those the export holds)."""
     conditions = _batch_conditions(session, spec)
+    if only is not None:
+        conditions = [*conditions, Incident.id.in_(list(only))]
     last = 0
     blind = spec.viewer.role != "admin"
     while True:

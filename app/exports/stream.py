@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app import audit
 from app.db import session_scope
-from app.exports import formats, service
+from app.exports import formats, lines, service
 from app.exports.service import ExportSpec
 
 if TYPE_CHECKING:
@@ -28,11 +28,30 @@ def _snapshot(session: Session) -> None:
         session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
 
 
+def _csv(
+    session: Session, spec: ExportSpec, context: service.Context, table: str, sql: bool
+) -> Iterator[bytes]:
+    header = service.headers(context)[table]
+    if table == "stories" and sql:
+        # The lines built by the database (app.exports.lines), byte for byte the same.
+        return formats.line_chunks(header, lines.story_lines(session, spec, context))
+    return formats.csv_chunks(
+        header, service.table_rows(session, spec, context, table), cells=table == "stories"
+    )
+
+
 def chunks(
-    factory: sessionmaker[Session], spec: ExportSpec, fmt: str, table: str | None = None
+    factory: sessionmaker[Session],
+    spec: ExportSpec,
+    fmt: str,
+    table: str | None = None,
+    *,
+    sql: bool = True,
 ) -> Iterator[bytes]:
     """The export's bytes. CSV: one table as plain CSV when `table` is given, else every table
-    as a CSV file in a zip; xlsx: one sheet per table; JSONL: one nested object per story."""
+    as a CSV file in a zip; xlsx: one sheet per table; JSONL: one nested object per story.
+    `sql`: the stories table's CSV lines made by the database (False: by the Python row
+    builder, the reference they equal)."""
     with session_scope(factory, write=False) as session:
         _snapshot(session)
         context = service.load_context(session, spec, with_attributes=fmt != "jsonl")
@@ -46,20 +65,12 @@ def chunks(
                 for name in tables
             )
         elif table is not None:
-            yield from formats.csv_chunks(
-                heads[table],
-                service.table_rows(session, spec, context, table),
-                cells=table == "stories",
-            )
+            yield from _csv(session, spec, context, table, sql)
         else:
             yield from formats.zip_chunks(
                 (
                     f"{name}.csv",
-                    lambda name=name: formats.csv_chunks(  # type: ignore[misc]
-                        heads[name],
-                        service.table_rows(session, spec, context, name),
-                        cells=name == "stories",
-                    ),
+                    lambda name=name: _csv(session, spec, context, name, sql),  # type: ignore[misc]
                 )
                 for name in tables
             )

@@ -1,0 +1,295 @@
+"""The stories table as CSV lines built by the database: one text column per story holding
+the whole line (every cell quoted as Python's csv module quotes it), so that Python only joins
+the lines and encodes them. At a million stories the per-row Python work of the reference
+builder (`service.story_row` + csv.writer) is what bounds an export; a faster CSV library would
+still leave the row builder, a string formatted by SQL leaves neither.
+
+Byte for byte what `formats.csv_chunks(story_header(...), table_rows(... "stories"))` writes
+(the Python builder stays the reference, and the test compares both): CPython's QUOTE_MINIMAL
+quotes a cell when it holds `,` `"` CR or LF (its only other rule, a row of one empty cell, never
+applies to a 21-column row), doubling `"`; lines end with CRLF.
+
+What SQL does not do is left to Python, per story, in the same order:
+- a story the viewer reads redacted that has no redacted document yet (stored before redaction
+  existed) is redacted on the fly, and a researcher's view of a story `in_review` depends on
+  the blind-coding rules: the database marks those lines NULL and the reference builder makes
+  them;
+- the attribute columns, which researchers read redacted: once per stored attributes document
+  (a million stories share a few dozen), the document's cells formatted by csv.writer, then
+  appended to each line that has it.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterator
+from typing import Any
+
+from sqlalchemy import literal_column, select
+from sqlalchemy.orm import Session
+
+from app.exports.service import (
+    Context,
+    ExportSpec,
+    _attribute_cells,
+    _batch_conditions,
+    story_batches,
+    story_row,
+)
+from app.models import ImportRun, Incident, IncidentCode
+
+BATCH = 5000
+_MEMO_SEGMENTS = 10_000
+# The characters after which CPython's csv (QUOTE_MINIMAL, "," and '"', CRLF) quotes a cell.
+_SPECIAL = ',"\r\n'
+
+
+class _Dialect:
+    """The few SQL expressions that differ between SQLite and PostgreSQL."""
+
+    def __init__(self, postgresql: bool) -> None:
+        self.pg = postgresql
+
+    def cell(self, e: str) -> str:
+        """A text expression as a CSV cell (NULL as empty): quoted when it holds one of
+        `,` `"` CR LF (instr: several times faster than one GLOB on SQLite)."""
+        find = "strpos" if self.pg else "instr"
+        test = " + ".join(f"{find}({e}, '{c}')" for c in _SPECIAL.replace("'", "''"))
+        quoted = f"'\"' || replace({e}, '\"', '\"\"') || '\"'"
+        return f"(CASE WHEN {test} > 0 THEN {quoted} ELSE COALESCE({e}, '') END)"
+
+    def utc(self, t: str) -> str:
+        """`service.utc_text` of a raw stored time (NULL as empty)."""
+        has_t = f"strpos({t}, 'T') > 0" if self.pg else f"instr({t}, 'T') > 0"
+        trim = "btrim" if self.pg else "trim"
+        return (
+            f"(CASE WHEN {t} IS NULL THEN '' WHEN {has_t} THEN {t} ELSE "
+            f"substr({t}, 1, 10) || 'T' || substr({t}, 12, 8) || "
+            f"(CASE WHEN {trim}(substr({t}, 20), '.0') <> '' THEN substr({t}, 20) ELSE '' END)"
+            " || '+00:00' END)"
+        )
+
+    def raw_time(self, column: str) -> str:
+        return f"CAST(({column}) AT TIME ZONE 'UTC' AS TEXT)" if self.pg else column
+
+    def text(self, column: str) -> str:
+        return f"CAST({column} AS TEXT)" if self.pg else column
+
+    def answer(self, field: str) -> str:
+        if self.pg:
+            return f"(incidents.redacted ->> '{field}')"
+        return f"json_extract(incidents.redacted, '$.{field}')"
+
+    def no_redacted_document(self) -> str:
+        """`not redacted` in Python: NULL, JSON null, an empty object (or not an object)."""
+        if self.pg:
+            return (
+                "(incidents.redacted IS NULL OR jsonb_typeof(incidents.redacted) <> 'object' "
+                "OR incidents.redacted = '{}'::jsonb)"
+            )
+        return (
+            "(incidents.redacted IS NULL OR json_type(incidents.redacted) IS NOT 'object' "
+            "OR trim(incidents.redacted, '{} ' || char(9, 10, 13)) = '')"
+        )
+
+
+def _columns(d: _Dialect, spec: ExportSpec) -> list[Any]:
+    """The batch's values (the CTE `b`), each computed once per story."""
+    view = spec.view
+    columns: dict[str, str] = {
+        "id": "incidents.id",
+        "survey_id": "incidents.survey_id",
+        "submitted_at": d.raw_time("incidents.submitted_at"),
+        "source": "incidents.source",
+        "import_file": "imports.file_name",
+        "consent": "incidents.consent",
+        "language": "incidents.language",
+        "occurred_on": d.text("incidents.occurred_on"),
+        "valence": "incidents.valence",
+        "touchpoint": "incidents.touchpoint",
+        "channel": "incidents.channel",
+        "status": "incidents.status",
+        "exclusion_reason": "incidents.exclusion_reason",
+        "finalized_at": d.raw_time("incidents.finalized_at"),
+        "coders_required": "incidents.coders_required",
+        "attributes": d.text("incidents.attributes"),
+    }
+    if view == "original":
+        columns |= {
+            "occurred": "incidents.occurred_text",
+            "circumstances": "incidents.circumstances",
+            "what_happened": "incidents.what_happened",
+            "outcome": "incidents.outcome",
+            "python": "0",
+        }
+    else:
+        gate = "TRUE"
+        if spec.redaction is not None:
+            marker = spec.redaction.replace("'", "''")
+            gate = f"(incidents.redacted_with IS NOT NULL AND incidents.redacted_with = '{marker}')"
+        for field, name in (
+            ("occurred", "occurred"),
+            ("circumstances", "circumstances"),
+            ("what_happened", "what_happened"),
+            ("outcome", "outcome"),
+        ):
+            # Not yet redacted as required: no text at all.
+            columns[name] = f"(CASE WHEN {gate} THEN {d.answer(field)} END)"
+        columns["python"] = f"(CASE WHEN {gate} AND {d.no_redacted_document()} THEN 1 ELSE 0 END)"
+    if spec.viewer.role != "admin":  # blind coding decides what a researcher sees of in_review
+        columns["python"] = (
+            f"(CASE WHEN incidents.status = 'in_review' THEN 1 ELSE {columns['python']} END)"
+        )
+    return [literal_column(sql).label(name) for name, sql in columns.items()]
+
+
+def _line(d: _Dialect) -> str:
+    """The CSV line (no terminator, no attribute columns) from the CTE's columns, NULL when
+    Python builds the story's line."""
+    cells = [
+        "CAST(b.id AS TEXT)",
+        "CAST(b.survey_id AS TEXT)",
+        d.utc("b.submitted_at"),
+        "b.source",  # checked values: never quoted
+        d.cell("b.import_file"),
+        "b.consent",
+        d.cell("b.language"),
+        d.cell("b.occurred"),
+        "COALESCE(b.occurred_on, '')",
+        d.cell("b.circumstances"),
+        d.cell("b.what_happened"),
+        d.cell("b.outcome"),
+        "b.valence",
+        d.cell("b.touchpoint"),
+        d.cell("b.channel"),
+        "b.status",
+        d.cell("b.exclusion_reason"),
+        d.utc("b.finalized_at"),
+        "COALESCE(CAST(b.coders_required AS TEXT), '')",
+    ]
+    joined = " || ',' || ".join(cells)
+    return f"CASE WHEN b.python = 1 THEN NULL ELSE {joined} END"
+
+
+def _cells(values: list[Any]) -> str:
+    """Cells as the end of a CSV line (",a,b"), quoted by csv.writer itself."""
+    buffer = io.StringIO()
+    # A first cell of its own, so that csv's rule for a row of one empty cell never applies.
+    csv.writer(buffer, lineterminator="").writerow(["x", *values])
+    return buffer.getvalue()[1:]
+
+
+def _final_segments(
+    session: Session, first: int, last: int, versions: dict[int, str]
+) -> dict[int, str]:
+    """Per story of the id range that has final codes, its two cells (",codes,codebooks"):
+    the codes ';'-joined in id order, their codebook versions distinct, sorted, ';'-joined,
+    as `service.story_row` makes them. Read by the range, as `story_batches` reads them."""
+    found: dict[int, tuple[list[str], set[str]]] = {}
+    for incident_id, code, version_id in session.connection().execute(
+        select(IncidentCode.incident_id, IncidentCode.code, IncidentCode.codebook_version_id)
+        .where(IncidentCode.incident_id.between(first, last))
+        .order_by(IncidentCode.incident_id, IncidentCode.id)
+    ):
+        codes, books = found.setdefault(incident_id, ([], set()))
+        codes.append(code)
+        books.add(versions.get(version_id, ""))
+    return {
+        incident_id: _cells([";".join(codes), ";".join(sorted(books))])
+        for incident_id, (codes, books) in found.items()
+    }
+
+
+def _python_lines(
+    session: Session, spec: ExportSpec, context: Context, ids: list[int]
+) -> dict[int, str]:
+    """The reference builder's lines (no terminator) of these stories."""
+    out: dict[int, str] = {}
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="")
+    for batch in story_batches(session, spec, codings=False, plain=True, only=ids):
+        for row in batch.rows:
+            buffer.seek(0)
+            buffer.truncate()
+            writer.writerow(story_row(row, batch, spec, context))
+            out[row[0]] = buffer.getvalue()
+    return out
+
+
+def story_lines(
+    session: Session, spec: ExportSpec, context: Context, *, stats: dict[str, int] | None = None
+) -> Iterator[str]:
+    """The stories table's lines (CRLF after each), a batch of stories at a time. `stats`
+    counts the lines the database made ("sql") and those the reference builder made."""
+    d = _Dialect(session.get_bind().dialect.name == "postgresql")
+    conditions = _batch_conditions(session, spec)
+    columns = _columns(d, spec)
+    line: Any = literal_column(_line(d))
+    keys = bool(context.attribute_keys)
+    segments: dict[Any, str] = {}
+    no_codes = ",,"
+    last = 0
+    while True:
+        batch = (
+            select(*columns)
+            .select_from(Incident)
+            .outerjoin(ImportRun, ImportRun.id == Incident.import_id)
+            .where(*conditions, Incident.id > last)
+            .order_by(Incident.id)
+            .limit(BATCH)
+            .cte("b")
+            .prefix_with("MATERIALIZED")
+        )
+        query = (
+            select(literal_column("b.id"), line, literal_column("b.attributes"))
+            .select_from(batch)
+            .order_by(literal_column("b.id"))
+        )
+        result = session.connection().execute(query)
+        # The driver's rows as they are (plain text and numbers, nothing to convert).
+        rows = result.cursor.fetchall() if result.cursor is not None else []
+        result.close()
+        if not rows:
+            return
+        first, last = rows[0][0], rows[-1][0]
+        finals = _final_segments(session, first, last, context.versions).get
+        if keys:
+            get = segments.get
+            lines: list[Any] = [
+                None
+                if text is None
+                else text
+                + finals(incident_id, no_codes)
+                + (get(raw) or _add(segments, raw, spec, context))
+                for incident_id, text, raw in rows
+            ]
+        else:
+            lines = [
+                None if text is None else text + finals(incident_id, no_codes)
+                for incident_id, text, _ in rows
+            ]
+        if None in lines:
+            missing = [r[0] for r, text in zip(rows, lines, strict=True) if text is None]
+            made = _python_lines(session, spec, context, missing)
+            lines = [
+                made[r[0]] if text is None else text for r, text in zip(rows, lines, strict=True)
+            ]
+            made_by_python = len(missing)
+        else:
+            made_by_python = 0
+        if stats is not None:
+            stats["sql"] = stats.get("sql", 0) + len(rows) - made_by_python
+            stats["python"] = stats.get("python", 0) + made_by_python
+        lines.append("")
+        yield "\r\n".join(lines)
+        if len(rows) < BATCH:
+            return
+
+
+def _add(segments: dict[Any, str], raw: Any, spec: ExportSpec, context: Context) -> str:
+    """A stored attributes document's cells (",a,b"), remembered for the next stories."""
+    segment = _cells(_attribute_cells(raw, spec, context))
+    if len(segments) < _MEMO_SEGMENTS:
+        segments[raw] = segment
+    return segment
