@@ -51,17 +51,20 @@ class _Dialect:
     def __init__(self, postgresql: bool) -> None:
         self.pg = postgresql
 
+    def find(self, text: str, part: str) -> str:
+        """The position of `part` in `text` (0: not there)."""
+        return f"{'strpos' if self.pg else 'instr'}({text}, '{part}')"
+
     def cell(self, e: str) -> str:
         """A text expression as a CSV cell (NULL as empty): quoted when it holds one of
         `,` `"` CR LF (instr: several times faster than one GLOB on SQLite)."""
-        find = "strpos" if self.pg else "instr"
-        test = " + ".join(f"{find}({e}, '{c}')" for c in _SPECIAL.replace("'", "''"))
+        test = " + ".join(self.find(e, c) for c in _SPECIAL.replace("'", "''"))
         quoted = f"'\"' || replace({e}, '\"', '\"\"') || '\"'"
         return f"(CASE WHEN {test} > 0 THEN {quoted} ELSE COALESCE({e}, '') END)"
 
     def utc(self, t: str) -> str:
         """`service.utc_text` of a raw stored time (NULL as empty)."""
-        has_t = f"strpos({t}, 'T') > 0" if self.pg else f"instr({t}, 'T') > 0"
+        has_t = f"{self.find(t, 'T')} > 0"
         trim = "btrim" if self.pg else "trim"
         return (
             f"(CASE WHEN {t} IS NULL THEN '' WHEN {has_t} THEN {t} ELSE "
@@ -128,14 +131,9 @@ def _columns(d: _Dialect, spec: ExportSpec) -> list[Any]:
         if spec.redaction is not None:
             marker = spec.redaction.replace("'", "''")
             gate = f"(incidents.redacted_with IS NOT NULL AND incidents.redacted_with = '{marker}')"
-        for field, name in (
-            ("occurred", "occurred"),
-            ("circumstances", "circumstances"),
-            ("what_happened", "what_happened"),
-            ("outcome", "outcome"),
-        ):
+        for field in ("occurred", "circumstances", "what_happened", "outcome"):
             # Not yet redacted as required: no text at all.
-            columns[name] = f"(CASE WHEN {gate} THEN {d.answer(field)} END)"
+            columns[field] = f"(CASE WHEN {gate} THEN {d.answer(field)} END)"
         columns["python"] = f"(CASE WHEN {gate} AND {d.no_redacted_document()} THEN 1 ELSE 0 END)"
     if spec.viewer.role != "admin":  # blind coding decides what a researcher sees of in_review
         columns["python"] = (

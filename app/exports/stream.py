@@ -29,9 +29,13 @@ def _snapshot(session: Session) -> None:
 
 
 def _csv(
-    session: Session, spec: ExportSpec, context: service.Context, table: str, sql: bool
+    session: Session,
+    spec: ExportSpec,
+    context: service.Context,
+    table: str,
+    header: list[str],
+    sql: bool,
 ) -> Iterator[bytes]:
-    header = service.headers(context)[table]
     if table == "stories" and sql:
         # The lines built by the database (app.exports.lines), byte for byte the same.
         return formats.line_chunks(header, lines.story_lines(session, spec, context))
@@ -65,12 +69,14 @@ def chunks(
                 for name in tables
             )
         elif table is not None:
-            yield from _csv(session, spec, context, table, sql)
+            yield from _csv(session, spec, context, table, heads[table], sql)
         else:
             yield from formats.zip_chunks(
                 (
                     f"{name}.csv",
-                    lambda name=name: _csv(session, spec, context, name, sql),  # type: ignore[misc]
+                    lambda name=name: _csv(  # type: ignore[misc]
+                        session, spec, context, name, heads[name], sql
+                    ),
                 )
                 for name in tables
             )

@@ -473,9 +473,6 @@ class _Protected:
         self.values.update(values)
         self.hidden |= hidden
 
-    def get(self, key: Hashable) -> int | None:
-        return None if key in self.hidden else self.values[key]
-
     def published(self) -> dict[Hashable, int | None]:
         """Every count as the report publishes it: None where hidden."""
         hidden = self.hidden
