@@ -31,7 +31,7 @@ from app.errors import AppError
 from app.exports.cli import export
 from app.imports.cli import import_cli
 from app.models import Survey
-from app.observability import configure_logging
+from app.observability import WORKER_METRICS_DIR, configure_logging
 from app.refi.cli import refi_cli
 from app.suggestions.cli import nlp_cli, worker
 from app.surveys import service as surveys
@@ -213,15 +213,15 @@ def serve(
         typer.Option(
             min=1,
             max=64,
-            help="API processes; more than one runs the job worker as a process of its own "
-            "(PostgreSQL, or SQLite on one machine)",
+            help="API processes (PostgreSQL, or SQLite on one machine); the job worker runs "
+            "as a process of its own beside them",
         ),
     ] = 1,
     run_worker: Annotated[
         bool | None,
         typer.Option(
             "--worker/--no-worker",
-            help="Run a job worker (in this process, or beside the API processes; default: "
+            help="Run a job worker process beside the API processes (default: "
             "CIT_WORKER_IN_PROCESS, true)",
         ),
     ] = None,
@@ -253,19 +253,26 @@ def serve(
         # its first health check; it would be killed and restarted in a loop.
         "timeout_worker_healthcheck": 60,
     }
-    if workers == 1:
-        from app.main import create_app
-
-        uvicorn.run(create_app(settings, start_worker=with_worker), **options)
-        return
-    # Several processes: each builds its app from the environment; their metrics are added up
-    # through a shared directory; one job worker runs beside them (several are fine on
-    # PostgreSQL: `cit worker` more).
+    # The job worker runs as a process of its own beside the API process(es), never as a thread
+    # in one: spaCy scoring in a thread holds the API process's GIL, and one process then uses
+    # one of the machine's cores for both (measured in bench/README.md, Ingest: a thread
+    # worker halved the API's submissions per second). The processes' metrics are added up
+    # through a shared directory; several workers are fine on PostgreSQL (`cit worker` more).
     metrics_dir = tempfile.mkdtemp(prefix="cit-metrics-")
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
-    job_worker = _start_job_worker() if with_worker else None
+    if workers > 1:
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    # One API process has made its metrics already (imports above): the worker alone writes
+    # files, which /metrics adds (app.observability.metrics_body).
+    elif with_worker:
+        os.environ[WORKER_METRICS_DIR] = metrics_dir
+    job_worker = _start_job_worker(metrics_dir) if with_worker else None
     try:
-        uvicorn.run("app.main:app_from_environment", factory=True, workers=workers, **options)
+        if workers == 1:
+            from app.main import create_app
+
+            uvicorn.run(create_app(settings), **options)
+        else:
+            uvicorn.run("app.main:app_from_environment", factory=True, workers=workers, **options)
     finally:
         if job_worker is not None:
             job_worker.terminate()
@@ -276,7 +283,7 @@ def serve(
         shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
-def _start_job_worker() -> subprocess.Popen[bytes]:
+def _start_job_worker(metrics_dir: str) -> subprocess.Popen[bytes]:
     """`cit worker` as a child that dies with this process (Linux: PR_SET_PDEATHSIG)."""
 
     def die_with_parent() -> None:
@@ -289,6 +296,7 @@ def _start_job_worker() -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "-m", "app.cli", "worker"],
         preexec_fn=die_with_parent,
+        env={**os.environ, "PROMETHEUS_MULTIPROC_DIR": metrics_dir},
     )
 
 

@@ -39,7 +39,9 @@ class Settings(BaseSettings):
         description="spaCy base pipeline: blank:en (offline default) or an installed package "
         "name; a pipeline with NER also redacts person names",
     )
-    worker_in_process: bool = Field(True, description="`cit serve` runs one worker thread")
+    worker_in_process: bool = Field(
+        True, description="`cit serve` starts one job worker process beside the API"
+    )
     worker_batch_size: int = Field(512, ge=1, le=10_000)
     worker_poll_seconds: float = Field(1.0, gt=0)
     job_lease_seconds: int = Field(600, ge=10)

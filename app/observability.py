@@ -30,7 +30,7 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import REGISTRY, Collector
 from sqlalchemy import Engine, func, select
@@ -67,9 +67,17 @@ DB_SESSION_REFUSALS = Counter(
     "cit_db_session_refusals",
     "Requests answered 503 because no database session was free in time",
 )
+# What only a job worker counts. `cit serve` runs its worker as a child process that writes
+# these to CIT_WORKER_METRICS_DIR (prometheus-client's multiprocess files); the API process
+# adds them to its own figures (a worker thread in the process, as in the tests, counts here).
+WORKER_REGISTRY = CollectorRegistry()
 JOB_FAILURES = Counter(
-    "cit_job_failures", "Failed job attempts recorded by workers, by job kind", ["kind"]
+    "cit_job_failures",
+    "Failed job attempts recorded by workers, by job kind",
+    ["kind"],
+    registry=WORKER_REGISTRY,
 )
+WORKER_METRICS_DIR = "CIT_WORKER_METRICS_DIR"
 
 
 # --- Logs ------------------------------------------------------------------------------------
@@ -236,6 +244,19 @@ class QueueCollector(Collector):
         yield lag
 
 
+class _WorkerFiles(Collector):
+    """The worker process's own metrics (WORKER_REGISTRY's names) from its multiprocess files;
+    the files also hold the zeros of every other metric its imports created, which are this
+    process's to report."""
+
+    def __init__(self, path: str) -> None:
+        self.files = MultiProcessCollector(None, path)
+        self.names = {metric.name for metric in WORKER_REGISTRY.collect()}
+
+    def collect(self) -> Iterator[Metric]:
+        return (metric for metric in self.files.collect() if metric.name in self.names)
+
+
 def metrics_body(engine: Engine) -> tuple[bytes, str]:
     """The text exposition: this process's metrics (or, with PROMETHEUS_MULTIPROC_DIR, every
     process's, added up) followed by the queue figures read from the database."""
@@ -243,8 +264,12 @@ def metrics_body(engine: Engine) -> tuple[bytes, str]:
         processes = CollectorRegistry()
         MultiProcessCollector(processes)
         own = generate_latest(processes)
+    elif worker_dir := os.environ.get(WORKER_METRICS_DIR):
+        worker = CollectorRegistry()
+        worker.register(_WorkerFiles(worker_dir))
+        own = generate_latest(REGISTRY) + generate_latest(worker)
     else:
-        own = generate_latest(REGISTRY)
+        own = generate_latest(REGISTRY) + generate_latest(WORKER_REGISTRY)
     queue = CollectorRegistry()
     queue.register(QueueCollector(engine))
     return own + generate_latest(queue), CONTENT_TYPE_LATEST
