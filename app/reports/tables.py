@@ -3,7 +3,8 @@ Bitner-style category table (group x valence) and code co-occurrence, per period
 
 Each table is a trends report (app.reports.trends) read another way, so its figures and its
 suppression are exactly the trends report's: a cell hidden there is hidden here, and the
-protection across groupings and period lengths holds for these tables too. A pair of codes
+protection across groupings and period lengths holds for these tables too. They read the
+report's plain data (`trends_data`: the report's dump, without a model per row). A pair of codes
 (co-occurrence) and a Bitner group are counted like a code: confirmed stories carrying both
 codes / any code of the group, each story once.
 """
@@ -19,32 +20,39 @@ from sqlalchemy.orm import Session
 from app.errors import Invalid
 from app.models import Codebook, CodebookVersion
 from app.models.incidents import VALENCES
-from app.reports.schemas import TrendRow, TrendsReport
-from app.reports.trends import TrendsQuery, trends_report
+from app.reports.trends import TrendsQuery, trends_data
 from app.surveys.service import get_survey
 
 DIMENSIONS = ("touchpoint", "channel", "segment")
 NOT_GIVEN = "(not given)"
 
 
-def _figure(row: TrendRow | None) -> dict[str, Any]:
+Row = dict[str, Any]  # a TrendRow's dump (trends_data)
+
+
+def _figure(row: Row | None) -> dict[str, Any]:
     if row is None:  # no confirmed story in the cell: a known zero
         return {"count": 0, "base": 0, "share": None, "suppressed": False}
     return {
-        "count": row.count,
-        "base": row.base,
-        "share": row.share,
-        "ci_low": row.ci_low,
-        "ci_high": row.ci_high,
-        "suppressed": row.suppressed,
+        "count": row["count"],
+        "base": row["base"],
+        "share": row["share"],
+        "ci_low": row["ci_low"],
+        "ci_high": row["ci_high"],
+        "suppressed": row["suppressed"],
     }
 
 
-def _common(report: TrendsReport) -> dict[str, Any]:
+def _common(report: dict[str, Any]) -> dict[str, Any]:
+    query = report["query"]
     return {
-        "note": report.note,
-        "definitions": report.definitions,
-        "query": report.query.model_dump(mode="json"),
+        "note": report["note"],
+        "definitions": report["definitions"],
+        "query": {
+            **query,
+            "date_from": query["date_from"] and query["date_from"].isoformat(),
+            "date_to": query["date_to"] and query["date_to"].isoformat(),
+        },
     }
 
 
@@ -55,23 +63,24 @@ def crosstab(
     if len(query.group_by) != 1 or query.group_by[0] not in DIMENSIONS:
         raise Invalid(f"cross-tabulate by one of {', '.join(DIMENSIONS)}")
     dimension = query.group_by[0]
-    report = trends_report(session, query, min_cell=min_cell, suppress=suppress)
+    report = trends_data(session, query, min_cell=min_cell, suppress=suppress)
     columns: dict[tuple[date, str], list[str | None]] = {}
     bases: dict[tuple[date, str, str | None], dict[str, Any]] = {}
-    for total in report.totals:
-        value = getattr(total, dimension)
-        columns.setdefault((total.period, total.valence), []).append(value)
-        bases[(total.period, total.valence, value)] = {
-            "confirmed": total.confirmed,
-            "suppressed": total.confirmed is None,
+    for total in report["totals"]:
+        value = total[dimension]
+        columns.setdefault((total["period"], total["valence"]), []).append(value)
+        bases[(total["period"], total["valence"], value)] = {
+            "confirmed": total["confirmed"],
+            "suppressed": total["confirmed"] is None,
         }
-    cells: dict[tuple[date, str, str, str, str | None], TrendRow] = {}
+    cells: dict[tuple[date, str, str, str, str | None], Row] = {}
     codes: dict[tuple[str, str], None] = {}
-    for row in report.rows:
-        if row.level == "pair":
+    for row in report["rows"]:
+        if row["level"] == "pair":
             continue
-        cells[(row.period, row.valence, row.code, row.level, getattr(row, dimension))] = row
-        codes[(row.code, row.level)] = None
+        code, level = row["code"], row["level"]
+        cells[(row["period"], row["valence"], code, level, row[dimension])] = row
+        codes[(code, level)] = None
     tables = []
     for (period, valence), values in columns.items():
         tables.append(
@@ -161,19 +170,21 @@ def bitner_table(
 ) -> dict[str, Any]:
     """Bitner group x valence per period: confirmed stories carrying any code of the group
     (a child code counts in its parent's group), each story once; with the codes per group."""
-    report = trends_report(session, query, min_cell=min_cell, suppress=suppress)
-    groups = sorted({r.code for r in report.rows if r.level == "bitner_group"})
-    cells = {(r.period, r.valence, r.code): r for r in report.rows if r.level == "bitner_group"}
+    report = trends_data(session, query, min_cell=min_cell, suppress=suppress)
+    in_groups = [r for r in report["rows"] if r["level"] == "bitner_group"]
+    groups = sorted({r["code"] for r in in_groups})
+    cells = {(r["period"], r["valence"], r["code"]): r for r in in_groups}
     tables = []
-    for period in report.periods:
+    for period in report["periods"]:
+        day = period["period"]
         tables.append(
             {
-                "period": period.period.isoformat(),
-                "confirmed": {v: period.valences[v].confirmed for v in VALENCES},
+                "period": day.isoformat(),
+                "confirmed": {v: period["valences"][v]["confirmed"] for v in VALENCES},
                 "rows": [
                     {
                         "group": group,
-                        **{v: _figure(cells.get((period.period, v, group))) for v in VALENCES},
+                        **{v: _figure(cells.get((day, v, group))) for v in VALENCES},
                     }
                     for group in groups
                 ],
@@ -206,17 +217,18 @@ def cooccurrence(
 ) -> dict[str, Any]:
     """Per period and valence: for each pair of codes, the confirmed stories carrying both
     (the diagonal: carrying the code), each story once."""
-    report = trends_report(session, query, min_cell=min_cell, suppress=suppress)
-    codes = report.codes
-    cells: dict[tuple[date, str, str, str], TrendRow] = {}
-    for row in report.rows:
-        if row.level == "code":
-            cells[(row.period, row.valence, row.code, row.code)] = row
-        elif row.level == "pair":
-            first, second = row.code.split("&", 1)
-            cells[(row.period, row.valence, first, second)] = row
-            cells[(row.period, row.valence, second, first)] = row
-    keys = sorted({(r.period, r.valence) for r in report.rows})
+    report = trends_data(session, query, min_cell=min_cell, suppress=suppress)
+    codes = report["codes"]
+    cells: dict[tuple[date, str, str, str], Row] = {}
+    for row in report["rows"]:
+        period, valence = row["period"], row["valence"]
+        if row["level"] == "code":
+            cells[(period, valence, row["code"], row["code"])] = row
+        elif row["level"] == "pair":
+            first, second = row["code"].split("&", 1)
+            cells[(period, valence, first, second)] = row
+            cells[(period, valence, second, first)] = row
+    keys = sorted({(r["period"], r["valence"]) for r in report["rows"]})
     tables = [
         {
             "period": period.isoformat(),
@@ -230,7 +242,11 @@ def cooccurrence(
                 for a in codes
             ],
             "base": next(
-                (r.base for r in report.rows if (r.period, r.valence) == (period, valence)),
+                (
+                    r["base"]
+                    for r in report["rows"]
+                    if (r["period"], r["valence"]) == (period, valence)
+                ),
                 None,
             ),
         }
