@@ -223,3 +223,39 @@ class ReportCodeMonthBy(Base):
     codebook_version_id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
     code: Mapped[str] = mapped_column(String(100), primary_key=True)
     n: Mapped[int]
+
+
+class ReportStoryMonthDetail(Base):
+    """As `report_story_days_detail`, per month: what a month, quarter or whole-range report
+    grouped by two or more dimensions reads (touchpoint x channel x segment combinations per
+    month, instead of per day)."""
+
+    __tablename__ = "report_story_months_detail"
+    __table_args__ = _WITHOUT_ROWID
+
+    survey_id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    month: Mapped[date] = mapped_column(primary_key=True)
+    valence: Mapped[str] = mapped_column(String(16), primary_key=True)
+    touchpoint: Mapped[str] = mapped_column(String(200), primary_key=True)
+    channel: Mapped[str] = mapped_column(String(200), primary_key=True)
+    segment: Mapped[str] = mapped_column(String(200), primary_key=True)
+    stories: Mapped[int]
+    confirmed: Mapped[int]
+    excluded: Mapped[int]
+
+
+class ReportCodeMonthDetail(Base):
+    """As `report_code_days_detail`, per month (see `ReportStoryMonthDetail`)."""
+
+    __tablename__ = "report_code_months_detail"
+    __table_args__ = _WITHOUT_ROWID
+
+    survey_id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    month: Mapped[date] = mapped_column(primary_key=True)
+    valence: Mapped[str] = mapped_column(String(16), primary_key=True)
+    touchpoint: Mapped[str] = mapped_column(String(200), primary_key=True)
+    channel: Mapped[str] = mapped_column(String(200), primary_key=True)
+    segment: Mapped[str] = mapped_column(String(200), primary_key=True)
+    codebook_version_id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    code: Mapped[str] = mapped_column(String(100), primary_key=True)
+    n: Mapped[int]

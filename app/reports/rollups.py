@@ -10,8 +10,9 @@ load with triggers disabled).
 
 A report of whole months (month, quarter or the whole range, from/to on month boundaries, which
 TrendsQuery's snapping guarantees) reads the monthly tables (`report_*_months`,
-`report_*_months_by`; the deltas truncated to their month); day and week reports, and the
-alert rules' day ranges, read the daily ones. Both hold the same sums: the fold moves each
+`report_*_months_by`, and `report_*_months_detail` for two or more dimensions; the deltas
+truncated to their month); day and week reports, and the alert rules' day ranges, read the
+daily ones. Both hold the same sums: the fold moves each
 delta into both in one transaction.
 """
 
@@ -46,12 +47,14 @@ from app.models.reports import (
     ReportCodeDelta,
     ReportCodeMonth,
     ReportCodeMonthBy,
+    ReportCodeMonthDetail,
     ReportStoryDay,
     ReportStoryDayBy,
     ReportStoryDayDetail,
     ReportStoryDelta,
     ReportStoryMonth,
     ReportStoryMonthBy,
+    ReportStoryMonthDetail,
 )
 
 Period = Literal["day", "week", "month", "quarter", "all"]
@@ -69,8 +72,18 @@ GROUP_COLUMNS: dict[GroupField, str] = {
     "segment": "segment",
 }
 
-StoryTable = type[ReportStoryDay] | type[ReportStoryDayDetail] | type[ReportStoryMonth]
-CodeTable = type[ReportCodeDay] | type[ReportCodeDayDetail] | type[ReportCodeMonth]
+StoryTable = (
+    type[ReportStoryDay]
+    | type[ReportStoryDayDetail]
+    | type[ReportStoryMonth]
+    | type[ReportStoryMonthDetail]
+)
+CodeTable = (
+    type[ReportCodeDay]
+    | type[ReportCodeDayDetail]
+    | type[ReportCodeMonth]
+    | type[ReportCodeMonthDetail]
+)
 # False: read the daily tables only (the tests and bench.reports_grouped compare both paths).
 MONTHLY_READS = True
 
@@ -248,13 +261,14 @@ def _code_source_by(dimension: str, dialect: str = "", months: bool = False) -> 
 
 def story_rows(group_by: tuple[GroupField, ...], dialect: str = "", months: bool = False) -> Any:
     """The story rollup rows (with pending deltas) that answer this grouping; `months`: from
-    the monthly tables where there is one (every grouping but two or more dimensions)."""
+    the monthly tables."""
     dimension = single_dimension(group_by)
     if dimension is not None:
         return _story_source_by(dimension, dialect, months)
     table = tables(group_by)[0]
-    if months and table is ReportStoryDay:
-        return story_source(ReportStoryMonth, dialect)
+    if months:
+        monthly = ReportStoryMonth if table is ReportStoryDay else ReportStoryMonthDetail
+        return story_source(monthly, dialect)
     return story_source(table)
 
 
@@ -264,8 +278,9 @@ def code_rows(group_by: tuple[GroupField, ...], dialect: str = "", months: bool 
     if dimension is not None:
         return _code_source_by(dimension, dialect, months)
     table = tables(group_by)[1]
-    if months and table is ReportCodeDay:
-        return code_source(ReportCodeMonth, dialect)
+    if months:
+        monthly = ReportCodeMonth if table is ReportCodeDay else ReportCodeMonthDetail
+        return code_source(monthly, dialect)
     return code_source(table)
 
 
@@ -488,6 +503,7 @@ _NARROW = ("survey_id", "day", "valence")
 _BY = ("dimension", "survey_id", "day", "valence", "value")
 _NARROW_MONTHS = ("survey_id", "month", "valence")
 _BY_MONTHS = ("dimension", "survey_id", "month", "valence", "value")
+_DETAIL_MONTHS = ("survey_id", "month", "valence", "touchpoint", "channel", "segment")
 
 
 def _month_sql(dialect: str) -> str:
@@ -538,6 +554,8 @@ def rebuild(session: Session) -> None:
         "DELETE FROM report_code_months",
         "DELETE FROM report_story_months_by",
         "DELETE FROM report_code_months_by",
+        "DELETE FROM report_story_months_detail",
+        "DELETE FROM report_code_months_detail",
         f"INSERT INTO report_story_days_detail ({detail}, stories, confirmed, excluded) "
         f"SELECT {dims}, COUNT(*), SUM({coded}), SUM({excluded}) "
         f"FROM incidents i GROUP BY {positions}",
@@ -581,6 +599,14 @@ def rebuild(session: Session) -> None:
         f"codebook_version_id, code, n) SELECT dimension, survey_id, {month}, valence, value, "
         "codebook_version_id, code, SUM(n) FROM report_code_days_by "
         "GROUP BY 1, 2, 3, 4, 5, 6, 7",
+        "INSERT INTO report_story_months_detail (survey_id, month, valence, touchpoint, "
+        f"channel, segment, stories, confirmed, excluded) SELECT survey_id, {month}, valence, "
+        f"touchpoint, channel, segment, {sums} FROM report_story_days_detail "
+        "GROUP BY 1, 2, 3, 4, 5, 6",
+        "INSERT INTO report_code_months_detail (survey_id, month, valence, touchpoint, "
+        "channel, segment, codebook_version_id, code, n) SELECT survey_id, "
+        f"{month}, valence, touchpoint, channel, segment, codebook_version_id, code, SUM(n) "
+        "FROM report_code_days_detail GROUP BY 1, 2, 3, 4, 5, 6, 7, 8",
     ]
     for statement in statements:
         session.execute(text(statement))
@@ -599,6 +625,7 @@ _FOLDS = (
             ("report_story_days_by", _BY),
             ("report_story_months", _NARROW_MONTHS),
             ("report_story_months_by", _BY_MONTHS),
+            ("report_story_months_detail", _DETAIL_MONTHS),
         ),
         _STORY_COUNTS,
     ),
@@ -610,6 +637,7 @@ _FOLDS = (
             ("report_code_days_by", (*_BY, "codebook_version_id", "code")),
             ("report_code_months", (*_NARROW_MONTHS, "codebook_version_id", "code")),
             ("report_code_months_by", (*_BY_MONTHS, "codebook_version_id", "code")),
+            ("report_code_months_detail", (*_DETAIL_MONTHS, "codebook_version_id", "code")),
         ),
         ("n",),
     ),

@@ -22,12 +22,14 @@ from app.models.reports import (
     ReportCodeDelta,
     ReportCodeMonth,
     ReportCodeMonthBy,
+    ReportCodeMonthDetail,
     ReportStoryDay,
     ReportStoryDayBy,
     ReportStoryDayDetail,
     ReportStoryDelta,
     ReportStoryMonth,
     ReportStoryMonthBy,
+    ReportStoryMonthDetail,
 )
 from app.reports import rollups
 
@@ -194,6 +196,8 @@ def expected_rollups(session: Session) -> dict[str, Counter[tuple[Any, ...]]]:
         "report_code_months": +_by_month(narrow_codes, 1),
         "report_story_months_by": +_by_month(_by_dimension(detail_stories), 2),
         "report_code_months_by": +_by_month(_by_dimension(detail_codes), 2),
+        "report_story_months_detail": +_by_month(detail_stories, 1),
+        "report_code_months_detail": +_by_month(detail_codes, 1),
     }
 
 
@@ -269,18 +273,21 @@ def stored_rollups(
     result["report_story_days_by"] = story_by
     result["report_code_days_by"] = code_by
     month_by_key = ("dimension", "survey_id", "month", "valence", "value")
+    month_detail = ("survey_id", "month", "valence", "touchpoint", "channel", "segment")
     for month_table, dims in (
         (ReportStoryMonth, ("survey_id", "month", "valence")),
         (ReportCodeMonth, ("survey_id", "month", "valence")),
         (ReportStoryMonthBy, month_by_key),
         (ReportCodeMonthBy, month_by_key),
+        (ReportStoryMonthDetail, month_detail),
+        (ReportCodeMonthDetail, month_detail),
     ):
         counter = Counter()
         for row in session.scalars(select(month_table)):
             key = tuple(
                 _as_date(getattr(row, d)) if d == "month" else getattr(row, d) for d in dims
             )
-            if month_table in (ReportStoryMonth, ReportStoryMonthBy):
+            if month_table in (ReportStoryMonth, ReportStoryMonthBy, ReportStoryMonthDetail):
                 for measure in ("stories", "confirmed", "excluded"):
                     counter[(*key, measure)] += getattr(row, measure)
             else:
@@ -292,6 +299,8 @@ def stored_rollups(
             "report_code_months": _narrow(_delta_detail(session, ReportCodeDelta), 3),
             "report_story_months_by": _by_dimension(_delta_detail(session, ReportStoryDelta)),
             "report_code_months_by": _by_dimension(_delta_detail(session, ReportCodeDelta)),
+            "report_story_months_detail": _delta_detail(session, ReportStoryDelta),
+            "report_code_months_detail": _delta_detail(session, ReportCodeDelta),
         }
         for table, deltas in pending.items():
             result[table].update(_by_month(deltas, 2 if table.endswith("_by") else 1))
@@ -336,6 +345,8 @@ def zero_rows(session: Session) -> int:
             (ReportCodeMonth, (ReportCodeMonth.n == 0,)),
             (ReportStoryMonthBy, (ReportStoryMonthBy.stories == 0,)),
             (ReportCodeMonthBy, (ReportCodeMonthBy.n == 0,)),
+            (ReportStoryMonthDetail, (ReportStoryMonthDetail.stories == 0,)),
+            (ReportCodeMonthDetail, (ReportCodeMonthDetail.n == 0,)),
         )
     )
 

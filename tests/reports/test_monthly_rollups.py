@@ -43,6 +43,8 @@ MONTHLY_TABLES = (
     "report_code_months",
     "report_story_months_by",
     "report_code_months_by",
+    "report_story_months_detail",
+    "report_code_months_detail",
 )
 
 
@@ -107,6 +109,9 @@ def _paths(survey_id: int, version: int) -> list[tuple[str, dict[str, Any]]]:
         ("trends", {"period": "month", "from": "2025-02-10", "to": "2025-05-03"}),
         ("trends", {"period": "quarter", "group_by": "survey"}),
         ("trends", {"period": "month", "group_by": "touchpoint,channel"}),
+        ("trends", {"period": "quarter", "group_by": "channel,segment"}),
+        ("trends", {"period": "all", "group_by": "survey,touchpoint,segment"}),
+        ("trends", {"period": "month", "group_by": "touchpoint,channel,segment"}),
         ("trends", {"period": "month", "group_by": "channel", "survey_id": survey_id}),
         ("trends", {"period": "quarter", "group_by": "segment", "codebook_version_id": version}),
         ("bitner", {"period": "quarter", "codebook_version_id": version}),
@@ -301,7 +306,11 @@ def test_month_reports_read_the_monthly_tables(
     with db() as session:
         rollups.fold(session)
     with db() as session:  # damage the monthly tables only: the month reports must show it
-        for table in ("report_story_months_by", "report_story_months"):
+        for table in (
+            "report_story_months_by",
+            "report_story_months",
+            "report_story_months_detail",
+        ):
             session.execute(
                 text(f"UPDATE {table} SET stories = stories + 100, confirmed = confirmed + 100")
             )
@@ -309,6 +318,8 @@ def test_month_reports_read_the_monthly_tables(
         ("trends", {"period": "month", "group_by": "touchpoint"}),
         ("crosstab", {"by": "channel", "period": "quarter"}),
         ("trends", {"period": "quarter"}),
+        ("trends", {"period": "month", "group_by": "touchpoint,channel"}),
+        ("trends", {"period": "quarter", "group_by": "survey,channel,segment"}),
     ):
         url = f"{API}/{path}"
         exact = {**params, "suppress": "false"}
