@@ -33,7 +33,9 @@ from app.config import Settings
 from app.db import create_db_engine, make_sessionmaker, session_scope
 from app.main import create_app
 from app.models.reports import (
+    ReportCodeDayDetail,
     ReportCodeMonthBy,
+    ReportCodeMonthDetail,
     ReportStoryDayBy,
     ReportStoryMonth,
     ReportStoryMonthBy,
@@ -85,7 +87,14 @@ def main(argv: list[str] | None = None) -> int:
     with sessions() as session:
         sizes = {
             t.__tablename__: session.scalar(select(func.count()).select_from(t))
-            for t in (ReportStoryDayBy, ReportStoryMonth, ReportStoryMonthBy, ReportCodeMonthBy)
+            for t in (
+                ReportStoryDayBy,
+                ReportStoryMonth,
+                ReportStoryMonthBy,
+                ReportCodeMonthBy,
+                ReportCodeDayDetail,
+                ReportCodeMonthDetail,
+            )
         }
     print(f"# Grouped reports: {backend}")
     print("rollup rows: " + ", ".join(f"{k} {v:,}" for k, v in sizes.items()))
@@ -113,6 +122,24 @@ def main(argv: list[str] | None = None) -> int:
         (
             "crosstab code x touchpoint (quarters), admin `suppress=false`",
             f"{CROSSTAB}?by=touchpoint&period=quarter&suppress=false",
+            admin,
+        )
+    )
+    # Two or more dimensions (report_*_months_detail, migration 1204).
+    for dims, period in (("touchpoint,channel", "month"), ("channel,segment", "quarter")):
+        path = f"{TRENDS}?period={period}&group_by={dims}"
+        cases += [
+            (f"{period} by {dims.replace(',', ' x ')}, viewer (suppressed)", path, viewer),
+            (
+                f"{period} by {dims.replace(',', ' x ')}, admin `suppress=false`",
+                f"{path}&suppress=false",
+                admin,
+            ),
+        ]
+    cases.append(
+        (
+            "quarter by touchpoint x channel x segment, admin `suppress=false`",
+            f"{TRENDS}?period=quarter&group_by=touchpoint,channel,segment&suppress=false",
             admin,
         )
     )
