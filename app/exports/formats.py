@@ -122,16 +122,9 @@ def line_chunks(header: list[str], lines: Iterable[str], *, bom: bool = True) ->
     if bom:
         buffer.write("\ufeff")
     csv.writer(buffer, lineterminator="\r\n").writerow(header)
-    return text_chunks(lines, buffer.getvalue())
-
-
-def text_chunks(texts: Iterable[str], first: str = "") -> Iterator[bytes]:
-    """Text made already (`first`, then the items as they are) as UTF-8, in ~256 KiB chunks:
-    the CSV lines above, and the JSONL lines `app.exports.json_lines` makes (each ending with
-    LF, as `jsonl_chunks` writes them)."""
-    parts = [first]
+    parts = [buffer.getvalue()]
     size = 0
-    for text in texts:
+    for text in lines:
         parts.append(text)
         size += len(text)
         if size >= CHUNK:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any, NamedTuple, cast
 
 import orjson
@@ -40,13 +41,13 @@ from app.exports.service import (
     _attribute_document,
     _batch_conditions,
     _has_adjudications,
+    _raw,
     coding_records,
     final_code_records,
     final_codes,
     nested_codings,
     nested_records,
 )
-from app.incidents.schemas import CodeDecisionRead, CodingRead
 from app.incidents.service import visible_codings
 from app.models import (
     AuditEvent,
@@ -74,48 +75,75 @@ def _head(d: _Dialect) -> str:
     """The line up to `"final_codes":` from the CTE's columns, NULL when Python builds the
     story's line (the CSV lines' rules)."""
     q = d.quote
-    fields = [
-        ("id", "CAST(b.id AS TEXT)"),
-        ("survey_id", "CAST(b.survey_id AS TEXT)"),
-        ("submitted_at", d.json_utc("b.submitted_at")),
-        ("source", "'\"' || b.source || '\"'"),  # checked values: nothing to escape
-        ("import_file", q("b.import_file")),
-        ("consent", "'\"' || b.consent || '\"'"),
-        ("language", q("b.language")),
-        ("occurred", q("b.occurred")),
-        ("occurred_on", q("b.occurred_on")),
-        ("circumstances", q("b.circumstances")),
-        ("what_happened", q("b.what_happened")),
-        ("outcome", q("b.outcome")),
-        ("valence", "'\"' || b.valence || '\"'"),
-        ("touchpoint", q("b.touchpoint")),
-        ("channel", q("b.channel")),
-        ("status", "'\"' || b.status || '\"'"),
-        ("exclusion_reason", q("b.exclusion_reason")),
-        ("finalized_at", d.json_utc("b.finalized_at")),
-        ("coders_required", "COALESCE(CAST(b.coders_required AS TEXT), 'null')"),
-    ]
-    parts = [f"'{',' if i else '{'}\"{name}\":' || {sql}" for i, (name, sql) in enumerate(fields)]
-    joined = " || ".join(parts)
-    return f"CASE WHEN b.python = 1 THEN NULL ELSE {joined} || ',\"final_codes\":' END"
+    line = d.join(
+        [
+            ('{"id":', "CAST(b.id AS TEXT)"),
+            (',"survey_id":', "CAST(b.survey_id AS TEXT)"),
+            (',"submitted_at":', d.json_utc("b.submitted_at")),
+            (',"source":"', "b.source"),  # checked values: nothing to escape
+            ('","import_file":', q("b.import_file")),
+            (',"consent":"', "b.consent"),
+            ('","language":', q("b.language")),
+            (',"occurred":', q("b.occurred")),
+            (',"occurred_on":', q("b.occurred_on")),
+            (',"circumstances":', q("b.circumstances")),
+            (',"what_happened":', q("b.what_happened")),
+            (',"outcome":', q("b.outcome")),
+            (',"valence":"', "b.valence"),
+            ('","touchpoint":', q("b.touchpoint")),
+            (',"channel":', q("b.channel")),
+            (',"status":"', "b.status"),
+            ('","exclusion_reason":', q("b.exclusion_reason")),
+            (',"finalized_at":', d.json_utc("b.finalized_at")),
+            (',"coders_required":', "COALESCE(CAST(b.coders_required AS TEXT), 'null')"),
+            (',"final_codes":', None),
+        ]
+    )
+    return f"CASE WHEN b.python = 1 THEN NULL ELSE {_out(d, line)} END"
 
 
 def _tail(d: _Dialect) -> str:
     """The line after the codings: the suggestion set (its items as stored, as the reference
     passes them through), no adjudications."""
-    suggestion = (
-        "'{\"codebook\":' || "
-        + d.quote("k.key || ' v' || CAST(v.number AS TEXT)")
-        + " || ',\"model_id\":' || COALESCE(CAST(s.model_id AS TEXT), 'null')"
-        + " || ',\"created_at\":' || "
-        + d.json_utc(d.raw_time("s.created_at"))
-        + f" || ',\"items\":' || {d.text('s.items')} || '}}'"
+    suggestion = d.join(
+        [
+            ('{"codebook":', d.quote("k.key || ' v' || CAST(v.number AS TEXT)")),
+            (',"model_id":', "COALESCE(CAST(s.model_id AS TEXT), 'null')"),
+            (',"created_at":', d.json_utc(d.raw_time("s.created_at"))),
+            (',"items":', d.text("s.items")),
+            ("}", None),
+        ]
     )
-    return (
-        "',\"suggestions\":' || "
-        f"(CASE WHEN s.id IS NULL THEN 'null' ELSE {suggestion} END)"
-        " || ',\"adjudications\":[]}'"
+    return _out(
+        d,
+        d.join(
+            [
+                (',"suggestions":', f"(CASE WHEN s.id IS NULL THEN 'null' ELSE {suggestion} END)"),
+                (',"adjudications":[]}', None),
+            ]
+        ),
     )
+
+
+def _out(d: _Dialect, text: str) -> str:
+    """A line's part as the driver hands it to Python: UTF-8 bytes on SQLite (a BLOB: the
+    line is neither decoded into a str nor encoded back, which cost a fifth of the line),
+    text on PostgreSQL (its bytea would travel hex-encoded)."""
+    return text if d.pg else f"CAST({text} AS BLOB)"
+
+
+class _Parts:
+    """The Python-made parts of a line in the type the database's parts have (`_out`)."""
+
+    def __init__(self, postgresql: bool) -> None:
+        self.pg = postgresql
+
+    def text(self, value: str) -> Any:
+        return value if self.pg else value.encode()
+
+    def dumps(self, value: Any) -> Any:
+        made = orjson.dumps(value)
+        return made.decode() if self.pg else made
 
 
 def _adjudicated(session: Session, ids: list[int]) -> set[int]:
@@ -137,11 +165,12 @@ def _adjudicated(session: Session, ids: list[int]) -> set[int]:
 
 
 def _codings(
-    session: Session, spec: ExportSpec, context: Context, first: int, last: int
-) -> tuple[dict[int, str], set[int]]:
+    session: Session, spec: ExportSpec, context: Context, out: _Parts, first: int, last: int
+) -> tuple[dict[int, Any], set[int]]:
     """Per story of the id range with codings the viewer sees, its `"codings":[...]` part,
     built by `service.coding_records` from Core rows (`load_codings` builds and validates an
-    ORM object and a CodingRead per coding: the reference's largest cost per coded story);
+    ORM object and a CodingRead per coding: the reference's largest cost per coded story; a
+    pydantic model_construct still cost more than the rest of the story's line);
     and the stories whose codings have spans, which the reference builder makes (their
     offsets follow the view's text)."""
     connection = session.connection()
@@ -162,9 +191,9 @@ def _codings(
         .order_by(CodingCode.id)
     ):
         decisions[coding_id].append((code, decision))
-    found: dict[int, list[CodingRead]] = defaultdict(list)
+    found: dict[int, list[Any]] = defaultdict(list)
     required: dict[int, int | None] = {}
-    for row in connection.execute(
+    result = connection.execute(
         select(
             Coding.id,
             Coding.incident_id,
@@ -173,46 +202,70 @@ def _codings(
             Coding.excluded,
             Coding.exclusion_reason,
             Coding.note,
-            Coding.created_at,
-            Coding.updated_at,
+            _raw(Coding.created_at),
+            _raw(Coding.updated_at),
             Incident.coders_required,
         )
         .join(User, User.id == Coding.coder_id)
         .join(Incident, Incident.id == Coding.incident_id)
         .where(Coding.incident_id.between(first, last))
         .order_by(Coding.id)
-    ):
-        made = decisions[row.id]
-        required[row.incident_id] = row.coders_required
-        # As load_codings reads them (no spans: those stories go to the reference builder).
-        found[row.incident_id].append(
-            CodingRead.model_construct(
-                id=row.id,
-                incident_id=row.incident_id,
-                coder=row.name,
-                codebook_version_id=row.codebook_version_id,
-                codes=[
-                    CodeDecisionRead.model_construct(
-                        code=code, origin="suggestion" if decision == "accepted" else "manual"
-                    )
+    )
+    # The driver's rows, times as UTC text: SQLAlchemy's per-row type processing (a regex per
+    # SQLite time) cost more than the rest of the coding.
+    rows = result.cursor.fetchall() if result.cursor is not None else []
+    result.close()
+    for coding_id, incident_id, coder, version_id, excluded, reason, note, at, up, need in rows:
+        made = decisions[coding_id]
+        required[incident_id] = need
+        # What coding_records reads of a CodingRead (load_codings builds those; no spans:
+        # those stories go to the reference builder), the times as UTCDateTime reads them.
+        found[incident_id].append(
+            _Coding(
+                coding_id,
+                coder,
+                version_id,
+                [
+                    _Decision(code, "suggestion" if decision == "accepted" else "manual")
                     for code, decision in made
                     if decision != "rejected"
                 ],
-                rejected_suggestions=[code for code, decision in made if decision == "rejected"],
-                excluded=row.excluded,
-                exclusion_reason=row.exclusion_reason,
-                note=row.note,
-                created_at=row.created_at,
-                updated_at=row.updated_at,
+                [code for code, decision in made if decision == "rejected"],
+                bool(excluded),
+                reason,
+                note,
+                datetime.fromisoformat(at).replace(tzinfo=UTC),
+                datetime.fromisoformat(up).replace(tzinfo=UTC),
             )
         )
-    parts: dict[int, str] = {}
+    parts: dict[int, Any] = {}
+    prefix = out.text(',"codings":')
     for incident_id, codings in found.items():
         story = cast(Incident, _Required(incident_id, required[incident_id]))
         batch = Batch([], {}, {incident_id: visible_codings(story, codings, spec.viewer)}, {})
         records = nested_codings(coding_records(cast(Any, story), batch, spec, context))
-        parts[incident_id] = ',"codings":' + orjson.dumps(records).decode()
+        parts[incident_id] = prefix + out.dumps(records)
     return parts, spanned
+
+
+class _Decision(NamedTuple):
+    code: str
+    origin: str
+
+
+class _Coding(NamedTuple):
+    """The fields of a CodingRead that `service.coding_records` reads."""
+
+    id: int
+    coder: str
+    codebook_version_id: int
+    codes: list[_Decision]
+    rejected_suggestions: list[str]
+    excluded: bool
+    exclusion_reason: str | None
+    note: str | None
+    created_at: Any
+    updated_at: Any
 
 
 class _Required(NamedTuple):
@@ -223,26 +276,29 @@ class _Required(NamedTuple):
 
 
 def _python_lines(
-    session: Session, spec: ExportSpec, context: Context, ids: list[int]
-) -> dict[int, str]:
+    session: Session, spec: ExportSpec, context: Context, out: _Parts, ids: list[int]
+) -> dict[int, Any]:
     """The reference builder's lines (no terminator) of these stories."""
     return {
-        record["id"]: orjson.dumps(record).decode()
+        record["id"]: out.dumps(record)
         for record in nested_records(session, spec, context, only=ids)
     }
 
 
 def story_lines(
     session: Session, spec: ExportSpec, context: Context, *, stats: dict[str, int] | None = None
-) -> Iterator[str]:
-    """The JSONL lines (LF after each), a batch of stories at a time. `stats` counts the lines
-    the database made ("sql") and those the reference builder made."""
+) -> Iterator[bytes]:
+    """The JSONL lines (LF after each) as UTF-8, a batch of stories at a time. `stats` counts
+    the lines the database made ("sql") and those the reference builder made."""
     d = _Dialect(session.get_bind().dialect.name == "postgresql")
+    out = _Parts(d.pg)
+    no_codes, no_codings = out.text(_NO_CODES), out.text(_NO_CODINGS)
+    attributes, newline = out.text(',"attributes":'), out.text("\n")
     conditions = _batch_conditions(session, spec)
     columns = _columns(d, spec)
     head: Any = literal_column(_head(d))
     tail: Any = literal_column(_tail(d))
-    segments: dict[Any, str] = {}
+    segments: dict[Any, Any] = {}
     versions = context.versions
     last = 0
     while True:
@@ -253,8 +309,9 @@ def story_lines(
             .where(*conditions, Incident.id > last)
             .order_by(Incident.id)
             .limit(BATCH)
+            # Not materialized (as the CSV lines' CTE is): every column is read once, and
+            # SQLite then streams the batch instead of copying its texts into a table first.
             .cte("b")
-            .prefix_with("MATERIALIZED")
         )
         result = session.connection().execute(
             select(literal_column("b.id"), head, literal_column("b.attributes"), tail)
@@ -272,20 +329,19 @@ def story_lines(
             return
         first, last = rows[0][0], rows[-1][0]
         finals = {
-            incident_id: orjson.dumps(final_code_records(codes, versions)).decode()
-            + ',"attributes":'
+            incident_id: out.dumps(final_code_records(codes, versions)) + attributes
             for incident_id, codes in final_codes(session, first, last).items()
         }.get
         get = segments.get
-        codings, spanned = _codings(session, spec, context, first, last)
+        codings, spanned = _codings(session, spec, context, out, first, last)
         coded = codings.get
         lines: list[Any] = [
             None
             if text is None
             else text
-            + finals(incident_id, _NO_CODES)
-            + (get(raw) or _add(segments, raw, spec, context))
-            + coded(incident_id, _NO_CODINGS)
+            + finals(incident_id, no_codes)
+            + (get(raw) or _add(segments, raw, spec, context, out))
+            + coded(incident_id, no_codings)
             + end
             for incident_id, text, raw, end in rows
         ]
@@ -294,7 +350,7 @@ def story_lines(
             lines = [None if r[0] in held else text for r, text in zip(rows, lines, strict=True)]
         if None in lines:
             missing = [r[0] for r, text in zip(rows, lines, strict=True) if text is None]
-            made = _python_lines(session, spec, context, missing)
+            made = _python_lines(session, spec, context, out, missing)
             lines = [
                 made[r[0]] if text is None else text for r, text in zip(rows, lines, strict=True)
             ]
@@ -304,16 +360,19 @@ def story_lines(
         if stats is not None:
             stats["sql"] = stats.get("sql", 0) + len(rows) - made_by_python
             stats["python"] = stats.get("python", 0) + made_by_python
-        lines.append("")
-        yield "\n".join(lines)
+        lines.append(out.text(""))
+        block = newline.join(lines)
+        yield block.encode() if d.pg else block
         if len(rows) < BATCH:
             return
 
 
-def _add(segments: dict[Any, str], raw: Any, spec: ExportSpec, context: Context) -> str:
+def _add(
+    segments: dict[Any, Any], raw: Any, spec: ExportSpec, context: Context, out: _Parts
+) -> Any:
     """A stored attributes document as the view shows it, dumped, remembered for the next
     stories."""
-    segment = orjson.dumps(_attribute_document(raw, spec, context)).decode()
+    segment = out.dumps(_attribute_document(raw, spec, context))
     if len(segments) < _MEMO_DOCUMENTS:
         segments[raw] = segment
     return segment

@@ -84,6 +84,17 @@ class _Dialect:
         """`service.utc_text` of a raw stored time as a JSON value (nothing in it to escape)."""
         return f"(CASE WHEN {t} IS NULL THEN 'null' ELSE '\"' || {self.utc(t)} || '\"' END)"
 
+    def join(self, pieces: list[tuple[str, str | None]]) -> str:
+        """Literal text and (non-NULL) text expressions in turn, as one text: in one pass
+        (SQLite's printf, PostgreSQL's concat), where `||` copies the growing line once per
+        piece (twice the time of the line's whole SQL on SQLite)."""
+        if self.pg:
+            args = [f"'{text}'" + (f", {e}" if e else "") for text, e in pieces]
+            return f"concat({', '.join(args)})"
+        template = "".join(text.replace("%", "%%") + ("%s" if e else "") for text, e in pieces)
+        values = "".join(f", {e}" for _, e in pieces if e)
+        return f"printf('{template}'{values})"
+
     def raw_time(self, column: str) -> str:
         return f"CAST(({column}) AT TIME ZONE 'UTC' AS TEXT)" if self.pg else column
 

@@ -368,8 +368,7 @@ def load_context(session: Session, spec: ExportSpec, *, with_attributes: bool = 
 def final_codes(session: Session, first: int, last: int) -> dict[int, list[dict[str, Any]]]:
     """The final codes of the stories in an id range (cheaper than IN with thousands of ids;
     the caller skips the range's stories it does not export), per story in id order."""
-    found: dict[int, list[dict[str, Any]]] = defaultdict(list)
-    for code in session.connection().execute(
+    result = session.connection().execute(
         select(
             IncidentCode.incident_id,
             IncidentCode.code,
@@ -380,10 +379,22 @@ def final_codes(session: Session, first: int, last: int) -> dict[int, list[dict[
         )
         .where(IncidentCode.incident_id.between(first, last))
         .order_by(IncidentCode.incident_id, IncidentCode.id)
-    ):
-        final = dict(code._mapping)
-        final["confirmed_at"] = utc_text(final["confirmed_at"])
-        found[code.incident_id].append(final)
+    )
+    # The driver's rows as they are (text and numbers): a Row object per code cost more.
+    rows = result.cursor.fetchall() if result.cursor is not None else []
+    result.close()
+    found: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    for incident_id, code, version_id, source, confirmed_by, confirmed_at in rows:
+        found[incident_id].append(
+            {
+                "incident_id": incident_id,
+                "code": code,
+                "codebook_version_id": version_id,
+                "source": source,
+                "confirmed_by": confirmed_by,
+                "confirmed_at": utc_text(confirmed_at),
+            }
+        )
     return found
 
 

@@ -63,7 +63,7 @@ def chunks(
         tables = (table,) if table else service.TABLES
         if fmt == "jsonl" and sql:
             # The lines built by the database (app.exports.json_lines), byte for byte the same.
-            yield from formats.text_chunks(json_lines.story_lines(session, spec, context))
+            yield from json_lines.story_lines(session, spec, context)
         elif fmt == "jsonl":
             yield from formats.jsonl_chunks(service.nested_records(session, spec, context))
         elif fmt == "xlsx":
