@@ -26,6 +26,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from operator import itemgetter
 from typing import Any, NamedTuple, cast
 
 import orjson
@@ -314,17 +315,17 @@ def story_lines(
             .cte("b")
         )
         result = session.connection().execute(
-            select(literal_column("b.id"), head, literal_column("b.attributes"), tail)
-            .select_from(
+            select(literal_column("b.id"), head, literal_column("b.attributes"), tail).select_from(
                 batch.outerjoin(_S, _S.c.incident_id == batch.c.id)
                 .outerjoin(_V, _V.c.id == _S.c.codebook_version_id)
                 .outerjoin(_K, _K.c.id == _V.c.codebook_id)
             )
-            .order_by(literal_column("b.id"))
         )
-        # The driver's rows as they are (plain text and numbers, nothing to convert).
+        # The driver's rows as they are (plain text and numbers, nothing to convert), put in
+        # id order here: an ORDER BY copied every line into a sorting table first.
         rows = result.cursor.fetchall() if result.cursor is not None else []
         result.close()
+        rows.sort(key=itemgetter(0))
         if not rows:
             return
         first, last = rows[0][0], rows[-1][0]
