@@ -323,9 +323,10 @@ def story_lines(
         )
         # The driver's rows as they are (plain text and numbers, nothing to convert), put in
         # id order here: an ORDER BY copied every line into a sorting table first.
-        rows = result.cursor.fetchall() if result.cursor is not None else []
+        rows = sorted(
+            result.cursor.fetchall() if result.cursor is not None else [], key=itemgetter(0)
+        )
         result.close()
-        rows.sort(key=itemgetter(0))
         if not rows:
             return
         first, last = rows[0][0], rows[-1][0]
