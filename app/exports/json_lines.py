@@ -1,8 +1,9 @@
 """The JSONL export's lines built by the database: one text column per story holding the
-story's fields and its suggestion set as JSON, so that Python only inserts the final codes and
-the attributes, joins and encodes. At a million stories the per-story Python work of the
-reference builder (`service.nested_records`: a dict per story, its final codes, suggestion set
-and attributes, then orjson) is what bounds the export, as `app.exports.lines` found for CSV.
+story's fields and another its suggestion set as JSON, so that Python only inserts the final
+codes, the attributes and the codings, joins and writes. At a million stories the per-story
+Python work of the reference builder (`service.nested_records`: a dict per story, its final
+codes, suggestion set and attributes, ORM objects and a CodingRead per coding, then orjson) is
+what bounds the export, as `app.exports.lines` found for CSV.
 
 Byte for byte what `formats.jsonl_chunks(service.nested_records(...))` writes (the Python
 builder stays the reference, and the test compares both): the keys in the reference's order,
@@ -12,13 +13,13 @@ suggestion items passed through as the JSON text stored (the reference passes th
 through as an orjson.Fragment, so no float is printed by SQL), one LF after each line.
 
 What SQL does not do is left to Python, per story, in the same order:
-- the final codes (a range query per batch, as `service.story_batches` reads them, dumped by
-  orjson per story that has some) and the attributes (once per stored attributes document, as
-  the view shows them: parsed by orjson, researchers' redacted, dumped by orjson);
-- whole lines the database marks NULL and the reference builder makes: the stories with
-  codings (who sees which coding, spans mapped to the redacted text, the coders' times as
-  orjson writes datetimes) or adjudications, and those of the CSV lines' rules (a story the
-  viewer reads redacted with no redacted document yet; a researcher's view of `in_review`).
+- the final codes (a range query per batch, dumped by orjson per story that has some), the
+  attributes (once per stored attributes document, as the view shows them) and the codings
+  (driver rows through `service.coding_records`, blind coding by `visible_codings`);
+- whole lines the reference builder makes: the database marks NULL those of the CSV lines'
+  rules (a story the viewer reads redacted with no redacted document yet; a researcher's view
+  of `in_review`), and Python holds back the adjudicated stories and those whose codings have
+  spans (their offsets follow the view's text).
 """
 
 from __future__ import annotations
