@@ -280,16 +280,18 @@ def child(url: str, what: str, limit: int | None) -> dict[str, Any]:
             raw.close()
         else:
             fmt, _, variant = what.partition(":")
+            # "-python": the stories CSV or the JSONL by the Python builder (the reference),
+            # else by the database-made lines (app.exports.lines, json_lines), what the service
+            # serves.
+            fmt, _, builder = fmt.partition("-")
+            variant, _, table_builder = variant.partition("-")
             spec = ExportSpec(
                 filters=IncidentFilters(survey_id=1, submitted_to=to),
                 view="redacted" if variant == "redacted" else "original",
                 viewer=CLI_VIEWER,
             )
-            # "-python": the stories CSV by the Python row builder (the reference), else by the
-            # database-made lines (app.exports.lines), what the service serves.
-            variant, _, builder = variant.partition("-")
             table = "stories" if variant in ("stories", "redacted") else None
-            sql = builder != "python"
+            sql = "python" not in (builder, table_builder)
             for chunk in stream.chunks(make_sessionmaker(engine), spec, fmt, table, sql=sql):
                 written += len(chunk)
                 sink.write(chunk)
@@ -312,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reset", action="store_true")
     parser.add_argument(
         "--only",
-        default="raw,csv:stories,csv:stories-python,csv:redacted,csv:redacted-python,csv,jsonl,xlsx:stories",
+        default="raw,csv:stories,csv:stories-python,csv:redacted,csv:redacted-python,csv,jsonl,jsonl-python,xlsx:stories",
         help="comma-separated measurements",
     )
     parser.add_argument("--child", nargs=2, metavar=("WHAT", "LIMIT"), help=argparse.SUPPRESS)

@@ -8,7 +8,7 @@ attributes through `redacted_attributes`), blind double coding hides other coder
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any, cast
@@ -365,6 +365,56 @@ def load_context(session: Session, spec: ExportSpec, *, with_attributes: bool = 
     return Context(versions, imports, keys)
 
 
+def final_codes(session: Session, first: int, last: int) -> dict[int, list[dict[str, Any]]]:
+    """The final codes of the stories in an id range (cheaper than IN with thousands of ids;
+    the caller skips the range's stories it does not export), per story in id order."""
+    result = session.connection().execute(
+        select(
+            IncidentCode.incident_id,
+            IncidentCode.code,
+            IncidentCode.codebook_version_id,
+            IncidentCode.source,
+            IncidentCode.confirmed_by,
+            _raw(IncidentCode.confirmed_at),
+        )
+        .where(IncidentCode.incident_id.between(first, last))
+        .order_by(IncidentCode.incident_id, IncidentCode.id)
+    )
+    # The driver's rows as they are (text and numbers): a Row object per code cost more.
+    rows = result.cursor.fetchall() if result.cursor is not None else []
+    result.close()
+    found: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    for incident_id, code, version_id, source, confirmed_by, confirmed_at in rows:
+        found[incident_id].append(
+            {
+                "incident_id": incident_id,
+                "code": code,
+                "codebook_version_id": version_id,
+                "source": source,
+                "confirmed_by": confirmed_by,
+                "confirmed_at": utc_text(confirmed_at),
+            }
+        )
+    return found
+
+
+def final_code_records(
+    codes: Iterable[dict[str, Any]], versions: dict[int, str]
+) -> list[dict[str, Any]]:
+    """A story's final codes as the nested export (JSONL) holds them."""
+    return [
+        {
+            "code": c["code"],
+            "codebook": versions.get(c["codebook_version_id"]),
+            "codebook_version_id": c["codebook_version_id"],
+            "source": c["source"],
+            "confirmed_by": c["confirmed_by"],
+            "confirmed_at": c["confirmed_at"],
+        }
+        for c in codes
+    ]
+
+
 def story_batches(
     session: Session,
     spec: ExportSpec,
@@ -403,26 +453,11 @@ def story_batches(
         ids = [r[0] for r in found]
         first, last = ids[0], ids[-1]
         members = set(ids)
-        finals: dict[int, list[dict[str, Any]]] = defaultdict(list)
-        for code in session.connection().execute(
-            select(
-                IncidentCode.incident_id,
-                IncidentCode.code,
-                IncidentCode.codebook_version_id,
-                IncidentCode.source,
-                IncidentCode.confirmed_by,
-                _raw(IncidentCode.confirmed_at),
-            )
-            # The batch's id range (cheaper than IN with thousands of ids); other surveys' or
-            # filtered-out stories in the range are skipped below.
-            .where(IncidentCode.incident_id.between(first, last))
-            .order_by(IncidentCode.incident_id, IncidentCode.id)
-        ):
-            if code.incident_id not in members:
-                continue
-            final = dict(code._mapping)
-            final["confirmed_at"] = utc_text(final["confirmed_at"])
-            finals[code.incident_id].append(final)
+        finals = {
+            incident_id: codes
+            for incident_id, codes in final_codes(session, first, last).items()
+            if incident_id in members  # other surveys' or filtered-out stories in the range
+        }
         if codings:
             coded = session.connection().execute(
                 select(Coding.incident_id).where(Coding.incident_id.between(first, last)).distinct()
@@ -611,6 +646,11 @@ def coding_records(
     return records
 
 
+def nested_codings(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A story's coding records as the nested export holds them (the story's id is above)."""
+    return [{k: v for k, v in c.items() if k != "incident_id"} for c in records]
+
+
 def _suggestion_rows(session: Session, rows: Sequence[Any]) -> Iterator[Any]:
     """The stories' suggestion rows, `items` as the JSON text stored (parsed only if needed);
     read by the batch's id range, then narrowed to the batch's stories."""
@@ -797,15 +837,15 @@ def _plain_batches(session: Session, spec: ExportSpec) -> Iterator[Sequence[Row[
 
 
 def nested_records(
-    session: Session, spec: ExportSpec, context: Context
+    session: Session, spec: ExportSpec, context: Context, *, only: Sequence[int] | None = None
 ) -> Iterator[dict[str, Any]]:
     """One object per story with everything nested (the JSONL export), built from plain rows
     by position (as `story_row`): the story's fields as the stories table has them, its final
-    codes, codings, suggestion set and adjudications."""
+    codes, codings, suggestion set and adjudications. `only`: just these stories."""
     admin = spec.viewer.role == "admin"
     versions = context.versions
     imports = context.imports
-    for batch in story_batches(session, spec, codings=True, plain=True):
+    for batch in story_batches(session, spec, codings=True, plain=True, only=only):
         suggestions = suggestion_sets(session, batch.rows, context)
         adjudications = adjudication_batches(session, batch.rows)
         for row in batch.rows:
@@ -836,22 +876,9 @@ def nested_records(
                 "exclusion_reason": row[17],
                 "finalized_at": utc_text(row[_FINALIZED]),
                 "coders_required": row[19],
-                "final_codes": [
-                    {
-                        "code": c["code"],
-                        "codebook": versions.get(c["codebook_version_id"]),
-                        "codebook_version_id": c["codebook_version_id"],
-                        "source": c["source"],
-                        "confirmed_by": c["confirmed_by"],
-                        "confirmed_at": c["confirmed_at"],
-                    }
-                    for c in batch.final_codes.get(incident_id, ())
-                ],
+                "final_codes": final_code_records(batch.final_codes.get(incident_id, ()), versions),
                 "attributes": _attribute_document(row[_ATTRIBUTES], spec, context),
-                "codings": [
-                    {k: v for k, v in c.items() if k != "incident_id"}
-                    for c in coding_records(cast(Any, story), batch, spec, context)
-                ]
+                "codings": nested_codings(coding_records(cast(Any, story), batch, spec, context))
                 if story is not None
                 else [],
                 "suggestions": suggestions.get(incident_id),

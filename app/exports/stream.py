@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app import audit
 from app.db import session_scope
-from app.exports import formats, lines, service
+from app.exports import formats, json_lines, lines, service
 from app.exports.service import ExportSpec
 
 if TYPE_CHECKING:
@@ -54,14 +54,17 @@ def chunks(
 ) -> Iterator[bytes]:
     """The export's bytes. CSV: one table as plain CSV when `table` is given, else every table
     as a CSV file in a zip; xlsx: one sheet per table; JSONL: one nested object per story.
-    `sql`: the stories table's CSV lines made by the database (False: by the Python row
-    builder, the reference they equal)."""
+    `sql`: the stories table's CSV lines and the JSONL lines made by the database (False: by
+    the Python builders, the reference they equal)."""
     with session_scope(factory, write=False) as session:
         _snapshot(session)
         context = service.load_context(session, spec, with_attributes=fmt != "jsonl")
         heads = service.headers(context)
         tables = (table,) if table else service.TABLES
-        if fmt == "jsonl":
+        if fmt == "jsonl" and sql:
+            # The lines built by the database (app.exports.json_lines), byte for byte the same.
+            yield from json_lines.story_lines(session, spec, context)
+        elif fmt == "jsonl":
             yield from formats.jsonl_chunks(service.nested_records(session, spec, context))
         elif fmt == "xlsx":
             yield from formats.xlsx_chunks(

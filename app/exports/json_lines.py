@@ -1,0 +1,381 @@
+"""The JSONL export's lines built by the database: one text column per story holding the
+story's fields and another its suggestion set as JSON, so that Python only inserts the final
+codes, the attributes and the codings, joins and writes. At a million stories the per-story
+Python work of the reference builder (`service.nested_records`: a dict per story, its final
+codes, suggestion set and attributes, ORM objects and a CodingRead per coding, then orjson) is
+what bounds the export, as `app.exports.lines` found for CSV.
+
+Byte for byte what `formats.jsonl_chunks(service.nested_records(...))` writes (the Python
+builder stays the reference, and the test compares both): the keys in the reference's order,
+no spaces, text escaped as orjson escapes it (`"` `\\` and the control characters: SQLite's
+json_quote and PostgreSQL's to_json escape the same, and neither escapes anything else), the
+suggestion items passed through as the JSON text stored (the reference passes the same text
+through as an orjson.Fragment, so no float is printed by SQL), one LF after each line.
+
+What SQL does not do is left to Python, per story, in the same order:
+- the final codes (a range query per batch, dumped by orjson per story that has some), the
+  attributes (once per stored attributes document, as the view shows them) and the codings
+  (driver rows through `service.coding_records`, blind coding by `visible_codings`);
+- whole lines the reference builder makes: the database marks NULL those of the CSV lines'
+  rules (a story the viewer reads redacted with no redacted document yet; a researcher's view
+  of `in_review`), and Python holds back the adjudicated stories and those whose codings have
+  spans (their offsets follow the view's text).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from operator import itemgetter
+from typing import Any, NamedTuple, cast
+
+import orjson
+from sqlalchemy import literal_column, select
+from sqlalchemy.orm import Session
+
+from app.exports.lines import BATCH, _columns, _Dialect
+from app.exports.service import (
+    _MEMO_DOCUMENTS,
+    Batch,
+    Context,
+    ExportSpec,
+    _attribute_document,
+    _batch_conditions,
+    _has_adjudications,
+    _raw,
+    coding_records,
+    final_code_records,
+    final_codes,
+    nested_codings,
+    nested_records,
+)
+from app.incidents.service import visible_codings
+from app.models import (
+    AuditEvent,
+    Codebook,
+    CodebookVersion,
+    Coding,
+    CodingCode,
+    CodingSpan,
+    ImportRun,
+    Incident,
+    Suggestion,
+    User,
+)
+from app.reviews.service import ADJUDICATE
+
+_NO_CODES = '[],"attributes":'
+_NO_CODINGS = ',"codings":[]'
+# The story's suggestion row (at most one) and its codebook version, by the names `_tail` uses.
+_S = Suggestion.__table__.alias("s")
+_V = CodebookVersion.__table__.alias("v")
+_K = Codebook.__table__.alias("k")
+
+
+def _head(d: _Dialect) -> str:
+    """The line up to `"final_codes":` from the CTE's columns, NULL when Python builds the
+    story's line (the CSV lines' rules)."""
+    q = d.quote
+    line = d.join(
+        [
+            ('{"id":', "CAST(b.id AS TEXT)"),
+            (',"survey_id":', "CAST(b.survey_id AS TEXT)"),
+            (',"submitted_at":', d.json_utc("b.submitted_at")),
+            (',"source":"', "b.source"),  # checked values: nothing to escape
+            ('","import_file":', q("b.import_file")),
+            (',"consent":"', "b.consent"),
+            ('","language":', q("b.language")),
+            (',"occurred":', q("b.occurred")),
+            (',"occurred_on":', q("b.occurred_on")),
+            (',"circumstances":', q("b.circumstances")),
+            (',"what_happened":', q("b.what_happened")),
+            (',"outcome":', q("b.outcome")),
+            (',"valence":"', "b.valence"),
+            ('","touchpoint":', q("b.touchpoint")),
+            (',"channel":', q("b.channel")),
+            (',"status":"', "b.status"),
+            ('","exclusion_reason":', q("b.exclusion_reason")),
+            (',"finalized_at":', d.json_utc("b.finalized_at")),
+            (',"coders_required":', "COALESCE(CAST(b.coders_required AS TEXT), 'null')"),
+            (',"final_codes":', None),
+        ]
+    )
+    return f"CASE WHEN b.python = 1 THEN NULL ELSE {_out(d, line)} END"
+
+
+def _tail(d: _Dialect) -> str:
+    """The line after the codings: the suggestion set (its items as stored, as the reference
+    passes them through), no adjudications."""
+    suggestion = d.join(
+        [
+            ('{"codebook":', d.quote("k.key || ' v' || CAST(v.number AS TEXT)")),
+            (',"model_id":', "COALESCE(CAST(s.model_id AS TEXT), 'null')"),
+            (',"created_at":', d.json_utc(d.raw_time("s.created_at"))),
+            (',"items":', d.text("s.items")),
+            ("}", None),
+        ]
+    )
+    return _out(
+        d,
+        d.join(
+            [
+                (',"suggestions":', f"(CASE WHEN s.id IS NULL THEN 'null' ELSE {suggestion} END)"),
+                (',"adjudications":[]}', None),
+            ]
+        ),
+    )
+
+
+def _out(d: _Dialect, text: str) -> str:
+    """A line's part as the driver hands it to Python: UTF-8 bytes on SQLite (a BLOB: the
+    line is neither decoded into a str nor encoded back, which cost a fifth of the line),
+    text on PostgreSQL (its bytea would travel hex-encoded)."""
+    return text if d.pg else f"CAST({text} AS BLOB)"
+
+
+class _Parts:
+    """The Python-made parts of a line in the type the database's parts have (`_out`)."""
+
+    def __init__(self, postgresql: bool) -> None:
+        self.pg = postgresql
+
+    def text(self, value: str) -> Any:
+        return value if self.pg else value.encode()
+
+    def dumps(self, value: Any) -> Any:
+        made = orjson.dumps(value)
+        return made.decode() if self.pg else made
+
+
+def _adjudicated(session: Session, ids: list[int]) -> set[int]:
+    """Which of these stories have adjudications (`service.adjudication_batches` reads them)."""
+    if not _has_adjudications(session):
+        return set()
+    return {
+        int(entity_id)
+        for entity_id in session.scalars(
+            select(AuditEvent.entity_id)
+            .where(
+                AuditEvent.entity_type == "incident",
+                AuditEvent.action == ADJUDICATE,
+                AuditEvent.entity_id.in_([str(i) for i in ids]),
+            )
+            .distinct()
+        )
+    }
+
+
+def _codings(
+    session: Session, spec: ExportSpec, context: Context, out: _Parts, first: int, last: int
+) -> tuple[dict[int, Any], set[int]]:
+    """Per story of the id range with codings the viewer sees, its `"codings":[...]` part,
+    built by `service.coding_records` from Core rows (`load_codings` builds and validates an
+    ORM object and a CodingRead per coding: the reference's largest cost per coded story; a
+    pydantic model_construct still cost more than the rest of the story's line);
+    and the stories whose codings have spans, which the reference builder makes (their
+    offsets follow the view's text)."""
+    connection = session.connection()
+    spanned = set(
+        connection.execute(
+            select(Coding.incident_id)
+            .join(CodingCode, CodingCode.coding_id == Coding.id)
+            .join(CodingSpan, CodingSpan.coding_code_id == CodingCode.id)
+            .where(Coding.incident_id.between(first, last))
+            .distinct()
+        ).scalars()
+    )
+    decisions: dict[int, list[tuple[str, str]]] = defaultdict(list)
+    for coding_id, code, decision in connection.execute(
+        select(CodingCode.coding_id, CodingCode.code, CodingCode.decision)
+        .join(Coding, Coding.id == CodingCode.coding_id)
+        .where(Coding.incident_id.between(first, last))
+        .order_by(CodingCode.id)
+    ):
+        decisions[coding_id].append((code, decision))
+    found: dict[int, list[Any]] = defaultdict(list)
+    required: dict[int, int | None] = {}
+    result = connection.execute(
+        select(
+            Coding.id,
+            Coding.incident_id,
+            User.name,
+            Coding.codebook_version_id,
+            Coding.excluded,
+            Coding.exclusion_reason,
+            Coding.note,
+            _raw(Coding.created_at),
+            _raw(Coding.updated_at),
+            Incident.coders_required,
+        )
+        .join(User, User.id == Coding.coder_id)
+        .join(Incident, Incident.id == Coding.incident_id)
+        .where(Coding.incident_id.between(first, last))
+        .order_by(Coding.id)
+    )
+    # The driver's rows, times as UTC text: SQLAlchemy's per-row type processing (a regex per
+    # SQLite time) cost more than the rest of the coding.
+    rows = result.cursor.fetchall() if result.cursor is not None else []
+    result.close()
+    for coding_id, incident_id, coder, version_id, excluded, reason, note, at, up, need in rows:
+        made = decisions[coding_id]
+        required[incident_id] = need
+        # What coding_records reads of a CodingRead (load_codings builds those; no spans:
+        # those stories go to the reference builder), the times as UTCDateTime reads them.
+        found[incident_id].append(
+            _Coding(
+                coding_id,
+                coder,
+                version_id,
+                [
+                    _Decision(code, "suggestion" if decision == "accepted" else "manual")
+                    for code, decision in made
+                    if decision != "rejected"
+                ],
+                [code for code, decision in made if decision == "rejected"],
+                bool(excluded),
+                reason,
+                note,
+                datetime.fromisoformat(at).replace(tzinfo=UTC),
+                datetime.fromisoformat(up).replace(tzinfo=UTC),
+            )
+        )
+    parts: dict[int, Any] = {}
+    prefix = out.text(',"codings":')
+    for incident_id, codings in found.items():
+        story = cast(Incident, _Required(incident_id, required[incident_id]))
+        batch = Batch([], {}, {incident_id: visible_codings(story, codings, spec.viewer)}, {})
+        records = nested_codings(coding_records(cast(Any, story), batch, spec, context))
+        parts[incident_id] = prefix + out.dumps(records)
+    return parts, spanned
+
+
+class _Decision(NamedTuple):
+    code: str
+    origin: str
+
+
+class _Coding(NamedTuple):
+    """The fields of a CodingRead that `service.coding_records` reads."""
+
+    id: int
+    coder: str
+    codebook_version_id: int
+    codes: list[_Decision]
+    rejected_suggestions: list[str]
+    excluded: bool
+    exclusion_reason: str | None
+    note: str | None
+    created_at: Any
+    updated_at: Any
+
+
+class _Required(NamedTuple):
+    """What `visible_codings` and `coding_records` read of a story without spans."""
+
+    id: int
+    coders_required: int | None
+
+
+def _python_lines(
+    session: Session, spec: ExportSpec, context: Context, out: _Parts, ids: list[int]
+) -> dict[int, Any]:
+    """The reference builder's lines (no terminator) of these stories."""
+    return {
+        record["id"]: out.dumps(record)
+        for record in nested_records(session, spec, context, only=ids)
+    }
+
+
+def story_lines(
+    session: Session, spec: ExportSpec, context: Context, *, stats: dict[str, int] | None = None
+) -> Iterator[bytes]:
+    """The JSONL lines (LF after each) as UTF-8, a batch of stories at a time. `stats` counts
+    the lines the database made ("sql") and those the reference builder made."""
+    d = _Dialect(session.get_bind().dialect.name == "postgresql")
+    out = _Parts(d.pg)
+    no_codes, no_codings = out.text(_NO_CODES), out.text(_NO_CODINGS)
+    attributes, newline = out.text(',"attributes":'), out.text("\n")
+    conditions = _batch_conditions(session, spec)
+    columns = _columns(d, spec)
+    head: Any = literal_column(_head(d))
+    tail: Any = literal_column(_tail(d))
+    segments: dict[Any, Any] = {}
+    versions = context.versions
+    last = 0
+    while True:
+        batch = (
+            select(*columns)
+            .select_from(Incident)
+            .outerjoin(ImportRun, ImportRun.id == Incident.import_id)
+            .where(*conditions, Incident.id > last)
+            .order_by(Incident.id)
+            .limit(BATCH)
+            # Not materialized (as the CSV lines' CTE is): every column is read once, and
+            # SQLite then streams the batch instead of copying its texts into a table first.
+            .cte("b")
+        )
+        result = session.connection().execute(
+            select(literal_column("b.id"), head, literal_column("b.attributes"), tail).select_from(
+                batch.outerjoin(_S, _S.c.incident_id == batch.c.id)
+                .outerjoin(_V, _V.c.id == _S.c.codebook_version_id)
+                .outerjoin(_K, _K.c.id == _V.c.codebook_id)
+            )
+        )
+        # The driver's rows as they are (plain text and numbers, nothing to convert), put in
+        # id order here: an ORDER BY copied every line into a sorting table first.
+        rows = sorted(
+            result.cursor.fetchall() if result.cursor is not None else [], key=itemgetter(0)
+        )
+        result.close()
+        if not rows:
+            return
+        first, last = rows[0][0], rows[-1][0]
+        finals = {
+            incident_id: out.dumps(final_code_records(codes, versions)) + attributes
+            for incident_id, codes in final_codes(session, first, last).items()
+        }.get
+        get = segments.get
+        codings, spanned = _codings(session, spec, context, out, first, last)
+        coded = codings.get
+        lines: list[Any] = [
+            None
+            if text is None
+            else text
+            + finals(incident_id, no_codes)
+            + (get(raw) or _add(segments, raw, spec, context, out))
+            + coded(incident_id, no_codings)
+            + end
+            for incident_id, text, raw, end in rows
+        ]
+        held = spanned | _adjudicated(session, [r[0] for r in rows])
+        if held:
+            lines = [None if r[0] in held else text for r, text in zip(rows, lines, strict=True)]
+        if None in lines:
+            missing = [r[0] for r, text in zip(rows, lines, strict=True) if text is None]
+            made = _python_lines(session, spec, context, out, missing)
+            lines = [
+                made[r[0]] if text is None else text for r, text in zip(rows, lines, strict=True)
+            ]
+            made_by_python = len(missing)
+        else:
+            made_by_python = 0
+        if stats is not None:
+            stats["sql"] = stats.get("sql", 0) + len(rows) - made_by_python
+            stats["python"] = stats.get("python", 0) + made_by_python
+        lines.append(out.text(""))
+        block = newline.join(lines)
+        yield block.encode() if d.pg else block
+        if len(rows) < BATCH:
+            return
+
+
+def _add(
+    segments: dict[Any, Any], raw: Any, spec: ExportSpec, context: Context, out: _Parts
+) -> Any:
+    """A stored attributes document as the view shows it, dumped, remembered for the next
+    stories."""
+    segment = out.dumps(_attribute_document(raw, spec, context))
+    if len(segments) < _MEMO_DOCUMENTS:
+        segments[raw] = segment
+    return segment
