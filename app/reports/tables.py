@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from app.errors import Invalid
 from app.models import Codebook, CodebookVersion
 from app.models.incidents import VALENCES
+from app.reports.schemas import TrendsQueryRead
 from app.reports.trends import TrendsQuery, trends_data
 from app.surveys.service import get_survey
 
@@ -44,15 +45,11 @@ def _figure(row: Row | None) -> dict[str, Any]:
 
 
 def _common(report: dict[str, Any]) -> dict[str, Any]:
-    query = report["query"]
     return {
         "note": report["note"],
         "definitions": report["definitions"],
-        "query": {
-            **query,
-            "date_from": query["date_from"] and query["date_from"].isoformat(),
-            "date_to": query["date_to"] and query["date_to"].isoformat(),
-        },
+        # The query echo as its model writes it (one small model, not one per row).
+        "query": TrendsQueryRead.model_validate(report["query"]).model_dump(mode="json"),
     }
 
 
