@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import ctypes
+import logging
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -37,6 +40,8 @@ from app.suggestions.cli import nlp_cli, worker
 from app.surveys import service as surveys
 from app.surveys.schemas import SurveyCreate
 from app.webhooks.cli import webhooks_cli
+
+log = logging.getLogger("cit.serve")
 
 cli = typer.Typer(
     help="CIT survey and coding service.", no_args_is_help=True, pretty_exceptions_enable=False
@@ -265,7 +270,7 @@ def serve(
     # files, which /metrics adds (app.observability.metrics_body).
     elif with_worker:
         os.environ[WORKER_METRICS_DIR] = metrics_dir
-    job_worker = _start_job_worker(metrics_dir) if with_worker else None
+    job_worker = _JobWorker(metrics_dir) if with_worker else None
     try:
         if workers == 1:
             from app.main import create_app
@@ -275,12 +280,56 @@ def serve(
             uvicorn.run("app.main:app_from_environment", factory=True, workers=workers, **options)
     finally:
         if job_worker is not None:
-            job_worker.terminate()
-            try:
-                job_worker.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                job_worker.kill()
+            job_worker.stop()
         shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+class _JobWorker:
+    """The job worker child of `cit serve`, started again whenever it exits while the server
+    runs (after 1 s, doubling up to a minute while it keeps exiting soon after its start):
+    without it stories would go unsuggested, reports unfolded and webhooks unsent until someone
+    restarted the server."""
+
+    RAN_WELL_SECONDS = 60.0
+    MAX_PAUSE_SECONDS = 60.0
+
+    def __init__(self, metrics_dir: str) -> None:
+        self._metrics_dir = metrics_dir
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self.process = _start_job_worker(metrics_dir)
+        self._started = time.monotonic()
+        self._watcher = threading.Thread(target=self._watch, name="cit-worker-watch", daemon=True)
+        self._watcher.start()
+
+    def _watch(self) -> None:
+        pause = 1.0
+        while True:
+            code = self.process.wait()
+            if self._stopping.is_set():
+                return
+            if time.monotonic() - self._started >= self.RAN_WELL_SECONDS:
+                pause = 1.0
+            log.warning("the job worker exited (code %s); starting it again in %.0f s", code, pause)
+            if self._stopping.wait(pause):
+                return
+            with self._lock:
+                if self._stopping.is_set():
+                    return
+                self.process = _start_job_worker(self._metrics_dir)
+                self._started = time.monotonic()
+            pause = min(pause * 2, self.MAX_PAUSE_SECONDS)
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stopping.set()
+            process = self.process
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        self._watcher.join(timeout=5)
 
 
 def _start_job_worker(metrics_dir: str) -> subprocess.Popen[bytes]:
@@ -293,9 +342,12 @@ def _start_job_worker(metrics_dir: str) -> subprocess.Popen[bytes]:
         except OSError:
             pass
 
+    # A process group of its own: Ctrl-C in a terminal reaches `cit serve` alone, which stops
+    # the worker itself (the watcher would otherwise start it again during the shutdown).
     return subprocess.Popen(
         [sys.executable, "-m", "app.cli", "worker"],
         preexec_fn=die_with_parent,
+        process_group=0,
         env={**os.environ, "PROMETHEUS_MULTIPROC_DIR": metrics_dir},
     )
 

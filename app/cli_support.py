@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import logging
+import time
+
 import typer
 from pydantic import ValidationError
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from app import migrate
@@ -24,10 +28,44 @@ def load_settings() -> Settings:
         raise  # unreachable: fail() raises
 
 
+def unreachable(exc: OperationalError) -> str:
+    """Why the database could not be reached: the first line of the driver's message (host,
+    port and reason; the URL and its password are not in it)."""
+    lines = str(exc.orig if exc.orig is not None else exc).strip().splitlines()
+    return lines[0][:300] if lines else type(exc).__name__
+
+
 def require_head(settings: Settings) -> None:
-    message = migrate.pending_message(settings.database_url)
+    try:
+        message = migrate.pending_message(settings.database_url)
+    except OperationalError as exc:
+        fail(f"cannot reach the database: {unreachable(exc)}")
     if message:
         fail(message)
+
+
+WAIT_MAX_SECONDS = 30.0
+
+
+def wait_for_head(settings: Settings, log: logging.Logger) -> None:
+    """`require_head`, but while the database cannot be reached it logs why and tries again
+    (after 1 s, then twice as long each time, up to WAIT_MAX_SECONDS): a worker started during an
+    outage, or before its database, waits for it instead of exiting. A database behind the
+    migrations still fails at once."""
+    pause = 1.0
+    while True:
+        try:
+            message = migrate.pending_message(settings.database_url)
+        except OperationalError as exc:
+            log.warning(
+                "cannot reach the database (%s); trying again in %.0f s", unreachable(exc), pause
+            )
+            time.sleep(pause)
+            pause = min(pause * 2, WAIT_MAX_SECONDS)
+            continue
+        if message:
+            fail(message)
+        return
 
 
 def session_factory(settings: Settings) -> sessionmaker[Session]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -12,7 +13,14 @@ from sqlalchemy import func, select
 from tqdm import tqdm
 
 import nlp
-from app.cli_support import fail, ready
+from app.cli_support import (
+    fail,
+    load_settings,
+    ready,
+    require_head,
+    session_factory,
+    wait_for_head,
+)
 from app.codebooks.service import (
     current_version,
     default_codebook,
@@ -29,6 +37,8 @@ from app.suggestions.engine import SuggesterCache
 from app.suggestions.queue import SUGGEST, enqueue_rescoring
 from app.suggestions.worker import Worker
 from app.webhooks.delivery import WebhookDispatcher
+
+log = logging.getLogger("cit.worker")
 
 nlp_cli = typer.Typer(
     help="Suggestions: train, evaluate, suggest, re-suggest.", no_args_is_help=True
@@ -52,8 +62,13 @@ def worker(
 ) -> None:
     """Run a job worker (suggestions, training, webhook deliveries). Several may run side by
     side on PostgreSQL."""
-    settings, factory = ready()
+    settings = load_settings()
     configure_logging(settings.log_level, settings.log_format)
+    if once:
+        require_head(settings)
+    else:  # a long-running worker waits for its database rather than exiting
+        wait_for_head(settings, log)
+    factory = session_factory(settings)
     job_worker = Worker(factory, settings)
     if once:
         total = job_worker.drain()
