@@ -348,18 +348,15 @@ class Worker:
 
     def run_forever(self) -> None:
         log.info("worker %s started", self.name)
-        try:
-            if self.queue_redaction() is not None:
-                log.info(
-                    "stories not yet redacted with %s: re-redaction queued", self.required_redaction
-                )
-        except Exception:
-            log.exception("could not check the redaction of stored stories")
         # Webhooks go out from a thread of their own: a slow receiver holds back no other job.
         dispatcher = WebhookDispatcher(self.factory, self.settings, self.name)
         webhooks = dispatcher.start_thread(self._stop)
+        redaction_checked = False
         while not self._stop.is_set():
             try:
+                if not redaction_checked:  # once, at the first round the database answers
+                    self._check_redaction()
+                    redaction_checked = True
                 batch = self.run_once()
             except DATABASE_UNAVAILABLE as error:
                 # The database is away for a moment: say so in one line, try again later.
@@ -377,6 +374,20 @@ class Worker:
         webhooks.join(timeout=self.settings.webhook_timeout_seconds + 5)
         dispatcher.close()
         log.info("worker %s stopped", self.name)
+
+    def _check_redaction(self) -> None:
+        """Queue re-redaction of stories stored under an older redaction. The database being
+        away is raised (the round says so in one line, and the check runs again next round);
+        any other failure is logged and not tried again."""
+        try:
+            if self.queue_redaction() is not None:
+                log.info(
+                    "stories not yet redacted with %s: re-redaction queued", self.required_redaction
+                )
+        except DATABASE_UNAVAILABLE:
+            raise
+        except Exception:
+            log.exception("could not check the redaction of stored stories")
 
     def stop(self) -> None:
         self._stop.set()
