@@ -108,6 +108,14 @@ class RulesCache:
             self._rules[slug] = (now, rules)
         return rules
 
+    def cached(self, slug: str) -> tuple[bool, SurveyRules | None]:
+        """(True, the rules as last read) if that was less than `ttl` ago (None: no such
+        survey); (False, None) when they must be read again (`get`)."""
+        found = self._rules.get(slug)
+        if found is not None and time.monotonic() - found[0] < self.ttl:
+            return True, found[1]
+        return False, None
+
     def forget(self, slug: str) -> None:
         """This process changed the survey: read it afresh next time."""
         with self._lock:
@@ -264,10 +272,13 @@ def insert_story(
     invitation_token: str | None,
     secret_key: str | None = None,
     settings: Settings | None = None,
+    redacted: dict[str, Any] | None = None,
 ) -> Stored:
     """Store one checked story on `conn` (inside the caller's transaction, which a refused
     invitation must roll back: the caller sees `_Rollback`). With `secret_key` the story gets
-    its withdrawal receipt (an HMAC of the submission: no query, the same code on a retry)."""
+    its withdrawal receipt (an HMAC of the submission: no query, the same code on a retry).
+    `redacted`: the answers' `redaction_columns`, when the caller made them before the
+    transaction (else they are made here)."""
     sql = _sql(conn)
     key = submission_key or new_submission_key()
     receipt = receipt_code(secret_key, survey.id, key) if secret_key else None
@@ -315,7 +326,7 @@ def insert_story(
         # Patterns only (e-mail, phone, ...): a configured NER pipeline is the worker's to run,
         # and researchers read the story once it has (app.incidents.redaction.readable).
         "redacted_with": None,
-        **redaction_columns(answers),
+        **(redacted if redacted is not None else redaction_columns(answers)),
         "open_survey_id": survey.id,
         "open_at": now,
     }
@@ -461,17 +472,24 @@ def receive_story(
 
     Run it in a single worker-thread call (`DbGate.run`). `Intake.language` says in which
     language the survey answers; the form loads the full survey itself when it must re-render."""
-    rules: SurveyRules | None = None
+    # Everything but the INSERTs happens before the write transaction: on SQLite writers take
+    # turns (one process-wide lock, app.db), so the checks and the pattern redaction of one
+    # story must not hold back the next one's insert. The rules may be a couple of seconds old
+    # either way (RulesCache); the insert itself refuses a survey closed meanwhile.
+    fresh, rules = rules_cache.cached(slug)
+    if not fresh:
+        with engine.connect() as conn:  # a reader: no write lock
+            rules = rules_cache.get(conn, slug)
+    if rules is None or survey_state(rules) == "not_open":
+        return Intake("no_survey", language=rules.language if rules else None)
+    if survey_state(rules) == "closed":
+        return Intake("closed", language=rules.language)
+    story, errors = check_story(rules, answers, consent, settings)
+    if story is None:
+        return Intake("invalid", errors=errors, language=rules.language)
+    redacted = redaction_columns(story.answers)
     try:
         with write_engine(engine).begin() as conn:
-            rules = rules_cache.get(conn, slug)
-            if rules is None or survey_state(rules) == "not_open":
-                return Intake("no_survey", language=rules.language if rules else None)
-            if survey_state(rules) == "closed":
-                return Intake("closed", language=rules.language)
-            story, errors = check_story(rules, answers, consent, settings)
-            if story is None:
-                return Intake("invalid", errors=errors, language=rules.language)
             stored = insert_story(
                 conn,
                 rules,
@@ -480,9 +498,9 @@ def receive_story(
                 invitation_token=invitation_token,
                 secret_key=settings.secret_key,
                 settings=settings,
+                redacted=redacted,
             )
     except _Rollback as refused:
-        assert rules is not None
         return Intake(refused.outcome, language=rules.language)  # type: ignore[arg-type]
     if stored.outcome in ("closed", "gone"):
         rules_cache.forget(slug)
