@@ -284,6 +284,17 @@ def code_rows(group_by: tuple[GroupField, ...], dialect: str = "", months: bool 
     return code_source(table)
 
 
+def _period_column(dialect: str, day: Any, period: Period, months: bool) -> Any:
+    """The period of a rollup row read by story_rows / code_rows, labelled `period`. A monthly
+    table's `day` is its month's first day already (every writer truncates it, and the deltas
+    are truncated in the source), so a month report groups by it as it is: at a million stories
+    a report by two dimensions groups ~107,000 monthly rows, and truncating each again cost
+    about a third of the GROUP BY."""
+    if months and period == "month":
+        return day.label("period")
+    return period_expression(dialect, day, period).label("period")
+
+
 def story_cells_query(
     dialect: str,
     *,
@@ -296,7 +307,7 @@ def story_cells_query(
     """Stories, confirmed and excluded per period, valence and group: one GROUP BY."""
     months = monthly(period, first_day, last_day)
     story_table = story_rows(group_by, dialect, months).c
-    period_col = period_expression(dialect, story_table.day, period).label("period")
+    period_col = _period_column(dialect, story_table.day, period, months)
     groups = [getattr(story_table, GROUP_COLUMNS[g]).label(g) for g in group_by]
     keys = [period_col, story_table.valence.label("valence"), *groups]
     return (
@@ -324,7 +335,7 @@ def code_cells_query(
     """Confirmed stories per code, period, valence and group: one GROUP BY."""
     months = monthly(period, first_day, last_day)
     code_table = code_rows(group_by, dialect, months).c
-    period_col = period_expression(dialect, code_table.day, period).label("period")
+    period_col = _period_column(dialect, code_table.day, period, months)
     groups = [getattr(code_table, GROUP_COLUMNS[g]).label(g) for g in group_by]
     keys = [period_col, code_table.code.label("code"), code_table.valence.label("valence"), *groups]
     conditions = _filters(code_table, survey_id, first_day, last_day)
@@ -381,8 +392,9 @@ def mapped_code_cells_query(
     base tables."""
     mapping = _mapping_rows(pairs)
     if not distinct_stories:
-        table = code_rows(group_by, dialect, monthly(period, first_day, last_day)).c
-        period_col = period_expression(dialect, table.day, period).label("period")
+        months = monthly(period, first_day, last_day)
+        table = code_rows(group_by, dialect, months).c
+        period_col = _period_column(dialect, table.day, period, months)
         groups = [getattr(table, GROUP_COLUMNS[g]).label(g) for g in group_by]
         keys = [period_col, mapping.c.target.label("code"), table.valence.label("valence"), *groups]
         return (

@@ -52,7 +52,7 @@ from app.codebooks.vocabulary import vocabulary
 from app.errors import Invalid
 from app.models.incidents import VALENCES
 from app.reports import rollups
-from app.reports.intervals import two_proportion_test, wilson_interval
+from app.reports.intervals import two_proportion, wilson_95
 from app.reports.rollups import GROUP_FIELDS, PERIODS, TABLE_PERIODS, GroupField, Period
 from app.reports.schemas import (
     SHARES_NOTE,
@@ -430,8 +430,23 @@ class _Protected:
         lines = lines + self._finer_lines(own, values)
         fixed |= {k for k in values if k not in self.values}
         hidden |= self._finer_hidden()
-        secondary(values, hidden, lines, may_hide=lambda key: key not in fixed)
+        # Every line lies within one period (of this report's length: a finer line's parts
+        # fall in its total's period), and `secondary` only hides members of a line that has
+        # a hidden member: a period without anything hidden stays so. Its lines are left out
+        # (the others keep their order, so the same cells are picked): at a million stories
+        # few periods hold a small count.
+        active = {self._period_of(k) for k in hidden}
+        lines = [line for line in lines if self._period_of(line.total) in active]
+        if lines:
+            secondary(values, hidden, lines, may_hide=lambda key: key not in fixed)
         self.hidden = {k for k in hidden if k in self.values}
+
+    def _period_of(self, key: Hashable) -> date:
+        """The period (of this report's length) of a key of this report or a tagged finer one."""
+        if key[0] == "finer":  # type: ignore[index]
+            inner = key[1]  # type: ignore[index]
+            return rollups.period_start(inner[2 if inner[0] == "story" else 1], self.period)
+        return key[2 if key[0] == "story" else 1]  # type: ignore[index,no-any-return]
 
     def _protect_codes(self, min_cell: int) -> None:
         values: dict[Hashable, int] = {}
@@ -508,13 +523,13 @@ def _change(
             "p_value": None,
             "reason": "suppressed",
         }
-    result = two_proportion_test(x1, n1, x2, n2)
+    diff, z, p_value, reason = two_proportion(x1, n1, x2, n2)
     return {
         "previous_period": previous_period,
-        "diff": result.diff,
-        "z": result.z,
-        "p_value": result.p_value,
-        "reason": result.reason,
+        "diff": diff,
+        "z": z,
+        "p_value": p_value,
+        "reason": reason,
     }
 
 
@@ -549,12 +564,56 @@ def _needed(cells: _Cells, min_cell: int, periods: set[date]) -> _Cells:
     )
 
 
+def _finer_query(query: TrendsQuery, finer_period: Period) -> TrendsQuery:
+    """The same report at the finer period, over the very days this one covers (from/to snap
+    to both periods)."""
+    return replace(query, period=finer_period, date_from=query.first_day, date_to=query.last_day)
+
+
+def _rolled_up(cells: _Cells, period: Period) -> _Cells:
+    """The cells of the same report at a coarser period than `cells`' (each period is a sum of
+    finer ones), summed here instead of read again: the same rows, the same GROUP BY sums (a
+    cell of the coarser period has a row when one of its finer cells has)."""
+    stories: dict[tuple[date, str, Group], dict[str, int]] = {}
+    for (day, valence, group), counts in cells.stories.items():
+        key = (rollups.period_start(day, period), valence, group)
+        total = stories.get(key)
+        if total is None:
+            stories[key] = dict(counts)
+        else:
+            for measure, value in counts.items():
+                total[measure] += value
+    codes: dict[tuple[date, str, str, Group], int] = {}
+    for (day, code, valence, group), n in cells.codes.items():
+        code_key = (rollups.period_start(day, period), code, valence, group)
+        codes[code_key] = codes.get(code_key, 0) + n
+    return _Cells(stories, codes, cells.code_names, cells.rolled_up)
+
+
+def _fetch_tied(session: Session, query: TrendsQuery, fetched: dict[TrendsQuery, _Cells]) -> _Cells:
+    """`_fetch` for a suppressed report, which also reads the finer period's report (FINER):
+    the finest one is read once and the coarser cells summed from it (a quarter report by two
+    dimensions read ~107,000 monthly rows twice at a million stories). Only the plain codes
+    (no codebook version mapping, no pairs), whose cells are sums of the rollups'."""
+    if query in fetched:
+        return fetched[query]
+    finer_period = FINER.get(query.period)
+    if finer_period is None or query.codebook_version_id is not None or query.cooccurrence:
+        cells = _fetch(session, query)
+    else:
+        finer = _fetch_tied(session, _finer_query(query, finer_period), fetched)
+        cells = _rolled_up(finer, query.period)
+    fetched[query] = cells
+    return cells
+
+
 def _protect(
     session: Session,
     query: TrendsQuery,
     cells: _Cells | None,
     min_cell: int,
     memo: dict[tuple[Period, bool], _Protected],
+    fetched: dict[TrendsQuery, _Cells] | None = None,
 ) -> _Protected:
     """The report's suppression, consistent with the reports a reader could subtract it from:
     the same report ungrouped (whose totals it shares) and at the finer period (whose cells
@@ -564,22 +623,26 @@ def _protect(
     memo_key = (query.period, grouped)
     if memo_key in memo:
         return memo[memo_key]
+    if fetched is None:
+        fetched = {}
     ungrouped = finer = None
     if grouped:
         plain = replace(query, group_by=())
         ungrouped = _protect(
-            session, plain, None if cells is None else _fetch(session, plain), min_cell, memo
+            session,
+            plain,
+            None if cells is None else _fetch_tied(session, plain, fetched),
+            min_cell,
+            memo,
+            fetched,
         )
     finer_period = FINER.get(query.period)
     if finer_period is not None:
-        # The finer report over the very days this one covers (from/to snap to both periods).
-        finer_query = replace(
-            query, period=finer_period, date_from=query.first_day, date_to=query.last_day
-        )
-        finer = _protect(session, finer_query, None, min_cell, memo)
+        finer_query = _finer_query(query, finer_period)
+        finer = _protect(session, finer_query, None, min_cell, memo, fetched)
     if cells is None:
         tied = _hidden_periods(finer, query.period) | _hidden_periods(ungrouped, query.period)
-        cells = _needed(_fetch(session, query), min_cell, tied)
+        cells = _needed(_fetch_tied(session, query, fetched), min_cell, tied)
     protected = _Protected(
         cells, grouped, min_cell, period=query.period, ungrouped=ungrouped, finer=finer
     )
@@ -608,7 +671,8 @@ def trends_data(
     `trends_report` (every field, in the models' order), so that the API can write it as JSON
     without building a model per row (a grouped report has thousands of rows).
     `tests/reports/test_trends.py` holds the two to the same bytes."""
-    cells = _fetch(session, query)
+    fetched: dict[TrendsQuery, _Cells] = {}
+    cells = _fetch_tied(session, query, fetched) if suppress else _fetch(session, query)
     grouped = bool(query.group_by)
     # At most one row per story cell and code: refuse before the work, not after.
     if len(cells.stories) * max(1, len(cells.code_names)) > MAX_ROWS:
@@ -617,7 +681,7 @@ def trends_data(
             "groups or a shorter date range"
         )
     if suppress:
-        protected = _protect(session, query, cells, min_cell, {})
+        protected = _protect(session, query, cells, min_cell, {}, fetched)
     else:
         protected = _Protected(cells, grouped, 0, period=query.period)
 
@@ -632,6 +696,8 @@ def trends_data(
         for group in {g for _p, _v, g in cells.stories}
     }
     shown = protected.published()
+    # The same fields in _GROUP_KEYS' order, for the rows (written out, not merged per row).
+    group_values = {group: tuple(fields.values()) for group, fields in fields_of.items()}
 
     def counts(keys: Sequence[Hashable]) -> dict[str, Any]:
         stories, confirmed, excluded = (shown[k] for k in keys)
@@ -674,7 +740,7 @@ def trends_data(
             previous_groups = set(protected.coded_cells(previous, valence))
             bases[valence] = [
                 (
-                    fields_of[group],
+                    *group_values[group],
                     group if grouped else None,
                     shown[protected.cell("confirmed", period, valence, group)],
                     shown[protected.cell("confirmed", previous, valence, group)]
@@ -686,12 +752,20 @@ def trends_data(
         for code in cells.code_names:
             name, level = row_codes[code]
             for valence in VALENCES:
-                for fields, cell_group, base, previous_base in bases[valence]:
+                for (
+                    survey_id,
+                    touchpoint,
+                    channel,
+                    segment,
+                    cell_group,
+                    base,
+                    previous_base,
+                ) in bases[valence]:
                     count = shown[("code", period, code, valence, cell_group)]
                     share = ci_low = ci_high = None
                     if count is not None and base is not None and base > 0:
                         share = count / base
-                        ci_low, ci_high = wilson_interval(count, base)  # type: ignore[misc]
+                        ci_low, ci_high = wilson_95(count, base)
                     change = None
                     if previous_base is not _NO_ROW:
                         change = _change(
@@ -707,7 +781,10 @@ def trends_data(
                             "code": name,
                             "level": level,
                             "valence": valence,
-                            **fields,
+                            "survey_id": survey_id,
+                            "touchpoint": touchpoint,
+                            "channel": channel,
+                            "segment": segment,
                             "count": count,
                             "base": base,
                             "share": share,

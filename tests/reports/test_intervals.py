@@ -6,7 +6,14 @@ import math
 
 import pytest
 
-from app.reports.intervals import Z_95, TwoProportionResult, two_proportion_test, wilson_interval
+from app.reports.intervals import (
+    Z_95,
+    TwoProportionResult,
+    two_proportion,
+    two_proportion_test,
+    wilson_95,
+    wilson_interval,
+)
 
 
 @pytest.mark.parametrize(
@@ -83,3 +90,29 @@ def test_two_proportion_undefined_cases() -> None:
     assert all_seen.p_value is None and all_seen.reason is not None
     with pytest.raises(ValueError):
         two_proportion_test(11, 10, 1, 10)
+
+
+def test_the_reports_fast_paths_give_the_same_floats() -> None:
+    """wilson_95 and two_proportion (the trends rows') are wilson_interval and
+    two_proportion_test bit for bit, edges and errors included."""
+    sizes = [*range(1, 60), 99, 100, 101, 347, 699, 1_000, 4_097, 14_069, 123_457]
+    for n in sizes:
+        step = max(1, n // 97)
+        for x in {*range(0, n + 1, step), n - 1, n}:
+            assert wilson_95(x, n) == wilson_interval(x, n), (x, n)
+    for bad in [(-1, 10), (11, 10), (0, -1), (0, 0)]:
+        with pytest.raises(ValueError):
+            wilson_95(*bad)
+    cases = [(0, 0, 1, 2), (0, 5, 0, 7), (5, 5, 7, 7), (30, 100, 45, 100), (1, 3, 2, 9)]
+    cases += [(x, 40, y, 53) for x in range(0, 41, 3) for y in range(0, 54, 4)]
+    for x1, n1, x2, n2 in cases:
+        result = two_proportion_test(x1, n1, x2, n2)
+        assert two_proportion(x1, n1, x2, n2) == (
+            result.diff,
+            result.z,
+            result.p_value,
+            result.reason,
+        )
+    for bad in [(-1, 10, 1, 10), (1, 10, 11, 10), (0, -1, 0, 1)]:
+        with pytest.raises(ValueError):
+            two_proportion(*bad)

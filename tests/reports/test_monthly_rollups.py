@@ -8,6 +8,7 @@ from __future__ import annotations
 import random
 from collections import Counter
 from collections.abc import Callable, Iterator
+from contextlib import nullcontext
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -22,6 +23,7 @@ from app.db import create_db_engine
 from app.erasure.service import erase_incident
 from app.models import Incident, IncidentCode
 from app.reports import rollups
+from app.reports.trends import TrendsQuery, _fetch, _fetch_tied
 from tests.db.test_migrations import scratch_url  # noqa: F401 (a fixture)
 from tests.reports.conftest import API, StorySpec, expected_rollups, stored_rollups
 
@@ -477,3 +479,50 @@ def _rebuild_statements(session: Session, dialect: str) -> list[str]:
 
     rollups.rebuild(Recorder())  # type: ignore[arg-type]
     return executed
+
+
+def _tied_queries(survey_id: int) -> list[TrendsQuery]:
+    queries = []
+    for period in ("quarter", "all"):
+        for group_by in ((), ("touchpoint",), ("survey",), ("channel", "segment")):
+            queries.append(TrendsQuery(period, group_by))  # type: ignore[arg-type]
+    queries += [
+        TrendsQuery("quarter", ("segment",), survey_id=survey_id),
+        TrendsQuery("quarter", ("touchpoint",), date_from=date(2025, 2, 10)),
+        TrendsQuery("all", ("channel",), date_from=date(2025, 2, 10), date_to=date(2025, 5, 3)),
+    ]
+    return queries
+
+
+def test_suppressed_reports_sum_the_finer_period_they_read(
+    db: Callable[[], Any],
+    make_survey: Callable[..., Any],
+    add_stories: Callable[..., list[int]],
+    daily_reads: Callable[[], Any],
+    assert_rollups_match: Callable[[], None],
+) -> None:
+    """A suppressed quarter (whole-range) report reads its months (quarters) anyway, and sums
+    its own cells from them instead of reading the rollups again: the cells are those of its
+    own GROUP BY, with deltas pending (negative too), folded, and on the daily path."""
+    surveys = [make_survey().id, make_survey().id]
+    version = _version(db)
+    ids = _seed(surveys, version, add_stories)
+
+    def check() -> None:
+        for query in _tied_queries(surveys[0]):
+            for reads in (daily_reads, None):
+                with db() as session, reads() if reads else nullcontext():
+                    direct = _fetch(session, query)
+                    tied = _fetch_tied(session, query, {})
+                assert tied.stories == direct.stories, query
+                assert tied.codes == direct.codes, query
+                assert tied.code_names == direct.code_names, query
+                assert direct.codes, query
+
+    check()
+    _change_with_signs(db, ids)
+    with db() as session:
+        assert session.scalar(text("SELECT count(*) FROM report_code_deltas WHERE n < 0"))
+    check()
+    assert_rollups_match()  # folds
+    check()
