@@ -30,11 +30,10 @@ from datetime import UTC, datetime
 from operator import itemgetter
 from typing import Any, NamedTuple, cast
 
-import orjson
 from sqlalchemy import literal_column, select
 from sqlalchemy.orm import Session
 
-from app.exports.lines import BATCH, _columns, _Dialect
+from app.exports.lines import BATCH, _columns, _Dialect, _out, _Parts
 from app.exports.service import (
     _MEMO_DOCUMENTS,
     Batch,
@@ -125,27 +124,6 @@ def _tail(d: _Dialect) -> str:
             ]
         ),
     )
-
-
-def _out(d: _Dialect, text: str) -> str:
-    """A line's part as the driver hands it to Python: UTF-8 bytes on SQLite (a BLOB: the
-    line is neither decoded into a str nor encoded back, which cost a fifth of the line),
-    text on PostgreSQL (its bytea would travel hex-encoded)."""
-    return text if d.pg else f"CAST({text} AS BLOB)"
-
-
-class _Parts:
-    """The Python-made parts of a line in the type the database's parts have (`_out`)."""
-
-    def __init__(self, postgresql: bool) -> None:
-        self.pg = postgresql
-
-    def text(self, value: str) -> Any:
-        return value if self.pg else value.encode()
-
-    def dumps(self, value: Any) -> Any:
-        made = orjson.dumps(value)
-        return made.decode() if self.pg else made
 
 
 def _adjudicated(session: Session, ids: list[int]) -> set[int]:
