@@ -72,14 +72,14 @@ class _Dialect:
     def _utc(self, t: str, null: str, mark: str) -> str:
         """The time as `utc_text` makes it, between `mark`s; `null` for NULL. PostgreSQL's
         text of a time (`raw_time`) has no T and prints no fraction for a whole second (and
-        none of a fraction's trailing zeros): the date, T, the rest, the zone. SQLite's
-        stored text may hold T (converted already: as it is) or a fraction of zeros (left
+        none of a fraction's trailing zeros): the date, T for the space, the rest, the zone.
+        SQLite's stored text may hold T (converted already: as it is) or a fraction of zeros (left
         out, as `utc_text` leaves out one that `strip(".0")` empties)."""
         if self.pg:
-            return (
-                f"(CASE WHEN {t} IS NULL THEN {null} ELSE concat('{mark}', substr({t}, 1, 10), "
-                f"'T', substr({t}, 12), '+00:00{mark}') END)"
-            )
+            # `t` once: in a CTE that is not materialized it is the conversion of the time to
+            # text, done again for every reference.
+            dated = f"overlay({t} placing 'T' from 11 for 1)"
+            return f"COALESCE('{mark}' || {dated} || '+00:00{mark}', {null})"
         fraction = f"substr({t}, 20)"
         return (
             f"(CASE WHEN {t} IS NULL THEN {null} "
