@@ -291,9 +291,9 @@ def _ahead(session: Session, query: Callable[[int], Any]) -> Iterator[list[Any]]
     reads the export's snapshot (`pg_export_snapshot`: the same rows as the session would
     read): the server builds the next batch's lines while Python finishes this one's (the line
     query is most of an export's time there, and waiting for it left Python idle). The
-    connection comes from a pool of one made for the export (`Pool.recreate`: the engine's
-    settings, not one of the connections the API's pool holds for requests), closed at the
-    end; at most two batches are held besides the one being read."""
+    connection comes from a pool made for the export (`Pool.recreate`: the engine's
+    settings; not one of the connections the API's pool holds for requests), disposed of at
+    the end; at most two batches are held besides the one being read."""
     engine = session.get_bind()
     snapshot = session.connection().exec_driver_sql("SELECT pg_export_snapshot()").scalar_one()
     pool = cast(Any, engine).pool.recreate()
