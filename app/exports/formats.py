@@ -114,23 +114,23 @@ def jsonl_chunks(records: Iterable[dict[str, Any]]) -> Iterator[bytes]:
     yield b"".join(parts)
 
 
-def line_chunks(header: list[str], lines: Iterable[str], *, bom: bool = True) -> Iterator[bytes]:
-    """UTF-8 CSV as `csv_chunks` writes it, from lines made already (each ending with CRLF,
-    several to an item: `app.exports.lines`): the header by csv.writer, then the lines as they
-    are, in ~256 KiB chunks."""
+def line_chunks(header: list[str], lines: Iterable[bytes], *, bom: bool = True) -> Iterator[bytes]:
+    """UTF-8 CSV as `csv_chunks` writes it, from UTF-8 lines made already (each ending with
+    CRLF, several to an item: `app.exports.lines`): the header by csv.writer, then the lines as
+    they are, in chunks of at least ~256 KiB (a batch of lines is one)."""
     buffer = io.StringIO()
     if bom:
         buffer.write("\ufeff")
     csv.writer(buffer, lineterminator="\r\n").writerow(header)
-    parts = [buffer.getvalue()]
+    parts = [buffer.getvalue().encode()]
     size = 0
-    for text in lines:
-        parts.append(text)
-        size += len(text)
+    for block in lines:
+        parts.append(block)
+        size += len(block)
         if size >= CHUNK:
-            yield "".join(parts).encode()
+            yield b"".join(parts)
             parts, size = [], 0
-    yield "".join(parts).encode()
+    yield b"".join(parts)
 
 
 def _xlsx_value(value: Any) -> Any:

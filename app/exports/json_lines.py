@@ -24,17 +24,18 @@ What SQL does not do is left to Python, per story, in the same order:
 
 from __future__ import annotations
 
+import queue
+import threading
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from operator import itemgetter
 from typing import Any, NamedTuple, cast
 
-import orjson
-from sqlalchemy import literal_column, select
+from sqlalchemy import Connection, literal_column, select
 from sqlalchemy.orm import Session
 
-from app.exports.lines import BATCH, _columns, _Dialect
+from app.exports.lines import BATCH, _columns, _Dialect, _out, _Parts
 from app.exports.service import (
     _MEMO_DOCUMENTS,
     Batch,
@@ -125,27 +126,6 @@ def _tail(d: _Dialect) -> str:
             ]
         ),
     )
-
-
-def _out(d: _Dialect, text: str) -> str:
-    """A line's part as the driver hands it to Python: UTF-8 bytes on SQLite (a BLOB: the
-    line is neither decoded into a str nor encoded back, which cost a fifth of the line),
-    text on PostgreSQL (its bytea would travel hex-encoded)."""
-    return text if d.pg else f"CAST({text} AS BLOB)"
-
-
-class _Parts:
-    """The Python-made parts of a line in the type the database's parts have (`_out`)."""
-
-    def __init__(self, postgresql: bool) -> None:
-        self.pg = postgresql
-
-    def text(self, value: str) -> Any:
-        return value if self.pg else value.encode()
-
-    def dumps(self, value: Any) -> Any:
-        made = orjson.dumps(value)
-        return made.decode() if self.pg else made
 
 
 def _adjudicated(session: Session, ids: list[int]) -> set[int]:
@@ -287,11 +267,89 @@ def _python_lines(
     }
 
 
+def _rows(connection: Any, query: Any) -> list[Any]:
+    """A batch's driver rows as they are (plain text and numbers, nothing to convert), put in
+    id order here: an ORDER BY copied every line into a sorting table first."""
+    result = connection.execute(query)
+    rows = sorted(result.cursor.fetchall() if result.cursor is not None else [], key=itemgetter(0))
+    result.close()
+    return rows
+
+
+def _batches(session: Session, query: Callable[[int], Any]) -> Iterator[list[Any]]:
+    """The batches' rows (keyset: the stories after the last one read), on the session."""
+    last = 0
+    while rows := _rows(session.connection(), query(last)):
+        yield rows
+        if len(rows) < BATCH:
+            return
+        last = rows[-1][0]
+
+
+def _ahead(session: Session, query: Callable[[int], Any]) -> Iterator[list[Any]]:
+    """PostgreSQL: `_batches` read one batch ahead, by a thread on a connection of its own that
+    reads the export's snapshot (`pg_export_snapshot`: the same rows as the session would
+    read): the server builds the next batch's lines while Python finishes this one's (the line
+    query is most of an export's time there, and waiting for it left Python idle). The
+    connection comes from a pool made for the export (`Pool.recreate`: the engine's
+    settings; not one of the connections the API's pool holds for requests), disposed of at
+    the end; at most two batches are held besides the one being read."""
+    engine = session.get_bind()
+    snapshot = session.connection().exec_driver_sql("SELECT pg_export_snapshot()").scalar_one()
+    pool = cast(Any, engine).pool.recreate()
+    done = threading.Event()
+    handoff: queue.Queue[Any] = queue.Queue(maxsize=1)
+
+    def put(item: Any) -> bool:
+        while not done.is_set():
+            try:
+                handoff.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def read() -> None:
+        try:
+            with Connection(cast(Any, engine), connection=pool.connect()) as connection:
+                connection.exec_driver_sql(
+                    "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"
+                )
+                connection.exec_driver_sql(f"SET TRANSACTION SNAPSHOT '{snapshot}'")
+                last = 0
+                while rows := _rows(connection, query(last)):
+                    if not put(rows) or len(rows) < BATCH:
+                        break
+                    last = rows[-1][0]
+                connection.rollback()
+            put(None)
+        except BaseException as error:  # handed to the reader, raised there
+            put(error)
+
+    reader = threading.Thread(target=read, name="export-lines", daemon=True)
+    reader.start()
+    try:
+        while (item := handoff.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        done.set()
+        reader.join()
+        pool.dispose()
+
+
 def story_lines(
-    session: Session, spec: ExportSpec, context: Context, *, stats: dict[str, int] | None = None
+    session: Session,
+    spec: ExportSpec,
+    context: Context,
+    *,
+    stats: dict[str, int] | None = None,
+    ahead: bool = True,
 ) -> Iterator[bytes]:
     """The JSONL lines (LF after each) as UTF-8, a batch of stories at a time. `stats` counts
-    the lines the database made ("sql") and those the reference builder made."""
+    the lines the database made ("sql") and those the reference builder made. `ahead`: on
+    PostgreSQL, the line query one batch ahead (`_ahead`)."""
     d = _Dialect(session.get_bind().dialect.name == "postgresql")
     out = _Parts(d.pg)
     no_codes, no_codings = out.text(_NO_CODES), out.text(_NO_CODINGS)
@@ -302,34 +360,28 @@ def story_lines(
     tail: Any = literal_column(_tail(d))
     segments: dict[Any, Any] = {}
     versions = context.versions
-    last = 0
-    while True:
+
+    def query(after: int) -> Any:
         batch = (
             select(*columns)
             .select_from(Incident)
             .outerjoin(ImportRun, ImportRun.id == Incident.import_id)
-            .where(*conditions, Incident.id > last)
+            .where(*conditions, Incident.id > after)
             .order_by(Incident.id)
             .limit(BATCH)
             # Not materialized (as the CSV lines' CTE is): every column is read once, and
             # SQLite then streams the batch instead of copying its texts into a table first.
             .cte("b")
         )
-        result = session.connection().execute(
-            select(literal_column("b.id"), head, literal_column("b.attributes"), tail).select_from(
-                batch.outerjoin(_S, _S.c.incident_id == batch.c.id)
-                .outerjoin(_V, _V.c.id == _S.c.codebook_version_id)
-                .outerjoin(_K, _K.c.id == _V.c.codebook_id)
-            )
+        return select(
+            literal_column("b.id"), head, literal_column("b.attributes"), tail
+        ).select_from(
+            batch.outerjoin(_S, _S.c.incident_id == batch.c.id)
+            .outerjoin(_V, _V.c.id == _S.c.codebook_version_id)
+            .outerjoin(_K, _K.c.id == _V.c.codebook_id)
         )
-        # The driver's rows as they are (plain text and numbers, nothing to convert), put in
-        # id order here: an ORDER BY copied every line into a sorting table first.
-        rows = sorted(
-            result.cursor.fetchall() if result.cursor is not None else [], key=itemgetter(0)
-        )
-        result.close()
-        if not rows:
-            return
+
+    for rows in (_ahead if d.pg and ahead else _batches)(session, query):
         first, last = rows[0][0], rows[-1][0]
         finals = {
             incident_id: out.dumps(final_code_records(codes, versions)) + attributes
@@ -366,8 +418,6 @@ def story_lines(
         lines.append(out.text(""))
         block = newline.join(lines)
         yield block.encode() if d.pg else block
-        if len(rows) < BATCH:
-            return
 
 
 def _add(
