@@ -28,6 +28,7 @@ from app.cases.cli import alerts_cli, cases_cli
 from app.cli_support import fail, load_settings, require_head, session_factory
 from app.codebooks.cli import codebook_cli
 from app.codebooks.service import ensure_default_codebook
+from app.config import Settings
 from app.db import session_scope
 from app.erasure.cli import incident_cli
 from app.errors import AppError
@@ -270,7 +271,7 @@ def serve(
     # files, which /metrics adds (app.observability.metrics_body).
     elif with_worker:
         os.environ[WORKER_METRICS_DIR] = metrics_dir
-    job_worker = _JobWorker(metrics_dir) if with_worker else None
+    job_worker = _JobWorker(metrics_dir, _worker_nice(settings)) if with_worker else None
     try:
         if workers == 1:
             from app.main import create_app
@@ -284,6 +285,12 @@ def serve(
         shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
+def _worker_nice(settings: Settings) -> int:
+    if settings.worker_nice is not None:
+        return settings.worker_nice
+    return 10 if settings.database_url.startswith("postgresql") else 0
+
+
 class _JobWorker:
     """The job worker child of `cit serve`, started again whenever it exits while the server
     runs (after 1 s, doubling up to a minute while it keeps exiting soon after its start):
@@ -293,11 +300,12 @@ class _JobWorker:
     RAN_WELL_SECONDS = 60.0
     MAX_PAUSE_SECONDS = 60.0
 
-    def __init__(self, metrics_dir: str) -> None:
+    def __init__(self, metrics_dir: str, nice: int = 0) -> None:
         self._metrics_dir = metrics_dir
+        self._nice = nice
         self._lock = threading.Lock()
         self._stopping = threading.Event()
-        self.process = _start_job_worker(metrics_dir)
+        self.process = _start_job_worker(metrics_dir, nice)
         self._started = time.monotonic()
         self._watcher = threading.Thread(target=self._watch, name="cit-worker-watch", daemon=True)
         self._watcher.start()
@@ -316,7 +324,7 @@ class _JobWorker:
             with self._lock:
                 if self._stopping.is_set():
                     return
-                self.process = _start_job_worker(self._metrics_dir)
+                self.process = _start_job_worker(self._metrics_dir, self._nice)
                 self._started = time.monotonic()
             pause = min(pause * 2, self.MAX_PAUSE_SECONDS)
 
@@ -332,8 +340,9 @@ class _JobWorker:
         self._watcher.join(timeout=5)
 
 
-def _start_job_worker(metrics_dir: str) -> subprocess.Popen[bytes]:
-    """`cit worker` as a child that dies with this process (Linux: PR_SET_PDEATHSIG)."""
+def _start_job_worker(metrics_dir: str, nice: int = 0) -> subprocess.Popen[bytes]:
+    """`cit worker` as a child that dies with this process (Linux: PR_SET_PDEATHSIG), at
+    niceness `nice`."""
 
     def die_with_parent() -> None:
         try:
@@ -341,6 +350,8 @@ def _start_job_worker(metrics_dir: str) -> subprocess.Popen[bytes]:
             libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
         except OSError:
             pass
+        if nice:
+            os.nice(nice)
 
     # A process group of its own: Ctrl-C in a terminal reaches `cit serve` alone, which stops
     # the worker itself (the watcher would otherwise start it again during the shutdown).

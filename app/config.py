@@ -42,6 +42,11 @@ class Settings(BaseSettings):
     worker_in_process: bool = Field(
         True, description="`cit serve` starts one job worker process beside the API"
     )
+    # The worker process `cit serve` starts yields the CPU to the API processes when both want it
+    # (the respondents' submissions first; suggestions catch up after a burst). None: 10 on
+    # PostgreSQL, 0 on SQLite, where the worker holds the one write lock while it writes and
+    # must not be kept waiting for the CPU with it (measured in bench/README.md, Ingest).
+    worker_nice: int | None = Field(None, ge=0, le=19)
     worker_batch_size: int = Field(512, ge=1, le=10_000)
     worker_poll_seconds: float = Field(1.0, gt=0)
     job_lease_seconds: int = Field(600, ge=10)
