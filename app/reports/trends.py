@@ -299,6 +299,10 @@ def _code_key(period: date, code: str, valence: str, group: Group | None) -> Has
     return ("code", period, code, valence, group)
 
 
+# Where the period date sits in a `_story_key` and in a `_code_key`.
+_PERIOD_AT = {"story": 2, "code": 1}
+
+
 # The finer period each period is a sum of (weeks straddle months: no line between those).
 # Day and week reports are for the team only (the router refuses them to viewers): a month tied
 # to its days would have to protect every day cell in Python (seconds at a million stories).
@@ -374,7 +378,7 @@ class _Protected:
         for key, value in finer.values.items():
             if not isinstance(key, tuple) or key[0] not in ("story", "code"):
                 continue
-            position = 2 if key[0] == "story" else 1
+            position = _PERIOD_AT[key[0]]
             coarse = list(key)
             coarse[position] = rollups.period_start(key[position], self.period)
             parts.setdefault(tuple(coarse), []).append(_finer_key(key))
@@ -445,8 +449,8 @@ class _Protected:
         """The period (of this report's length) of a key of this report or a tagged finer one."""
         if key[0] == "finer":  # type: ignore[index]
             inner = key[1]  # type: ignore[index]
-            return rollups.period_start(inner[2 if inner[0] == "story" else 1], self.period)
-        return key[2 if key[0] == "story" else 1]  # type: ignore[index,no-any-return]
+            return rollups.period_start(inner[_PERIOD_AT[inner[0]]], self.period)
+        return key[_PERIOD_AT[key[0]]]  # type: ignore[index,no-any-return]
 
     def _protect_codes(self, min_cell: int) -> None:
         values: dict[Hashable, int] = {}
@@ -539,8 +543,7 @@ def _hidden_periods(protected: _Protected | None, period: Period) -> set[date]:
         return set()
     found = set()
     for key in protected.hidden:
-        position = 2 if key[0] == "story" else 1  # type: ignore[index]
-        found.add(rollups.period_start(key[position], period))  # type: ignore[index]
+        found.add(rollups.period_start(key[_PERIOD_AT[key[0]]], period))  # type: ignore[index]
     return found
 
 
