@@ -29,13 +29,12 @@ import threading
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
-from operator import itemgetter
 from typing import Any, NamedTuple, cast
 
 from sqlalchemy import Connection, literal_column, select
 from sqlalchemy.orm import Session
 
-from app.exports.lines import BATCH, _columns, _Dialect, _out, _Parts
+from app.exports.lines import BATCH, _columns, _Dialect, _out, _Parts, batches
 from app.exports.service import (
     _MEMO_DOCUMENTS,
     Batch,
@@ -267,27 +266,8 @@ def _python_lines(
     }
 
 
-def _rows(connection: Any, query: Any) -> list[Any]:
-    """A batch's driver rows as they are (plain text and numbers, nothing to convert), put in
-    id order here: an ORDER BY copied every line into a sorting table first."""
-    result = connection.execute(query)
-    rows = sorted(result.cursor.fetchall() if result.cursor is not None else [], key=itemgetter(0))
-    result.close()
-    return rows
-
-
-def _batches(session: Session, query: Callable[[int], Any]) -> Iterator[list[Any]]:
-    """The batches' rows (keyset: the stories after the last one read), on the session."""
-    last = 0
-    while rows := _rows(session.connection(), query(last)):
-        yield rows
-        if len(rows) < BATCH:
-            return
-        last = rows[-1][0]
-
-
 def _ahead(session: Session, query: Callable[[int], Any]) -> Iterator[list[Any]]:
-    """PostgreSQL: `_batches` read one batch ahead, by a thread on a connection of its own that
+    """PostgreSQL: `lines.batches` read one batch ahead, by a thread on a connection of its own that
     reads the export's snapshot (`pg_export_snapshot`: the same rows as the session would
     read): the server builds the next batch's lines while Python finishes this one's (the line
     query is most of an export's time there, and waiting for it left Python idle). The
@@ -316,11 +296,9 @@ def _ahead(session: Session, query: Callable[[int], Any]) -> Iterator[list[Any]]
                     "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"
                 )
                 connection.exec_driver_sql(f"SET TRANSACTION SNAPSHOT '{snapshot}'")
-                last = 0
-                while rows := _rows(connection, query(last)):
-                    if not put(rows) or len(rows) < BATCH:
+                for rows in batches(lambda: connection, query):
+                    if not put(rows):
                         break
-                    last = rows[-1][0]
                 connection.rollback()
             put(None)
         except BaseException as error:  # handed to the reader, raised there
@@ -381,7 +359,8 @@ def story_lines(
             .outerjoin(_K, _K.c.id == _V.c.codebook_id)
         )
 
-    for rows in (_ahead if d.pg and ahead else _batches)(session, query):
+    read = _ahead(session, query) if d.pg and ahead else batches(session.connection, query)
+    for rows in read:
         first, last = rows[0][0], rows[-1][0]
         finals = {
             incident_id: out.dumps(final_code_records(codes, versions)) + attributes

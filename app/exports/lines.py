@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from operator import itemgetter
 from typing import Any
 
@@ -230,6 +230,26 @@ class _Parts:
         return made.decode() if self.pg else made
 
 
+def batch_rows(connection: Any, query: Any) -> list[Any]:
+    """A batch's driver rows as they are (plain text and numbers, nothing to convert), put in
+    id order here: an ORDER BY copied every line into a sorting table first."""
+    result = connection.execute(query)
+    rows = sorted(result.cursor.fetchall() if result.cursor is not None else [], key=itemgetter(0))
+    result.close()
+    return rows
+
+
+def batches(connection: Callable[[], Any], query: Callable[[int], Any]) -> Iterator[list[Any]]:
+    """The batches' rows of `query(after)` (keyset: the stories after the last one read), each
+    run on `connection()` (a session's `connection`, or a connection of its own)."""
+    last = 0
+    while rows := batch_rows(connection(), query(last)):
+        yield rows
+        if len(rows) < BATCH:
+            return
+        last = rows[-1][0]
+
+
 def _cells(values: list[Any]) -> str:
     """Cells as the end of a CSV line (",a,b"), quoted by csv.writer itself."""
     buffer = io.StringIO()
@@ -288,30 +308,23 @@ def story_lines(
     keys = bool(context.attribute_keys)
     segments: dict[Any, Any] = {}
     no_codes, crlf = out.text(",,"), out.text("\r\n")
-    last = 0
-    while True:
+
+    def query(after: int) -> Any:
         batch = (
             select(*columns)
             .select_from(Incident)
             .outerjoin(ImportRun, ImportRun.id == Incident.import_id)
-            .where(*conditions, Incident.id > last)
+            .where(*conditions, Incident.id > after)
             .order_by(Incident.id)
             .limit(BATCH)
             .cte("b")
             .prefix_with("MATERIALIZED")
         )
-        query = select(literal_column("b.id"), line, literal_column("b.attributes")).select_from(
+        return select(literal_column("b.id"), line, literal_column("b.attributes")).select_from(
             batch
         )
-        result = session.connection().execute(query)
-        # The driver's rows as they are (plain text and numbers, nothing to convert), put in
-        # id order here: an ORDER BY over the lines copied each one into a sorting table.
-        rows = sorted(
-            result.cursor.fetchall() if result.cursor is not None else [], key=itemgetter(0)
-        )
-        result.close()
-        if not rows:
-            return
+
+    for rows in batches(session.connection, query):
         first, last = rows[0][0], rows[-1][0]
         finals = _final_segments(session, first, last, context.versions, out).get
         if keys:
@@ -344,8 +357,6 @@ def story_lines(
         lines.append(out.text(""))
         block = crlf.join(lines)
         yield block.encode() if d.pg else block
-        if len(rows) < BATCH:
-            return
 
 
 def _add(
