@@ -96,10 +96,10 @@ class RulesCache:
         self._lock = threading.Lock()
 
     def get(self, conn: Connection, slug: str) -> SurveyRules | None:
+        fresh, rules = self.cached(slug)
+        if fresh:
+            return rules
         now = time.monotonic()
-        found = self._rules.get(slug)
-        if found is not None and now - found[0] < self.ttl:
-            return found[1]
         row = conn.execute(_sql(conn).survey, {"slug": slug}).first()
         rules = SurveyRules(*row) if row is not None else None
         with self._lock:
