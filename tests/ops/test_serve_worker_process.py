@@ -40,6 +40,12 @@ def _nice(pid: int) -> int:
     return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[16])
 
 
+def _suggested(db: Callable[[], Any]) -> bool:
+    """Some story has its suggestions stored."""
+    with db() as session:
+        return bool(session.scalar(select(func.count()).select_from(Suggestion)))
+
+
 def _wait(predicate: Callable[[], bool], what: str, seconds: float = 60) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -78,11 +84,7 @@ def test_one_process_serve_runs_the_worker_beside_it_and_reports_its_metrics(
     )
     assert answer.status_code == 201, answer.text
 
-    def suggested() -> bool:
-        with db() as session:
-            return bool(session.scalar(select(func.count()).select_from(Suggestion)))
-
-    _wait(suggested, "the worker process to store suggestions")
+    _wait(lambda: _suggested(db), "the worker process to store suggestions")
 
     # A job the worker cannot run (an import without its file): one failed attempt, counted by
     # the worker process and reported by the API process.
@@ -160,11 +162,7 @@ def test_serve_starts_its_worker_again_when_it_dies(
     )
     assert answer.status_code == 201, answer.text
 
-    def suggested() -> bool:
-        with db() as session:
-            return bool(session.scalar(select(func.count()).select_from(Suggestion)))
-
-    _wait(suggested, "the new worker to store suggestions")
+    _wait(lambda: _suggested(db), "the new worker to store suggestions")
     output = server.output()
     assert "the job worker exited (code -9); starting it again" in output
     assert "Traceback" not in output
