@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import threading
 import time
+import weakref
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -46,6 +48,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session
 
 from app.auth import hash_token
@@ -57,6 +60,7 @@ from app.incidents.redaction import redaction_columns
 from app.incidents.service import CleanStory, Intake, check_story, new_submission_key
 from app.models import Incident, IncidentContact, Invitation, Job, Survey, WebhookEvent
 from app.models.base import utcnow
+from app.prepared import Prepared
 from app.suggestions.queue import SUGGEST
 from app.surveys.service import survey_state
 from app.webhooks.events import STORY_RECEIVED
@@ -263,6 +267,28 @@ def _sql(conn: Connection) -> _Statements:
     return found
 
 
+class _SQLiteWrites:
+    """SQLite's three intake INSERTs as `Prepared` statements: they run inside the write lock,
+    where SQLAlchemy's per-execution Python held back every other writer (app.prepared)."""
+
+    def __init__(self, sql: _Statements, dialect: Dialect) -> None:
+        self.incident = Prepared(sql.incident, dialect)
+        self.job = Prepared(sql.job, dialect, column_keys=_JOB_COLUMNS)
+        self.event = Prepared(sql.event, dialect, column_keys=_EVENT_COLUMNS)
+
+
+_sqlite_writes: weakref.WeakKeyDictionary[Dialect, _SQLiteWrites] = weakref.WeakKeyDictionary()
+
+
+def _writes(conn: Connection, sql: _Statements) -> _SQLiteWrites:
+    # Per dialect object, not per name: the processors come from the engine's dialect (its JSON
+    # serializer).
+    found = _sqlite_writes.get(conn.dialect)
+    if found is None:
+        found = _sqlite_writes[conn.dialect] = _SQLiteWrites(sql, conn.dialect)
+    return found
+
+
 def insert_story(
     conn: Connection,
     survey: SurveyRules,
@@ -336,15 +362,16 @@ def insert_story(
             "job_created": now,
             "job_updated": now,
         }
-        row = conn.execute(sql.incident_and_job, values).first()
+        row: Sequence[Any] | None = conn.execute(sql.incident_and_job, values).first()
     else:
-        row = conn.execute(sql.incident, values).first()
+        row = _writes(conn, sql).incident.first(conn, values)
     if row is None:
         # The key was stored before (a refresh, a retry), the survey closed a moment ago, or
         # the invitation was taken meanwhile.
         return _stored_before(conn, survey, key, receipt) or _why_refused(
             conn, survey, invitation_id
         )
+    incident_id, submitted_at = row[0], row[1]
     if invitation_id is not None:
         claimed = conn.execute(sql.claim, {"invitation_id": invitation_id, "now": now})
         if claimed.rowcount != 1:
@@ -354,7 +381,7 @@ def insert_story(
         conn.execute(
             sql.contact,
             {
-                "incident_id": row.id,
+                "incident_id": incident_id,
                 "survey_id": survey.id,
                 "kind": kind,
                 "ciphertext": encrypt(settings or get_settings(), contact),
@@ -362,13 +389,14 @@ def insert_story(
             },
         )
     if not sql.postgres:
-        conn.execute(
-            sql.job,
+        writes = _writes(conn, sql)
+        writes.job.execute(
+            conn,
             {
                 "kind": SUGGEST,
-                "payload": {"incident_id": row.id},
-                "subject": f"incident:{row.id}",
-                "dedupe_key": f"{SUGGEST}:incident:{row.id}",
+                "payload": {"incident_id": incident_id},
+                "subject": f"incident:{incident_id}",
+                "dedupe_key": f"{SUGGEST}:incident:{incident_id}",
                 "status": "queued",
                 "attempts": 0,
                 "max_attempts": 5,
@@ -381,18 +409,18 @@ def insert_story(
                 "updated_at": now,
             },
         )
-        conn.execute(
-            sql.event,
+        writes.event.execute(
+            conn,
             {
                 "event_type": STORY_RECEIVED,
                 "survey_id": survey.id,
-                "story_id": row.id,
-                "payload": {"story_id": row.id, "survey_id": survey.id},
+                "story_id": incident_id,
+                "payload": {"story_id": incident_id, "survey_id": survey.id},
                 "created_at": now,
                 "dispatched_at": None,
             },
         )
-    return Stored("stored", row.id, row.submitted_at, receipt)
+    return Stored("stored", incident_id, submitted_at, receipt)
 
 
 def _stored_before(
