@@ -68,7 +68,13 @@ class Prepared:
         except self._error as error:
             cursor.close()
             raise sqlalchemy.exc.DBAPIError.instance(
-                self.sql, parameters, error, self._error, dialect=self.dialect
+                self.sql,
+                parameters,
+                error,
+                self._error,
+                # As the engine says (create_db_engine hides them: story text in a log line).
+                hide_parameters=conn.engine.hide_parameters,
+                dialect=self.dialect,
             ) from error
         return cursor
 

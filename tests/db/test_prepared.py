@@ -118,8 +118,13 @@ def test_the_insert_on_a_closed_survey_returns_no_row(sqlite_engine: Engine) -> 
 def test_database_errors_are_sqlalchemys(sqlite_engine: Engine) -> None:
     survey_id = _survey(sqlite_engine)
     prepared = Prepared(intake._Statements("sqlite").incident, sqlite_engine.dialect)
-    with pytest.raises(sqlalchemy.exc.IntegrityError), sqlite_engine.begin() as conn:
-        prepared.first(conn, _values(survey_id, "bad", what_happened=None))
+    values = _values(survey_id, "bad", what_happened=None)
+    with pytest.raises(sqlalchemy.exc.IntegrityError) as raised, sqlite_engine.begin() as conn:
+        prepared.first(conn, values)
+    # The engine hides parameters: no answer of the respondent in the message (a log line).
+    assert "NOT NULL" in str(raised.value)
+    assert values["outcome"] not in str(raised.value)
+    assert "hidden due to hide_parameters" in str(raised.value)
 
 
 def test_a_paramstyle_with_names_is_refused() -> None:
