@@ -18,7 +18,7 @@ from typing import Annotated, Any
 import typer
 import yaml
 from pydantic import ValidationError
-from sqlalchemy import func, select
+from sqlalchemy import func, make_url, select
 
 from app import migrate
 from app.accounts import service as accounts
@@ -288,7 +288,7 @@ def serve(
 def _worker_nice(settings: Settings) -> int:
     if settings.worker_nice is not None:
         return settings.worker_nice
-    return 10 if settings.database_url.startswith("postgresql") else 0
+    return 10 if make_url(settings.database_url).get_backend_name() == "postgresql" else 0
 
 
 class _JobWorker:

@@ -35,13 +35,21 @@ def unreachable(exc: OperationalError) -> str:
     return lines[0][:300] if lines else type(exc).__name__
 
 
-def require_head(settings: Settings) -> None:
+def _check_head(settings: Settings) -> OperationalError | None:
+    """Fails at once when the database is behind the migrations; the error when it cannot be
+    reached; None when it is at the head."""
     try:
         message = migrate.pending_message(settings.database_url)
     except OperationalError as exc:
-        fail(f"cannot reach the database: {unreachable(exc)}")
+        return exc
     if message:
         fail(message)
+    return None
+
+
+def require_head(settings: Settings) -> None:
+    if (exc := _check_head(settings)) is not None:
+        fail(f"cannot reach the database: {unreachable(exc)}")
 
 
 WAIT_MAX_SECONDS = 30.0
@@ -53,19 +61,12 @@ def wait_for_head(settings: Settings, log: logging.Logger) -> None:
     outage, or before its database, waits for it instead of exiting. A database behind the
     migrations still fails at once."""
     pause = 1.0
-    while True:
-        try:
-            message = migrate.pending_message(settings.database_url)
-        except OperationalError as exc:
-            log.warning(
-                "cannot reach the database (%s); trying again in %.0f s", unreachable(exc), pause
-            )
-            time.sleep(pause)
-            pause = min(pause * 2, WAIT_MAX_SECONDS)
-            continue
-        if message:
-            fail(message)
-        return
+    while (exc := _check_head(settings)) is not None:
+        log.warning(
+            "cannot reach the database (%s); trying again in %.0f s", unreachable(exc), pause
+        )
+        time.sleep(pause)
+        pause = min(pause * 2, WAIT_MAX_SECONDS)
 
 
 def session_factory(settings: Settings) -> sessionmaker[Session]:
