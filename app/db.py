@@ -322,7 +322,12 @@ class WriteBatch:
     writes are not combined. Two writes to one table never share a statement (its parts run on
     one snapshot in no set order: a DELETE and an INSERT of one key would conflict), so the
     second sends those before it first; `flush` sends them before a read of what they wrote,
-    and at the end."""
+    and at the end. Nor do two tables whose triggers read each other (TRIGGER_LINKED): each
+    trigger would see the other's write, which run one after the other neither does (the
+    report rollups' triggers on incidents and incident_codes would count a final code twice)."""
+
+    # Tables whose AFTER triggers read the other one (migrations 0004 and 0006).
+    TRIGGER_LINKED = {"incidents": "incident_codes", "incident_codes": "incidents"}
 
     def __init__(self, connection: Connection, *, combine: bool | None = None) -> None:
         self.connection = connection
@@ -343,7 +348,7 @@ class WriteBatch:
             else:
                 self.connection.execute(prebuilt, params)
             return
-        if table.name in self._tables:
+        if table.name in self._tables or self.TRIGGER_LINKED.get(table.name) in self._tables:
             self.flush()
         self._pending.append(build())
         self._tables.add(table.name)
