@@ -161,8 +161,9 @@ def current_user(
     cookie: Annotated[str | None, Depends(_cookie)],
     csrf: Annotated[str | None, Depends(submitted_csrf)],
 ) -> Principal:
-    # Reads in brief transactions of their own (no write lock on SQLite): the request's writes
-    # begin afresh at the endpoint's first statement.
+    # On SQLite the reads run in brief transactions of their own (no write lock): the
+    # request's writes begin afresh at the endpoint's first statement. On PostgreSQL they are
+    # the first statements of the request's transaction (see brief_read).
     # The app's settings (app_settings) read here, not as a dependency: a synchronous one costs
     # a worker-thread hop on every request.
     settings: Settings = request.app.state.settings

@@ -14,7 +14,7 @@ import anyio
 import orjson
 import sqlalchemy.exc
 from fastapi import Depends, Request
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, Table, create_engine, event
 from sqlalchemy.dialects.sqlite.base import SQLiteCompiler
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
@@ -295,10 +295,71 @@ SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 
 @contextmanager
 def brief_read(session: Session) -> Iterator[Session]:
-    """A read in a transaction of its own, ended at once (authentication, say): its connection
-    goes back to the pool and takes no write lock, and the request's writes begin afresh."""
+    """A read that must not take SQLite's write lock (authentication, say).
+
+    On SQLite it runs in a transaction of its own, ended at once: a deferred BEGIN that takes
+    no write lock, so that a request refused here never queues for it, and the request's writes
+    begin afresh. Elsewhere (PostgreSQL: row locks, no database-wide write lock) it is the
+    request's own transaction: a transaction of its own cost a BEGIN and a ROLLBACK, two round
+    trips, on every request (bench/review_throughput.py)."""
+    if session.get_bind().dialect.name != "sqlite":
+        yield session
+        return
     session.connection(execution_options={"cit_write": False})
     try:
         yield session
     finally:
         session.rollback()
+
+
+class WriteBatch:
+    """Writes that need nothing back, sent together: on PostgreSQL as one statement (all but
+    the last as data-modifying CTEs: one round trip instead of one each), elsewhere one by one
+    as they come (SQLite has no round trips to save, nor DML in CTEs).
+
+    A write comes as a callable building it with its values in (CTEs take no executemany),
+    and optionally as a statement built once with its parameters, which is what runs when the
+    writes are not combined. Two writes to one table never share a statement (its parts run on
+    one snapshot in no set order: a DELETE and an INSERT of one key would conflict), so the
+    second sends those before it first; `flush` sends them before a read of what they wrote,
+    and at the end. Nor do two tables whose triggers read each other (TRIGGER_LINKED): each
+    trigger would see the other's write, which run one after the other neither does (the
+    report rollups' triggers on incidents and incident_codes would count a final code twice)."""
+
+    # Tables whose AFTER triggers read the other one (migrations 0004 and 0006).
+    TRIGGER_LINKED = {"incidents": "incident_codes", "incident_codes": "incidents"}
+
+    def __init__(self, connection: Connection, *, combine: bool | None = None) -> None:
+        self.connection = connection
+        self.combine = connection.dialect.name == "postgresql" if combine is None else combine
+        self._pending: list[Any] = []
+        self._tables: set[str] = set()
+
+    def add(
+        self,
+        table: Table,
+        build: Callable[[], Any],
+        prebuilt: Any = None,
+        params: Any = None,
+    ) -> None:
+        if not self.combine:
+            if prebuilt is None:
+                self.connection.execute(build())
+            else:
+                self.connection.execute(prebuilt, params)
+            return
+        if table.name in self._tables or self.TRIGGER_LINKED.get(table.name) in self._tables:
+            self.flush()
+        self._pending.append(build())
+        self._tables.add(table.name)
+
+    def flush(self) -> None:
+        pending, self._pending, self._tables = self._pending, [], set()
+        if not pending:
+            return
+        statement = pending[-1]
+        if len(pending) > 1:
+            statement = statement.add_cte(
+                *(write.cte(f"write_{i}") for i, write in enumerate(pending[:-1]))
+            )
+        self.connection.execute(statement)

@@ -201,6 +201,13 @@ def _coder(
             out["save"].append(took_save)
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (Linux /proc): the server's own cost, less noisy
+    than wall time on a shared machine."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def run(server: str, url: str, coders: int, per_coder: int, workdir: Path) -> dict[str, Any]:
     tokens = _tokens(url, coders) if server != "baseline" else ["-"] * coders
     port = _free_port()
@@ -216,12 +223,14 @@ def run(server: str, url: str, coders: int, per_coder: int, workdir: Path) -> di
             threading.Thread(target=_coder, args=(base, t, per_coder, timings, errors))
             for t in tokens
         ]
+        cpu_began = _cpu_seconds(process.pid)
         began = time.perf_counter()
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join()
         seconds = time.perf_counter() - began
+        cpu = _cpu_seconds(process.pid) - cpu_began
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(timeout=30)
@@ -238,6 +247,7 @@ def run(server: str, url: str, coders: int, per_coder: int, workdir: Path) -> di
         "next_p50_ms": pct(timings["next"], 50), "next_p99_ms": pct(timings["next"], 99),
         "save_p50_ms": pct(timings["save"], 50), "save_p99_ms": pct(timings["save"], 99),
         "errors": len(errors), "first_error": errors[0] if errors else None,
+        "server_cpu_ms_per_coding": round(cpu * 1000 / max(done, 1), 2),
     }  # fmt: skip
 
 
@@ -286,9 +296,10 @@ def main() -> None:
     print()
     print(
         "| coders | server | codings/s | baseline codings/s | ratio | next p50/p99 ms "
-        "| save p50/p99 ms | baseline next p50/p99 | baseline save p50/p99 | errors |"
+        "| save p50/p99 ms | baseline next p50/p99 | baseline save p50/p99 | errors "
+        "| server CPU ms/coding (baseline) |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for coders, name in [(c, n) for c in (1, 8) for n in servers if n != "baseline"]:
         ours = next(r for r in results if r["server"] == name and r["coders"] == coders)
         base = next(r for r in results if r["server"] == "baseline" and r["coders"] == coders)
@@ -297,7 +308,9 @@ def main() -> None:
               f"{ours['next_p50_ms']} / {ours['next_p99_ms']} | "
               f"{ours['save_p50_ms']} / {ours['save_p99_ms']} | "
               f"{base['next_p50_ms']} / {base['next_p99_ms']} | "
-              f"{base['save_p50_ms']} / {base['save_p99_ms']} | {ours['errors']} |")  # fmt: skip
+              f"{base['save_p50_ms']} / {base['save_p99_ms']} | {ours['errors']} | "
+              f"{ours['server_cpu_ms_per_coding']} "
+              f"({base['server_cpu_ms_per_coding']}) |")  # fmt: skip
 
 
 if __name__ == "__main__":

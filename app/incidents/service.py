@@ -6,7 +6,7 @@ import dataclasses
 import re
 import secrets
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any, Literal, Protocol
@@ -251,11 +251,38 @@ _OPEN_SUGGEST_JOBS_OF = (
 )
 
 
+# What to_reads reads besides the suggestions, as EXISTS columns a caller can add to a
+# statement it runs anyway (the review queue's lease), for the story given as the bound
+# parameters `incident_id` and `job_subject` ("incident:<id>"): to_reads then skips the reads
+# that would find nothing (`nothing_of`), a round trip each on PostgreSQL.
+def anything_to_read() -> list[Any]:
+    story: Any = bindparam("incident_id")
+    return [
+        exists().where(Coding.incident_id == story).label("codings"),
+        exists().where(IncidentCode.incident_id == story).label("final_codes"),
+        exists()
+        .where(
+            Job.kind == SUGGEST,
+            Job.subject == bindparam("job_subject"),
+            Job.status != "done",
+        )
+        .label("suggestion_jobs"),
+    ]
+
+
+READ_KINDS = ("codings", "final_codes", "suggestion_jobs")
+
+
 def load_codings(
-    session: Session, incident_ids: Sequence[int], *, view: View = "redacted"
+    session: Session,
+    incident_ids: Sequence[int],
+    *,
+    view: View = "redacted",
+    revisions: tuple[int, dict[int, int]] | None = None,
 ) -> dict[int, list[CodingRead]]:
     """Every coding of the given stories with its code decisions and their spans (offsets and
-    text in `view`), in four queries."""
+    text in `view`), in four queries. `revisions` (coder id, dict): fills the dict with the
+    revision of that coder's coding of each story (for `etag_for`)."""
     found: dict[int, list[CodingRead]] = defaultdict(list)
     if not incident_ids:
         return found
@@ -280,6 +307,8 @@ def load_codings(
         ]
 
     for coding, coder in rows:
+        if revisions is not None and coding.coder_id == revisions[0]:
+            revisions[1][coding.incident_id] = coding.revision
         made = decisions[coding.id]
         found[coding.incident_id].append(
             CodingRead(
@@ -390,10 +419,14 @@ def to_reads(
     viewer: Principal | None = None,
     *,
     redaction: str | Literal["configured"] | None = "configured",
+    revisions: dict[int, int] | None = None,
+    nothing_of: Collection[str] = (),
 ) -> list[IncidentRead]:
     """Stories as researchers (redacted) or admins (original) read them, with suggestions,
     final codes, the codings `viewer` may see and any pending or failed suggestion job, loaded
-    in bulk (no N+1).
+    in bulk (no N+1). `revisions`, when given, gets the revision of the viewer's own coding of
+    each story they coded (what `etag` reads, without a statement of its own). `nothing_of`:
+    the READ_KINDS the caller knows none of the stories has (`anything_to_read`): not read.
 
     `redaction` is the redaction marker the redacted view requires ("configured": the one of
     the process settings' NER pipeline): a story not yet redacted with it is served without its
@@ -405,7 +438,16 @@ def to_reads(
     suggestions: dict[int, list[SuggestionRead]] = defaultdict(list)
     codes: dict[int, list[FinalCodeRead]] = defaultdict(list)
     jobs: dict[int, SuggestionJobRead] = {}
-    codings = load_codings(session, ids, view=view)
+    codings = (
+        load_codings(
+            session,
+            ids,
+            view=view,
+            revisions=(viewer.id, revisions) if revisions is not None and viewer else None,
+        )
+        if "codings" not in nothing_of
+        else defaultdict(list)
+    )
     if ids:
         for row in session.scalars(_SUGGESTIONS_OF, {"ids": ids}):
             if row.exclusion:
@@ -419,10 +461,18 @@ def to_reads(
                 )
                 for item in row.items
             ]
-        for code in session.scalars(_FINAL_CODES_OF, {"ids": ids}):
+        final = (
+            () if "final_codes" in nothing_of else session.scalars(_FINAL_CODES_OF, {"ids": ids})
+        )
+        for code in final:
             codes[code.incident_id].append(FinalCodeRead.model_validate(code, from_attributes=True))
         subjects = {f"incident:{i}": i for i in ids}
-        for job in session.scalars(_OPEN_SUGGEST_JOBS_OF, {"subjects": list(subjects)}):
+        jobs_of = (
+            ()
+            if "suggestion_jobs" in nothing_of
+            else session.scalars(_OPEN_SUGGEST_JOBS_OF, {"subjects": list(subjects)})
+        )
+        for job in jobs_of:
             jobs[subjects[job.subject or ""]] = SuggestionJobRead(
                 status=job.status,  # type: ignore[arg-type]
                 attempts=job.attempts,

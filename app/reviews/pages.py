@@ -88,7 +88,7 @@ def _next_or_home(
     query = f"saved={saved}&" if saved else ""
     if handed is None:
         return see_other(f"/work?{query}empty=1")
-    incident, _lease = handed
+    incident = handed.incident
     scope = f"queue={survey_id}&" if survey_id else ""
     return see_other(f"/work/stories/{incident.id}?{scope}{query}".rstrip("&?"))
 

@@ -7,10 +7,11 @@ import functools
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 from sqlalchemy import (
     ColumnElement,
+    Integer,
     Select,
     Table,
     bindparam,
@@ -20,15 +21,17 @@ from sqlalchemy import (
     func,
     literal_column,
     select,
+    update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from app import audit
 from app.auth import Principal
 from app.errors import Conflict, Invalid, NotFound
-from app.incidents.service import as_utc
+from app.incidents.service import READ_KINDS, anything_to_read, as_utc
 from app.models import (
     INCIDENT_STATUSES,
     Assignment,
@@ -40,7 +43,7 @@ from app.models import (
     Survey,
     User,
 )
-from app.models.base import utcnow
+from app.models.base import UTCDateTime, utcnow
 from app.reviews.notifications import unread
 from app.reviews.schemas import (
     AssignmentCreate,
@@ -54,7 +57,7 @@ from app.reviews.schemas import (
     SurveyProgress,
     SurveyQueueCounts,
 )
-from app.reviews.service import FINAL_STATUSES, ensure_coders_required, settle
+from app.reviews.service import FINAL_STATUSES, decide_coders_required, settle
 
 # How long a handed-out story stays reserved for its coder; an expired lease returns it.
 LEASE_MINUTES = 30
@@ -113,21 +116,16 @@ def _survey(survey_id: int | None) -> list[ColumnElement[bool]]:
     return [Incident.survey_id == survey_id] if survey_id is not None else []
 
 
-def _still_available(session: Session, incident_id: int, coder_id: int, now: datetime) -> bool:
-    # A statement of its own: on PostgreSQL (READ COMMITTED) it sees every lease committed
-    # before we took the row lock, which the candidate query's snapshot may have missed.
-    return bool(
-        session.scalar(
-            select(func.count(Incident.id)).where(
-                Incident.id == incident_id, *_available(coder_id, now)
-            )
-        )
-    )
+class Handed(NamedTuple):
+    """A story handed out, its lease, and the READ_KINDS it is known to have none of (see
+    `to_reads`; known on PostgreSQL, from the lease's statement)."""
+
+    incident: Incident
+    lease: ReviewLease
+    nothing_of: frozenset[str] = frozenset()
 
 
-def next_story(
-    session: Session, user: Principal, *, survey_id: int | None
-) -> tuple[Incident, ReviewLease] | None:
+def next_story(session: Session, user: Principal, *, survey_id: int | None) -> Handed | None:
     """Hand the caller a story with a lease; None when nothing is left for them.
 
     A story the caller already holds comes back (with a renewed lease). Otherwise: stories
@@ -138,21 +136,25 @@ def next_story(
     cost more than running it (bench/review_throughput.py)."""
     now = utcnow()
     expires = now + timedelta(minutes=LEASE_MINUTES)
-    queries = _queries(survey_id is not None)
+    conn = session.connection()
+    postgres = conn.dialect.name == "postgresql"
+    queries = _queries(survey_id is not None, postgres)
     params: dict[str, Any] = {"coder_id": user.id, "now": now}
     if survey_id is not None:
         params["survey_id"] = survey_id
-    conn = session.connection()
-    conn.execute(_DROP_EXPIRED, params)
-    held = session.execute(queries.held, params).first()
-    if held is not None:
-        lease, incident = held
+    if not postgres:  # PostgreSQL: a data-modifying CTE of the next statement
+        conn.execute(_DROP_EXPIRED, params)
+    # Which tiers there are to look in, in one statement: a lease the caller holds, stories
+    # assigned to them, surveys reviewed least certain first.
+    flags = conn.execute(queries.flags, params).one()
+    if flags.held is not None:
+        lease, incident = session.execute(queries.held, {"lease_id": flags.held}).one()
         lease.expires_at = expires
         session.flush()
-        return incident, lease
+        return Handed(incident, lease)
 
-    tiers = [queries.assigned_to_caller]
-    if conn.execute(queries.least_certain_survey, params).first() is not None:
+    tiers = [queries.assigned_to_caller] if flags.assigned else []
+    if flags.least_certain:
         tiers.append(queries.least_certain)
     tiers += [queries.by_date, queries.assigned_to_others]
     for query in tiers:
@@ -164,11 +166,12 @@ def next_story(
 
 @dataclass(frozen=True)
 class _Queue:
-    """The queue's statements, with bound parameters coder_id, now (and survey_id)."""
+    """The queue's statements, with bound parameters coder_id, now (and survey_id); the
+    candidate queries answer (Incident, the survey's double-coding share)."""
 
+    flags: Select[Any]
     held: Select[ReviewLease, Incident]
     assigned_to_caller: Select[Any]
-    least_certain_survey: Select[Any]
     least_certain: Select[Any]
     by_date: Select[Any]
     assigned_to_others: Select[Any]
@@ -182,7 +185,7 @@ _DROP_EXPIRED = delete(_leases_table).where(
 
 
 @functools.cache
-def _queries(by_survey: bool) -> _Queue:
+def _queries(by_survey: bool, postgres: bool) -> _Queue:
     """Where the next story may come from, in order; each query can be answered from an index
     in the order it asks for (open stories by survey and date, suggestions by certainty), so
     finding the next story reads a few rows, not every story (it stayed flat at 1,000,000
@@ -192,7 +195,11 @@ def _queries(by_survey: bool) -> _Queue:
     1. stories assigned to the caller (few), in the survey's review order;
     2. unassigned stories: of surveys reviewed `least_certain`, those with suggestions, least
        certain first (only when such a survey exists); then all others, oldest first;
-    3. stories assigned to someone else (only once nothing else is left)."""
+    3. stories assigned to someone else (only once nothing else is left).
+
+    `flags` says which of them there is any point in asking (and finds a lease the caller
+    holds), in one statement; on PostgreSQL it also drops the caller's expired leases (a
+    data-modifying CTE: its SELECT still sees them, hence `expires_at > now` there)."""
     coder_id: Any = bindparam("coder_id")
     now: Any = bindparam("now")
     survey = [Incident.survey_id == bindparam("survey_id")] if by_survey else []
@@ -200,11 +207,47 @@ def _queries(by_survey: bool) -> _Queue:
     assigned = exists().where(Assignment.incident_id == Incident.id)
     certainty = case((Survey.review_order == "least_certain", Suggestion.certainty), else_=None)
     in_order = (certainty.asc().nulls_last(), Incident.submitted_at, Incident.id)
+    shares = Survey.__table__.alias("share_of")
+    share = (
+        select(shares.c.double_coding_share)
+        .where(shares.c.id == Incident.survey_id)
+        .correlate(Incident)
+        .scalar_subquery()
+        .label("double_coding_share")
+    )
 
     def locked(query: Select[Any]) -> Select[Any]:
         # PostgreSQL: a row another hand-out is deciding on is skipped, not waited for.
         # SQLite has one writer at a time (BEGIN IMMEDIATE) and ignores the clause.
-        return query.limit(1).with_for_update(skip_locked=True, of=Incident)
+        return query.add_columns(share).limit(1).with_for_update(skip_locked=True, of=Incident)
+
+    held = (
+        select(ReviewLease.id)
+        .join(Incident, Incident.id == ReviewLease.incident_id)
+        .where(
+            ReviewLease.coder_id == coder_id,
+            ReviewLease.expires_at > now,
+            Incident.status.in_(OPEN_STATUSES),
+            ~_coded_by(coder_id),
+            *survey,
+        )
+        .order_by(ReviewLease.created_at, ReviewLease.id)
+        .limit(1)
+        .scalar_subquery()
+        .label("held")
+    )
+    flags = select(
+        held,
+        exists().where(Assignment.researcher_id == coder_id).label("assigned"),
+        exists()
+        .where(
+            Survey.review_order == "least_certain",
+            *([Survey.id == bindparam("survey_id")] if by_survey else []),
+        )
+        .label("least_certain"),
+    )
+    if postgres:
+        flags = flags.add_cte(_DROP_EXPIRED.cte("dropped"))
 
     def with_order(query: Select[Any]) -> Select[Any]:
         return (
@@ -215,16 +258,10 @@ def _queries(by_survey: bool) -> _Queue:
 
     by_date = "ix_incidents_open_by_survey_date" if by_survey else "ix_incidents_open_by_date"
     return _Queue(
+        flags=flags,
         held=select(ReviewLease, Incident)
         .join(Incident, Incident.id == ReviewLease.incident_id)
-        .where(
-            ReviewLease.coder_id == coder_id,
-            Incident.status.in_(OPEN_STATUSES),
-            ~_coded_by(coder_id),
-            *survey,
-        )
-        .order_by(ReviewLease.created_at, ReviewLease.id)
-        .limit(1),
+        .where(ReviewLease.id == bindparam("lease_id")),
         assigned_to_caller=locked(
             with_order(
                 select(Incident)
@@ -236,12 +273,6 @@ def _queries(by_survey: bool) -> _Queue:
                 .where(*available)
             )
         ),
-        least_certain_survey=select(Survey.id)
-        .where(
-            Survey.review_order == "least_certain",
-            *([Survey.id == bindparam("survey_id")] if by_survey else []),
-        )
-        .limit(1),
         least_certain=locked(
             select(Incident)
             .join(Survey, Survey.id == Incident.survey_id)
@@ -264,28 +295,57 @@ def _insert_lease(
 ) -> ReviewLease | None:
     """The lease, or None when the caller holds this story already: the unique (incident,
     coder) pair is the last guard against the same coder's two simultaneous calls taking one
-    story twice (ON CONFLICT DO NOTHING: no savepoint, no failed statement)."""
-    dialect = session.get_bind().dialect.name
-    statement = _LEASE_INSERTS.get(dialect)
-    if statement is None:
-        statement = _LEASE_INSERTS[dialect] = _lease_insert(dialect)
+    story twice (ON CONFLICT DO NOTHING: no savepoint, no failed statement). SQLite."""
     values = {"incident_id": incident_id, "coder_id": coder_id, "expires_at": expires}
-    lease_id = session.connection().execute(statement, {**values, "created_at": now}).scalar()
+    lease_id = session.connection().execute(_SQLITE_LEASE, {**values, "created_at": now}).scalar()
     if lease_id is None:
         return None
     return ReviewLease(id=lease_id, created_at=now, **values)
 
 
-_LEASE_INSERTS: dict[str, Any] = {}
+_SQLITE_LEASE = (
+    sqlite.insert(_leases_table)
+    .on_conflict_do_nothing(index_elements=["incident_id", "coder_id"])
+    .returning(_leases_table.c.id)
+)
 
 
-def _lease_insert(dialect: str) -> Any:
-    make = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    return (
-        make(_leases_table)
+def _postgres_lease(deciding: bool) -> Any:
+    """PostgreSQL's lease: INSERT .. SELECT from the story while it is still available to the
+    caller, which this statement (a snapshot taken after the candidate's row lock) sees with
+    every lease committed before (the candidate query's snapshot may have missed one): the
+    recheck and the INSERT in one round trip. `deciding`: also store the coders_required just
+    decided (a data-modifying CTE; the ORM then has nothing to flush)."""
+    coder_id: Any = bindparam("coder_id", type_=Integer)
+    now: Any = bindparam("now", type_=UTCDateTime)
+    still = select(
+        Incident.id,
+        coder_id,
+        bindparam("expires_at", type_=UTCDateTime),
+        bindparam("created_at", type_=UTCDateTime),
+    ).where(Incident.id == bindparam("incident_id"), *_available(coder_id, now))
+    statement = (
+        postgresql.insert(_leases_table)
+        .from_select(["incident_id", "coder_id", "expires_at", "created_at"], still)
         .on_conflict_do_nothing(index_elements=["incident_id", "coder_id"])
-        .returning(_leases_table.c.id)
+        # And, seen after the row lock too, which of the answer's reads would find anything.
+        .returning(_leases_table.c.id, *anything_to_read())
     )
+    if deciding:
+        incidents = cast(Table, Incident.__table__)
+        decided = (
+            update(incidents)
+            .where(
+                incidents.c.id == bindparam("incident_id"), incidents.c.coders_required.is_(None)
+            )
+            .values(coders_required=bindparam("coders_required"))
+            .cte("decided")
+        )
+        statement = statement.add_cte(decided)
+    return statement
+
+
+_POSTGRES_LEASE = {deciding: _postgres_lease(deciding) for deciding in (False, True)}
 
 
 def _lease_first(
@@ -295,26 +355,47 @@ def _lease_first(
     user: Principal,
     now: datetime,
     expires: datetime,
-) -> tuple[Incident, ReviewLease] | None:
+) -> Handed | None:
     """Lease the first story the query finds that is still available to the caller."""
     passed: list[int] = []
-    postgres = session.get_bind().dialect.name == "postgresql"
+    conn = session.connection()
+    postgres = conn.dialect.name == "postgresql"
     for _ in range(MAX_ATTEMPTS):
         attempt = query.where(Incident.id.not_in(passed)) if passed else query
-        candidate = session.scalars(attempt, params).first()
-        if candidate is None:
+        found = session.execute(attempt, params).first()
+        if found is None:
             return None
-        # On SQLite this transaction holds the write lock: what the candidate query saw is
-        # what is there, so the recheck (for PostgreSQL's READ COMMITTED) would be a no-op.
-        if postgres and not _still_available(session, candidate.id, user.id, now):
-            passed.append(candidate.id)
-            continue
-        ensure_coders_required(session, candidate)
-        lease = _insert_lease(session, candidate.id, user.id, now, expires)
+        candidate, share = found
+        if not postgres:
+            # This transaction holds SQLite's write lock: what the candidate query saw is
+            # what is there, so there is nothing to recheck.
+            decide_coders_required(candidate, share)
+            lease = _insert_lease(session, candidate.id, user.id, now, expires)
+        else:
+            deciding = candidate.coders_required is None
+            required = decide_coders_required(candidate, share)
+            if deciding:  # written by the lease's statement
+                set_committed_value(candidate, "coders_required", required)
+            values = {"incident_id": candidate.id, "coder_id": user.id, "expires_at": expires}
+            leased = conn.execute(
+                _POSTGRES_LEASE[deciding],
+                {
+                    **values,
+                    "created_at": now,
+                    "now": now,
+                    "coders_required": required,
+                    "job_subject": f"incident:{candidate.id}",
+                },
+            ).first()
+            if leased is not None:
+                lease = ReviewLease(id=leased.id, created_at=now, **values)
+                nothing = frozenset(kind for kind in READ_KINDS if not leased._mapping[kind])
+                return Handed(candidate, lease, nothing)
+            lease = None
         if lease is None:
             passed.append(candidate.id)
             continue
-        return candidate, lease
+        return Handed(candidate, lease)
     return None
 
 

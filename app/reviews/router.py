@@ -21,7 +21,7 @@ from app.errors import (
 )
 from app.exports.report_tables import agreement_csv
 from app.incidents.schemas import IncidentPage, IncidentRead
-from app.incidents.service import View, etag, get_incident, resolve_view, to_reads
+from app.incidents.service import View, etag, etag_for, get_incident, resolve_view, to_reads
 from app.pagination import PageSize
 from app.params import IsoDateTime
 from app.reviews import bootstrap, notifications, queue, service, trail
@@ -90,12 +90,16 @@ def review_next(
     handed = queue.next_story(session, user, survey_id=body.survey_id if body else None)
     if handed is None:
         return Response(status_code=204)
-    incident, lease = handed
+    incident, lease, nothing_of = handed
+    revisions: dict[int, int] = {}
     item = ReviewItem(
-        incident=to_reads(session, [incident], chosen, user)[0],
+        incident=to_reads(
+            session, [incident], chosen, user, revisions=revisions, nothing_of=nothing_of
+        )[0],
         lease_expires_at=lease.expires_at,
     )
-    return _json(item, etag(session, incident, user.id))
+    # The ETag from the codings just read (`etag` would read the revision again).
+    return _json(item, etag_for(incident, revisions.get(incident.id)))
 
 
 @router.delete(

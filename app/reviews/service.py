@@ -12,8 +12,20 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, delete, exists, insert, literal_column, select
+from sqlalchemy import (
+    Table,
+    and_,
+    bindparam,
+    delete,
+    exists,
+    func,
+    insert,
+    inspect,
+    literal_column,
+    select,
+)
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from app import audit
 from app.auth import Principal
@@ -25,6 +37,7 @@ from app.codebooks.service import (
     nlp_codebook_of,
     survey_version_ref,
 )
+from app.db import WriteBatch
 from app.errors import Conflict, Forbidden, NotFound
 from app.incidents.redaction import TextViews, text_views
 from app.incidents.schemas import CodeDecisionRead, IncidentPage, IncidentRead
@@ -50,6 +63,7 @@ from app.models import (
     CodingSpan,
     Incident,
     IncidentCode,
+    Notification,
     ReviewLease,
     Survey,
     User,
@@ -72,19 +86,10 @@ def coders_required_for(incident_id: int, double_coding_share: int) -> int:
     return 2 if int.from_bytes(digest[:8], "big") % 100 < double_coding_share else 1
 
 
-_DOUBLE_CODING_SHARE = select(cast(Table, Survey.__table__).c.double_coding_share).where(
-    cast(Table, Survey.__table__).c.id == bindparam("survey_id")
-)
-
-
-def ensure_coders_required(session: Session, incident: Incident) -> int:
-    """Decide, on first hand-out (or first coding), how many coders the story needs."""
+def decide_coders_required(incident: Incident, share: int | None) -> int:
+    """Decide, on first hand-out (or first coding), how many coders the story needs, from
+    the survey's double-coding share (which the caller read in a statement it runs anyway)."""
     if incident.coders_required is None:
-        share = (
-            session.connection()
-            .execute(_DOUBLE_CODING_SHARE, {"survey_id": incident.survey_id})
-            .scalar()
-        )
         incident.coders_required = coders_required_for(incident.id, share or 0)
     return incident.coders_required
 
@@ -272,6 +277,92 @@ _INSERT_SPANS = insert(_spans)
 _END_LEASE = delete(_leases).where(
     _leases.c.incident_id == bindparam("incident_id"), _leases.c.coder_id == bindparam("coder_id")
 )
+_INSERT_AUDIT = insert(_audit)
+
+_surveys = cast(Table, Survey.__table__)
+_codebooks = cast(Table, Codebook.__table__)
+_versions = cast(Table, CodebookVersion.__table__)
+_notifications = cast(Table, Notification.__table__)
+_incidents = cast(Table, Incident.__table__)
+# PostgreSQL: the story's row lock, taken before `_STORY_TO_CODE` reads (see save_coding).
+_LOCK_STORY = (
+    select(_incidents.c.id).where(_incidents.c.id == bindparam("incident_id")).with_for_update()
+)
+
+
+def _story_to_code() -> Any:
+    """The story (locked), and in the same statement what saving a coding asks of the rest:
+    how many codings it has and the caller's revision, the survey's double-coding share and
+    the current version of its codebook, the other coders' live leases, and whether there is
+    anything at all to read of the caller's open proposals, the final codes, an adjudication
+    and the caller's unread notifications about it. Most saves then read nothing more: each of
+    these was a statement of its own, a round trip each on PostgreSQL."""
+    story = Incident.id
+    caller: Any = bindparam("user_id")
+    return (
+        select(
+            Incident,
+            select(func.count())
+            .select_from(_codings)
+            .where(_codings.c.incident_id == story)
+            .scalar_subquery()
+            .label("n_codings"),
+            select(_codings.c.revision)
+            .where(_codings.c.incident_id == story, _codings.c.coder_id == caller)
+            .scalar_subquery()
+            .label("my_revision"),
+            _surveys.c.double_coding_share,
+            _versions.c.id.label("version_id"),
+            _versions.c.codebook_id.label("version_codebook_id"),
+            _versions.c.number.label("version_number"),
+            _versions.c.created_at.label("version_created_at"),
+            select(func.count())
+            .select_from(_leases)
+            .where(
+                _leases.c.incident_id == story,
+                _leases.c.coder_id != caller,
+                _leases.c.expires_at > bindparam("now"),
+            )
+            .scalar_subquery()
+            .label("others_leased"),
+            exists()
+            .where(
+                _proposals.c.codebook_id == _versions.c.codebook_id,
+                _proposals.c.proposed_by == caller,
+                _proposals.c.status == literal_column("'proposed'"),
+            )
+            .label("has_proposals"),
+            exists().where(_final.c.incident_id == story).label("has_final"),
+            exists()
+            .where(
+                _audit.c.entity_type == literal_column("'incident'"),
+                _audit.c.entity_id == bindparam("entity_id"),
+                _audit.c.action == literal_column(f"'{ADJUDICATE}'"),
+            )
+            .label("adjudicated"),
+            exists()
+            .where(
+                _notifications.c.user_id == caller,
+                _notifications.c.read_at.is_(None),
+                _notifications.c.incident_id == story,
+            )
+            .label("has_unread"),
+        )
+        .join(_surveys, _surveys.c.id == Incident.survey_id)
+        .outerjoin(_codebooks, _codebooks.c.id == _surveys.c.codebook_id)
+        .outerjoin(
+            _versions,
+            and_(
+                _versions.c.codebook_id == _codebooks.c.id,
+                _versions.c.number == _codebooks.c.current_version,
+            ),
+        )
+        .where(Incident.id == bindparam("incident_id"))
+        .with_for_update(of=Incident)
+    )
+
+
+_STORY_TO_CODE = _story_to_code()
 
 
 def _coding_snapshot(
@@ -425,22 +516,48 @@ def save_coding(
     serve the ETag, the checks, settling and the answer; writes are Core statements built once;
     the answer is made from what was written instead of read back."""
     chosen = resolve_view(user, view)
-    incident = get_incident(session, incident_id, for_update=True)
     conn = session.connection()
-    rows = conn.execute(_CODINGS_OF_STORY, {"incident_id": incident.id}).all()
+    key = {"incident_id": incident_id}
+    if conn.dialect.name == "postgresql":
+        # The row lock first, in a statement of its own: under READ COMMITTED the subqueries
+        # of the next one then see every coding and lease committed before we held the lock
+        # (a statement that waits for a row lock keeps the snapshot it started with). SQLite
+        # holds the write lock since BEGIN IMMEDIATE.
+        conn.execute(_LOCK_STORY, key)
+    found = session.execute(
+        _STORY_TO_CODE,
+        {**key, "user_id": user.id, "now": utcnow(), "entity_id": str(incident_id)},
+    ).first()
+    if found is None:
+        raise NotFound(f"incident {incident_id} does not exist")
+    incident: Incident = found[0]
+    check_if_match(if_match, etag_for(incident, found.my_revision))
+    rows = conn.execute(_CODINGS_OF_STORY, key).all() if found.n_codings else []
     mine = next((row for row in rows if row.coder_id == user.id), None)
-    check_if_match(if_match, etag_for(incident, mine.revision if mine else None))
     if mine is None:
         if incident.status in FINAL_STATUSES:
             raise Conflict(f"incident {incident.id} is final ({incident.status}) already")
-        required = ensure_coders_required(session, incident)
+        required = decide_coders_required(incident, found.double_coding_share)
         if len(rows) >= required:
             raise Conflict(f"incident {incident.id} has every coding it needs ({required})")
-        _check_leases(session, incident, user, len(rows), required)
-    elif _was_adjudicated(session, incident):
+        if found.others_leased and len(rows) + found.others_leased >= required:
+            _check_leases(session, incident, user, len(rows), required)
+    elif found.adjudicated:
         raise Conflict(f"incident {incident.id} was adjudicated; an admin's decision stands")
-    version, codebook = codebook_ref_for(session, incident.survey_id)
-    proposals = open_proposals_of(session, version.codebook_id, user.id)
+    if found.version_id is not None:
+        version = VersionRef(
+            found.version_id,
+            found.version_codebook_id,
+            found.version_number,
+            found.version_created_at,
+        )
+        codebook = nlp_codebook_of(session, version)
+        proposals = (
+            open_proposals_of(session, version.codebook_id, user.id) if found.has_proposals else {}
+        )
+    else:  # the survey names no codebook: the default one
+        version, codebook = codebook_ref_for(session, incident.survey_id)
+        proposals = open_proposals_of(session, version.codebook_id, user.id)
     _check_parsed_codes(
         codebook,
         version.id,
@@ -460,60 +577,7 @@ def save_coding(
         "note": data.note,
         "updated_at": now,
     }
-    before: dict[str, Any] | None = None
-    if mine is None:
-        history: list[dict[str, Any]] = []
-        coding_id = conn.execute(
-            _INSERT_CODING,
-            {
-                **values,
-                "incident_id": incident.id,
-                "coder_id": user.id,
-                "history": history,
-                "revision": 1,
-                "created_at": now,
-            },
-        ).scalar_one()
-        created_at, revision = now, 1
-    else:
-        old = conn.execute(_DECISIONS_OF_CODING, {"coding_id": mine.id}).all()
-        before = _coding_snapshot(mine, [(c, d) for c, d in old], _stored_spans(session, mine.id))
-        conn.execute(_UPDATE_CODING, {**values, "coding_key": mine.id})
-        conn.execute(_CLEAR_DECISIONS, {"coding_key": mine.id})
-        coding_id, created_at, revision = mine.id, mine.created_at, mine.revision + 1
-        history = mine.history
-    decisions = [(c.code, "accepted" if c.origin == "suggestion" else "added") for c in data.codes]
-    decisions += [(code, "rejected") for code in data.rejected_suggestions]
-    code_rows = [
-        {"coding_id": coding_id, "code": c, "decision": d, "proposal_id": proposals.get(c)}
-        for c, d in decisions
-    ]
-    if spans:
-        inserted = conn.execute(_INSERT_DECISIONS_IDS, code_rows).all()
-        span_rows = [
-            {"coding_code_id": row_id, "field": name, "start_offset": start, "end_offset": end}
-            for row_id, code in inserted
-            for name, start, end in spans.get(code, [])
-        ]
-        if span_rows:
-            conn.execute(_INSERT_SPANS, span_rows)
-    elif code_rows:
-        conn.execute(_INSERT_DECISIONS, code_rows)
-    # The lease did its job: the coder has answered.
-    conn.execute(_END_LEASE, {"incident_id": incident.id, "coder_id": user.id})
-    after_coding = _SavedCoding(coding_id, user.id, **values)
-    events = [
-        _audit_row(
-            user,
-            "coding.create" if before is None else "coding.update",
-            incident.id,
-            before,
-            _coding_snapshot(after_coding, decisions, spans),
-        )
-    ]
-
-    # Settle on the codings as they now are: the others' as stored, the caller's as written.
-    codes_given = [c for c, d in decisions if d != "rejected"]
+    # Settling needs the other codings' codes (a read of its own only when there are any).
     held = [
         _Held(
             id=row.id,
@@ -533,6 +597,90 @@ def save_coding(
         ):
             by_id[held_id].codes.add(code)
             by_id[held_id].proposed = by_id[held_id].proposed or proposal_id is not None
+
+    # From here on, writes that need nothing back go through `writes`: on PostgreSQL they
+    # are sent as one statement at the end (app.db.WriteBatch).
+    writes = WriteBatch(conn)
+    before: dict[str, Any] | None = None
+    if mine is None:
+        history: list[dict[str, Any]] = []
+        coding_id = conn.execute(
+            _INSERT_CODING,
+            {
+                **values,
+                "incident_id": incident.id,
+                "coder_id": user.id,
+                "history": history,
+                "revision": 1,
+                "created_at": now,
+            },
+        ).scalar_one()
+        created_at, revision = now, 1
+    else:
+        old = conn.execute(_DECISIONS_OF_CODING, {"coding_id": mine.id}).all()
+        before = _coding_snapshot(mine, [(c, d) for c, d in old], _stored_spans(session, mine.id))
+        mine_id = mine.id
+        writes.add(
+            _codings,
+            lambda: (
+                _codings.update()
+                .where(_codings.c.id == mine_id)
+                .values(**values, revision=_codings.c.revision + 1)
+            ),
+            _UPDATE_CODING,
+            {**values, "coding_key": mine_id},
+        )
+        writes.add(
+            _decisions,
+            lambda: delete(_decisions).where(_decisions.c.coding_id == mine_id),
+            _CLEAR_DECISIONS,
+            {"coding_key": mine_id},
+        )
+        coding_id, created_at, revision = mine.id, mine.created_at, mine.revision + 1
+        history = mine.history
+    decisions = [(c.code, "accepted" if c.origin == "suggestion" else "added") for c in data.codes]
+    decisions += [(code, "rejected") for code in data.rejected_suggestions]
+    code_rows = [
+        {"coding_id": coding_id, "code": c, "decision": d, "proposal_id": proposals.get(c)}
+        for c, d in decisions
+    ]
+    if spans:
+        writes.flush()
+        inserted = conn.execute(_INSERT_DECISIONS_IDS, code_rows).all()
+        span_rows = [
+            {"coding_code_id": row_id, "field": name, "start_offset": start, "end_offset": end}
+            for row_id, code in inserted
+            for name, start, end in spans.get(code, [])
+        ]
+        if span_rows:
+            conn.execute(_INSERT_SPANS, span_rows)
+    elif code_rows:
+        writes.add(
+            _decisions, lambda: insert(_decisions).values(code_rows), _INSERT_DECISIONS, code_rows
+        )
+    # The lease did its job: the coder has answered.
+    story_id, coder_id = incident.id, user.id
+    writes.add(
+        _leases,
+        lambda: delete(_leases).where(
+            _leases.c.incident_id == story_id, _leases.c.coder_id == coder_id
+        ),
+        _END_LEASE,
+        {"incident_id": story_id, "coder_id": coder_id},
+    )
+    after_coding = _SavedCoding(coding_id, user.id, **values)
+    events = [
+        _audit_row(
+            user,
+            "coding.create" if before is None else "coding.update",
+            incident.id,
+            before,
+            _coding_snapshot(after_coding, decisions, spans),
+        )
+    ]
+
+    # Settle on the codings as they now are: the others' as stored, the caller's as written.
+    codes_given = [c for c, d in decisions if d != "rejected"]
     held.append(
         _Held(
             id=coding_id,
@@ -546,27 +694,47 @@ def save_coding(
         )
     )
     held.sort(key=lambda h: h.id)
-    webhooks.publish(
-        conn,
-        webhooks.CODING_SAVED,
-        {
-            "story_id": incident.id,
-            "survey_id": incident.survey_id,
-            "coding_id": coding_id,
-            "coder_id": user.id,
-            "revision": revision,
-            "codebook_version_id": version.id,
-            "codes": codes_given,
-            "rejected_suggestions": list(data.rejected_suggestions),
-            "excluded": data.exclude,
-            "no_code_applies": data.no_code_applies,
-        },
-        survey_id=incident.survey_id,
-        story_id=incident.id,
+    published: list[tuple[str, dict[str, Any], int | None, int | None]] = [
+        (
+            webhooks.CODING_SAVED,
+            {
+                "story_id": incident.id,
+                "survey_id": incident.survey_id,
+                "coding_id": coding_id,
+                "coder_id": user.id,
+                "revision": revision,
+                "codebook_version_id": version.id,
+                "codes": codes_given,
+                "rejected_suggestions": list(data.rejected_suggestions),
+                "excluded": data.exclude,
+                "no_code_applies": data.no_code_applies,
+            },
+            incident.survey_id,
+            incident.id,
+        )
+    ]
+    current = conn.execute(_FINAL_CODES, key).all() if found.has_final else []
+    _settle(session, incident, user, held, current, events, published, writes)
+    writes.add(_audit, lambda: insert(_audit).values(events), _INSERT_AUDIT, events)
+    # coding.saved and, when the story became final, story.final.
+    outbox = webhooks.outbox_rows(published)
+    writes.add(
+        webhooks.events_table,
+        lambda: insert(webhooks.events_table).values(outbox),
+        webhooks.INSERT_EVENTS,
+        outbox,
     )
-    current = conn.execute(_FINAL_CODES, {"incident_id": incident.id}).all()
-    _settle(session, incident, user, held, current, events)
-    conn.execute(insert(_audit), events)
+    changed: dict[str, Any] = {}
+    if writes.combine:  # the story's new state with the rest, not by the ORM's flush after
+        changed = _changed_columns(incident)
+        if changed:
+            writes.add(
+                _incidents,
+                lambda: _incidents.update().where(_incidents.c.id == story_id).values(changed),
+            )
+    writes.flush()
+    for name, value in changed.items():
+        set_committed_value(incident, name, value)
     session.flush()
 
     if views is None and spans:
@@ -603,8 +771,18 @@ def save_coding(
         incident_status=incident.status,
         incident_version=incident.version,
         etag=etag_for(incident, revision),
-        notifications=unread(session, user.id, incident_id=incident.id),
+        notifications=unread(session, user.id, incident_id=incident.id) if found.has_unread else [],
     )
+
+
+def _changed_columns(incident: Incident) -> dict[str, Any]:
+    """The story's columns changed in this session and not yet flushed (column -> value)."""
+    state = inspect(incident)
+    return {
+        attribute.key: attribute.value
+        for attribute in state.attrs
+        if attribute.history.has_changes()
+    }
 
 
 @dataclass(frozen=True)
@@ -621,10 +799,15 @@ class _SavedCoding:
     updated_at: datetime
 
 
-def _publish_final(session: Session, incident: Incident, state: dict[str, Any]) -> None:
-    """story.final: the story's final codes (or its exclusion), ids and codes only."""
-    webhooks.publish(
-        session,
+def _publish_final(
+    session: Session,
+    incident: Incident,
+    state: dict[str, Any],
+    published: list[tuple[str, dict[str, Any], int | None, int | None]] | None = None,
+) -> None:
+    """story.final: the story's final codes (or its exclusion), ids and codes only; appended
+    to `published` when given (the caller writes them), else written at once."""
+    event = (
         webhooks.STORY_FINAL,
         {
             "story_id": incident.id,
@@ -634,9 +817,13 @@ def _publish_final(session: Session, incident: Incident, state: dict[str, Any]) 
             "source": state["source"],
             "excluded": state["status"] == "excluded",
         },
-        survey_id=incident.survey_id,
-        story_id=incident.id,
+        incident.survey_id,
+        incident.id,
     )
+    if published is not None:
+        published.append(event)
+    else:
+        webhooks.publish_many(session, [event])
 
 
 # Final codes ------------------------------------------------------------------------------------
@@ -716,7 +903,7 @@ def _set_final(
 
 
 def _replace_final(
-    session: Session,
+    writes: WriteBatch,
     incident: Incident,
     current: Sequence[Any],
     codes: Sequence[str],
@@ -730,30 +917,34 @@ def _replace_final(
     wanted = sorted((code, source, version_id) for code in set(codes))
     if sorted((c, s, v) for c, s, v in current) == wanted:
         return current
-    conn = session.connection()
+    story_id = incident.id
     if current:
-        conn.execute(_CLEAR_FINAL, {"incident_id": incident.id})
+        writes.add(
+            _final,
+            lambda: delete(_final).where(_final.c.incident_id == story_id),
+            _CLEAR_FINAL,
+            {"incident_id": story_id},
+        )
     if not codes:
         return []
     now = utcnow()
-    conn.execute(
-        _INSERT_FINAL,
-        [
-            {
-                "incident_id": incident.id,
-                "code": code,
-                "codebook_version_id": version_id,
-                "source": source,
-                "confirmed_by": confirmed_by[:100],
-                "confirmed_at": now,
-            }
-            for code in dict.fromkeys(codes)
-        ],
-    )
+    rows = [
+        {
+            "incident_id": story_id,
+            "code": code,
+            "codebook_version_id": version_id,
+            "source": source,
+            "confirmed_by": confirmed_by[:100],
+            "confirmed_at": now,
+        }
+        for code in dict.fromkeys(codes)
+    ]
+    writes.add(_final, lambda: insert(_final).values(rows), _INSERT_FINAL, rows)
     if len(wanted) == 1:
         return [wanted[0]]
     # The order the state is recorded in is the database's collation (as `_state` reads it).
-    return conn.execute(_FINAL_CODES, {"incident_id": incident.id}).all()
+    writes.flush()
+    return writes.connection.execute(_FINAL_CODES, {"incident_id": story_id}).all()
 
 
 def _clear_final(session: Session, incident: Incident) -> None:
@@ -823,9 +1014,15 @@ def _settle(
     held: Sequence[_Held],
     current: Sequence[Any],
     events: list[dict[str, Any]] | None = None,
+    published: list[tuple[str, dict[str, Any], int | None, int | None]] | None = None,
+    writes: WriteBatch | None = None,
 ) -> None:
     """`settle` on the codings (in id order) and final codes already read; the audit event
-    goes to `events` when given (the caller inserts them), else to `audit.record`."""
+    goes to `events` when given (the caller inserts them), else to `audit.record`, the
+    webhook event to `published` when given, and the final codes' writes to `writes` (the
+    caller flushes it; by default they are written at once)."""
+    if writes is None:
+        writes = WriteBatch(session.connection(), combine=False)
     before = _state_of(incident, current)
     # A proposed code waits for the admin's decision; a coding with nothing left (a rejected
     # proposal) waits for its coder to revise it.
@@ -840,19 +1037,19 @@ def _settle(
         incident.status = "in_review" if held else "new"
         incident.exclusion_reason = None
         incident.finalized_at = None
-        final = _replace_final(session, incident, current, [])
+        final = _replace_final(writes, incident, current, [])
     elif all(d == decisions[0] for d in decisions):
         agreed = decisions[0]
         reasons = dict.fromkeys(h.exclusion_reason or "" for h in held)
         if agreed is None:
             incident.status = "excluded"
             incident.exclusion_reason = " / ".join(r for r in reasons if r) or None
-            final = _replace_final(session, incident, current, [])
+            final = _replace_final(writes, incident, current, [])
         else:
             incident.status = "coded"
             incident.exclusion_reason = None
             final = _replace_final(
-                session,
+                writes,
                 incident,
                 current,
                 sorted(agreed),
@@ -864,7 +1061,7 @@ def _settle(
         incident.status = "adjudication"
         incident.exclusion_reason = None
         incident.finalized_at = None
-        final = _replace_final(session, incident, current, [])
+        final = _replace_final(writes, incident, current, [])
     after = _state_of(incident, final)
     if after != before:
         if incident.status in FINAL_STATUSES:
@@ -883,7 +1080,7 @@ def _settle(
                 session, actor, action, "incident", incident.id, before=before, after=after
             )
         if incident.status in FINAL_STATUSES:
-            _publish_final(session, incident, after)
+            _publish_final(session, incident, after, published)
 
 
 def resettle_open(

@@ -47,7 +47,7 @@ EVENT_TYPES: tuple[str, ...] = (
 TEXT_EVENTS = frozenset({STORY_REDACTED, SUGGESTIONS_READY, CODING_SAVED, STORY_FINAL})
 
 events_table: Table = WebhookEvent.__table__  # type: ignore[assignment]
-_INSERT = insert(events_table)
+INSERT_EVENTS = _INSERT = insert(events_table)
 
 
 class UnknownEventType(ValueError):
@@ -89,6 +89,14 @@ def publish_many(
 ) -> None:
     """`publish` for many events at once: (event_type, payload, survey_id, story_id) each,
     in one executemany."""
-    rows = [_row(*event) for event in events]
+    rows = outbox_rows(events)
     if rows:
-        session_or_connection.execute(_INSERT, rows)
+        session_or_connection.execute(INSERT_EVENTS, rows)
+
+
+def outbox_rows(
+    events: Iterable[tuple[str, dict[str, Any], int | None, int | None]],
+) -> list[dict[str, Any]]:
+    """The outbox rows `publish_many` writes, for a caller that writes them with others
+    (app.db.WriteBatch)."""
+    return [_row(*event) for event in events]
