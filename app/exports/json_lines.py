@@ -329,7 +329,7 @@ def story_lines(
     the lines the database made ("sql") and those the reference builder made. `ahead`: on
     PostgreSQL, the line query one batch ahead (`_ahead`)."""
     d = _Dialect(session.get_bind().dialect.name == "postgresql")
-    out = _Parts(d.pg)
+    out = _Parts()
     no_codes, no_codings = out.text(_NO_CODES), out.text(_NO_CODINGS)
     attributes, newline = out.text(',"attributes":'), out.text("\n")
     conditions = _batch_conditions(session, spec)
@@ -396,7 +396,7 @@ def story_lines(
             stats["python"] = stats.get("python", 0) + made_by_python
         lines.append(out.text(""))
         block = newline.join(lines)
-        yield block.encode() if d.pg else block
+        yield block
 
 
 def _add(
