@@ -353,7 +353,7 @@ def _ahead(
         pool.dispose()
 
 
-def _ahead_sqlite(session: Session, query: Callable[[int, int | None], Any]) -> Iterator[list[Any]]:
+def _ahead_sqlite(session: Session, query: Callable[[int], Any]) -> Iterator[list[Any]]:
     """SQLite: `lines.batches` read one batch ahead by a thread on the session's own DB-API
     connection, so in the export's transaction (its snapshot): sqlite3 lets go of the GIL while
     SQLite steps through the line query, which then runs on a second core while Python
