@@ -27,7 +27,7 @@ from __future__ import annotations
 import queue
 import threading
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any, NamedTuple, cast
 
@@ -145,16 +145,33 @@ def _adjudicated(session: Session, ids: list[int]) -> set[int]:
     }
 
 
-def _codings(
-    session: Session, spec: ExportSpec, context: Context, out: _Parts, first: int, last: int
-) -> tuple[dict[int, Any], set[int]]:
-    """Per story of the id range with codings the viewer sees, its `"codings":[...]` part,
-    built by `service.coding_records` from Core rows (`load_codings` builds and validates an
-    ORM object and a CodingRead per coding: the reference's largest cost per coded story; a
-    pydantic model_construct still cost more than the rest of the story's line);
-    and the stories whose codings have spans, which the reference builder makes (their
-    offsets follow the view's text)."""
-    connection = session.connection()
+class _Side(NamedTuple):
+    """What a batch's lines take from other tables, read for the batch's id range by whoever
+    reads the batch (a reader thread on its connection, or the session): the final codes (as
+    `service.final_codes` gives them), the stories whose codings have spans, and the codings'
+    decisions and rows (driver rows, built by `_codings`)."""
+
+    finals: dict[int, list[dict[str, Any]]]
+    spanned: set[int]
+    decisions: Sequence[Any]
+    codings: Sequence[Any]
+
+
+class _Bound:
+    """The one thing `service.final_codes` reads of a session, for a reader's connection."""
+
+    def __init__(self, connection: Connection) -> None:
+        self._connection = connection
+
+    def connection(self) -> Connection:
+        return self._connection
+
+
+def _side(connection: Connection, rows: list[Any]) -> tuple[list[Any], _Side] | None:
+    """A batch's rows with what its lines take from other tables (None for no rows)."""
+    if not rows:
+        return None
+    first, last = rows[0][0], rows[-1][0]
     spanned = set(
         connection.execute(
             select(Coding.incident_id)
@@ -164,16 +181,12 @@ def _codings(
             .distinct()
         ).scalars()
     )
-    decisions: dict[int, list[tuple[str, str]]] = defaultdict(list)
-    for coding_id, code, decision in connection.execute(
+    decisions = connection.execute(
         select(CodingCode.coding_id, CodingCode.code, CodingCode.decision)
         .join(Coding, Coding.id == CodingCode.coding_id)
         .where(Coding.incident_id.between(first, last))
         .order_by(CodingCode.id)
-    ):
-        decisions[coding_id].append((code, decision))
-    found: dict[int, list[Any]] = defaultdict(list)
-    required: dict[int, int | None] = {}
+    ).all()
     result = connection.execute(
         select(
             Coding.id,
@@ -194,8 +207,25 @@ def _codings(
     )
     # The driver's rows, times as UTC text: SQLAlchemy's per-row type processing (a regex per
     # SQLite time) cost more than the rest of the coding.
-    rows = result.cursor.fetchall() if result.cursor is not None else []
+    codings = result.cursor.fetchall() if result.cursor is not None else []
     result.close()
+    finals = final_codes(cast(Session, _Bound(connection)), first, last)
+    return rows, _Side(finals, spanned, decisions, codings)
+
+
+def _codings(spec: ExportSpec, context: Context, out: _Parts, side: _Side) -> dict[int, Any]:
+    """Per story of the batch with codings the viewer sees, its `"codings":[...]` part,
+    built by `service.coding_records` from Core rows (`load_codings` builds and validates an
+    ORM object and a CodingRead per coding: the reference's largest cost per coded story; a
+    pydantic model_construct still cost more than the rest of the story's line). The stories
+    whose codings have spans (`side.spanned`) are made by the reference builder (their
+    offsets follow the view's text)."""
+    decisions: dict[int, list[tuple[str, str]]] = defaultdict(list)
+    for coding_id, code, decision in side.decisions:
+        decisions[coding_id].append((code, decision))
+    rows = side.codings
+    found: dict[int, list[Any]] = defaultdict(list)
+    required: dict[int, int | None] = {}
     for coding_id, incident_id, coder, version_id, excluded, reason, note, at, up, need in rows:
         made = decisions[coding_id]
         required[incident_id] = need
@@ -226,7 +256,7 @@ def _codings(
         batch = Batch([], {}, {incident_id: visible_codings(story, codings, spec.viewer)}, {})
         records = nested_codings(coding_records(cast(Any, story), batch, spec, context))
         parts[incident_id] = prefix + out.dumps(records)
-    return parts, spanned
+    return parts
 
 
 class _Decision(NamedTuple):
@@ -290,16 +320,17 @@ def _ahead(
     query: Callable[[int, int | None], Any],
     conditions: list[Any],
     readers: int = READERS,
-) -> Iterator[list[Any]]:
-    """PostgreSQL: the batches' rows read ahead, `readers` batches at once, each reader a
-    thread on a connection of its own that reads the export's snapshot (`pg_export_snapshot`:
-    the same rows as the session would read): the server builds the next batches' lines (the
-    line query is most of an export's time there) on as many cores while Python finishes this
-    one's. Batch i (the ids after `_ends`' i-1th, up to its ith) goes to reader i % readers, and
-    the batches come back in order, as `lines.batches` gives them. The connections come from a
-    pool made for the export (`Pool.recreate`: the engine's settings; not one of the
-    connections the API's pool holds for requests), disposed of at the end; each reader holds
-    at most one batch besides the one it reads."""
+) -> Iterator[tuple[list[Any], _Side]]:
+    """PostgreSQL: the batches' rows and `_side`'s read ahead, `readers` batches at once, each
+    reader a thread on a connection of its own that reads the export's snapshot
+    (`pg_export_snapshot`: the same rows as the session would read): the server builds the
+    next batches' lines (the line query is most of an export's time there) on as many cores
+    while Python finishes this one's, and the side queries no longer wait in Python's path
+    (they were a third of its time). Batch i (the ids after `_ends`' i-1th, up to its ith) goes
+    to reader i % readers, and the batches come back in order, as `lines.batches` gives them.
+    The connections come from a pool made for the export (`Pool.recreate`: the engine's
+    settings; not one of the connections the API's pool holds for requests), disposed of at
+    the end; each reader holds at most one batch besides the one it reads."""
     engine = session.get_bind()
     ends = _ends(session, conditions)
     ranges = list(zip([0, *ends], [*ends, None], strict=True))
@@ -327,7 +358,9 @@ def _ahead(
                 )
                 connection.exec_driver_sql(f"SET TRANSACTION SNAPSHOT '{snapshot}'")
                 for after, upto in ranges[k::readers]:
-                    if not put(handoff, batch_rows(connection, query(after, upto))):
+                    if not put(
+                        handoff, _side(connection, batch_rows(connection, query(after, upto)))
+                    ):
                         break
                 connection.rollback()
         except BaseException as error:  # handed to the reader, raised there
@@ -344,7 +377,7 @@ def _ahead(
             item = handoffs[i % readers].get()
             if isinstance(item, BaseException):
                 raise item
-            if item:
+            if item is not None:
                 yield item
     finally:
         done.set()
@@ -353,7 +386,7 @@ def _ahead(
         pool.dispose()
 
 
-def _ahead_sqlite(session: Session, query: Callable[[int], Any]) -> Iterator[list[Any]]:
+def _ahead_sqlite(session: Session, query: Callable[[int], Any]) -> Iterator[Any]:
     """SQLite: `lines.batches` read one batch ahead by a thread on the session's own DB-API
     connection, so in the export's transaction (its snapshot): sqlite3 lets go of the GIL while
     SQLite steps through the line query, which then runs on a second core while Python
@@ -367,10 +400,12 @@ def _ahead_sqlite(session: Session, query: Callable[[int], Any]) -> Iterator[lis
     reader = Connection(
         cast(Any, engine), connection=shared, _has_events=False, _allow_autobegin=False
     )
-    return _handed_over(lambda: batches(lambda: reader, query))
+    return _handed_over(
+        lambda: (cast(Any, _side(reader, rows)) for rows in batches(lambda: reader, query))
+    )
 
 
-def _handed_over(read: Callable[[], Iterator[list[Any]]]) -> Iterator[list[Any]]:
+def _handed_over(read: Callable[[], Iterator[Any]]) -> Iterator[Any]:
     """The items of `read()`, made by a thread one ahead of the consumer."""
     done = threading.Event()
     handoff: queue.Queue[Any] = queue.Queue(maxsize=1)
@@ -455,21 +490,21 @@ def story_lines(
         )
 
     if not readers:
-        read = batches(session.connection, query)
+        read: Iterator[Any] = (
+            _side(session.connection(), rows) for rows in batches(session.connection, query)
+        )
     elif d.pg:
         read = _ahead(session, query, conditions, readers)
     else:
         read = _ahead_sqlite(session, query)
-    for rows in read:
-        first, last = rows[0][0], rows[-1][0]
+    for rows, side in read:
         finals = {
             incident_id: out.dumps(final_code_records(codes, versions)) + attributes
-            for incident_id, codes in final_codes(session, first, last).items()
+            for incident_id, codes in side.finals.items()
         }.get
         get = segments.get
-        codings, spanned = _codings(session, spec, context, out, first, last)
-        coded = codings.get
-        held = spanned | _adjudicated(session, [r[0] for r in rows])
+        coded = _codings(spec, context, out, side).get
+        held = side.spanned | _adjudicated(session, [r[0] for r in rows])
         missing = [r[0] for r in rows if r[1] is None or r[0] in held]
         made = _python_lines(session, spec, context, out, missing) if missing else {}
         # The batch's pieces in one list, joined once: a line assembled by `+` copied its
