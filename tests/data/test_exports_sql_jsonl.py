@@ -233,11 +233,11 @@ def test_an_empty_export_is_empty(app: Any, nested: dict[str, Any]) -> None:
 def test_batches_read_at_once_give_the_same_bytes_in_order(
     app: Any, nested: dict[str, Any], monkeypatch: pytest.MonkeyPatch, batch: int
 ) -> None:
-    """The line queries read ahead (PostgreSQL: several batches at once, `json_lines._ahead`,
-    on connections of their own that import the export's snapshot; SQLite: one batch ahead on
-    the session's connection, `_ahead_sqlite`) give the lines in id order, the same bytes as
+    """PostgreSQL reads several batches at once (`json_lines._ahead`, on connections of their
+    own that import the export's snapshot); the lines come back in id order, the same bytes as
     one batch after the other on the session's connection, whatever the batch size (a last
-    batch that is full, one that is short, a single batch)."""
+    batch that is full, one that is short, a single batch). SQLite reads one batch after the
+    other whatever `readers` says: the same bytes too."""
     monkeypatch.setattr(lines, "BATCH", batch)
     monkeypatch.setattr(json_lines, "BATCH", batch)
     factory = app.state.sessionmaker
