@@ -14,6 +14,7 @@ import anyio
 import orjson
 import sqlalchemy.exc
 from fastapi import Depends, Request
+from psycopg.pq import Format
 from sqlalchemy import Connection, Engine, Table, create_engine, event
 from sqlalchemy.dialects.sqlite.base import SQLiteCompiler
 from sqlalchemy.engine import make_url
@@ -24,7 +25,12 @@ from app.errors import RETRY_AFTER_SECONDS, ServiceUnavailable
 from app.observability import DB_SESSION_REFUSALS, DB_SESSIONS_IN_USE, DB_SESSIONS_WAITING
 
 SQLITE_BUSY_TIMEOUT_MS = 15_000
+# An execution option: PostgreSQL sends the statement's rows in its binary format (a bytea as
+# its bytes instead of hex text; the export's lines, `app.exports.lines`). Only for statements
+# whose columns need no SQLAlchemy result processing (plain numbers, text, bytea).
+BINARY_ROWS = "cit_binary_rows"
 T = TypeVar("T")
+BINARY = Format.BINARY
 
 
 def _json_dumps(value: Any) -> str:
@@ -67,7 +73,7 @@ def create_db_engine(
         # No pre-ping (a round trip per checkout, as much as a story's INSERT): a connection
         # that died with a server restart fails its first statement, which is a 503, and
         # SQLAlchemy then replaces every pooled connection older than the failure.
-        return create_engine(
+        engine = create_engine(
             url,
             pool_size=pool_size,
             max_overflow=0,
@@ -75,6 +81,15 @@ def create_db_engine(
             connect_args=connect_args,
             **kwargs,
         )
+
+        @event.listens_for(engine, "before_cursor_execute")
+        def _binary_rows(
+            _conn: Any, cursor: Any, _sql: Any, _params: Any, context: Any, _many: bool
+        ) -> None:
+            if context is not None and context.execution_options.get(BINARY_ROWS):
+                cursor.format = BINARY
+
+        return engine
 
     database = parsed.database
     if database and database != ":memory:":

@@ -12,7 +12,7 @@ import orjson
 import pytest
 from sqlalchemy import select
 
-from app.exports import json_lines, service, stream
+from app.exports import json_lines, lines, service, stream
 from app.exports.service import ExportSpec
 from app.incidents.service import IncidentFilters
 from app.models import (
@@ -227,3 +227,32 @@ def test_filters_and_an_erased_story(app: Any, nested: dict[str, Any]) -> None:
 def test_an_empty_export_is_empty(app: Any, nested: dict[str, Any]) -> None:
     spec = ExportSpec(filters=IncidentFilters(survey_id=999_999), view="original", viewer=ADMIN)
     assert _both(app.state.sessionmaker, spec) == (b"", b"")
+
+
+@pytest.mark.parametrize("batch", [2, 3, 100])
+def test_batches_read_at_once_give_the_same_bytes_in_order(
+    app: Any, nested: dict[str, Any], monkeypatch: pytest.MonkeyPatch, batch: int
+) -> None:
+    """PostgreSQL reads several batches at once (`json_lines._ahead`, on connections of their
+    own that import the export's snapshot); the lines come back in id order, the same bytes as
+    one batch after the other on the session's connection, whatever the batch size (a last
+    batch that is full, one that is short, a single batch). SQLite reads one batch after the
+    other whatever `readers` says: the same bytes too."""
+    monkeypatch.setattr(lines, "BATCH", batch)
+    monkeypatch.setattr(json_lines, "BATCH", batch)
+    factory = app.state.sessionmaker
+    survey = nested["survey"].id
+    for viewer, view in ((ADMIN, "original"), (nested["researchers"]["alice"], "redacted")):
+        spec = ExportSpec(filters=IncidentFilters(survey_id=survey), view=view, viewer=viewer)  # type: ignore[arg-type]
+        made = {}
+        for readers in (0, 1, 2, 3):
+            with factory() as session:
+                stream._snapshot(session)
+                context = service.load_context(session, spec, with_attributes=False)
+                made[readers] = b"".join(
+                    json_lines.story_lines(session, spec, context, readers=readers)
+                )
+        assert made[1] == made[0] and made[2] == made[0] and made[3] == made[0]
+        assert made[0] == b"".join(stream.chunks(factory, spec, "jsonl", sql=False))
+        ids = [orjson.loads(line)["id"] for line in made[0].splitlines()]
+        assert ids == sorted(ids) and len(ids) == len(nested["ids"])
