@@ -52,7 +52,7 @@ from app.codebooks.vocabulary import vocabulary
 from app.errors import Invalid
 from app.models.incidents import VALENCES
 from app.reports import rollups
-from app.reports.intervals import two_proportion, wilson_95
+from app.reports.intervals import two_proportion_many, wilson_95_many
 from app.reports.rollups import GROUP_FIELDS, PERIODS, TABLE_PERIODS, GroupField, Period
 from app.reports.schemas import (
     SHARES_NOTE,
@@ -515,28 +515,6 @@ def _confirmed_share(
 _NO_ROW = object()
 
 
-def _change(
-    x1: int | None, n1: int | None, x2: int | None, n2: int | None, previous_period: date
-) -> dict[str, Any]:
-    """change_from_previous (ChangeFromPrevious's fields) of count x1 of n1 against x2 of n2."""
-    if x1 is None or n1 is None or x2 is None or n2 is None:
-        return {
-            "previous_period": previous_period,
-            "diff": None,
-            "z": None,
-            "p_value": None,
-            "reason": "suppressed",
-        }
-    diff, z, p_value, reason = two_proportion(x1, n1, x2, n2)
-    return {
-        "previous_period": previous_period,
-        "diff": diff,
-        "z": z,
-        "p_value": p_value,
-        "reason": reason,
-    }
-
-
 def _hidden_periods(protected: _Protected | None, period: Period) -> set[date]:
     """The periods (of length `period`) in which `protected` hides something."""
     if protected is None:
@@ -733,7 +711,17 @@ def trends_data(
     ]
 
     row_codes = {code: _row_code(code) for code in cells.code_names}
-    rows: list[dict[str, Any]] = []
+    # The rows in two passes: their counts first (one tuple each), then the shares, intervals
+    # and change tests of all rows at once (app.reports.intervals' array versions: the same
+    # floats), then the row dictionaries.
+    heads: list[tuple[Any, ...]] = []
+    wilson_at: list[int] = []
+    wilson_x: list[int] = []
+    wilson_n: list[int] = []
+    change_at: list[int] = []
+    change_args: list[tuple[int, int, int, int]] = []
+    changes: list[dict[str, Any] | None] = []
+    suppressed_change = {"diff": None, "z": None, "p_value": None, "reason": "suppressed"}
     for period in protected.periods:
         previous = rollups.previous_period(period, query.period)
         # Per valence and group: the cell's base and, when the previous period has the row
@@ -765,38 +753,65 @@ def trends_data(
                     previous_base,
                 ) in bases[valence]:
                     count = shown[("code", period, code, valence, cell_group)]
-                    share = ci_low = ci_high = None
                     if count is not None and base is not None and base > 0:
-                        share = count / base
-                        ci_low, ci_high = wilson_95(count, base)
-                    change = None
-                    if previous_base is not _NO_ROW:
-                        change = _change(
-                            count,
-                            base,
-                            shown[("code", previous, code, valence, cell_group)],
-                            previous_base,  # type: ignore[arg-type]
-                            previous,
-                        )
-                    rows.append(
-                        {
-                            "period": period,
-                            "code": name,
-                            "level": level,
-                            "valence": valence,
-                            "survey_id": survey_id,
-                            "touchpoint": touchpoint,
-                            "channel": channel,
-                            "segment": segment,
-                            "count": count,
-                            "base": base,
-                            "share": share,
-                            "ci_low": ci_low,
-                            "ci_high": ci_high,
-                            "suppressed": count is None or base is None,
-                            "change_from_previous": change,
-                        }
-                    )
+                        wilson_at.append(len(heads))
+                        wilson_x.append(count)
+                        wilson_n.append(base)
+                    if previous_base is _NO_ROW:
+                        changes.append(None)
+                    else:
+                        previous_count = shown[("code", previous, code, valence, cell_group)]
+                        if (
+                            count is None
+                            or base is None
+                            or previous_count is None
+                            or previous_base is None
+                        ):
+                            changes.append({"previous_period": previous, **suppressed_change})
+                        else:
+                            change_at.append(len(heads))
+                            change_args.append((count, base, previous_count, previous_base))  # type: ignore[arg-type]
+                            changes.append({"previous_period": previous})
+                    heads.append(
+                        (period, name, level, valence, survey_id, touchpoint, channel, segment,
+                         count, base)
+                    )  # fmt: skip
+    shares: list[float | None] = [None] * len(heads)
+    lows: list[float | None] = [None] * len(heads)
+    highs: list[float | None] = [None] * len(heads)
+    for at, share, low, high in zip(wilson_at, *wilson_95_many(wilson_x, wilson_n), strict=True):
+        shares[at], lows[at], highs[at] = share, low, high
+    tests = two_proportion_many(*zip(*change_args, strict=True)) if change_args else []
+    for at, (diff, z, p_value, reason) in zip(change_at, tests, strict=True):
+        change = changes[at]
+        assert change is not None
+        change.update(diff=diff, z=z, p_value=p_value, reason=reason)
+    rows = [
+        {
+            "period": period,
+            "code": name,
+            "level": level,
+            "valence": valence,
+            "survey_id": survey_id,
+            "touchpoint": touchpoint,
+            "channel": channel,
+            "segment": segment,
+            "count": count,
+            "base": base,
+            "share": share,
+            "ci_low": low,
+            "ci_high": high,
+            "suppressed": count is None or base is None,
+            "change_from_previous": change,
+        }
+        for (
+            (period, name, level, valence, survey_id, touchpoint, channel, segment, count, base),
+            share,
+            low,
+            high,
+            change,
+        ) in zip(heads, shares, lows, highs, changes, strict=True)
+    ]
 
     return {
         "note": SHARES_NOTE,
