@@ -191,33 +191,46 @@ def _fetch(session: Session, query: TrendsQuery) -> _Cells:
     execute = session.connection().execute
     stories: dict[tuple[date, str, Group], dict[str, int]] = {}
     group_of = _group_reader(query.group_by, 2)
-    for row in execute(rollups.story_cells_query(dialect, **common)).all():
-        if row[1] not in VALENCES:  # imported stories without a clear valence: no base
-            continue
-        stories[(as_date(row[0]), row[1], group_of(row))] = {
-            "stories": int(row[2 + width]),
-            "confirmed": int(row[3 + width]),
-            "excluded": int(row[4 + width]),
-        }
+    # One query, or a rollup's and its pending deltas' (rows with the same key add up).
+    for story_sql in rollups.story_cells_queries(dialect, **common):
+        for row in execute(story_sql).all():
+            if row[1] not in VALENCES:  # imported stories without a clear valence: no base
+                continue
+            key = (as_date(row[0]), row[1], group_of(row))
+            counts = stories.get(key)
+            if counts is None:
+                stories[key] = {
+                    "stories": int(row[2 + width]),
+                    "confirmed": int(row[3 + width]),
+                    "excluded": int(row[4 + width]),
+                }
+            else:
+                counts["stories"] += int(row[2 + width])
+                counts["confirmed"] += int(row[3 + width])
+                counts["excluded"] += int(row[4 + width])
     codes: dict[tuple[date, str, str, Group], int] = {}
     names: set[str] = set()
     rolled_up: dict[str, list[str]] = {}
     pairs: list[tuple[int, str, str]] = []
     if query.codebook_version_id is None:
-        code_sql = rollups.code_cells_query(dialect, **common)
+        code_sqls = rollups.code_cells_queries(dialect, **common)
     else:
         pairs, rolled_up, distinct = _version_pairs(session, query)
         if not pairs:
             return _Cells(stories, codes, [], rolled_up)
-        code_sql = rollups.mapped_code_cells_query(
-            dialect, pairs=pairs, distinct_stories=distinct, **common
-        )
+        code_sqls = [
+            rollups.mapped_code_cells_query(
+                dialect, pairs=pairs, distinct_stories=distinct, **common
+            )
+        ]
     group_of = _group_reader(query.group_by, 3)
-    for row in execute(code_sql).all():
-        if row[2] not in VALENCES:
-            continue
-        codes[(as_date(row[0]), row[1], row[2], group_of(row))] = int(row[3 + width])
-        names.add(row[1])
+    for code_sql in code_sqls:
+        for row in execute(code_sql).all():
+            if row[2] not in VALENCES:
+                continue
+            code_key = (as_date(row[0]), row[1], row[2], group_of(row))
+            codes[code_key] = codes.get(code_key, 0) + int(row[3 + width])
+            names.add(row[1])
     if query.cooccurrence:
         pair_sql = rollups.pair_cells_query(
             dialect,

@@ -47,6 +47,8 @@ MONTHLY_TABLES = (
     "report_code_months_by",
     "report_story_months_detail",
     "report_code_months_detail",
+    "report_story_groupings",
+    "report_code_groupings",
 )
 
 
@@ -312,6 +314,7 @@ def test_month_reports_read_the_monthly_tables(
             "report_story_months_by",
             "report_story_months",
             "report_story_months_detail",
+            "report_story_groupings",
         ):
             session.execute(
                 text(f"UPDATE {table} SET stories = stories + 100, confirmed = confirmed + 100")
