@@ -175,6 +175,17 @@ def _group_reader(group_by: tuple[GroupField, ...], start: int) -> Any:
     return read
 
 
+def _driver_rows(execute: Any, statement: Any) -> list[tuple[Any, ...]]:
+    """A statement's rows as the driver gives them (tuples: no Row objects, no result
+    processing; the report's queries select dates, texts and integers, which `_fetch` reads
+    from either driver as they come): a grouped report reads tens of thousands."""
+    result = execute(statement)
+    try:
+        return result.cursor.fetchall()  # type: ignore[no-any-return]
+    finally:
+        result.close()
+
+
 def _fetch(session: Session, query: TrendsQuery) -> _Cells:
     dialect = session.get_bind().dialect.name
     common: dict[str, Any] = {
@@ -184,19 +195,35 @@ def _fetch(session: Session, query: TrendsQuery) -> _Cells:
         "first_day": query.first_day,
         "last_day": query.last_day,
     }
-    width = len(query.group_by)
-    as_date = rollups.as_date
-    # Core rows read by position (the columns are the queries' own: period, [code,] valence,
-    # the groups, then the measures): a grouped report reads thousands of them.
+    group_by = query.group_by
+    width = len(group_by)
+    # Rows read by position (the columns are the queries' own: period, [code,] valence, the
+    # groups, then the measures); each distinct period and group converted once.
     execute = session.connection().execute
+    periods: dict[Any, date] = {}
+    groups: dict[tuple[Any, ...], Group] = {}
+
+    def period_of(value: Any) -> date:
+        period = periods.get(value)
+        if period is None:
+            period = periods[value] = rollups.as_date(value)
+        return period
+
+    def group_of(raw: tuple[Any, ...]) -> Group:
+        group = groups.get(raw)
+        if group is None:
+            group = groups[raw] = tuple(
+                _group_value(f, v) for f, v in zip(group_by, raw, strict=True)
+            )
+        return group
+
     stories: dict[tuple[date, str, Group], dict[str, int]] = {}
-    group_of = _group_reader(query.group_by, 2)
     # One query, or a rollup's and its pending deltas' (rows with the same key add up).
     for story_sql in rollups.story_cells_queries(dialect, **common):
-        for row in execute(story_sql).all():
+        for row in _driver_rows(execute, story_sql):
             if row[1] not in VALENCES:  # imported stories without a clear valence: no base
                 continue
-            key = (as_date(row[0]), row[1], group_of(row))
+            key = (period_of(row[0]), row[1], group_of(tuple(row[2 : 2 + width])))
             counts = stories.get(key)
             if counts is None:
                 stories[key] = {
@@ -223,13 +250,13 @@ def _fetch(session: Session, query: TrendsQuery) -> _Cells:
                 dialect, pairs=pairs, distinct_stories=distinct, **common
             )
         ]
-    group_of = _group_reader(query.group_by, 3)
+    n_at = 3 + width
     for code_sql in code_sqls:
-        for row in execute(code_sql).all():
+        for row in _driver_rows(execute, code_sql):
             if row[2] not in VALENCES:
                 continue
-            code_key = (as_date(row[0]), row[1], row[2], group_of(row))
-            codes[code_key] = codes.get(code_key, 0) + int(row[3 + width])
+            code_key = (period_of(row[0]), row[1], row[2], group_of(tuple(row[3:n_at])))
+            codes[code_key] = codes.get(code_key, 0) + int(row[n_at])
             names.add(row[1])
     if query.cooccurrence:
         pair_sql = rollups.pair_cells_query(
@@ -239,12 +266,12 @@ def _fetch(session: Session, query: TrendsQuery) -> _Cells:
             else None,
             **common,
         )
-        group_of = _group_reader(query.group_by, 4)
+        pair_group_of = _group_reader(query.group_by, 4)
         for row in execute(pair_sql).all():
             if row.valence not in VALENCES:
                 continue
             name = f"{PAIR_PREFIX}{row.code_a}&{row.code_b}"
-            codes[(as_date(row.period), name, row.valence, group_of(row))] = int(row.n)
+            codes[(period_of(row.period), name, row.valence, pair_group_of(row))] = int(row.n)
             names.add(name)
     return _Cells(stories, codes, sorted(names, key=_code_order), rolled_up)
 
@@ -476,18 +503,27 @@ class _Protected:
                 if not groups:
                     continue
                 base_total_hidden = _story_key("confirmed", period, valence, None) in self.hidden
+                # Per group (the same for every code): its key's group and whether its base is
+                # hidden. A count is hidden with its base: count <= base <= stories - excluded,
+                # so a visible count under a hidden base would pin the base down.
+                by_group = [
+                    (
+                        group,
+                        group if self.grouped else None,
+                        self.cell("confirmed", period, valence, group) in self.hidden,
+                    )
+                    for group in groups
+                ]
+                codes = self.cells.codes
                 for code in self.cells.code_names:
                     parts = []
                     total = 0
-                    for group in groups:
-                        value = self.cells.codes.get((period, code, valence, group), 0)
+                    for group, key_group, base_hidden in by_group:
+                        value = codes.get((period, code, valence, group), 0)
                         total += value
-                        key = _code_key(period, code, valence, group if self.grouped else None)
+                        key = ("code", period, code, valence, key_group)  # _code_key
                         values[key] = value
-                        base_hidden = self.cell("confirmed", period, valence, group) in self.hidden
-                        # A count is hidden with its base: count <= base <= stories - excluded, so
-                        # a visible count under a hidden base would pin the base down.
-                        if is_small(value, min_cell) or base_hidden:
+                        if base_hidden or 0 < value < min_cell:  # or is_small
                             hidden.add(key)
                         parts.append(key)
                     if self.grouped:
@@ -733,7 +769,8 @@ def trends_data(
     wilson_n: list[int] = []
     change_at: list[int] = []
     change_args: list[tuple[int, int, int, int]] = []
-    changes: list[dict[str, Any] | None] = []
+    # A row's change_from_previous: None, a dict, or (until the tests below) its previous period.
+    changes: list[Any] = []
     suppressed_change = {"diff": None, "z": None, "p_value": None, "reason": "suppressed"}
     for period in protected.periods:
         previous = rollups.previous_period(period, query.period)
@@ -784,7 +821,7 @@ def trends_data(
                         else:
                             change_at.append(len(heads))
                             change_args.append((count, base, previous_count, previous_base))  # type: ignore[arg-type]
-                            changes.append({"previous_period": previous})
+                            changes.append(previous)  # filled below
                     heads.append(
                         (period, name, level, valence, survey_id, touchpoint, channel, segment,
                          count, base)
@@ -796,9 +833,13 @@ def trends_data(
         shares[at], lows[at], highs[at] = share, low, high
     tests = two_proportion_many(*zip(*change_args, strict=True)) if change_args else []
     for at, (diff, z, p_value, reason) in zip(change_at, tests, strict=True):
-        change = changes[at]
-        assert change is not None
-        change.update(diff=diff, z=z, p_value=p_value, reason=reason)
+        changes[at] = {
+            "previous_period": changes[at],
+            "diff": diff,
+            "z": z,
+            "p_value": p_value,
+            "reason": reason,
+        }
     rows = [
         {
             "period": period,

@@ -116,6 +116,21 @@ def _paths(survey_id: int, version: int) -> list[tuple[str, dict[str, Any]]]:
         ("trends", {"period": "quarter", "group_by": "channel,segment"}),
         ("trends", {"period": "all", "group_by": "survey,touchpoint,segment"}),
         ("trends", {"period": "month", "group_by": "touchpoint,channel,segment"}),
+        # The grouping rollups (1205): a pair per month and quarter, all three per quarter, in
+        # any order, with a survey, a survey filter and from/to inside quarters.
+        ("trends", {"period": "quarter", "group_by": "segment,touchpoint,channel"}),
+        ("trends", {"period": "month", "group_by": "segment,touchpoint", "survey_id": survey_id}),
+        ("trends", {"period": "month", "group_by": "survey,channel,touchpoint"}),
+        (
+            "trends",
+            {
+                "period": "quarter",
+                "group_by": "touchpoint,segment",
+                "from": "2025-02-10",
+                "to": "2025-05-03",
+            },
+        ),
+        ("trends", {"period": "all", "group_by": "channel,segment"}),
         ("trends", {"period": "month", "group_by": "channel", "survey_id": survey_id}),
         ("trends", {"period": "quarter", "group_by": "segment", "codebook_version_id": version}),
         ("bitner", {"period": "quarter", "codebook_version_id": version}),
