@@ -14,6 +14,8 @@ missing touchpoint, channel or segment is stored as '' so that the primary key, 
 fold's upsert, is NULL-safe. `day` is the story's `submitted_at` date in UTC.
 The `_months` tables hold the same sums per calendar month (`month`: its first day), folded from
 the same delta rows in the same transaction: month, quarter and whole-range reports read them.
+The `_groupings` tables hold the monthly detail summed per grouping of two or three dimensions,
+per month or quarter, keyed in the order a report groups by (see `ReportStoryGrouping`).
 """
 
 from __future__ import annotations

@@ -11,7 +11,10 @@ load with triggers disabled).
 A report of whole months (month, quarter or the whole range, from/to on month boundaries, which
 TrendsQuery's snapping guarantees) reads the monthly tables (`report_*_months`,
 `report_*_months_by`, and `report_*_months_detail` for two or more dimensions; the deltas
-truncated to their month); day and week reports, and the alert rules' day ranges, read the
+truncated to their month); a month report by a pair of dimensions, and a quarter or whole-range
+report by a pair or all three, read `report_*_groupings` (`grouping_source`: the table and its
+pending deltas in two queries whose sums `_fetch` adds, so that the table's GROUP BY reads its
+key in order); day and week reports, and the alert rules' day ranges, read the
 daily ones. Both hold the same sums: the fold moves each
 delta into both in one transaction.
 """
