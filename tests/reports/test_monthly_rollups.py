@@ -269,7 +269,10 @@ def _change_with_signs(db: Callable[[], Any], ids: list[int]) -> None:
         erase_incident(session, coded[5], reason="the respondent asked", actor=None)
 
 
+@pytest.mark.parametrize("scan_zeros_from", [rollups.SCAN_ZEROS_FROM, 0])
 def test_month_and_quarter_reports_equal_the_daily_path_through_every_change(
+    scan_zeros_from: int,
+    monkeypatch: pytest.MonkeyPatch,
     db: Callable[[], Any],
     make_survey: Callable[..., Any],
     add_stories: Callable[..., list[int]],
@@ -279,6 +282,8 @@ def test_month_and_quarter_reports_equal_the_daily_path_through_every_change(
     daily_reads: Callable[[], Any],
     assert_rollups_match: Callable[[], None],
 ) -> None:
+    # 0: the fold deletes the grouping tables' zero rows by a scan (a bulk fold's way).
+    monkeypatch.setattr(rollups, "SCAN_ZEROS_FROM", scan_zeros_from)
     surveys = [make_survey().id, make_survey().id]
     version = _version(db)
     ids = _seed(surveys, version, add_stories)
