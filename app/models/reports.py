@@ -14,6 +14,8 @@ missing touchpoint, channel or segment is stored as '' so that the primary key, 
 fold's upsert, is NULL-safe. `day` is the story's `submitted_at` date in UTC.
 The `_months` tables hold the same sums per calendar month (`month`: its first day), folded from
 the same delta rows in the same transaction: month, quarter and whole-range reports read them.
+The `_groupings` tables hold the monthly detail summed per grouping of two or three dimensions,
+per month or quarter, keyed in the order a report groups by (see `ReportStoryGrouping`).
 """
 
 from __future__ import annotations
@@ -258,4 +260,49 @@ class ReportCodeMonthDetail(Base):
     segment: Mapped[str] = mapped_column(String(200), primary_key=True)
     codebook_version_id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
     code: Mapped[str] = mapped_column(String(100), primary_key=True)
+    n: Mapped[int]
+
+
+class ReportStoryGrouping(Base):
+    """The detail rollup summed per grouping of two or three dimensions and per month or
+    quarter (`grain`), keyed in the order a report groups by (dimensions, grain, period, valence,
+    the dimensions, then the survey), so that a month report by touchpoint x channel or a
+    quarter report by all three reads its own rows in key order instead of sorting the monthly
+    detail. `dimensions` names the grouping ('touchpoint,channel', 'touchpoint,segment',
+    'channel,segment' at both grains, 'touchpoint,channel,segment' per quarter only: per month
+    that is `report_story_months_detail`); a dimension outside the grouping is stored as ''.
+    Folded from the same delta rows in the same transaction as the other rollups."""
+
+    __tablename__ = "report_story_groupings"
+    __table_args__ = _WITHOUT_ROWID
+
+    dimensions: Mapped[str] = mapped_column(String(40), primary_key=True)
+    grain: Mapped[str] = mapped_column(String(8), primary_key=True)
+    period_start: Mapped[date] = mapped_column(primary_key=True)
+    valence: Mapped[str] = mapped_column(String(16), primary_key=True)
+    touchpoint: Mapped[str] = mapped_column(String(200), primary_key=True)
+    channel: Mapped[str] = mapped_column(String(200), primary_key=True)
+    segment: Mapped[str] = mapped_column(String(200), primary_key=True)
+    survey_id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    stories: Mapped[int]
+    confirmed: Mapped[int]
+    excluded: Mapped[int]
+
+
+class ReportCodeGrouping(Base):
+    """As `ReportStoryGrouping`, for the code counts (the code before the survey in the key)."""
+
+    __tablename__ = "report_code_groupings"
+    __table_args__ = _WITHOUT_ROWID
+
+    dimensions: Mapped[str] = mapped_column(String(40), primary_key=True)
+    grain: Mapped[str] = mapped_column(String(8), primary_key=True)
+    period_start: Mapped[date] = mapped_column(primary_key=True)
+    valence: Mapped[str] = mapped_column(String(16), primary_key=True)
+    touchpoint: Mapped[str] = mapped_column(String(200), primary_key=True)
+    channel: Mapped[str] = mapped_column(String(200), primary_key=True)
+    segment: Mapped[str] = mapped_column(String(200), primary_key=True)
+    code: Mapped[str] = mapped_column(String(100), primary_key=True)
+    survey_id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    codebook_version_id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
     n: Mapped[int]

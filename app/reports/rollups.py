@@ -11,7 +11,10 @@ load with triggers disabled).
 A report of whole months (month, quarter or the whole range, from/to on month boundaries, which
 TrendsQuery's snapping guarantees) reads the monthly tables (`report_*_months`,
 `report_*_months_by`, and `report_*_months_detail` for two or more dimensions; the deltas
-truncated to their month); day and week reports, and the alert rules' day ranges, read the
+truncated to their month); a month report by a pair of dimensions, and a quarter or whole-range
+report by a pair or all three, read `report_*_groupings` (`grouping_source`: the table and its
+pending deltas in two queries whose sums `_fetch` adds, so that the table's GROUP BY reads its
+key in order); day and week reports, and the alert rules' day ranges, read the
 daily ones. Both hold the same sums: the fold moves each
 delta into both in one transaction.
 """
@@ -45,6 +48,7 @@ from app.models.reports import (
     ReportCodeDayBy,
     ReportCodeDayDetail,
     ReportCodeDelta,
+    ReportCodeGrouping,
     ReportCodeMonth,
     ReportCodeMonthBy,
     ReportCodeMonthDetail,
@@ -52,6 +56,7 @@ from app.models.reports import (
     ReportStoryDayBy,
     ReportStoryDayDetail,
     ReportStoryDelta,
+    ReportStoryGrouping,
     ReportStoryMonth,
     ReportStoryMonthBy,
     ReportStoryMonthDetail,
@@ -295,6 +300,179 @@ def _period_column(dialect: str, day: Any, period: Period, months: bool) -> Any:
     return period_expression(dialect, day, period).label("period")
 
 
+# The groupings of two or three dimensions with rollups of their own (report_*_groupings), and
+# the grains each is kept at (the three per month is report_*_months_detail itself).
+PAIRS = ("touchpoint,channel", "touchpoint,segment", "channel,segment")
+TRIPLE = "touchpoint,channel,segment"
+GROUPING_GRAINS: tuple[tuple[str, str], ...] = (
+    *((pair, "month") for pair in PAIRS),
+    *((pair, "quarter") for pair in PAIRS),
+    (TRIPLE, "quarter"),
+)
+
+
+def _quarter_bound(first_day: date | None, last_day: date | None) -> bool:
+    def starts_quarter(day: date) -> bool:
+        return day.day == 1 and day.month in (1, 4, 7, 10)
+
+    if first_day is not None and not starts_quarter(first_day):
+        return False
+    return last_day is None or last_day == date.max or starts_quarter(last_day + timedelta(days=1))
+
+
+def grouping_source(
+    period: Period,
+    group_by: tuple[GroupField, ...],
+    first_day: date | None = None,
+    last_day: date | None = None,
+) -> tuple[str, str] | None:
+    """(grouping, grain) of the report_*_groupings rows that answer a read grouped by two or
+    three dimensions (and the survey, which they keep), or None: month reports by a pair read
+    the month grain, quarter and whole-range reports by a pair or all three the quarter grain
+    (from/to on its bounds, as TrendsQuery snaps them)."""
+    if not monthly(period, first_day, last_day):
+        return None
+    grouping = ",".join(d for d in DIMENSIONS if d in group_by)
+    grain = "month" if period == "month" else "quarter"
+    if grain == "quarter" and not _quarter_bound(first_day, last_day):
+        return None
+    return (grouping, grain) if (grouping, grain) in GROUPING_GRAINS else None
+
+
+def _grouping_parts(
+    table: type[ReportStoryGrouping] | type[ReportCodeGrouping],
+    delta: Any,
+    names: list[str],
+    grouping: str,
+    grain: str,
+    dialect: str,
+) -> list[Any]:
+    """The grouping rollup's rows and the pending delta rows (truncated to the grain, the
+    dimensions outside the grouping as ''), as two sources with the same columns (`day`: the
+    period start): each is aggregated on its own and the sums added after, so that the
+    rollup's GROUP BY reads its key in order (a UNION ALL in one GROUP BY made SQLite sort
+    the rows in a temporary B-tree)."""
+
+    def rollup_column(name: str) -> Any:
+        return table.period_start.label("day") if name == "day" else getattr(table, name)
+
+    def delta_column(name: str) -> Any:
+        if name == "day":
+            return period_expression(dialect, delta.day, grain).label("day")  # type: ignore[arg-type]
+        if name in DIMENSIONS and name not in grouping.split(","):
+            return literal_column("''").label(name)
+        return getattr(delta, name)
+
+    rollup = (
+        select(*(rollup_column(n) for n in names))
+        .where(table.dimensions == grouping, table.grain == grain)
+        .subquery(table.__tablename__)
+    )
+    pending = select(*(delta_column(n) for n in names)).subquery(delta.__tablename__)
+    return [rollup, pending]
+
+
+def story_cells_queries(
+    dialect: str,
+    *,
+    period: Period,
+    group_by: tuple[GroupField, ...],
+    survey_id: int | None = None,
+    first_day: date | None = None,
+    last_day: date | None = None,
+) -> list[Select[Any]]:
+    """`story_cells_query` as one or more queries with the same columns whose rows add up
+    (the same key in two of them: sum the counts)."""
+    source = grouping_source(period, group_by, first_day, last_day)
+    if source is None:
+        return [
+            story_cells_query(
+                dialect,
+                period=period,
+                group_by=group_by,
+                survey_id=survey_id,
+                first_day=first_day,
+                last_day=last_day,
+            )
+        ]
+    names = ["survey_id", "day", "valence", *DIMENSIONS, *_STORY_COUNTS]
+    queries = []
+    for part in _grouping_parts(ReportStoryGrouping, ReportStoryDelta, names, *source, dialect):
+        rows = part.c
+        period_col = _grain_period_column(dialect, rows.day, period, source[1])
+        groups = [getattr(rows, GROUP_COLUMNS[g]).label(g) for g in group_by]
+        # Grouped in the key's order (the dimensions outside the grouping are '' throughout).
+        order = [period_col, rows.valence, *(getattr(rows, d) for d in DIMENSIONS)]
+        if "survey" in group_by:
+            order.append(rows.survey_id)
+        queries.append(
+            select(
+                period_col,
+                rows.valence.label("valence"),
+                *groups,
+                func.sum(rows.stories).label("stories"),
+                func.sum(rows.confirmed).label("confirmed"),
+                func.sum(rows.excluded).label("excluded"),
+            )
+            .where(*_filters(rows, survey_id, first_day, last_day))
+            .group_by(*order)
+        )
+    return queries
+
+
+def code_cells_queries(
+    dialect: str,
+    *,
+    period: Period,
+    group_by: tuple[GroupField, ...],
+    survey_id: int | None = None,
+    first_day: date | None = None,
+    last_day: date | None = None,
+) -> list[Select[Any]]:
+    """`code_cells_query` as one or more queries whose rows add up (see story_cells_queries)."""
+    source = grouping_source(period, group_by, first_day, last_day)
+    if source is None:
+        return [
+            code_cells_query(
+                dialect,
+                period=period,
+                group_by=group_by,
+                survey_id=survey_id,
+                first_day=first_day,
+                last_day=last_day,
+            )
+        ]
+    names = ["survey_id", "day", "valence", *DIMENSIONS, "codebook_version_id", "code", "n"]
+    queries = []
+    for part in _grouping_parts(ReportCodeGrouping, ReportCodeDelta, names, *source, dialect):
+        rows = part.c
+        period_col = _grain_period_column(dialect, rows.day, period, source[1])
+        groups = [getattr(rows, GROUP_COLUMNS[g]).label(g) for g in group_by]
+        order = [period_col, rows.valence, *(getattr(rows, d) for d in DIMENSIONS), rows.code]
+        if "survey" in group_by:
+            order.append(rows.survey_id)
+        queries.append(
+            select(
+                period_col,
+                rows.code.label("code"),
+                rows.valence.label("valence"),
+                *groups,
+                func.sum(rows.n).label("n"),
+            )
+            .where(*_filters(rows, survey_id, first_day, last_day))
+            .group_by(*order)
+        )
+    return queries
+
+
+def _grain_period_column(dialect: str, day: Any, period: Period, grain: str) -> Any:
+    """The period of a grouping rollup row: its period start as it is when the report's period
+    is the grain, else (the whole range) the period's expression."""
+    if period == grain:
+        return day.label("period")
+    return period_expression(dialect, day, period).label("period")
+
+
 def story_cells_query(
     dialect: str,
     *,
@@ -516,6 +694,7 @@ _BY = ("dimension", "survey_id", "day", "valence", "value")
 _NARROW_MONTHS = ("survey_id", "month", "valence")
 _BY_MONTHS = ("dimension", "survey_id", "month", "valence", "value")
 _DETAIL_MONTHS = ("survey_id", "month", "valence", "touchpoint", "channel", "segment")
+_GROUPINGS = ("dimensions", "grain", "period_start", "valence", "touchpoint", "channel", "segment")
 
 
 def _month_sql(dialect: str) -> str:
@@ -523,6 +702,30 @@ def _month_sql(dialect: str) -> str:
     if dialect == "postgresql":
         return "CAST(date_trunc('month', CAST(day AS timestamp)) AS date)"
     return "strftime('%Y-%m-01', day)"
+
+
+def _grain_sql(dialect: str, column: str, grain: str) -> str:
+    """The first day of the month or quarter of a date column (as period_expression)."""
+    if dialect == "postgresql":
+        if grain == "month":
+            return f"CAST(date_trunc('month', CAST({column} AS timestamp)) AS date)"
+        return f"CAST(date_trunc('quarter', CAST({column} AS timestamp)) AS date)"
+    if grain == "month":
+        return f"strftime('%Y-%m-01', {column})"
+    return (
+        f"printf('%s-%02d-01', strftime('%Y', {column}), "
+        f"(CAST(strftime('%m', {column}) AS INTEGER) - 1) / 3 * 3 + 1)"
+    )
+
+
+def _grouping_select(dialect: str, date_column: str, grouping: str, grain: str) -> str:
+    """The columns of report_*_groupings (without the counts) from a detail-grain source."""
+    values = [d if d in grouping.split(",") else f"'' AS {d}" for d in DIMENSIONS]
+    start = _grain_sql(dialect, date_column, grain)
+    return ", ".join(
+        [f"'{grouping}' AS dimensions", f"'{grain}' AS grain", f"{start} AS period_start",
+         "valence", *values]
+    )  # fmt: skip
 
 
 def _dimension_sql(dialect: str) -> list[str]:
@@ -568,6 +771,8 @@ def rebuild(session: Session) -> None:
         "DELETE FROM report_code_months_by",
         "DELETE FROM report_story_months_detail",
         "DELETE FROM report_code_months_detail",
+        "DELETE FROM report_story_groupings",
+        "DELETE FROM report_code_groupings",
         f"INSERT INTO report_story_days_detail ({detail}, stories, confirmed, excluded) "
         f"SELECT {dims}, COUNT(*), SUM({coded}), SUM({excluded}) "
         f"FROM incidents i GROUP BY {positions}",
@@ -620,6 +825,18 @@ def rebuild(session: Session) -> None:
         f"{month}, valence, touchpoint, channel, segment, codebook_version_id, code, SUM(n) "
         "FROM report_code_days_detail GROUP BY 1, 2, 3, 4, 5, 6, 7, 8",
     ]
+    # The groupings from the monthly detail.
+    for grouping, grain in GROUPING_GRAINS:
+        columns = _grouping_select(dialect, "month", grouping, grain)
+        statements += [
+            f"INSERT INTO report_story_groupings ({', '.join(_GROUPINGS)}, survey_id, stories, "
+            f"confirmed, excluded) SELECT {columns}, survey_id, {sums} "
+            "FROM report_story_months_detail "
+            "GROUP BY 1, 2, 3, 4, 5, 6, 7, 8",
+            f"INSERT INTO report_code_groupings ({', '.join(_GROUPINGS)}, code, survey_id, "
+            f"codebook_version_id, n) SELECT {columns}, code, survey_id, codebook_version_id, "
+            "SUM(n) FROM report_code_months_detail GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9, 10",
+        ]
     for statement in statements:
         session.execute(text(statement))
     session.flush()
@@ -638,6 +855,7 @@ _FOLDS = (
             ("report_story_months", _NARROW_MONTHS),
             ("report_story_months_by", _BY_MONTHS),
             ("report_story_months_detail", _DETAIL_MONTHS),
+            ("report_story_groupings", (*_GROUPINGS, "survey_id")),
         ),
         _STORY_COUNTS,
     ),
@@ -650,10 +868,13 @@ _FOLDS = (
             ("report_code_months", (*_NARROW_MONTHS, "codebook_version_id", "code")),
             ("report_code_months_by", (*_BY_MONTHS, "codebook_version_id", "code")),
             ("report_code_months_detail", (*_DETAIL_MONTHS, "codebook_version_id", "code")),
+            ("report_code_groupings", (*_GROUPINGS, "code", "survey_id", "codebook_version_id")),
         ),
         ("n",),
     ),
 )
+# From this many delta rows on, the fold deletes the grouping tables' zero rows by a scan.
+SCAN_ZEROS_FROM = 10_000
 # Any fixed number: PostgreSQL's advisory lock that lets one fold run at a time.
 _FOLD_LOCK = 7_301_911
 
@@ -670,6 +891,14 @@ def _taken_rows(
             named |= {"dimension": f"'{dimension}' AS dimension", "value": f"{dimension} AS value"}
         return ", ".join([*(named.get(k, k) for k in keys), *counts])
 
+    if "dimensions" in keys:  # one row per grouping and grain of each delta row
+        rest = ", ".join([*keys[len(_GROUPINGS) :], *counts])
+        selects = [
+            f"SELECT {_grouping_select(dialect, 'day', grouping, grain)}, {rest} "
+            f"FROM {source} WHERE {taken}"
+            for grouping, grain in GROUPING_GRAINS
+        ]
+        return f"({' UNION ALL '.join(selects)}) AS taken"
     dimensions: tuple[str | None, ...] = DIMENSIONS if "dimension" in keys else (None,)
     selects = [f"SELECT {columns(d)} FROM {source} WHERE {taken}" for d in dimensions]
     return f"({' UNION ALL '.join(selects)}) AS taken"
@@ -725,6 +954,12 @@ def fold(session: Session) -> int:
                     f"ON CONFLICT ({key}) DO UPDATE SET {update}"
                 )
             )
+            if "dimensions" in keys and moved >= SCAN_ZEROS_FROM:
+                # Seven rows per delta: for many deltas, matching them again costs more than a
+                # scan of the table, which holds no zero row but those this fold made (every
+                # fold deletes them). A worker's round folds few: it matches them.
+                session.execute(text(f"DELETE FROM {table} WHERE {counts[0]} = 0"))
+                continue
             session.execute(
                 text(
                     f"DELETE FROM {table} WHERE {counts[0]} = 0 AND ({key}) IN "

@@ -52,7 +52,7 @@ from app.codebooks.vocabulary import vocabulary
 from app.errors import Invalid
 from app.models.incidents import VALENCES
 from app.reports import rollups
-from app.reports.intervals import two_proportion, wilson_95
+from app.reports.intervals import two_proportion_many, wilson_95_many
 from app.reports.rollups import GROUP_FIELDS, PERIODS, TABLE_PERIODS, GroupField, Period
 from app.reports.schemas import (
     SHARES_NOTE,
@@ -175,6 +175,17 @@ def _group_reader(group_by: tuple[GroupField, ...], start: int) -> Any:
     return read
 
 
+def _driver_rows(execute: Any, statement: Any) -> list[tuple[Any, ...]]:
+    """A statement's rows as the driver gives them (tuples: no Row objects, no result
+    processing; the report's queries select dates, texts and integers, which `_fetch` reads
+    from either driver as they come): a grouped report reads tens of thousands."""
+    result = execute(statement)
+    try:
+        return result.cursor.fetchall()  # type: ignore[no-any-return]
+    finally:
+        result.close()
+
+
 def _fetch(session: Session, query: TrendsQuery) -> _Cells:
     dialect = session.get_bind().dialect.name
     common: dict[str, Any] = {
@@ -184,40 +195,69 @@ def _fetch(session: Session, query: TrendsQuery) -> _Cells:
         "first_day": query.first_day,
         "last_day": query.last_day,
     }
-    width = len(query.group_by)
-    as_date = rollups.as_date
-    # Core rows read by position (the columns are the queries' own: period, [code,] valence,
-    # the groups, then the measures): a grouped report reads thousands of them.
+    group_by = query.group_by
+    width = len(group_by)
+    # Rows read by position (the columns are the queries' own: period, [code,] valence, the
+    # groups, then the measures); each distinct period and group converted once.
     execute = session.connection().execute
+    periods: dict[Any, date] = {}
+    groups: dict[tuple[Any, ...], Group] = {}
+
+    def period_of(value: Any) -> date:
+        period = periods.get(value)
+        if period is None:
+            period = periods[value] = rollups.as_date(value)
+        return period
+
+    def group_of(raw: tuple[Any, ...]) -> Group:
+        group = groups.get(raw)
+        if group is None:
+            group = groups[raw] = tuple(
+                _group_value(f, v) for f, v in zip(group_by, raw, strict=True)
+            )
+        return group
+
     stories: dict[tuple[date, str, Group], dict[str, int]] = {}
-    group_of = _group_reader(query.group_by, 2)
-    for row in execute(rollups.story_cells_query(dialect, **common)).all():
-        if row[1] not in VALENCES:  # imported stories without a clear valence: no base
-            continue
-        stories[(as_date(row[0]), row[1], group_of(row))] = {
-            "stories": int(row[2 + width]),
-            "confirmed": int(row[3 + width]),
-            "excluded": int(row[4 + width]),
-        }
+    # One query, or a rollup's and its pending deltas' (rows with the same key add up).
+    for story_sql in rollups.story_cells_queries(dialect, **common):
+        for row in _driver_rows(execute, story_sql):
+            if row[1] not in VALENCES:  # imported stories without a clear valence: no base
+                continue
+            key = (period_of(row[0]), row[1], group_of(tuple(row[2 : 2 + width])))
+            counts = stories.get(key)
+            if counts is None:
+                stories[key] = {
+                    "stories": int(row[2 + width]),
+                    "confirmed": int(row[3 + width]),
+                    "excluded": int(row[4 + width]),
+                }
+            else:
+                counts["stories"] += int(row[2 + width])
+                counts["confirmed"] += int(row[3 + width])
+                counts["excluded"] += int(row[4 + width])
     codes: dict[tuple[date, str, str, Group], int] = {}
     names: set[str] = set()
     rolled_up: dict[str, list[str]] = {}
     pairs: list[tuple[int, str, str]] = []
     if query.codebook_version_id is None:
-        code_sql = rollups.code_cells_query(dialect, **common)
+        code_sqls = rollups.code_cells_queries(dialect, **common)
     else:
         pairs, rolled_up, distinct = _version_pairs(session, query)
         if not pairs:
             return _Cells(stories, codes, [], rolled_up)
-        code_sql = rollups.mapped_code_cells_query(
-            dialect, pairs=pairs, distinct_stories=distinct, **common
-        )
-    group_of = _group_reader(query.group_by, 3)
-    for row in execute(code_sql).all():
-        if row[2] not in VALENCES:
-            continue
-        codes[(as_date(row[0]), row[1], row[2], group_of(row))] = int(row[3 + width])
-        names.add(row[1])
+        code_sqls = [
+            rollups.mapped_code_cells_query(
+                dialect, pairs=pairs, distinct_stories=distinct, **common
+            )
+        ]
+    n_at = 3 + width
+    for code_sql in code_sqls:
+        for row in _driver_rows(execute, code_sql):
+            if row[2] not in VALENCES:
+                continue
+            code_key = (period_of(row[0]), row[1], row[2], group_of(tuple(row[3:n_at])))
+            codes[code_key] = codes.get(code_key, 0) + int(row[n_at])
+            names.add(row[1])
     if query.cooccurrence:
         pair_sql = rollups.pair_cells_query(
             dialect,
@@ -226,12 +266,12 @@ def _fetch(session: Session, query: TrendsQuery) -> _Cells:
             else None,
             **common,
         )
-        group_of = _group_reader(query.group_by, 4)
+        pair_group_of = _group_reader(query.group_by, 4)
         for row in execute(pair_sql).all():
             if row.valence not in VALENCES:
                 continue
             name = f"{PAIR_PREFIX}{row.code_a}&{row.code_b}"
-            codes[(as_date(row.period), name, row.valence, group_of(row))] = int(row.n)
+            codes[(period_of(row.period), name, row.valence, pair_group_of(row))] = int(row.n)
             names.add(name)
     return _Cells(stories, codes, sorted(names, key=_code_order), rolled_up)
 
@@ -463,18 +503,27 @@ class _Protected:
                 if not groups:
                     continue
                 base_total_hidden = _story_key("confirmed", period, valence, None) in self.hidden
+                # Per group (the same for every code): its key's group and whether its base is
+                # hidden. A count is hidden with its base: count <= base <= stories - excluded,
+                # so a visible count under a hidden base would pin the base down.
+                by_group = [
+                    (
+                        group,
+                        group if self.grouped else None,
+                        self.cell("confirmed", period, valence, group) in self.hidden,
+                    )
+                    for group in groups
+                ]
+                codes = self.cells.codes
                 for code in self.cells.code_names:
                     parts = []
                     total = 0
-                    for group in groups:
-                        value = self.cells.codes.get((period, code, valence, group), 0)
+                    for group, key_group, base_hidden in by_group:
+                        value = codes.get((period, code, valence, group), 0)
                         total += value
-                        key = _code_key(period, code, valence, group if self.grouped else None)
+                        key = ("code", period, code, valence, key_group)  # _code_key
                         values[key] = value
-                        base_hidden = self.cell("confirmed", period, valence, group) in self.hidden
-                        # A count is hidden with its base: count <= base <= stories - excluded, so
-                        # a visible count under a hidden base would pin the base down.
-                        if is_small(value, min_cell) or base_hidden:
+                        if base_hidden or 0 < value < min_cell:  # or is_small
                             hidden.add(key)
                         parts.append(key)
                     if self.grouped:
@@ -513,28 +562,6 @@ def _confirmed_share(
 
 # A cell without a row in the previous period (so no change_from_previous).
 _NO_ROW = object()
-
-
-def _change(
-    x1: int | None, n1: int | None, x2: int | None, n2: int | None, previous_period: date
-) -> dict[str, Any]:
-    """change_from_previous (ChangeFromPrevious's fields) of count x1 of n1 against x2 of n2."""
-    if x1 is None or n1 is None or x2 is None or n2 is None:
-        return {
-            "previous_period": previous_period,
-            "diff": None,
-            "z": None,
-            "p_value": None,
-            "reason": "suppressed",
-        }
-    diff, z, p_value, reason = two_proportion(x1, n1, x2, n2)
-    return {
-        "previous_period": previous_period,
-        "diff": diff,
-        "z": z,
-        "p_value": p_value,
-        "reason": reason,
-    }
 
 
 def _hidden_periods(protected: _Protected | None, period: Period) -> set[date]:
@@ -733,7 +760,18 @@ def trends_data(
     ]
 
     row_codes = {code: _row_code(code) for code in cells.code_names}
-    rows: list[dict[str, Any]] = []
+    # The rows in two passes: their counts first (one tuple each), then the shares, intervals
+    # and change tests of all rows at once (app.reports.intervals' array versions: the same
+    # floats), then the row dictionaries.
+    heads: list[tuple[Any, ...]] = []
+    wilson_at: list[int] = []
+    wilson_x: list[int] = []
+    wilson_n: list[int] = []
+    change_at: list[int] = []
+    change_args: list[tuple[int, int, int, int]] = []
+    # A row's change_from_previous: None, a dict, or (until the tests below) its previous period.
+    changes: list[Any] = []
+    suppressed_change = {"diff": None, "z": None, "p_value": None, "reason": "suppressed"}
     for period in protected.periods:
         previous = rollups.previous_period(period, query.period)
         # Per valence and group: the cell's base and, when the previous period has the row
@@ -765,38 +803,69 @@ def trends_data(
                     previous_base,
                 ) in bases[valence]:
                     count = shown[("code", period, code, valence, cell_group)]
-                    share = ci_low = ci_high = None
                     if count is not None and base is not None and base > 0:
-                        share = count / base
-                        ci_low, ci_high = wilson_95(count, base)
-                    change = None
-                    if previous_base is not _NO_ROW:
-                        change = _change(
-                            count,
-                            base,
-                            shown[("code", previous, code, valence, cell_group)],
-                            previous_base,  # type: ignore[arg-type]
-                            previous,
-                        )
-                    rows.append(
-                        {
-                            "period": period,
-                            "code": name,
-                            "level": level,
-                            "valence": valence,
-                            "survey_id": survey_id,
-                            "touchpoint": touchpoint,
-                            "channel": channel,
-                            "segment": segment,
-                            "count": count,
-                            "base": base,
-                            "share": share,
-                            "ci_low": ci_low,
-                            "ci_high": ci_high,
-                            "suppressed": count is None or base is None,
-                            "change_from_previous": change,
-                        }
-                    )
+                        wilson_at.append(len(heads))
+                        wilson_x.append(count)
+                        wilson_n.append(base)
+                    if previous_base is _NO_ROW:
+                        changes.append(None)
+                    else:
+                        previous_count = shown[("code", previous, code, valence, cell_group)]
+                        if (
+                            count is None
+                            or base is None
+                            or previous_count is None
+                            or previous_base is None
+                        ):
+                            changes.append({"previous_period": previous, **suppressed_change})
+                        else:
+                            change_at.append(len(heads))
+                            change_args.append((count, base, previous_count, previous_base))  # type: ignore[arg-type]
+                            changes.append(previous)  # filled below
+                    heads.append(
+                        (period, name, level, valence, survey_id, touchpoint, channel, segment,
+                         count, base)
+                    )  # fmt: skip
+    shares: list[float | None] = [None] * len(heads)
+    lows: list[float | None] = [None] * len(heads)
+    highs: list[float | None] = [None] * len(heads)
+    for at, share, low, high in zip(wilson_at, *wilson_95_many(wilson_x, wilson_n), strict=True):
+        shares[at], lows[at], highs[at] = share, low, high
+    tests = two_proportion_many(*zip(*change_args, strict=True)) if change_args else []
+    for at, (diff, z, p_value, reason) in zip(change_at, tests, strict=True):
+        changes[at] = {
+            "previous_period": changes[at],
+            "diff": diff,
+            "z": z,
+            "p_value": p_value,
+            "reason": reason,
+        }
+    rows = [
+        {
+            "period": period,
+            "code": name,
+            "level": level,
+            "valence": valence,
+            "survey_id": survey_id,
+            "touchpoint": touchpoint,
+            "channel": channel,
+            "segment": segment,
+            "count": count,
+            "base": base,
+            "share": share,
+            "ci_low": low,
+            "ci_high": high,
+            "suppressed": count is None or base is None,
+            "change_from_previous": change,
+        }
+        for (
+            (period, name, level, valence, survey_id, touchpoint, channel, segment, count, base),
+            share,
+            low,
+            high,
+            change,
+        ) in zip(heads, shares, lows, highs, changes, strict=True)
+    ]
 
     return {
         "note": SHARES_NOTE,

@@ -20,6 +20,7 @@ from app.models.reports import (
     ReportCodeDayBy,
     ReportCodeDayDetail,
     ReportCodeDelta,
+    ReportCodeGrouping,
     ReportCodeMonth,
     ReportCodeMonthBy,
     ReportCodeMonthDetail,
@@ -27,6 +28,7 @@ from app.models.reports import (
     ReportStoryDayBy,
     ReportStoryDayDetail,
     ReportStoryDelta,
+    ReportStoryGrouping,
     ReportStoryMonth,
     ReportStoryMonthBy,
     ReportStoryMonthDetail,
@@ -198,7 +200,31 @@ def expected_rollups(session: Session) -> dict[str, Counter[tuple[Any, ...]]]:
         "report_code_months_by": +_by_month(_by_dimension(detail_codes), 2),
         "report_story_months_detail": +_by_month(detail_stories, 1),
         "report_code_months_detail": +_by_month(detail_codes, 1),
+        "report_story_groupings": +_by_grouping(detail_stories),
+        "report_code_groupings": +_by_grouping(detail_codes),
     }
+
+
+def _by_grouping(detail: Counter[tuple[Any, ...]]) -> Counter[tuple[Any, ...]]:
+    """(dimensions, grain, period start, valence, touchpoint, channel, segment, survey, measure)
+    or (..., code, survey, codebook version) from the detail grain (a dimension outside the
+    grouping as ''), for every grouping and grain of rollups.GROUPING_GRAINS."""
+    grouped: Counter[tuple[Any, ...]] = Counter()
+    for key, n in detail.items():
+        survey, day, valence, *values = key[:6]
+        rest = key[6:]
+        for grouping, grain in rollups.GROUPING_GRAINS:
+            kept = [
+                v if d in grouping.split(",") else ""
+                for d, v in zip(DIMENSIONS, values, strict=True)
+            ]
+            start = rollups.period_start(day, grain)  # type: ignore[arg-type]
+            head = (grouping, grain, start, valence, *kept)
+            if len(rest) == 1:  # a story measure
+                grouped[(*head, survey, *rest)] += n
+            else:  # codebook version, code
+                grouped[(*head, rest[1], survey, rest[0])] += n
+    return grouped
 
 
 def _by_month(daily: Counter[tuple[Any, ...]], position: int) -> Counter[tuple[Any, ...]]:
@@ -293,6 +319,31 @@ def stored_rollups(
             else:
                 counter[(*key, row.codebook_version_id, row.code)] += row.n
         result[month_table.__tablename__] = counter
+    for grouping_table in (ReportStoryGrouping, ReportCodeGrouping):
+        counter = Counter()
+        for row in session.scalars(select(grouping_table)):
+            head = (
+                row.dimensions,
+                row.grain,
+                _as_date(row.period_start),
+                row.valence,
+                row.touchpoint,
+                row.channel,
+                row.segment,
+            )
+            if isinstance(row, ReportStoryGrouping):
+                for measure in ("stories", "confirmed", "excluded"):
+                    counter[(*head, row.survey_id, measure)] += getattr(row, measure)
+            else:
+                counter[(*head, row.code, row.survey_id, row.codebook_version_id)] += row.n
+        result[grouping_table.__tablename__] = counter
+    if with_deltas:
+        result["report_story_groupings"].update(
+            _by_grouping(_delta_detail(session, ReportStoryDelta))
+        )
+        result["report_code_groupings"].update(
+            _by_grouping(_delta_detail(session, ReportCodeDelta))
+        )
     if with_deltas:  # the pending deltas, at the month grain
         pending = {
             "report_story_months": _narrow(_delta_detail(session, ReportStoryDelta), 3),
@@ -347,6 +398,8 @@ def zero_rows(session: Session) -> int:
             (ReportCodeMonthBy, (ReportCodeMonthBy.n == 0,)),
             (ReportStoryMonthDetail, (ReportStoryMonthDetail.stories == 0,)),
             (ReportCodeMonthDetail, (ReportCodeMonthDetail.n == 0,)),
+            (ReportStoryGrouping, (ReportStoryGrouping.stories == 0,)),
+            (ReportCodeGrouping, (ReportCodeGrouping.n == 0,)),
         )
     )
 

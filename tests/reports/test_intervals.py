@@ -116,3 +116,47 @@ def test_the_reports_fast_paths_give_the_same_floats() -> None:
     for bad in [(-1, 10, 1, 10), (1, 10, 11, 10), (0, -1, 0, 1)]:
         with pytest.raises(ValueError):
             two_proportion(*bad)
+
+
+def _bits(value: float | None) -> bytes | None:
+    import struct
+
+    return None if value is None else struct.pack("<d", value)
+
+
+def test_the_array_versions_equal_the_scalar_ones_bit_for_bit() -> None:
+    """wilson_95_many / two_proportion_many (a grouped report's rows) give exactly the floats of
+    wilson_95 / two_proportion, edges included (0, all, pooled 0 or 1, totals of 0)."""
+    import random
+
+    from app.reports.intervals import two_proportion_many, wilson_95_many
+
+    rng = random.Random(12)
+    for size in (3, 200, 5000):
+        ns = [rng.choice((1, 2, 5, 37, 699, 10_000, 2_000_003)) for _ in range(size)]
+        xs = [rng.choice((0, n, rng.randint(0, n))) for n in ns]
+        shares, lows, highs = wilson_95_many(xs, ns)
+        for x, n, share, low, high in zip(xs, ns, shares, lows, highs, strict=True):
+            expected_low, expected_high = wilson_95(x, n)
+            assert (_bits(share), _bits(low), _bits(high)) == (
+                _bits(x / n),
+                _bits(expected_low),
+                _bits(expected_high),
+            ), (x, n)
+        n1s = [rng.choice((0, 1, 4, 699, 52_001)) for _ in range(size)]
+        n2s = [rng.choice((0, 1, 3, 701, 48_999)) for _ in range(size)]
+        x1s = [rng.choice((0, n, rng.randint(0, n))) for n in n1s]
+        x2s = [rng.choice((0, n, rng.randint(0, n))) for n in n2s]
+        for quad, got in zip(
+            zip(x1s, n1s, x2s, n2s, strict=True),
+            two_proportion_many(x1s, n1s, x2s, n2s),
+            strict=True,
+        ):
+            want = two_proportion(*quad)
+            assert [_bits(v) if isinstance(v, float) else v for v in got] == [
+                _bits(v) if isinstance(v, float) else v for v in want
+            ], quad
+    with pytest.raises(ValueError):
+        wilson_95_many([1] * 100 + [11], [10] * 101)
+    with pytest.raises(ValueError):
+        two_proportion_many([1] * 100 + [11], [10] * 101, [1] * 101, [10] * 101)
