@@ -125,7 +125,10 @@ def test_a_researcher_codes_three_stories_with_the_keyboard_only(
     name = _person(app, settings, "kai", "researcher")
     page = chromium(1280, 900).new_page()
     page.goto(f"{live_server}/sign-in")
-    page.keyboard.type(name)  # the name field has autofocus
+    # The name field has autofocus, which Chromium applies after the load event (in a later
+    # frame): keys typed before it are lost, as they would be for a person typing that fast.
+    page.wait_for_function("document.activeElement && document.activeElement.id === 'name'")
+    page.keyboard.type(name)
     page.keyboard.press("Tab")
     page.keyboard.type(PASSWORD)
     page.keyboard.press("Enter")
