@@ -381,8 +381,8 @@ def story_cells_queries(
     first_day: date | None = None,
     last_day: date | None = None,
 ) -> list[Select[Any]]:
-    """`story_cells_query` as one or more queries with the same columns whose rows add up
-    (the same key in two of them: sum the counts)."""
+    """`story_cells_query` as one or more statements whose rows add up (the same key in two
+    rows: sum the counts)."""
     source = grouping_source(period, group_by, first_day, last_day)
     if source is None:
         return [
@@ -417,7 +417,15 @@ def story_cells_queries(
             .where(*_filters(rows, survey_id, first_day, last_day))
             .group_by(*order)
         )
-    return queries
+    return [_one_snapshot(queries)]
+
+
+def _one_snapshot(parts: list[Select[Any]]) -> Any:
+    """The rollup's part and the pending deltas' part as one statement (UNION ALL of the two
+    GROUP BYs, each still reading its own table in key order): two statements would read two
+    snapshots on PostgreSQL (READ COMMITTED), and a fold committing between them would move
+    deltas out of the second's sight after the first had read the rollup without them."""
+    return union_all(*parts)
 
 
 def code_cells_queries(
@@ -462,7 +470,7 @@ def code_cells_queries(
             .where(*_filters(rows, survey_id, first_day, last_day))
             .group_by(*order)
         )
-    return queries
+    return [_one_snapshot(queries)]
 
 
 def _grain_period_column(dialect: str, day: Any, period: Period, grain: str) -> Any:

@@ -549,3 +549,39 @@ def test_suppressed_reports_sum_the_finer_period_they_read(
     check()
     assert_rollups_match()  # folds
     check()
+
+
+def test_a_grouping_report_reads_its_rollup_and_deltas_in_one_statement(
+    db: Callable[[], Any],
+    make_survey: Callable[..., Any],
+    add_stories: Callable[..., list[int]],
+    app: Any,
+) -> None:
+    """report_*_groupings and the pending deltas are read by one statement per measure (one
+    snapshot): as two, on PostgreSQL's READ COMMITTED a fold committing between them moved
+    deltas out of the second's sight after the first had read the rollup without them."""
+    from sqlalchemy import event
+
+    version = _version(db)
+    _seed([make_survey().id], version, add_stories)
+    with db() as session:
+        rollups.fold(session)
+    _seed([make_survey().id], version, add_stories)  # pending deltas beside the rollup
+    seen: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        seen.append(statement)
+
+    query = TrendsQuery("month", ("touchpoint", "channel"))  # type: ignore[arg-type]
+    assert rollups.grouping_source(query.period, query.group_by) == ("touchpoint,channel", "month")
+    engine = app.state.engine  # the one db() sessions use
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        with db() as session:
+            cells = _fetch(session, query)
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    reads = [s for s in seen if "report_story_groupings" in s or "report_code_groupings" in s]
+    assert len(reads) == 2, reads  # stories, codes
+    assert all("report_story_deltas" in s or "report_code_deltas" in s for s in reads)
+    assert cells.stories and cells.codes
