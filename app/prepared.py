@@ -39,11 +39,13 @@ class Prepared:
             raise ValueError(f"{dialect.name}: Prepared needs a positional paramstyle")
         self.dialect = dialect
         self.sql: str = compiled.string
-        # Values fixed in the statement (literals SQLAlchemy turned into parameters).
+        # Values fixed in the statement (literals SQLAlchemy turned into parameters); the others
+        # must be given, as Connection.execute requires them.
         fixed = compiled.construct_params(_check=False)
         processors = compiled._bind_processors
-        self._slots: list[tuple[str, Any, Callable[[Any], Any] | None]] = [
-            (name, fixed.get(name), processors.get(name)) for name in compiled.positiontup
+        self._slots: list[tuple[str, bool, Any, Callable[[Any], Any] | None]] = [
+            (name, compiled.binds[name].required, fixed.get(name), processors.get(name))
+            for name in compiled.positiontup
         ]
         returned = getattr(statement, "_returning", ()) or getattr(
             statement, "selected_columns", ()
@@ -55,8 +57,8 @@ class Prepared:
 
     def parameters(self, values: Mapping[str, Any]) -> tuple[Any, ...]:
         out = []
-        for name, default, process in self._slots:
-            value = values.get(name, default)
+        for name, required, default, process in self._slots:
+            value = values[name] if required else values.get(name, default)
             out.append(value if process is None else process(value))
         return tuple(out)
 

@@ -132,3 +132,11 @@ def test_a_paramstyle_with_names_is_refused() -> None:
 
     with pytest.raises(ValueError, match="positional"):
         Prepared(intake._Statements("postgresql").incident, psycopg.dialect())
+
+
+def test_a_missing_value_is_an_error_not_a_null(sqlite_engine: Engine) -> None:
+    prepared = Prepared(intake._Statements("sqlite").incident, sqlite_engine.dialect)
+    values = _values(_survey(sqlite_engine), "missing")
+    del values["valence"]
+    with pytest.raises(KeyError, match="valence"):
+        prepared.parameters(values)
