@@ -15,7 +15,18 @@ import orjson
 import sqlalchemy.exc
 from fastapi import Depends, Request
 from psycopg.pq import Format
-from sqlalchemy import Connection, Engine, Table, create_engine, event
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Insert,
+    Table,
+    bindparam,
+    create_engine,
+    event,
+    insert,
+    select,
+    union_all,
+)
 from sqlalchemy.dialects.sqlite.base import SQLiteCompiler
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
@@ -166,15 +177,25 @@ def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(bind=engine, expire_on_commit=False, autoflush=False)
 
 
-_write_engines: weakref.WeakKeyDictionary[Engine, Engine] = weakref.WeakKeyDictionary()
+_engines_with: weakref.WeakKeyDictionary[Engine, dict[tuple[tuple[str, Any], ...], Engine]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def engine_with(engine: Engine, **options: Any) -> Engine:
+    """The same engine and pool with these execution options, made once per engine and
+    options (`Engine.execution_options` copies the engine: not a thing to do per request)."""
+    made = _engines_with.setdefault(engine, {})
+    key = tuple(sorted(options.items()))
+    marked = made.get(key)
+    if marked is None:
+        marked = made[key] = engine.execution_options(**options)
+    return marked
 
 
 def write_engine(engine: Engine) -> Engine:
     """The same engine and pool, marked so that its transactions begin as writers (SQLite)."""
-    marked = _write_engines.get(engine)
-    if marked is None:
-        marked = _write_engines[engine] = engine.execution_options(cit_write=True)
-    return marked
+    return engine_with(engine, cit_write=True)
 
 
 def new_session(factory: sessionmaker[Session], *, write: bool) -> Session:
@@ -325,6 +346,27 @@ def brief_read(session: Session) -> Iterator[Session]:
         yield session
     finally:
         session.rollback()
+
+
+def insert_rows(table: Table, rows: list[dict[str, Any]]) -> Insert:
+    """An INSERT of `rows` (all with the same keys) as one statement that SQLAlchemy can cache:
+    `insert(table).values(rows)` of more than one row has no cache key, so it was compiled
+    afresh on every call (a sixth of the server's CPU per coding on PostgreSQL, where
+    WriteBatch sends it as a CTE; bench/review_throughput.py). Several rows go as `INSERT ..
+    SELECT <row 1> UNION ALL SELECT <row 2> ..`, each value a parameter of its column's type:
+    one compiled form per table, keys and number of rows. As with a multi-row VALUES, a column
+    left out gets its server default, so a Python-side default must be in the rows."""
+    keys = list(rows[0])
+    missing = [c.name for c in table.columns if c.default is not None and c.name not in rows[0]]
+    if missing:
+        raise ValueError(f"insert_rows({table.name}): rows need {', '.join(missing)}")
+    if len(rows) == 1:
+        return insert(table).values(rows[0])
+    columns = [table.c[key] for key in keys]
+    selects = [
+        select(*(bindparam(None, row[c.key], type_=c.type) for c in columns)) for row in rows
+    ]
+    return insert(table).from_select(keys, union_all(*selects), include_defaults=False)
 
 
 class WriteBatch:

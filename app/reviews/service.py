@@ -37,7 +37,7 @@ from app.codebooks.service import (
     nlp_codebook_of,
     survey_version_ref,
 )
-from app.db import WriteBatch
+from app.db import WriteBatch, insert_rows
 from app.errors import Conflict, Forbidden, NotFound
 from app.incidents.redaction import TextViews, text_views
 from app.incidents.schemas import CodeDecisionRead, IncidentPage, IncidentRead
@@ -656,7 +656,7 @@ def save_coding(
             conn.execute(_INSERT_SPANS, span_rows)
     elif code_rows:
         writes.add(
-            _decisions, lambda: insert(_decisions).values(code_rows), _INSERT_DECISIONS, code_rows
+            _decisions, lambda: insert_rows(_decisions, code_rows), _INSERT_DECISIONS, code_rows
         )
     # The lease did its job: the coder has answered.
     story_id, coder_id = incident.id, user.id
@@ -715,12 +715,12 @@ def save_coding(
     ]
     current = conn.execute(_FINAL_CODES, key).all() if found.has_final else []
     _settle(session, incident, user, held, current, events, published, writes)
-    writes.add(_audit, lambda: insert(_audit).values(events), _INSERT_AUDIT, events)
+    writes.add(_audit, lambda: insert_rows(_audit, events), _INSERT_AUDIT, events)
     # coding.saved and, when the story became final, story.final.
     outbox = webhooks.outbox_rows(published)
     writes.add(
         webhooks.events_table,
-        lambda: insert(webhooks.events_table).values(outbox),
+        lambda: insert_rows(webhooks.events_table, outbox),
         webhooks.INSERT_EVENTS,
         outbox,
     )
@@ -939,7 +939,7 @@ def _replace_final(
         }
         for code in dict.fromkeys(codes)
     ]
-    writes.add(_final, lambda: insert(_final).values(rows), _INSERT_FINAL, rows)
+    writes.add(_final, lambda: insert_rows(_final, rows), _INSERT_FINAL, rows)
     if len(wanted) == 1:
         return [wanted[0]]
     # The order the state is recorded in is the database's collation (as `_state` reads it).
