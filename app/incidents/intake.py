@@ -54,7 +54,7 @@ from sqlalchemy.orm import Session
 from app.auth import hash_token
 from app.cases.crypto import encrypt
 from app.config import Settings, get_settings
-from app.db import write_engine
+from app.db import engine_with, write_engine
 from app.erasure.receipts import receipt_code, receipt_hash
 from app.incidents.redaction import redaction_columns
 from app.incidents.service import CleanStory, Intake, check_story, new_submission_key
@@ -289,18 +289,10 @@ def _writes(conn: Connection, sql: _Statements) -> _SQLiteWrites:
     return found
 
 
-_autocommit_engines: weakref.WeakKeyDictionary[Engine, Engine] = weakref.WeakKeyDictionary()
-
-
 def _autocommit(engine: Engine) -> Engine:
     """The same engine and pool, its connections in autocommit (PostgreSQL: no BEGIN/COMMIT
     round trips around a statement that is a transaction of its own)."""
-    marked = _autocommit_engines.get(engine)
-    if marked is None:
-        marked = _autocommit_engines[engine] = engine.execution_options(
-            isolation_level="AUTOCOMMIT"
-        )
-    return marked
+    return engine_with(engine, isolation_level="AUTOCOMMIT")
 
 
 def insert_story(
@@ -377,8 +369,10 @@ def insert_story(
             "job_updated": now,
         }
         row: Sequence[Any] | None = conn.execute(sql.incident_and_job, values).first()
+        writes = None
     else:
-        row = _writes(conn, sql).incident.first(conn, values)
+        writes = _writes(conn, sql)
+        row = writes.incident.first(conn, values)
     if row is None:
         # The key was stored before (a refresh, a retry), the survey closed a moment ago, or
         # the invitation was taken meanwhile.
@@ -402,8 +396,7 @@ def insert_story(
                 "created_at": now,
             },
         )
-    if not sql.postgres:
-        writes = _writes(conn, sql)
+    if writes is not None:  # SQLite: the job and the event (PostgreSQL wrote them above)
         writes.job.execute(
             conn,
             {
