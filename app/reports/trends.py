@@ -46,6 +46,8 @@ from dataclasses import dataclass, replace
 from datetime import date
 from typing import Any
 
+import numpy as np
+import orjson
 from sqlalchemy.orm import Session
 
 from app.codebooks.vocabulary import vocabulary
@@ -357,6 +359,14 @@ def _finer_key(key: Hashable) -> Hashable:
 class _Protected:
     """Every published count of the report, and which of them are hidden.
 
+    Story counts (a few per cell) are kept by key (`story_values`, `story_hidden`). Code counts
+    (one per code and coded cell: tens of thousands in a grouped report) are kept as arrays:
+    `code_counts[code, column]` and `code_hidden`, one row per name of `cells.code_names`, one
+    column per coded cell of `columns` (in report order: period, valence, group), and per
+    (period, valence) block of columns the all-groups counts `total_counts[code, block]` and
+    `total_hidden` (a grouped report's). The secondary suppression runs on keys as before, but
+    only over the periods where something is hidden (`_protect_codes`).
+
     `ungrouped` (for a grouped report): the protection of the same report without groups,
     whose totals this report publishes too and must hide exactly alike. `finer`: the protection
     of the same report at the finer period (FINER), whose cells add up to this report's: a
@@ -372,8 +382,8 @@ class _Protected:
         ungrouped: _Protected | None = None,
         finer: _Protected | None = None,
     ) -> None:
-        self.values: dict[Hashable, int] = {}
-        self.hidden: set[Hashable] = set()
+        self.story_values: dict[Hashable, int] = {}
+        self.story_hidden: set[Hashable] = set()
         self.grouped = grouped
         self.cells = cells
         self.period = period
@@ -405,8 +415,24 @@ class _Protected:
                 g
                 for g in groups
                 if self.cells.stories[(period, valence, g)]["confirmed"] > 0
-                or self.cell("confirmed", period, valence, g) in self.hidden
+                or self.cell("confirmed", period, valence, g) in self.story_hidden
             ]
+        # The code counts' columns: the coded cells in report order, in blocks per (period,
+        # valence) (only non-empty ones), and each period's columns.
+        self.columns: list[tuple[date, str, Group]] = []
+        self.blocks: list[tuple[date, str, int, int]] = []
+        self.period_columns: dict[date, tuple[int, int]] = {}
+        for period in self.periods:
+            first = len(self.columns)
+            for valence in VALENCES:
+                groups = self.coded_cells(period, valence)
+                if groups:
+                    start = len(self.columns)
+                    self.columns.extend((period, valence, g) for g in groups)
+                    self.blocks.append((period, valence, start, len(self.columns)))
+            self.period_columns[period] = (first, len(self.columns))
+        self.column_of = {cell: at for at, cell in enumerate(self.columns)}
+        self.block_of = {(p, v): at for at, (p, v, _s, _e) in enumerate(self.blocks)}
 
     def _finer_lines(self, keys: list[Hashable], values: dict[Hashable, int]) -> list[Line]:
         """Each key of this report = the sum of the same key over the finer periods it covers;
@@ -415,64 +441,72 @@ class _Protected:
         if finer is None:
             return []
         parts: dict[Hashable, list[Hashable]] = {}
-        for key, value in finer.values.items():
-            if not isinstance(key, tuple) or key[0] not in ("story", "code"):
-                continue
-            position = _PERIOD_AT[key[0]]
-            coarse = list(key)
-            coarse[position] = rollups.period_start(key[position], self.period)
+        for key, value in finer.all_values():
+            position = _PERIOD_AT[key[0]]  # type: ignore[index]
+            coarse = list(key)  # type: ignore[arg-type]
+            coarse[position] = rollups.period_start(key[position], self.period)  # type: ignore[index]
             parts.setdefault(tuple(coarse), []).append(_finer_key(key))
             values[_finer_key(key)] = value
         return [Line(key, tuple(parts[key])) for key in keys if key in parts]
 
     def _finer_hidden(self) -> set[Hashable]:
-        return {_finer_key(k) for k in self.finer.hidden} if self.finer is not None else set()
+        if self.finer is None:
+            return set()
+        return {_finer_key(k) for k in self.finer.all_hidden()}
 
     def _protect_stories(self, min_cell: int) -> None:
         lines: list[Line] = []
+        values = self.story_values
         for period in self.periods:
             for measure in MEASURES:
                 period_total = _story_key(measure, period, None, None)
-                self.values[period_total] = 0
+                values[period_total] = 0
                 valence_totals = []
                 for valence in VALENCES:
                     valence_total = _story_key(measure, period, valence, None)
                     valence_totals.append(valence_total)
-                    self.values[valence_total] = 0
+                    values[valence_total] = 0
                     parts = []
                     for group in self.groups.get((period, valence), []):
                         value = self.cells.stories[(period, valence, group)][measure]
-                        self.values[valence_total] += value
+                        values[valence_total] += value
                         if self.grouped:
                             key = self.cell(measure, period, valence, group)
-                            self.values[key] = value
+                            values[key] = value
                             parts.append(key)
-                    self.values[period_total] += self.values[valence_total]
+                    values[period_total] += values[valence_total]
                     if self.grouped:
                         lines.append(Line(valence_total, tuple(parts)))
                 lines.append(Line(period_total, tuple(valence_totals)))
-        self.hidden |= {k for k, v in self.values.items() if is_small(v, min_cell)}
-        totals = {k for k in self.values if k[4] is None}  # type: ignore[index]
-        self._settle(lines, totals)
+        hidden = {k for k, v in values.items() if is_small(v, min_cell)}
+        totals = {k for k in values if k[4] is None}  # type: ignore[index]
+        self.story_hidden = self._settle(values, hidden, lines, totals)
 
-    def _settle(self, lines: list[Line], totals: set[Hashable]) -> None:
-        """Secondary suppression over this report's lines and those to the finer report.
+    def _settle(
+        self,
+        own: dict[Hashable, int],
+        own_hidden: set[Hashable],
+        lines: list[Line],
+        totals: set[Hashable],
+    ) -> set[Hashable]:
+        """Secondary suppression over this report's lines and those to the finer report: the
+        keys of `own` to hide, given those hidden so far (`own_hidden`).
 
         The totals (keys without a group) of a grouped report are the ungrouped report's: they
         are hidden exactly as it hides them, and nothing else here may hide them. The finer
         report's cells are published by it: fixed too."""
-        values = dict(self.values)
-        hidden = set(self.hidden)
+        values = dict(own)
+        hidden = set(own_hidden)
         fixed: set[Hashable] = set()
         if self.grouped and self.ungrouped is not None:
             fixed = set(totals)
             hidden -= totals
-            hidden |= {k for k in totals if k in self.ungrouped.hidden}
-        own = list(self.values)
+            hidden |= {k for k in totals if self.ungrouped.is_hidden(k)}
+        keys = list(own)
         if self.grouped:
-            own = [k for k in own if k not in totals]  # the ungrouped report's lines did those
-        lines = lines + self._finer_lines(own, values)
-        fixed |= {k for k in values if k not in self.values}
+            keys = [k for k in keys if k not in totals]  # the ungrouped report's lines did those
+        lines = lines + self._finer_lines(keys, values)
+        fixed |= {k for k in values if k not in own}
         hidden |= self._finer_hidden()
         # Every line lies within one period (of this report's length: a finer line's parts
         # fall in its total's period), and `secondary` only hides members of a line that has
@@ -483,7 +517,7 @@ class _Protected:
         lines = [line for line in lines if self._period_of(line.total) in active]
         if lines:
             secondary(values, hidden, lines, may_hide=lambda key: key not in fixed)
-        self.hidden = {k for k in hidden if k in self.values}
+        return {k for k in hidden if k in own}
 
     def _period_of(self, key: Hashable) -> date:
         """The period (of this report's length) of a key of this report or a tagged finer one."""
@@ -493,58 +527,175 @@ class _Protected:
         return key[_PERIOD_AT[key[0]]]  # type: ignore[index,no-any-return]
 
     def _protect_codes(self, min_cell: int) -> None:
-        values: dict[Hashable, int] = {}
-        hidden: set[Hashable] = set()
-        lines: list[Line] = []
-        totals: set[Hashable] = set()
-        for period in self.periods:
-            for valence in VALENCES:
-                groups = self.coded_cells(period, valence)
-                if not groups:
-                    continue
-                base_total_hidden = _story_key("confirmed", period, valence, None) in self.hidden
-                # Per group (the same for every code): its key's group and whether its base is
-                # hidden. A count is hidden with its base: count <= base <= stories - excluded,
-                # so a visible count under a hidden base would pin the base down.
-                by_group = [
-                    (
-                        group,
-                        group if self.grouped else None,
-                        self.cell("confirmed", period, valence, group) in self.hidden,
-                    )
-                    for group in groups
-                ]
-                codes = self.cells.codes
-                for code in self.cells.code_names:
-                    parts = []
-                    total = 0
-                    for group, key_group, base_hidden in by_group:
-                        value = codes.get((period, code, valence, group), 0)
-                        total += value
-                        key = ("code", period, code, valence, key_group)  # _code_key
-                        values[key] = value
-                        if base_hidden or 0 < value < min_cell:  # or is_small
-                            hidden.add(key)
-                        parts.append(key)
-                    if self.grouped:
-                        total_key = _code_key(period, code, valence, None)
-                        values[total_key] = total
-                        totals.add(total_key)
-                        if is_small(total, min_cell) or base_total_hidden:
-                            hidden.add(total_key)
-                        lines.append(Line(total_key, tuple(parts)))
-        story_values, story_hidden = self.values, self.hidden
-        self.values, self.hidden = values, hidden
-        self._settle(lines, totals)
-        values, hidden = self.values, self.hidden
-        self.values, self.hidden = story_values, story_hidden
-        self.values.update(values)
-        self.hidden |= hidden
+        """Primary suppression on the arrays; then, in the periods where something is hidden
+        (here, as the ungrouped report hides the totals, or in the finer report), the
+        secondary suppression over keys exactly as for the stories (`_settle`)."""
+        names = self.cells.code_names
+        self.code_row = {name: at for at, name in enumerate(names)}
+        shape = (len(names), len(self.columns))
+        counts = np.zeros(shape, dtype=np.int64)
+        if shape[0] and shape[1]:
+            at_code, at_column, ns = [], [], []
+            column_of, code_row = self.column_of, self.code_row
+            for (period, code, valence, group), n in self.cells.codes.items():
+                column = column_of.get((period, valence, group))
+                if column is not None:  # a code count without a coded cell is not published
+                    at_code.append(code_row[code])
+                    at_column.append(column)
+                    ns.append(n)
+            if ns:
+                counts[at_code, at_column] = ns
+        base_hidden = np.array(
+            [self.cell("confirmed", p, v, g) in self.story_hidden for p, v, g in self.columns],
+            dtype=bool,
+        )
+        # A count is hidden with its base: count <= base <= stories - excluded, so a visible
+        # count under a hidden base would pin the base down.
+        hidden = ((counts > 0) & (counts < min_cell)) | base_hidden[np.newaxis, :]
+        starts = [start for _p, _v, start, _e in self.blocks]
+        if self.grouped and shape[0] and starts:
+            totals = np.add.reduceat(counts, starts, axis=1)
+        else:
+            totals = np.zeros((shape[0], len(self.blocks) if self.grouped else 0), np.int64)
+        base_total_hidden = np.array(
+            [
+                _story_key("confirmed", p, v, None) in self.story_hidden
+                for p, v, _s, _e in self.blocks
+            ]
+            if self.grouped
+            else [],
+            dtype=bool,
+        )
+        primary_totals = (totals > 0) & (totals < min_cell) | base_total_hidden[np.newaxis, :]
+        if self.grouped and self.ungrouped is not None:
+            published_totals = self.ungrouped.hidden_totals_of(self, names)
+        else:
+            published_totals = primary_totals
+        self.code_counts, self.code_hidden = counts, hidden
+        self.total_counts, self.total_hidden = totals, published_totals
 
-    def published(self) -> dict[Hashable, int | None]:
-        """Every count as the report publishes it: None where hidden."""
-        hidden = self.hidden
-        return {k: None if k in hidden else v for k, v in self.values.items()}
+        # The periods `_settle` works on: with a hidden key of this report or the finer one.
+        active = {self.columns[c][0] for c in np.flatnonzero(hidden.any(axis=0)).tolist()}
+        active |= {self.blocks[b][0] for b in np.flatnonzero(published_totals.any(axis=0)).tolist()}
+        active |= {self._period_of(k) for k in self._finer_hidden()}
+        if not active:
+            return
+        # The keys, values and lines of those periods, in the order `_settle` has always seen
+        # them (per period, valence and code: the group cells, then their total).
+        values: dict[Hashable, int] = {}
+        own_hidden: set[Hashable] = set()
+        lines: list[Line] = []
+        total_keys: set[Hashable] = set()
+        taken: list[tuple[int, int, int]] = []  # (block, its first column, its end)
+        for block, (period, valence, start, end) in enumerate(self.blocks):
+            if period not in active:
+                continue
+            taken.append((block, start, end))
+            key_groups = [self.columns[c][2] if self.grouped else None for c in range(start, end)]
+            for row, code in enumerate(names):
+                parts = []
+                row_counts = counts[row, start:end].tolist()
+                row_hidden = hidden[row, start:end].tolist()
+                for key_group, value, is_hidden in zip(
+                    key_groups, row_counts, row_hidden, strict=True
+                ):
+                    key = ("code", period, code, valence, key_group)  # _code_key
+                    values[key] = value
+                    if is_hidden:
+                        own_hidden.add(key)
+                    parts.append(key)
+                if self.grouped:
+                    total_key = _code_key(period, code, valence, None)
+                    values[total_key] = int(totals[row, block])
+                    total_keys.add(total_key)
+                    if primary_totals[row, block]:
+                        own_hidden.add(total_key)
+                    lines.append(Line(total_key, tuple(parts)))
+        settled = self._settle(values, own_hidden, lines, total_keys)
+        for block, start, end in taken:
+            period, valence = self.blocks[block][:2]
+            for row, code in enumerate(names):
+                for column in range(start, end):
+                    key_group = self.columns[column][2] if self.grouped else None
+                    hidden[row, column] = ("code", period, code, valence, key_group) in settled
+                if self.grouped:
+                    published_totals[row, block] = _code_key(period, code, valence, None) in settled
+
+    def hidden_totals_of(self, grouped: _Protected, names: list[str]) -> np.ndarray:
+        """For a grouped report of this (ungrouped) one: per code of `names` and block of
+        `grouped`, whether this report hides the all-groups count."""
+        found = np.zeros((len(names), len(grouped.blocks)), dtype=bool)
+        rows = [self.code_row.get(name, -1) for name in names]
+        for block, (period, valence, _s, _e) in enumerate(grouped.blocks):
+            column = self.column_of.get((period, valence, ()))
+            if column is None:
+                continue
+            for at, row in enumerate(rows):
+                if row >= 0:
+                    found[at, block] = self.code_hidden[row, column]
+        return found
+
+    def is_hidden(self, key: Hashable) -> bool:
+        """Whether a key (`_story_key`, `_code_key`) of this report is hidden."""
+        if key[0] == "story":  # type: ignore[index]
+            return key in self.story_hidden
+        _kind, period, code, valence, group = key  # type: ignore[misc]
+        row = self.code_row.get(code)
+        if row is None:
+            return False
+        if group is None and self.grouped:
+            block = self.block_of.get((period, valence))
+            return block is not None and bool(self.total_hidden[row, block])
+        column = self.column_of.get((period, valence, group if self.grouped else ()))
+        return column is not None and bool(self.code_hidden[row, column])
+
+    def _code_items(self) -> list[tuple[Hashable, int, bool]]:
+        """Every code key with its count and whether it is hidden, in report order (per period,
+        valence and code: the group cells, then their total)."""
+        items: list[tuple[Hashable, int, bool]] = []
+        names = self.cells.code_names
+        for block, (period, valence, start, end) in enumerate(self.blocks):
+            key_groups = [self.columns[c][2] if self.grouped else None for c in range(start, end)]
+            for row, code in enumerate(names):
+                for key_group, value, is_hidden in zip(
+                    key_groups,
+                    self.code_counts[row, start:end].tolist(),
+                    self.code_hidden[row, start:end].tolist(),
+                    strict=True,
+                ):
+                    items.append((("code", period, code, valence, key_group), value, is_hidden))
+                if self.grouped:
+                    items.append(
+                        (
+                            _code_key(period, code, valence, None),
+                            int(self.total_counts[row, block]),
+                            bool(self.total_hidden[row, block]),
+                        )
+                    )
+        return items
+
+    def all_values(self) -> list[tuple[Hashable, int]]:
+        """Every count of the report by its key: the stories', then the codes'."""
+        return [*self.story_values.items(), *((k, v) for k, v, _h in self._code_items())]
+
+    def all_hidden(self) -> set[Hashable]:
+        """Every hidden key of the report."""
+        return self.story_hidden | {k for k, _v, hidden in self._code_items() if hidden}
+
+    def hidden_periods(self) -> set[date]:
+        """The periods of this report in which something is hidden."""
+        found = {key[_PERIOD_AT["story"]] for key in self.story_hidden}  # type: ignore[index]
+        found |= {self.columns[c][0] for c in np.flatnonzero(self.code_hidden.any(axis=0)).tolist()}
+        if self.grouped:
+            found |= {
+                self.blocks[b][0] for b in np.flatnonzero(self.total_hidden.any(axis=0)).tolist()
+            }
+        return found
+
+    def shown_stories(self) -> dict[Hashable, int | None]:
+        """Every story count as the report publishes it: None where hidden."""
+        hidden = self.story_hidden
+        return {k: None if k in hidden else v for k, v in self.story_values.items()}
 
 
 def _sort_key(key: tuple[date, str, Group]) -> tuple[Any, ...]:
@@ -568,10 +719,7 @@ def _hidden_periods(protected: _Protected | None, period: Period) -> set[date]:
     """The periods (of length `period`) in which `protected` hides something."""
     if protected is None:
         return set()
-    found = set()
-    for key in protected.hidden:
-        found.add(rollups.period_start(key[_PERIOD_AT[key[0]]], period))  # type: ignore[index]
-    return found
+    return {rollups.period_start(p, period) for p in protected.hidden_periods()}
 
 
 def _needed(cells: _Cells, min_cell: int, periods: set[date]) -> _Cells:
@@ -693,6 +841,240 @@ def trends_report(
 # TrendRow's and CellTotals' group fields, in their order: each row carries all four.
 _GROUP_KEYS = ("survey_id", "touchpoint", "channel", "segment")
 
+# A row's change_from_previous: none (no previous row), suppressed, or a z-test.
+_NO_CHANGE, _SUPPRESSED_CHANGE, _TESTED_CHANGE = 0, 1, 2
+
+
+@dataclass
+class _Rows:
+    """The trend rows column by column (a grouped report has tens of thousands): row r is code
+    `names[code_at[r]]` of coded cell `protected.columns[column_at[r]]`; counts and bases None
+    where hidden, shares and intervals None where there is none, and per row its kind of change
+    (`_NO_CHANGE`...) with, for a tested one, its test's (diff, z, p_value, reason) in order."""
+
+    protected: _Protected
+    code_at: list[int]
+    column_at: list[int]
+    counts: list[int | None]
+    bases: list[int | None]
+    shares: list[float | None]
+    lows: list[float | None]
+    highs: list[float | None]
+    change_kinds: list[int]
+    previous_periods: list[date]  # per column: the previous period
+    tests: list[tuple[float | None, float | None, float | None, str | None]]
+    group_values: list[tuple[Any, ...]]  # per column: its _GROUP_KEYS values
+
+    def dicts(self) -> list[dict[str, Any]]:
+        """The rows as TrendRow dumps."""
+        protected = self.protected
+        names = [_row_code(name) for name in protected.cells.code_names]
+        columns = protected.columns
+        tests = iter(self.tests)
+        rows = []
+        for code_at, column_at, count, base, share, low, high, kind in zip(
+            self.code_at, self.column_at, self.counts, self.bases, self.shares, self.lows,
+            self.highs, self.change_kinds, strict=True,
+        ):  # fmt: skip
+            name, level = names[code_at]
+            period, valence, _group = columns[column_at]
+            survey_id, touchpoint, channel, segment = self.group_values[column_at]
+            change: dict[str, Any] | None = None
+            if kind == _SUPPRESSED_CHANGE:
+                change = {
+                    "previous_period": self.previous_periods[column_at],
+                    "diff": None,
+                    "z": None,
+                    "p_value": None,
+                    "reason": "suppressed",
+                }
+            elif kind == _TESTED_CHANGE:
+                diff, z, p_value, reason = next(tests)
+                change = {
+                    "previous_period": self.previous_periods[column_at],
+                    "diff": diff,
+                    "z": z,
+                    "p_value": p_value,
+                    "reason": reason,
+                }
+            rows.append(
+                {
+                    "period": period,
+                    "code": name,
+                    "level": level,
+                    "valence": valence,
+                    "survey_id": survey_id,
+                    "touchpoint": touchpoint,
+                    "channel": channel,
+                    "segment": segment,
+                    "count": count,
+                    "base": base,
+                    "share": share,
+                    "ci_low": low,
+                    "ci_high": high,
+                    "suppressed": count is None or base is None,
+                    "change_from_previous": change,
+                }
+            )
+        return rows
+
+    def json(self) -> bytes:
+        """The rows as `orjson.dumps(self.dicts())` writes them, without the dictionaries: each
+        value written by orjson itself (numbers and nulls a list at a time), the pieces a row
+        shares with others (its period and code, its cell) written once."""
+        if not self.code_at:
+            return b"[]"
+        protected = self.protected
+        names = [_row_code(name) for name in protected.cells.code_names]
+        cell_parts = [
+            b'"valence":%b,"survey_id":%b,"touchpoint":%b,"channel":%b,"segment":%b,"count":'
+            % tuple(orjson.dumps(v) for v in (valence, *group_values))
+            for (_p, valence, _g), group_values in zip(
+                protected.columns, self.group_values, strict=True
+            )
+        ]
+        heads: dict[tuple[date, int], bytes] = {}
+        previous: dict[date, bytes] = {}
+        counts, bases = _json_values(self.counts), _json_values(self.bases)
+        shares, lows = _json_values(self.shares), _json_values(self.lows)
+        highs = _json_values(self.highs)
+        diffs, zs, p_values, reasons = (
+            _json_values(list(values)) for values in zip(*self.tests, strict=True)
+        ) if self.tests else ([], [], [], [])  # fmt: skip
+        tested = 0
+        columns = protected.columns
+        out = []
+        for code_at, column_at, count, base, share, low, high, kind, suppressed in zip(
+            self.code_at, self.column_at, counts, bases, shares, lows, highs, self.change_kinds,
+            (c is None or b is None for c, b in zip(self.counts, self.bases, strict=True)),
+            strict=True,
+        ):  # fmt: skip
+            period = columns[column_at][0]
+            head = heads.get((period, code_at))
+            if head is None:
+                name, level = names[code_at]
+                head = heads[(period, code_at)] = b'{"period":%b,"code":%b,"level":%b,' % (
+                    orjson.dumps(period),
+                    orjson.dumps(name),
+                    orjson.dumps(level),
+                )
+            if kind == _NO_CHANGE:
+                change = b"null"
+            else:
+                before = self.previous_periods[column_at]
+                written = previous.get(before)
+                if written is None:
+                    written = previous[before] = orjson.dumps(before)
+                if kind == _SUPPRESSED_CHANGE:
+                    change = (
+                        b'{"previous_period":%b,"diff":null,"z":null,"p_value":null,'
+                        b'"reason":"suppressed"}' % written
+                    )
+                else:
+                    change = b'{"previous_period":%b,"diff":%b,"z":%b,"p_value":%b,"reason":%b}' % (
+                        written,
+                        diffs[tested],
+                        zs[tested],
+                        p_values[tested],
+                        reasons[tested],
+                    )
+                    tested += 1
+            out.append(
+                b'%b%b%b,"base":%b,"share":%b,"ci_low":%b,"ci_high":%b,"suppressed":%b,'
+                b'"change_from_previous":%b}'
+                % (head, cell_parts[column_at], count, base, share, low, high,
+                   b"true" if suppressed else b"false", change)
+            )  # fmt: skip
+        return b"[" + b",".join(out) + b"]"
+
+
+def _json_values(values: Sequence[Any]) -> list[bytes]:
+    """Each value (a number, None or a string without a comma) as orjson writes it."""
+    if not values:
+        return []
+    if any(isinstance(v, str) and "," in v for v in values):
+        return [orjson.dumps(v) for v in values]
+    return orjson.dumps(list(values))[1:-1].split(b",")
+
+
+def _trend_rows(
+    protected: _Protected, query: TrendsQuery, group_values: dict[Group, tuple[Any, ...]]
+) -> _Rows:
+    """The report's rows: per period, code, valence and coded group (the columns of a period,
+    for each code in turn), their counts, shares, intervals and change tests computed on
+    arrays (app.reports.intervals' array versions: the same floats as the scalar functions)."""
+    columns = protected.columns
+    shown = protected.shown_stories()
+    cell = protected.cell
+    previous_of = {p: rollups.previous_period(p, query.period) for p in protected.periods}
+    # Per column: its base (-1 where hidden) and the previous period's column (-1: no row).
+    column_bases = [shown[cell("confirmed", p, v, g)] for p, v, g in columns]
+    bases_at = np.array([-1 if b is None else b for b in column_bases], dtype=np.int64)
+    previous_at = np.array(
+        [protected.column_of.get((previous_of[p], v, g), -1) for p, v, g in columns],
+        dtype=np.int64,
+    )
+    n_codes = len(protected.cells.code_names)
+    code_parts, column_parts = [], []
+    for period in protected.periods:
+        first, end = protected.period_columns[period]
+        code_parts.append(np.repeat(np.arange(n_codes, dtype=np.int64), end - first))
+        column_parts.append(np.tile(np.arange(first, end, dtype=np.int64), n_codes))
+    code_at = np.concatenate(code_parts) if code_parts else np.zeros(0, np.int64)
+    column_at = np.concatenate(column_parts) if column_parts else np.zeros(0, np.int64)
+
+    counts = protected.code_counts[code_at, column_at]
+    hidden = protected.code_hidden[code_at, column_at]
+    bases = bases_at[column_at]
+    no_base = bases < 0
+    with_interval = ~hidden & ~no_base & (bases > 0)
+    previous = previous_at[column_at]
+    has_previous = previous >= 0
+    before = np.where(has_previous, previous, 0)
+    previous_counts = protected.code_counts[code_at, before]
+    previous_hidden = protected.code_hidden[code_at, before]
+    previous_bases = bases_at[before]
+    suppressed_change = has_previous & (hidden | no_base | previous_hidden | (previous_bases < 0))
+    tested = has_previous & ~suppressed_change
+
+    n_rows = len(code_at)
+    shares: list[float | None] = [None] * n_rows
+    lows: list[float | None] = [None] * n_rows
+    highs: list[float | None] = [None] * n_rows
+    at_interval = np.flatnonzero(with_interval).tolist()
+    for at, share, low, high in zip(
+        at_interval,
+        *wilson_95_many(counts[with_interval].tolist(), bases[with_interval].tolist()),
+        strict=True,
+    ):
+        shares[at], lows[at], highs[at] = share, low, high
+    tests = (
+        two_proportion_many(
+            counts[tested].tolist(),
+            bases[tested].tolist(),
+            previous_counts[tested].tolist(),
+            previous_bases[tested].tolist(),
+        )
+        if tested.any()
+        else []
+    )
+    kinds = np.where(tested, _TESTED_CHANGE, np.where(suppressed_change, _SUPPRESSED_CHANGE, 0))
+
+    return _Rows(
+        protected=protected,
+        code_at=code_at.tolist(),
+        column_at=column_at.tolist(),
+        counts=[None if h else c for c, h in zip(counts.tolist(), hidden.tolist(), strict=True)],
+        bases=[column_bases[c] for c in column_at.tolist()],
+        shares=shares,
+        lows=lows,
+        highs=highs,
+        change_kinds=kinds.tolist(),
+        previous_periods=[previous_of[p] for p, _v, _g in columns],
+        tests=tests,
+        group_values=[group_values[g] for _p, _v, g in columns],
+    )
+
 
 def trends_data(
     session: Session, query: TrendsQuery, *, min_cell: int = 5, suppress: bool = True
@@ -701,6 +1083,27 @@ def trends_data(
     `trends_report` (every field, in the models' order), so that the API can write it as JSON
     without building a model per row (a grouped report has thousands of rows).
     `tests/reports/test_trends.py` holds the two to the same bytes."""
+    report, rows = _report(session, query, min_cell=min_cell, suppress=suppress)
+    return {**report, "rows": rows.dicts()}
+
+
+def trends_json(
+    session: Session, query: TrendsQuery, *, min_cell: int = 5, suppress: bool = True
+) -> bytes:
+    """`orjson.dumps(trends_data(...))`, the same bytes, with the rows written from their
+    columns (`_Rows.json`) instead of a dictionary per row. `tests/reports/test_trends.py`
+    holds the two to the same bytes."""
+    report, rows = _report(session, query, min_cell=min_cell, suppress=suppress)
+    # "rows" is the report's last field: its placeholder ends the document.
+    head = orjson.dumps({**report, "rows": []})
+    assert head.endswith(b'"rows":[]}')
+    return head[: -len(b"[]}")] + rows.json() + b"}"
+
+
+def _report(
+    session: Session, query: TrendsQuery, *, min_cell: int, suppress: bool
+) -> tuple[dict[str, Any], _Rows]:
+    """Every field of the trends report but its rows, and the rows as columns."""
     fetched: dict[TrendsQuery, _Cells] = {}
     cells = _fetch_tied(session, query, fetched) if suppress else _fetch(session, query)
     grouped = bool(query.group_by)
@@ -725,9 +1128,7 @@ def trends_data(
         }
         for group in {g for _p, _v, g in cells.stories}
     }
-    shown = protected.published()
-    # The same fields in _GROUP_KEYS' order, for the rows (written out, not merged per row).
-    group_values = {group: tuple(fields.values()) for group, fields in fields_of.items()}
+    shown = protected.shown_stories()
 
     def counts(keys: Sequence[Hashable]) -> dict[str, Any]:
         stories, confirmed, excluded = (shown[k] for k in keys)
@@ -749,6 +1150,7 @@ def trends_data(
         }
         for period in protected.periods
     ]
+    # In report order (period, valence, group): protected.groups holds the cells so sorted.
     totals = [
         {
             **counts([protected.cell(m, period, valence, group) for m in MEASURES]),
@@ -756,116 +1158,12 @@ def trends_data(
             "valence": valence,
             **fields_of[group],
         }
-        for period, valence, group in sorted(cells.stories, key=_sort_key)
+        for (period, valence), groups in protected.groups.items()
+        for group in groups
     ]
-
-    row_codes = {code: _row_code(code) for code in cells.code_names}
-    # The rows in two passes: their counts first (one tuple each), then the shares, intervals
-    # and change tests of all rows at once (app.reports.intervals' array versions: the same
-    # floats), then the row dictionaries.
-    heads: list[tuple[Any, ...]] = []
-    wilson_at: list[int] = []
-    wilson_x: list[int] = []
-    wilson_n: list[int] = []
-    change_at: list[int] = []
-    change_args: list[tuple[int, int, int, int]] = []
-    # A row's change_from_previous: None, a dict, or (until the tests below) its previous period.
-    changes: list[Any] = []
-    suppressed_change = {"diff": None, "z": None, "p_value": None, "reason": "suppressed"}
-    for period in protected.periods:
-        previous = rollups.previous_period(period, query.period)
-        # Per valence and group: the cell's base and, when the previous period has the row
-        # (same code, valence and group) the change needs, the previous base.
-        bases = {}
-        for valence in VALENCES:
-            previous_groups = set(protected.coded_cells(previous, valence))
-            bases[valence] = [
-                (
-                    *group_values[group],
-                    group if grouped else None,
-                    shown[protected.cell("confirmed", period, valence, group)],
-                    shown[protected.cell("confirmed", previous, valence, group)]
-                    if group in previous_groups
-                    else _NO_ROW,
-                )
-                for group in protected.coded_cells(period, valence)
-            ]
-        for code in cells.code_names:
-            name, level = row_codes[code]
-            for valence in VALENCES:
-                for (
-                    survey_id,
-                    touchpoint,
-                    channel,
-                    segment,
-                    cell_group,
-                    base,
-                    previous_base,
-                ) in bases[valence]:
-                    count = shown[("code", period, code, valence, cell_group)]
-                    if count is not None and base is not None and base > 0:
-                        wilson_at.append(len(heads))
-                        wilson_x.append(count)
-                        wilson_n.append(base)
-                    if previous_base is _NO_ROW:
-                        changes.append(None)
-                    else:
-                        previous_count = shown[("code", previous, code, valence, cell_group)]
-                        if (
-                            count is None
-                            or base is None
-                            or previous_count is None
-                            or previous_base is None
-                        ):
-                            changes.append({"previous_period": previous, **suppressed_change})
-                        else:
-                            change_at.append(len(heads))
-                            change_args.append((count, base, previous_count, previous_base))  # type: ignore[arg-type]
-                            changes.append(previous)  # filled below
-                    heads.append(
-                        (period, name, level, valence, survey_id, touchpoint, channel, segment,
-                         count, base)
-                    )  # fmt: skip
-    shares: list[float | None] = [None] * len(heads)
-    lows: list[float | None] = [None] * len(heads)
-    highs: list[float | None] = [None] * len(heads)
-    for at, share, low, high in zip(wilson_at, *wilson_95_many(wilson_x, wilson_n), strict=True):
-        shares[at], lows[at], highs[at] = share, low, high
-    tests = two_proportion_many(*zip(*change_args, strict=True)) if change_args else []
-    for at, (diff, z, p_value, reason) in zip(change_at, tests, strict=True):
-        changes[at] = {
-            "previous_period": changes[at],
-            "diff": diff,
-            "z": z,
-            "p_value": p_value,
-            "reason": reason,
-        }
-    rows = [
-        {
-            "period": period,
-            "code": name,
-            "level": level,
-            "valence": valence,
-            "survey_id": survey_id,
-            "touchpoint": touchpoint,
-            "channel": channel,
-            "segment": segment,
-            "count": count,
-            "base": base,
-            "share": share,
-            "ci_low": low,
-            "ci_high": high,
-            "suppressed": count is None or base is None,
-            "change_from_previous": change,
-        }
-        for (
-            (period, name, level, valence, survey_id, touchpoint, channel, segment, count, base),
-            share,
-            low,
-            high,
-            change,
-        ) in zip(heads, shares, lows, highs, changes, strict=True)
-    ]
+    # The same fields in _GROUP_KEYS' order, for the rows.
+    group_values = {group: tuple(fields.values()) for group, fields in fields_of.items()}
+    rows = _trend_rows(protected, query, group_values)
 
     return {
         "note": SHARES_NOTE,
@@ -884,5 +1182,4 @@ def trends_data(
         "rollups": cells.rolled_up,
         "periods": periods,
         "totals": totals,
-        "rows": rows,
-    }
+    }, rows
