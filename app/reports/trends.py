@@ -44,10 +44,9 @@ from __future__ import annotations
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, replace
 from datetime import date
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
-import orjson
 from sqlalchemy.orm import Session
 
 from app.codebooks.vocabulary import vocabulary
@@ -253,13 +252,22 @@ def _fetch(session: Session, query: TrendsQuery) -> _Cells:
             )
         ]
     n_at = 3 + width
+    # The loop a grouped report runs tens of thousands of times: the period's and the group's
+    # conversions looked up inline (a function call each only the first time).
+    known_period, known_group, add = periods.get, groups.get, codes.get
     for code_sql in code_sqls:
         for row in _driver_rows(execute, code_sql):
-            if row[2] not in VALENCES:
+            valence = row[2]
+            if valence not in VALENCES:
                 continue
-            code_key = (period_of(row[0]), row[1], row[2], group_of(tuple(row[3:n_at])))
-            codes[code_key] = codes.get(code_key, 0) + int(row[n_at])
-            names.add(row[1])
+            period = known_period(row[0]) or period_of(row[0])
+            raw_group = tuple(row[3:n_at])
+            group = known_group(raw_group)
+            if group is None:
+                group = group_of(raw_group)
+            code_key = (period, row[1], valence, group)
+            codes[code_key] = add(code_key, 0) + int(row[n_at])
+    names.update(key[1] for key in codes)
     if query.cooccurrence:
         pair_sql = rollups.pair_cells_query(
             dialect,
@@ -442,9 +450,9 @@ class _Protected:
             return []
         parts: dict[Hashable, list[Hashable]] = {}
         for key, value in finer.all_values():
-            position = _PERIOD_AT[key[0]]  # type: ignore[index]
-            coarse = list(key)  # type: ignore[arg-type]
-            coarse[position] = rollups.period_start(key[position], self.period)  # type: ignore[index]
+            coarse = list(cast(tuple[Any, ...], key))
+            position = _PERIOD_AT[coarse[0]]
+            coarse[position] = rollups.period_start(coarse[position], self.period)
             parts.setdefault(tuple(coarse), []).append(_finer_key(key))
             values[_finer_key(key)] = value
         return [Line(key, tuple(parts[key])) for key in keys if key in parts]
@@ -639,7 +647,7 @@ class _Protected:
         """Whether a key (`_story_key`, `_code_key`) of this report is hidden."""
         if key[0] == "story":  # type: ignore[index]
             return key in self.story_hidden
-        _kind, period, code, valence, group = key  # type: ignore[misc]
+        _kind, period, code, valence, group = cast(tuple[Any, ...], key)
         row = self.code_row.get(code)
         if row is None:
             return False
@@ -841,168 +849,14 @@ def trends_report(
 # TrendRow's and CellTotals' group fields, in their order: each row carries all four.
 _GROUP_KEYS = ("survey_id", "touchpoint", "channel", "segment")
 
-# A row's change_from_previous: none (no previous row), suppressed, or a z-test.
-_NO_CHANGE, _SUPPRESSED_CHANGE, _TESTED_CHANGE = 0, 1, 2
-
-
-@dataclass
-class _Rows:
-    """The trend rows column by column (a grouped report has tens of thousands): row r is code
-    `names[code_at[r]]` of coded cell `protected.columns[column_at[r]]`; counts and bases None
-    where hidden, shares and intervals None where there is none, and per row its kind of change
-    (`_NO_CHANGE`...) with, for a tested one, its test's (diff, z, p_value, reason) in order."""
-
-    protected: _Protected
-    code_at: list[int]
-    column_at: list[int]
-    counts: list[int | None]
-    bases: list[int | None]
-    shares: list[float | None]
-    lows: list[float | None]
-    highs: list[float | None]
-    change_kinds: list[int]
-    previous_periods: list[date]  # per column: the previous period
-    tests: list[tuple[float | None, float | None, float | None, str | None]]
-    group_values: list[tuple[Any, ...]]  # per column: its _GROUP_KEYS values
-
-    def dicts(self) -> list[dict[str, Any]]:
-        """The rows as TrendRow dumps."""
-        protected = self.protected
-        names = [_row_code(name) for name in protected.cells.code_names]
-        columns = protected.columns
-        tests = iter(self.tests)
-        rows = []
-        for code_at, column_at, count, base, share, low, high, kind in zip(
-            self.code_at, self.column_at, self.counts, self.bases, self.shares, self.lows,
-            self.highs, self.change_kinds, strict=True,
-        ):  # fmt: skip
-            name, level = names[code_at]
-            period, valence, _group = columns[column_at]
-            survey_id, touchpoint, channel, segment = self.group_values[column_at]
-            change: dict[str, Any] | None = None
-            if kind == _SUPPRESSED_CHANGE:
-                change = {
-                    "previous_period": self.previous_periods[column_at],
-                    "diff": None,
-                    "z": None,
-                    "p_value": None,
-                    "reason": "suppressed",
-                }
-            elif kind == _TESTED_CHANGE:
-                diff, z, p_value, reason = next(tests)
-                change = {
-                    "previous_period": self.previous_periods[column_at],
-                    "diff": diff,
-                    "z": z,
-                    "p_value": p_value,
-                    "reason": reason,
-                }
-            rows.append(
-                {
-                    "period": period,
-                    "code": name,
-                    "level": level,
-                    "valence": valence,
-                    "survey_id": survey_id,
-                    "touchpoint": touchpoint,
-                    "channel": channel,
-                    "segment": segment,
-                    "count": count,
-                    "base": base,
-                    "share": share,
-                    "ci_low": low,
-                    "ci_high": high,
-                    "suppressed": count is None or base is None,
-                    "change_from_previous": change,
-                }
-            )
-        return rows
-
-    def json(self) -> bytes:
-        """The rows as `orjson.dumps(self.dicts())` writes them, without the dictionaries: each
-        value written by orjson itself (numbers and nulls a list at a time), the pieces a row
-        shares with others (its period and code, its cell) written once."""
-        if not self.code_at:
-            return b"[]"
-        protected = self.protected
-        names = [_row_code(name) for name in protected.cells.code_names]
-        cell_parts = [
-            b'"valence":%b,"survey_id":%b,"touchpoint":%b,"channel":%b,"segment":%b,"count":'
-            % tuple(orjson.dumps(v) for v in (valence, *group_values))
-            for (_p, valence, _g), group_values in zip(
-                protected.columns, self.group_values, strict=True
-            )
-        ]
-        heads: dict[tuple[date, int], bytes] = {}
-        previous: dict[date, bytes] = {}
-        counts, bases = _json_values(self.counts), _json_values(self.bases)
-        shares, lows = _json_values(self.shares), _json_values(self.lows)
-        highs = _json_values(self.highs)
-        diffs, zs, p_values, reasons = (
-            _json_values(list(values)) for values in zip(*self.tests, strict=True)
-        ) if self.tests else ([], [], [], [])  # fmt: skip
-        tested = 0
-        columns = protected.columns
-        out = []
-        for code_at, column_at, count, base, share, low, high, kind, suppressed in zip(
-            self.code_at, self.column_at, counts, bases, shares, lows, highs, self.change_kinds,
-            (c is None or b is None for c, b in zip(self.counts, self.bases, strict=True)),
-            strict=True,
-        ):  # fmt: skip
-            period = columns[column_at][0]
-            head = heads.get((period, code_at))
-            if head is None:
-                name, level = names[code_at]
-                head = heads[(period, code_at)] = b'{"period":%b,"code":%b,"level":%b,' % (
-                    orjson.dumps(period),
-                    orjson.dumps(name),
-                    orjson.dumps(level),
-                )
-            if kind == _NO_CHANGE:
-                change = b"null"
-            else:
-                before = self.previous_periods[column_at]
-                written = previous.get(before)
-                if written is None:
-                    written = previous[before] = orjson.dumps(before)
-                if kind == _SUPPRESSED_CHANGE:
-                    change = (
-                        b'{"previous_period":%b,"diff":null,"z":null,"p_value":null,'
-                        b'"reason":"suppressed"}' % written
-                    )
-                else:
-                    change = b'{"previous_period":%b,"diff":%b,"z":%b,"p_value":%b,"reason":%b}' % (
-                        written,
-                        diffs[tested],
-                        zs[tested],
-                        p_values[tested],
-                        reasons[tested],
-                    )
-                    tested += 1
-            out.append(
-                b'%b%b%b,"base":%b,"share":%b,"ci_low":%b,"ci_high":%b,"suppressed":%b,'
-                b'"change_from_previous":%b}'
-                % (head, cell_parts[column_at], count, base, share, low, high,
-                   b"true" if suppressed else b"false", change)
-            )  # fmt: skip
-        return b"[" + b",".join(out) + b"]"
-
-
-def _json_values(values: Sequence[Any]) -> list[bytes]:
-    """Each value (a number, None or a string without a comma) as orjson writes it."""
-    if not values:
-        return []
-    if any(isinstance(v, str) and "," in v for v in values):
-        return [orjson.dumps(v) for v in values]
-    return orjson.dumps(list(values))[1:-1].split(b",")
-
 
 def _trend_rows(
     protected: _Protected, query: TrendsQuery, group_values: dict[Group, tuple[Any, ...]]
-) -> _Rows:
-    """The report's rows: per period, code, valence and coded group (the columns of a period,
-    for each code in turn), their counts, shares, intervals and change tests computed on
-    arrays (app.reports.intervals' array versions: the same floats as the scalar functions)."""
+) -> list[dict[str, Any]]:
+    """The report's rows (TrendRow dumps): per period, code, valence and coded group, i.e. the
+    columns of a period for each code in turn. Their counts, bases, shares, intervals and
+    change tests are taken and computed on arrays, a column per field (app.reports.intervals'
+    array versions: the same floats as the scalar functions), then written out row by row."""
     columns = protected.columns
     shown = protected.shown_stories()
     cell = protected.cell
@@ -1014,12 +868,13 @@ def _trend_rows(
         [protected.column_of.get((previous_of[p], v, g), -1) for p, v, g in columns],
         dtype=np.int64,
     )
-    n_codes = len(protected.cells.code_names)
+    # Per row: its code (row of the counts) and its column.
+    names = [_row_code(name) for name in protected.cells.code_names]
     code_parts, column_parts = [], []
     for period in protected.periods:
         first, end = protected.period_columns[period]
-        code_parts.append(np.repeat(np.arange(n_codes, dtype=np.int64), end - first))
-        column_parts.append(np.tile(np.arange(first, end, dtype=np.int64), n_codes))
+        code_parts.append(np.repeat(np.arange(len(names), dtype=np.int64), end - first))
+        column_parts.append(np.tile(np.arange(first, end, dtype=np.int64), len(names)))
     code_at = np.concatenate(code_parts) if code_parts else np.zeros(0, np.int64)
     column_at = np.concatenate(column_parts) if column_parts else np.zeros(0, np.int64)
 
@@ -1048,32 +903,65 @@ def _trend_rows(
         strict=True,
     ):
         shares[at], lows[at], highs[at] = share, low, high
-    tests = (
-        two_proportion_many(
+    # A row's change_from_previous: None (no previous row), suppressed, or its z-test.
+    changes: list[dict[str, Any] | None] = [None] * n_rows
+    previous_periods = [previous_of[p] for p, _v, _g in columns]
+    for at in np.flatnonzero(suppressed_change).tolist():
+        changes[at] = {
+            "previous_period": previous_periods[int(column_at[at])],
+            "diff": None,
+            "z": None,
+            "p_value": None,
+            "reason": "suppressed",
+        }
+    at_tested = np.flatnonzero(tested).tolist()
+    if at_tested:
+        tests = two_proportion_many(
             counts[tested].tolist(),
             bases[tested].tolist(),
             previous_counts[tested].tolist(),
             previous_bases[tested].tolist(),
         )
-        if tested.any()
-        else []
-    )
-    kinds = np.where(tested, _TESTED_CHANGE, np.where(suppressed_change, _SUPPRESSED_CHANGE, 0))
+        for at, column, (diff, z, p_value, reason) in zip(
+            at_tested, column_at[tested].tolist(), tests, strict=True
+        ):
+            changes[at] = {
+                "previous_period": previous_periods[column],
+                "diff": diff,
+                "z": z,
+                "p_value": p_value,
+                "reason": reason,
+            }
 
-    return _Rows(
-        protected=protected,
-        code_at=code_at.tolist(),
-        column_at=column_at.tolist(),
-        counts=[None if h else c for c, h in zip(counts.tolist(), hidden.tolist(), strict=True)],
-        bases=[column_bases[c] for c in column_at.tolist()],
-        shares=shares,
-        lows=lows,
-        highs=highs,
-        change_kinds=kinds.tolist(),
-        previous_periods=[previous_of[p] for p, _v, _g in columns],
-        tests=tests,
-        group_values=[group_values[g] for _p, _v, g in columns],
-    )
+    cells = [(p, v, *group_values[g]) for p, v, g in columns]
+    rows = []
+    for code, column, count, is_hidden, share, low, high, change in zip(
+        code_at.tolist(), column_at.tolist(), counts.tolist(), hidden.tolist(), shares, lows,
+        highs, changes, strict=True,
+    ):  # fmt: skip
+        name, level = names[code]
+        period, valence, survey_id, touchpoint, channel, segment = cells[column]
+        base = column_bases[column]
+        rows.append(
+            {
+                "period": period,
+                "code": name,
+                "level": level,
+                "valence": valence,
+                "survey_id": survey_id,
+                "touchpoint": touchpoint,
+                "channel": channel,
+                "segment": segment,
+                "count": None if is_hidden else count,
+                "base": base,
+                "share": share,
+                "ci_low": low,
+                "ci_high": high,
+                "suppressed": is_hidden or base is None,
+                "change_from_previous": change,
+            }
+        )
+    return rows
 
 
 def trends_data(
@@ -1083,27 +971,6 @@ def trends_data(
     `trends_report` (every field, in the models' order), so that the API can write it as JSON
     without building a model per row (a grouped report has thousands of rows).
     `tests/reports/test_trends.py` holds the two to the same bytes."""
-    report, rows = _report(session, query, min_cell=min_cell, suppress=suppress)
-    return {**report, "rows": rows.dicts()}
-
-
-def trends_json(
-    session: Session, query: TrendsQuery, *, min_cell: int = 5, suppress: bool = True
-) -> bytes:
-    """`orjson.dumps(trends_data(...))`, the same bytes, with the rows written from their
-    columns (`_Rows.json`) instead of a dictionary per row. `tests/reports/test_trends.py`
-    holds the two to the same bytes."""
-    report, rows = _report(session, query, min_cell=min_cell, suppress=suppress)
-    # "rows" is the report's last field: its placeholder ends the document.
-    head = orjson.dumps({**report, "rows": []})
-    assert head.endswith(b'"rows":[]}')
-    return head[: -len(b"[]}")] + rows.json() + b"}"
-
-
-def _report(
-    session: Session, query: TrendsQuery, *, min_cell: int, suppress: bool
-) -> tuple[dict[str, Any], _Rows]:
-    """Every field of the trends report but its rows, and the rows as columns."""
     fetched: dict[TrendsQuery, _Cells] = {}
     cells = _fetch_tied(session, query, fetched) if suppress else _fetch(session, query)
     grouped = bool(query.group_by)
@@ -1182,4 +1049,5 @@ def _report(
         "rollups": cells.rolled_up,
         "periods": periods,
         "totals": totals,
-    }, rows
+        "rows": rows,
+    }
