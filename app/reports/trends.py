@@ -933,34 +933,46 @@ def _trend_rows(
                 "reason": reason,
             }
 
-    cells = [(p, v, *group_values[g]) for p, v, g in columns]
+    # Row by row, in the order laid out above: each period's cells (the same for every code)
+    # for each code in turn, the per-row values taken from one iterator (zip takes from its
+    # arguments left to right and stops at the first exhausted: a span's end takes nothing).
+    cells = [
+        (v, *group_values[g], base) for (_p, v, g), base in zip(columns, column_bases, strict=True)
+    ]
+    values = zip(counts.tolist(), hidden.tolist(), shares, lows, highs, changes, strict=True)
     rows = []
-    for code, column, count, is_hidden, share, low, high, change in zip(
-        code_at.tolist(), column_at.tolist(), counts.tolist(), hidden.tolist(), shares, lows,
-        highs, changes, strict=True,
-    ):  # fmt: skip
-        name, level = names[code]
-        period, valence, survey_id, touchpoint, channel, segment = cells[column]
-        base = column_bases[column]
-        rows.append(
-            {
-                "period": period,
-                "code": name,
-                "level": level,
-                "valence": valence,
-                "survey_id": survey_id,
-                "touchpoint": touchpoint,
-                "channel": channel,
-                "segment": segment,
-                "count": None if is_hidden else count,
-                "base": base,
-                "share": share,
-                "ci_low": low,
-                "ci_high": high,
-                "suppressed": is_hidden or base is None,
-                "change_from_previous": change,
-            }
-        )
+    for period in protected.periods:
+        first, end = protected.period_columns[period]
+        span = cells[first:end]
+        for name, level in names:
+            for (valence, survey_id, touchpoint, channel, segment, base), (
+                count,
+                is_hidden,
+                share,
+                low,
+                high,
+                change,
+            ) in zip(span, values, strict=False):
+                rows.append(
+                    {
+                        "period": period,
+                        "code": name,
+                        "level": level,
+                        "valence": valence,
+                        "survey_id": survey_id,
+                        "touchpoint": touchpoint,
+                        "channel": channel,
+                        "segment": segment,
+                        "count": None if is_hidden else count,
+                        "base": base,
+                        "share": share,
+                        "ci_low": low,
+                        "ci_high": high,
+                        "suppressed": is_hidden or base is None,
+                        "change_from_previous": change,
+                    }
+                )
+    assert len(rows) == n_rows
     return rows
 
 
