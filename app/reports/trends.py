@@ -46,6 +46,7 @@ from collections.abc import Hashable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import date
+from functools import cached_property
 from typing import Any, cast
 
 import numpy as np
@@ -451,7 +452,7 @@ class _Protected:
         if finer is None:
             return []
         parts: dict[Hashable, list[Hashable]] = {}
-        for key, value in finer.all_values():
+        for key, value in finer.all_values:
             coarse = list(cast(tuple[Any, ...], key))
             position = _PERIOD_AT[coarse[0]]
             coarse[position] = rollups.period_start(coarse[position], self.period)
@@ -462,7 +463,7 @@ class _Protected:
     def _finer_hidden(self) -> set[Hashable]:
         if self.finer is None:
             return set()
-        return {_finer_key(k) for k in self.finer.all_hidden()}
+        return {_finer_key(k) for k in self.finer.all_hidden}
 
     def _protect_stories(self, min_cell: int) -> None:
         lines: list[Line] = []
@@ -659,9 +660,11 @@ class _Protected:
         column = self.column_of.get((period, valence, group if self.grouped else ()))
         return column is not None and bool(self.code_hidden[row, column])
 
+    @cached_property
     def _code_items(self) -> list[tuple[Hashable, int, bool]]:
         """Every code key with its count and whether it is hidden, in report order (per period,
-        valence and code: the group cells, then their total)."""
+        valence and code: the group cells, then their total). Read by the coarser report once
+        this one is protected (its cells fixed), and kept."""
         items: list[tuple[Hashable, int, bool]] = []
         names = self.cells.code_names
         for block, (period, valence, start, end) in enumerate(self.blocks):
@@ -684,13 +687,15 @@ class _Protected:
                     )
         return items
 
+    @cached_property
     def all_values(self) -> list[tuple[Hashable, int]]:
         """Every count of the report by its key: the stories', then the codes'."""
-        return [*self.story_values.items(), *((k, v) for k, v, _h in self._code_items())]
+        return [*self.story_values.items(), *((k, v) for k, v, _h in self._code_items)]
 
+    @cached_property
     def all_hidden(self) -> set[Hashable]:
         """Every hidden key of the report."""
-        return self.story_hidden | {k for k, _v, hidden in self._code_items() if hidden}
+        return self.story_hidden | {k for k, _v, hidden in self._code_items if hidden}
 
     def hidden_periods(self) -> set[date]:
         """The periods of this report in which something is hidden."""
