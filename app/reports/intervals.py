@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -146,13 +147,11 @@ def two_proportion_many(
     pooled = (safe_x1 + safe_x2) / (safe_n1 + safe_n2)
     se = np.sqrt(pooled * (1 - pooled) * (1 / safe_n1 + 1 / safe_n2))
     z = diff / se
-    results: list[tuple[float | None, float | None, float | None, str | None]] = []
-    erfc, sqrt_2 = math.erfc, _SQRT_2
-    for index, (is_plain, d, zv) in enumerate(
-        zip(plain.tolist(), diff.tolist(), z.tolist(), strict=True)
-    ):
-        if is_plain:
-            results.append((d, zv, erfc(abs(zv) / sqrt_2), None))
-        else:
-            results.append(two_proportion(x1s[index], n1s[index], x2s[index], n2s[index]))
+    # erfc(|z| / sqrt 2) per row: the quotient on the array is the same IEEE division.
+    p_values = map(math.erfc, (np.abs(z) / _SQRT_2).tolist())
+    results: list[tuple[float | None, float | None, float | None, str | None]] = list(
+        zip(diff.tolist(), z.tolist(), p_values, itertools.repeat(None))
+    )
+    for index in np.flatnonzero(~plain).tolist():
+        results[index] = two_proportion(x1s[index], n1s[index], x2s[index], n2s[index])
     return results

@@ -28,7 +28,13 @@ from app.reports import render, tables
 from app.reports.rollups import PERIODS, TABLE_PERIODS, Period
 from app.reports.schemas import ReportSurvey, StudyReport, TrendsReport
 from app.reports.study import study_report
-from app.reports.trends import TrendsQuery, parse_group_by, trends_data, trends_report
+from app.reports.trends import (
+    TrendsQuery,
+    collector_paused,
+    parse_group_by,
+    trends_data,
+    trends_report,
+)
 
 router = APIRouter(prefix="/api/v1/reports", tags=["reports"])
 
@@ -178,9 +184,11 @@ def get_trends(
                 "X-Report-Note": report.note,
             },
         )
-    # The plain data is the model's dump (trends_data), written without a model per row.
-    data = trends_data(session, query, min_cell=_min_cell(request), suppress=suppress)
-    return cached(request, _json(data), MEDIA_TYPES["json"])
+    # The plain data is the model's dump (trends_data), written without a model per row, and
+    # dropped before the garbage collector runs again (collector_paused).
+    with collector_paused():
+        body = _json(trends_data(session, query, min_cell=_min_cell(request), suppress=suppress))
+    return cached(request, body, MEDIA_TYPES["json"])
 
 
 TABLES_DESCRIPTION = """

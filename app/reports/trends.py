@@ -41,11 +41,15 @@ quarter reports together with exact linear algebra.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
+import gc
+from collections.abc import Hashable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import date
-from typing import Any
+from functools import cached_property
+from typing import Any, cast
 
+import numpy as np
 from sqlalchemy.orm import Session
 
 from app.codebooks.vocabulary import vocabulary
@@ -251,13 +255,22 @@ def _fetch(session: Session, query: TrendsQuery) -> _Cells:
             )
         ]
     n_at = 3 + width
+    # The loop a grouped report runs tens of thousands of times: the period's and the group's
+    # conversions looked up inline (a function call each only the first time).
+    known_period, known_group, add = periods.get, groups.get, codes.get
     for code_sql in code_sqls:
         for row in _driver_rows(execute, code_sql):
-            if row[2] not in VALENCES:
+            valence = row[2]
+            if valence not in VALENCES:
                 continue
-            code_key = (period_of(row[0]), row[1], row[2], group_of(tuple(row[3:n_at])))
-            codes[code_key] = codes.get(code_key, 0) + int(row[n_at])
-            names.add(row[1])
+            period = known_period(row[0]) or period_of(row[0])
+            raw_group = tuple(row[3:n_at])
+            group = known_group(raw_group)
+            if group is None:
+                group = group_of(raw_group)
+            code_key = (period, row[1], valence, group)
+            codes[code_key] = add(code_key, 0) + int(row[n_at])
+    names.update(key[1] for key in codes)
     if query.cooccurrence:
         pair_sql = rollups.pair_cells_query(
             dialect,
@@ -357,6 +370,14 @@ def _finer_key(key: Hashable) -> Hashable:
 class _Protected:
     """Every published count of the report, and which of them are hidden.
 
+    Story counts (a few per cell) are kept by key (`story_values`, `story_hidden`). Code counts
+    (one per code and coded cell: tens of thousands in a grouped report) are kept as arrays:
+    `code_counts[code, column]` and `code_hidden`, one row per name of `cells.code_names`, one
+    column per coded cell of `columns` (in report order: period, valence, group), and per
+    (period, valence) block of columns the all-groups counts `total_counts[code, block]` and
+    `total_hidden` (a grouped report's). The secondary suppression runs on keys as before, but
+    only over the periods where something is hidden (`_protect_codes`).
+
     `ungrouped` (for a grouped report): the protection of the same report without groups,
     whose totals this report publishes too and must hide exactly alike. `finer`: the protection
     of the same report at the finer period (FINER), whose cells add up to this report's: a
@@ -372,8 +393,8 @@ class _Protected:
         ungrouped: _Protected | None = None,
         finer: _Protected | None = None,
     ) -> None:
-        self.values: dict[Hashable, int] = {}
-        self.hidden: set[Hashable] = set()
+        self.story_values: dict[Hashable, int] = {}
+        self.story_hidden: set[Hashable] = set()
         self.grouped = grouped
         self.cells = cells
         self.period = period
@@ -405,8 +426,24 @@ class _Protected:
                 g
                 for g in groups
                 if self.cells.stories[(period, valence, g)]["confirmed"] > 0
-                or self.cell("confirmed", period, valence, g) in self.hidden
+                or self.cell("confirmed", period, valence, g) in self.story_hidden
             ]
+        # The code counts' columns: the coded cells in report order, in blocks per (period,
+        # valence) (only non-empty ones), and each period's columns.
+        self.columns: list[tuple[date, str, Group]] = []
+        self.blocks: list[tuple[date, str, int, int]] = []
+        self.period_columns: dict[date, tuple[int, int]] = {}
+        for period in self.periods:
+            first = len(self.columns)
+            for valence in VALENCES:
+                groups = self.coded_cells(period, valence)
+                if groups:
+                    start = len(self.columns)
+                    self.columns.extend((period, valence, g) for g in groups)
+                    self.blocks.append((period, valence, start, len(self.columns)))
+            self.period_columns[period] = (first, len(self.columns))
+        self.column_of = {cell: at for at, cell in enumerate(self.columns)}
+        self.block_of = {(p, v): at for at, (p, v, _s, _e) in enumerate(self.blocks)}
 
     def _finer_lines(self, keys: list[Hashable], values: dict[Hashable, int]) -> list[Line]:
         """Each key of this report = the sum of the same key over the finer periods it covers;
@@ -415,64 +452,72 @@ class _Protected:
         if finer is None:
             return []
         parts: dict[Hashable, list[Hashable]] = {}
-        for key, value in finer.values.items():
-            if not isinstance(key, tuple) or key[0] not in ("story", "code"):
-                continue
-            position = _PERIOD_AT[key[0]]
-            coarse = list(key)
-            coarse[position] = rollups.period_start(key[position], self.period)
+        for key, value in finer.all_values:
+            coarse = list(cast(tuple[Any, ...], key))
+            position = _PERIOD_AT[coarse[0]]
+            coarse[position] = rollups.period_start(coarse[position], self.period)
             parts.setdefault(tuple(coarse), []).append(_finer_key(key))
             values[_finer_key(key)] = value
         return [Line(key, tuple(parts[key])) for key in keys if key in parts]
 
     def _finer_hidden(self) -> set[Hashable]:
-        return {_finer_key(k) for k in self.finer.hidden} if self.finer is not None else set()
+        if self.finer is None:
+            return set()
+        return {_finer_key(k) for k in self.finer.all_hidden}
 
     def _protect_stories(self, min_cell: int) -> None:
         lines: list[Line] = []
+        values = self.story_values
         for period in self.periods:
             for measure in MEASURES:
                 period_total = _story_key(measure, period, None, None)
-                self.values[period_total] = 0
+                values[period_total] = 0
                 valence_totals = []
                 for valence in VALENCES:
                     valence_total = _story_key(measure, period, valence, None)
                     valence_totals.append(valence_total)
-                    self.values[valence_total] = 0
+                    values[valence_total] = 0
                     parts = []
                     for group in self.groups.get((period, valence), []):
                         value = self.cells.stories[(period, valence, group)][measure]
-                        self.values[valence_total] += value
+                        values[valence_total] += value
                         if self.grouped:
                             key = self.cell(measure, period, valence, group)
-                            self.values[key] = value
+                            values[key] = value
                             parts.append(key)
-                    self.values[period_total] += self.values[valence_total]
+                    values[period_total] += values[valence_total]
                     if self.grouped:
                         lines.append(Line(valence_total, tuple(parts)))
                 lines.append(Line(period_total, tuple(valence_totals)))
-        self.hidden |= {k for k, v in self.values.items() if is_small(v, min_cell)}
-        totals = {k for k in self.values if k[4] is None}  # type: ignore[index]
-        self._settle(lines, totals)
+        hidden = {k for k, v in values.items() if is_small(v, min_cell)}
+        totals = {k for k in values if k[4] is None}  # type: ignore[index]
+        self.story_hidden = self._settle(values, hidden, lines, totals)
 
-    def _settle(self, lines: list[Line], totals: set[Hashable]) -> None:
-        """Secondary suppression over this report's lines and those to the finer report.
+    def _settle(
+        self,
+        own: dict[Hashable, int],
+        own_hidden: set[Hashable],
+        lines: list[Line],
+        totals: set[Hashable],
+    ) -> set[Hashable]:
+        """Secondary suppression over this report's lines and those to the finer report: the
+        keys of `own` to hide, given those hidden so far (`own_hidden`).
 
         The totals (keys without a group) of a grouped report are the ungrouped report's: they
         are hidden exactly as it hides them, and nothing else here may hide them. The finer
         report's cells are published by it: fixed too."""
-        values = dict(self.values)
-        hidden = set(self.hidden)
+        values = dict(own)
+        hidden = set(own_hidden)
         fixed: set[Hashable] = set()
         if self.grouped and self.ungrouped is not None:
             fixed = set(totals)
             hidden -= totals
-            hidden |= {k for k in totals if k in self.ungrouped.hidden}
-        own = list(self.values)
+            hidden |= {k for k in totals if self.ungrouped.is_hidden(k)}
+        keys = list(own)
         if self.grouped:
-            own = [k for k in own if k not in totals]  # the ungrouped report's lines did those
-        lines = lines + self._finer_lines(own, values)
-        fixed |= {k for k in values if k not in self.values}
+            keys = [k for k in keys if k not in totals]  # the ungrouped report's lines did those
+        lines = lines + self._finer_lines(keys, values)
+        fixed |= {k for k in values if k not in own}
         hidden |= self._finer_hidden()
         # Every line lies within one period (of this report's length: a finer line's parts
         # fall in its total's period), and `secondary` only hides members of a line that has
@@ -483,7 +528,7 @@ class _Protected:
         lines = [line for line in lines if self._period_of(line.total) in active]
         if lines:
             secondary(values, hidden, lines, may_hide=lambda key: key not in fixed)
-        self.hidden = {k for k in hidden if k in self.values}
+        return {k for k in hidden if k in own}
 
     def _period_of(self, key: Hashable) -> date:
         """The period (of this report's length) of a key of this report or a tagged finer one."""
@@ -493,58 +538,179 @@ class _Protected:
         return key[_PERIOD_AT[key[0]]]  # type: ignore[index,no-any-return]
 
     def _protect_codes(self, min_cell: int) -> None:
-        values: dict[Hashable, int] = {}
-        hidden: set[Hashable] = set()
-        lines: list[Line] = []
-        totals: set[Hashable] = set()
-        for period in self.periods:
-            for valence in VALENCES:
-                groups = self.coded_cells(period, valence)
-                if not groups:
-                    continue
-                base_total_hidden = _story_key("confirmed", period, valence, None) in self.hidden
-                # Per group (the same for every code): its key's group and whether its base is
-                # hidden. A count is hidden with its base: count <= base <= stories - excluded,
-                # so a visible count under a hidden base would pin the base down.
-                by_group = [
-                    (
-                        group,
-                        group if self.grouped else None,
-                        self.cell("confirmed", period, valence, group) in self.hidden,
-                    )
-                    for group in groups
-                ]
-                codes = self.cells.codes
-                for code in self.cells.code_names:
-                    parts = []
-                    total = 0
-                    for group, key_group, base_hidden in by_group:
-                        value = codes.get((period, code, valence, group), 0)
-                        total += value
-                        key = ("code", period, code, valence, key_group)  # _code_key
-                        values[key] = value
-                        if base_hidden or 0 < value < min_cell:  # or is_small
-                            hidden.add(key)
-                        parts.append(key)
-                    if self.grouped:
-                        total_key = _code_key(period, code, valence, None)
-                        values[total_key] = total
-                        totals.add(total_key)
-                        if is_small(total, min_cell) or base_total_hidden:
-                            hidden.add(total_key)
-                        lines.append(Line(total_key, tuple(parts)))
-        story_values, story_hidden = self.values, self.hidden
-        self.values, self.hidden = values, hidden
-        self._settle(lines, totals)
-        values, hidden = self.values, self.hidden
-        self.values, self.hidden = story_values, story_hidden
-        self.values.update(values)
-        self.hidden |= hidden
+        """Primary suppression on the arrays; then, in the periods where something is hidden
+        (here, as the ungrouped report hides the totals, or in the finer report), the
+        secondary suppression over keys exactly as for the stories (`_settle`)."""
+        names = self.cells.code_names
+        self.code_row = {name: at for at, name in enumerate(names)}
+        shape = (len(names), len(self.columns))
+        counts = np.zeros(shape, dtype=np.int64)
+        if shape[0] and shape[1]:
+            at_code, at_column, ns = [], [], []
+            column_of, code_row = self.column_of, self.code_row
+            for (period, code, valence, group), n in self.cells.codes.items():
+                column = column_of.get((period, valence, group))
+                if column is not None:  # a code count without a coded cell is not published
+                    at_code.append(code_row[code])
+                    at_column.append(column)
+                    ns.append(n)
+            if ns:
+                counts[at_code, at_column] = ns
+        base_hidden = np.array(
+            [self.cell("confirmed", p, v, g) in self.story_hidden for p, v, g in self.columns],
+            dtype=bool,
+        )
+        # A count is hidden with its base: count <= base <= stories - excluded, so a visible
+        # count under a hidden base would pin the base down.
+        hidden = ((counts > 0) & (counts < min_cell)) | base_hidden[np.newaxis, :]
+        starts = [start for _p, _v, start, _e in self.blocks]
+        if self.grouped and shape[0] and starts:
+            totals = np.add.reduceat(counts, starts, axis=1)
+        else:
+            totals = np.zeros((shape[0], len(self.blocks) if self.grouped else 0), np.int64)
+        base_total_hidden = np.array(
+            [
+                _story_key("confirmed", p, v, None) in self.story_hidden
+                for p, v, _s, _e in self.blocks
+            ]
+            if self.grouped
+            else [],
+            dtype=bool,
+        )
+        primary_totals = (totals > 0) & (totals < min_cell) | base_total_hidden[np.newaxis, :]
+        if self.grouped and self.ungrouped is not None:
+            published_totals = self.ungrouped.hidden_totals_of(self, names)
+        else:
+            published_totals = primary_totals
+        self.code_counts, self.code_hidden = counts, hidden
+        self.total_counts, self.total_hidden = totals, published_totals
 
-    def published(self) -> dict[Hashable, int | None]:
-        """Every count as the report publishes it: None where hidden."""
-        hidden = self.hidden
-        return {k: None if k in hidden else v for k, v in self.values.items()}
+        # The periods `_settle` works on: with a hidden key of this report or the finer one.
+        active = {self.columns[c][0] for c in np.flatnonzero(hidden.any(axis=0)).tolist()}
+        active |= {self.blocks[b][0] for b in np.flatnonzero(published_totals.any(axis=0)).tolist()}
+        active |= {self._period_of(k) for k in self._finer_hidden()}
+        if not active:
+            return
+        # The keys, values and lines of those periods, in the order `_settle` has always seen
+        # them (per period, valence and code: the group cells, then their total).
+        values: dict[Hashable, int] = {}
+        own_hidden: set[Hashable] = set()
+        lines: list[Line] = []
+        total_keys: set[Hashable] = set()
+        taken: list[tuple[int, int, int]] = []  # (block, its first column, its end)
+        for block, (period, valence, start, end) in enumerate(self.blocks):
+            if period not in active:
+                continue
+            taken.append((block, start, end))
+            key_groups = [self.columns[c][2] if self.grouped else None for c in range(start, end)]
+            for row, code in enumerate(names):
+                parts = []
+                row_counts = counts[row, start:end].tolist()
+                row_hidden = hidden[row, start:end].tolist()
+                for key_group, value, is_hidden in zip(
+                    key_groups, row_counts, row_hidden, strict=True
+                ):
+                    key = ("code", period, code, valence, key_group)  # _code_key
+                    values[key] = value
+                    if is_hidden:
+                        own_hidden.add(key)
+                    parts.append(key)
+                if self.grouped:
+                    total_key = _code_key(period, code, valence, None)
+                    values[total_key] = int(totals[row, block])
+                    total_keys.add(total_key)
+                    if primary_totals[row, block]:
+                        own_hidden.add(total_key)
+                    lines.append(Line(total_key, tuple(parts)))
+        settled = self._settle(values, own_hidden, lines, total_keys)
+        for block, start, end in taken:
+            period, valence = self.blocks[block][:2]
+            for row, code in enumerate(names):
+                for column in range(start, end):
+                    key_group = self.columns[column][2] if self.grouped else None
+                    hidden[row, column] = ("code", period, code, valence, key_group) in settled
+                if self.grouped:
+                    published_totals[row, block] = _code_key(period, code, valence, None) in settled
+
+    def hidden_totals_of(self, grouped: _Protected, names: list[str]) -> np.ndarray:
+        """For a grouped report of this (ungrouped) one: per code of `names` and block of
+        `grouped`, whether this report hides the all-groups count."""
+        found = np.zeros((len(names), len(grouped.blocks)), dtype=bool)
+        rows = [self.code_row.get(name, -1) for name in names]
+        for block, (period, valence, _s, _e) in enumerate(grouped.blocks):
+            column = self.column_of.get((period, valence, ()))
+            if column is None:
+                continue
+            for at, row in enumerate(rows):
+                if row >= 0:
+                    found[at, block] = self.code_hidden[row, column]
+        return found
+
+    def is_hidden(self, key: Hashable) -> bool:
+        """Whether a key (`_story_key`, `_code_key`) of this report is hidden."""
+        if key[0] == "story":  # type: ignore[index]
+            return key in self.story_hidden
+        _kind, period, code, valence, group = cast(tuple[Any, ...], key)
+        row = self.code_row.get(code)
+        if row is None:
+            return False
+        if group is None and self.grouped:
+            block = self.block_of.get((period, valence))
+            return block is not None and bool(self.total_hidden[row, block])
+        column = self.column_of.get((period, valence, group if self.grouped else ()))
+        return column is not None and bool(self.code_hidden[row, column])
+
+    @cached_property
+    def _code_items(self) -> list[tuple[Hashable, int, bool]]:
+        """Every code key with its count and whether it is hidden, in report order (per period,
+        valence and code: the group cells, then their total). Read by the coarser report once
+        this one is protected (its cells fixed), and kept."""
+        items: list[tuple[Hashable, int, bool]] = []
+        names = self.cells.code_names
+        for block, (period, valence, start, end) in enumerate(self.blocks):
+            key_groups = [self.columns[c][2] if self.grouped else None for c in range(start, end)]
+            for row, code in enumerate(names):
+                for key_group, value, is_hidden in zip(
+                    key_groups,
+                    self.code_counts[row, start:end].tolist(),
+                    self.code_hidden[row, start:end].tolist(),
+                    strict=True,
+                ):
+                    items.append((("code", period, code, valence, key_group), value, is_hidden))
+                if self.grouped:
+                    items.append(
+                        (
+                            _code_key(period, code, valence, None),
+                            int(self.total_counts[row, block]),
+                            bool(self.total_hidden[row, block]),
+                        )
+                    )
+        return items
+
+    @cached_property
+    def all_values(self) -> list[tuple[Hashable, int]]:
+        """Every count of the report by its key: the stories', then the codes'."""
+        return [*self.story_values.items(), *((k, v) for k, v, _h in self._code_items)]
+
+    @cached_property
+    def all_hidden(self) -> set[Hashable]:
+        """Every hidden key of the report."""
+        return self.story_hidden | {k for k, _v, hidden in self._code_items if hidden}
+
+    def hidden_periods(self) -> set[date]:
+        """The periods of this report in which something is hidden."""
+        found = {key[_PERIOD_AT["story"]] for key in self.story_hidden}  # type: ignore[index]
+        found |= {self.columns[c][0] for c in np.flatnonzero(self.code_hidden.any(axis=0)).tolist()}
+        if self.grouped:
+            found |= {
+                self.blocks[b][0] for b in np.flatnonzero(self.total_hidden.any(axis=0)).tolist()
+            }
+        return found
+
+    def shown_stories(self) -> dict[Hashable, int | None]:
+        """Every story count as the report publishes it: None where hidden."""
+        hidden = self.story_hidden
+        return {k: None if k in hidden else v for k, v in self.story_values.items()}
 
 
 def _sort_key(key: tuple[date, str, Group]) -> tuple[Any, ...]:
@@ -568,10 +734,7 @@ def _hidden_periods(protected: _Protected | None, period: Period) -> set[date]:
     """The periods (of length `period`) in which `protected` hides something."""
     if protected is None:
         return set()
-    found = set()
-    for key in protected.hidden:
-        found.add(rollups.period_start(key[_PERIOD_AT[key[0]]], period))  # type: ignore[index]
-    return found
+    return {rollups.period_start(p, period) for p in protected.hidden_periods()}
 
 
 def _needed(cells: _Cells, min_cell: int, periods: set[date]) -> _Cells:
@@ -694,6 +857,132 @@ def trends_report(
 _GROUP_KEYS = ("survey_id", "touchpoint", "channel", "segment")
 
 
+def _trend_rows(
+    protected: _Protected, query: TrendsQuery, group_values: dict[Group, tuple[Any, ...]]
+) -> list[dict[str, Any]]:
+    """The report's rows (TrendRow dumps): per period, code, valence and coded group, i.e. the
+    columns of a period for each code in turn. Their counts, bases, shares, intervals and
+    change tests are taken and computed on arrays, a column per field (app.reports.intervals'
+    array versions: the same floats as the scalar functions), then written out row by row."""
+    columns = protected.columns
+    shown = protected.shown_stories()
+    cell = protected.cell
+    previous_of = {p: rollups.previous_period(p, query.period) for p in protected.periods}
+    # Per column: its base (-1 where hidden) and the previous period's column (-1: no row).
+    column_bases = [shown[cell("confirmed", p, v, g)] for p, v, g in columns]
+    bases_at = np.array([-1 if b is None else b for b in column_bases], dtype=np.int64)
+    previous_at = np.array(
+        [protected.column_of.get((previous_of[p], v, g), -1) for p, v, g in columns],
+        dtype=np.int64,
+    )
+    # Per row: its code (row of the counts) and its column.
+    names = [_row_code(name) for name in protected.cells.code_names]
+    code_parts, column_parts = [], []
+    for period in protected.periods:
+        first, end = protected.period_columns[period]
+        code_parts.append(np.repeat(np.arange(len(names), dtype=np.int64), end - first))
+        column_parts.append(np.tile(np.arange(first, end, dtype=np.int64), len(names)))
+    code_at = np.concatenate(code_parts) if code_parts else np.zeros(0, np.int64)
+    column_at = np.concatenate(column_parts) if column_parts else np.zeros(0, np.int64)
+
+    counts = protected.code_counts[code_at, column_at]
+    hidden = protected.code_hidden[code_at, column_at]
+    bases = bases_at[column_at]
+    no_base = bases < 0
+    with_interval = ~hidden & ~no_base & (bases > 0)
+    previous = previous_at[column_at]
+    has_previous = previous >= 0
+    before = np.where(has_previous, previous, 0)
+    previous_counts = protected.code_counts[code_at, before]
+    previous_hidden = protected.code_hidden[code_at, before]
+    previous_bases = bases_at[before]
+    suppressed_change = has_previous & (hidden | no_base | previous_hidden | (previous_bases < 0))
+    tested = has_previous & ~suppressed_change
+
+    n_rows = len(code_at)
+    shares: list[float | None] = [None] * n_rows
+    lows: list[float | None] = [None] * n_rows
+    highs: list[float | None] = [None] * n_rows
+    at_interval = np.flatnonzero(with_interval).tolist()
+    for at, share, low, high in zip(
+        at_interval,
+        *wilson_95_many(counts[with_interval].tolist(), bases[with_interval].tolist()),
+        strict=True,
+    ):
+        shares[at], lows[at], highs[at] = share, low, high
+    # A row's change_from_previous: None (no previous row), suppressed, or its z-test.
+    changes: list[dict[str, Any] | None] = [None] * n_rows
+    previous_periods = [previous_of[p] for p, _v, _g in columns]
+    for at in np.flatnonzero(suppressed_change).tolist():
+        changes[at] = {
+            "previous_period": previous_periods[int(column_at[at])],
+            "diff": None,
+            "z": None,
+            "p_value": None,
+            "reason": "suppressed",
+        }
+    at_tested = np.flatnonzero(tested).tolist()
+    if at_tested:
+        tests = two_proportion_many(
+            counts[tested].tolist(),
+            bases[tested].tolist(),
+            previous_counts[tested].tolist(),
+            previous_bases[tested].tolist(),
+        )
+        for at, column, (diff, z, p_value, reason) in zip(
+            at_tested, column_at[tested].tolist(), tests, strict=True
+        ):
+            changes[at] = {
+                "previous_period": previous_periods[column],
+                "diff": diff,
+                "z": z,
+                "p_value": p_value,
+                "reason": reason,
+            }
+
+    # Row by row, in the order laid out above: each period's cells (the same for every code)
+    # for each code in turn, the per-row values taken from one iterator (zip takes from its
+    # arguments left to right and stops at the first exhausted: a span's end takes nothing).
+    cells = [
+        (v, *group_values[g], base) for (_p, v, g), base in zip(columns, column_bases, strict=True)
+    ]
+    values = zip(counts.tolist(), hidden.tolist(), shares, lows, highs, changes, strict=True)
+    rows = []
+    for period in protected.periods:
+        first, end = protected.period_columns[period]
+        span = cells[first:end]
+        for name, level in names:
+            for (valence, survey_id, touchpoint, channel, segment, base), (
+                count,
+                is_hidden,
+                share,
+                low,
+                high,
+                change,
+            ) in zip(span, values, strict=False):
+                rows.append(
+                    {
+                        "period": period,
+                        "code": name,
+                        "level": level,
+                        "valence": valence,
+                        "survey_id": survey_id,
+                        "touchpoint": touchpoint,
+                        "channel": channel,
+                        "segment": segment,
+                        "count": None if is_hidden else count,
+                        "base": base,
+                        "share": share,
+                        "ci_low": low,
+                        "ci_high": high,
+                        "suppressed": is_hidden or base is None,
+                        "change_from_previous": change,
+                    }
+                )
+    assert len(rows) == n_rows
+    return rows
+
+
 def trends_data(
     session: Session, query: TrendsQuery, *, min_cell: int = 5, suppress: bool = True
 ) -> dict[str, Any]:
@@ -701,6 +990,33 @@ def trends_data(
     `trends_report` (every field, in the models' order), so that the API can write it as JSON
     without building a model per row (a grouped report has thousands of rows).
     `tests/reports/test_trends.py` holds the two to the same bytes."""
+    with collector_paused():
+        return _trends_data(session, query, min_cell=min_cell, suppress=suppress)
+
+
+@contextmanager
+def collector_paused() -> Iterator[None]:
+    """The cyclic garbage collector off while a report is built. A grouped report makes tens
+    of thousands of dicts and tuples, none in a cycle (reference counting frees them all the
+    same), and their number set off a full collection of the whole heap in the middle of the
+    report in about every other run at a million stories (~100 ms on top of ~100). Those still
+    alive when the pause ends are swept once by the next young collection (~5 ms for 13,440
+    rows): a caller that writes the report out and drops it inside the pause saves that. The
+    switch is process-wide: a pause begun while the collector is off (another thread's pause)
+    does nothing, so the collector is on again as soon as the pause that turned it off ends."""
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
+def _trends_data(
+    session: Session, query: TrendsQuery, *, min_cell: int, suppress: bool
+) -> dict[str, Any]:
     fetched: dict[TrendsQuery, _Cells] = {}
     cells = _fetch_tied(session, query, fetched) if suppress else _fetch(session, query)
     grouped = bool(query.group_by)
@@ -725,9 +1041,7 @@ def trends_data(
         }
         for group in {g for _p, _v, g in cells.stories}
     }
-    shown = protected.published()
-    # The same fields in _GROUP_KEYS' order, for the rows (written out, not merged per row).
-    group_values = {group: tuple(fields.values()) for group, fields in fields_of.items()}
+    shown = protected.shown_stories()
 
     def counts(keys: Sequence[Hashable]) -> dict[str, Any]:
         stories, confirmed, excluded = (shown[k] for k in keys)
@@ -749,6 +1063,7 @@ def trends_data(
         }
         for period in protected.periods
     ]
+    # In report order (period, valence, group): protected.groups holds the cells so sorted.
     totals = [
         {
             **counts([protected.cell(m, period, valence, group) for m in MEASURES]),
@@ -756,116 +1071,12 @@ def trends_data(
             "valence": valence,
             **fields_of[group],
         }
-        for period, valence, group in sorted(cells.stories, key=_sort_key)
+        for (period, valence), groups in protected.groups.items()
+        for group in groups
     ]
-
-    row_codes = {code: _row_code(code) for code in cells.code_names}
-    # The rows in two passes: their counts first (one tuple each), then the shares, intervals
-    # and change tests of all rows at once (app.reports.intervals' array versions: the same
-    # floats), then the row dictionaries.
-    heads: list[tuple[Any, ...]] = []
-    wilson_at: list[int] = []
-    wilson_x: list[int] = []
-    wilson_n: list[int] = []
-    change_at: list[int] = []
-    change_args: list[tuple[int, int, int, int]] = []
-    # A row's change_from_previous: None, a dict, or (until the tests below) its previous period.
-    changes: list[Any] = []
-    suppressed_change = {"diff": None, "z": None, "p_value": None, "reason": "suppressed"}
-    for period in protected.periods:
-        previous = rollups.previous_period(period, query.period)
-        # Per valence and group: the cell's base and, when the previous period has the row
-        # (same code, valence and group) the change needs, the previous base.
-        bases = {}
-        for valence in VALENCES:
-            previous_groups = set(protected.coded_cells(previous, valence))
-            bases[valence] = [
-                (
-                    *group_values[group],
-                    group if grouped else None,
-                    shown[protected.cell("confirmed", period, valence, group)],
-                    shown[protected.cell("confirmed", previous, valence, group)]
-                    if group in previous_groups
-                    else _NO_ROW,
-                )
-                for group in protected.coded_cells(period, valence)
-            ]
-        for code in cells.code_names:
-            name, level = row_codes[code]
-            for valence in VALENCES:
-                for (
-                    survey_id,
-                    touchpoint,
-                    channel,
-                    segment,
-                    cell_group,
-                    base,
-                    previous_base,
-                ) in bases[valence]:
-                    count = shown[("code", period, code, valence, cell_group)]
-                    if count is not None and base is not None and base > 0:
-                        wilson_at.append(len(heads))
-                        wilson_x.append(count)
-                        wilson_n.append(base)
-                    if previous_base is _NO_ROW:
-                        changes.append(None)
-                    else:
-                        previous_count = shown[("code", previous, code, valence, cell_group)]
-                        if (
-                            count is None
-                            or base is None
-                            or previous_count is None
-                            or previous_base is None
-                        ):
-                            changes.append({"previous_period": previous, **suppressed_change})
-                        else:
-                            change_at.append(len(heads))
-                            change_args.append((count, base, previous_count, previous_base))  # type: ignore[arg-type]
-                            changes.append(previous)  # filled below
-                    heads.append(
-                        (period, name, level, valence, survey_id, touchpoint, channel, segment,
-                         count, base)
-                    )  # fmt: skip
-    shares: list[float | None] = [None] * len(heads)
-    lows: list[float | None] = [None] * len(heads)
-    highs: list[float | None] = [None] * len(heads)
-    for at, share, low, high in zip(wilson_at, *wilson_95_many(wilson_x, wilson_n), strict=True):
-        shares[at], lows[at], highs[at] = share, low, high
-    tests = two_proportion_many(*zip(*change_args, strict=True)) if change_args else []
-    for at, (diff, z, p_value, reason) in zip(change_at, tests, strict=True):
-        changes[at] = {
-            "previous_period": changes[at],
-            "diff": diff,
-            "z": z,
-            "p_value": p_value,
-            "reason": reason,
-        }
-    rows = [
-        {
-            "period": period,
-            "code": name,
-            "level": level,
-            "valence": valence,
-            "survey_id": survey_id,
-            "touchpoint": touchpoint,
-            "channel": channel,
-            "segment": segment,
-            "count": count,
-            "base": base,
-            "share": share,
-            "ci_low": low,
-            "ci_high": high,
-            "suppressed": count is None or base is None,
-            "change_from_previous": change,
-        }
-        for (
-            (period, name, level, valence, survey_id, touchpoint, channel, segment, count, base),
-            share,
-            low,
-            high,
-            change,
-        ) in zip(heads, shares, lows, highs, changes, strict=True)
-    ]
+    # The same fields in _GROUP_KEYS' order, for the rows.
+    group_values = {group: tuple(fields.values()) for group, fields in fields_of.items()}
+    rows = _trend_rows(protected, query, group_values)
 
     return {
         "note": SHARES_NOTE,
