@@ -7,7 +7,8 @@ FastAPI + SQLAlchemy Core endpoint doing one INSERT into the same database, in t
 
 For each database, process count, path (JSON `POST /api/v1/public/surveys/demo/incidents`,
 form `POST /s/demo`) and concurrency it serves a fresh database twice, the service
-(`cit serve`, its in-process worker included when one process) and the baseline
+(`cit serve`, with its job worker process scoring every story beside the API; `--no-worker`:
+without it, as where `cit worker` runs on another machine) and the baseline
 (`bench/minimal_ingest_app.py`, uvicorn with the same number of processes), and loads each with
 wrk (`apt-get install wrk`) for `--seconds`, in alternating order. Each request carries a real
 story (airline tweets, banking queries and CFPB narratives in turn, `bench/_data.load_stories`)
@@ -163,13 +164,15 @@ def _env(url: str, workdir: Path) -> dict[str, str]:
 
 
 def _start(
-    server: str, url: str, processes: int, port: int, workdir: Path
+    server: str, url: str, processes: int, port: int, workdir: Path, *, worker: bool = True
 ) -> subprocess.Popen[bytes]:
     env = _env(url, workdir)
     if server == "service":
         command = [str(VENV_BIN / "cit"), "serve", "--port", str(port)]
         if processes > 1:
             command += ["--workers", str(processes)]
+        if not worker:
+            command.append("--no-worker")
     else:
         command = [
             str(VENV_BIN / "uvicorn"), "--factory", "bench.minimal_ingest_app:create",
@@ -259,7 +262,8 @@ def measure(args: argparse.Namespace) -> list[Run]:
                     tag = f"{server}-{processes}-{mode}-{concurrency}"
                     url = _reset_database(args.database_url, workdir, tag)
                     port = _free_port()
-                    process = _start(server, url, processes, port, workdir)
+                    process = _start(server, url, processes, port, workdir,
+                                     worker=not args.no_worker)  # fmt: skip
                     try:
                         _wait_up(port, process)
                         cookie, csrf = _form_credentials(port) if server == "service" else ("", "")
@@ -317,6 +321,12 @@ def main() -> None:
     parser.add_argument("--paths", nargs="+", choices=["json", "form"], default=["json", "form"])
     parser.add_argument("--concurrency", type=int, nargs="+", default=[50, 200])
     parser.add_argument("--seconds", type=int, default=15)
+    parser.add_argument(
+        "--no-worker",
+        action="store_true",
+        help="serve the service without its job worker (`cit serve --no-worker`: a team that "
+        "runs `cit worker` on another machine); no story is suggested during the run",
+    )
     args = parser.parse_args()
     report(measure(args))
 
