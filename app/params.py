@@ -1,4 +1,4 @@
-"""Query-parameter types shared by the routers."""
+"""Query-parameter and body field types shared by the routers."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import re
 from datetime import date, datetime
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator
+from pydantic import AwareDatetime, BeforeValidator
 
 # Pydantic also reads a number as a Unix timestamp ("1700000000" is a date for it); the
 # OpenAPI document says ISO 8601, so that is what these parameters take.
@@ -30,3 +30,14 @@ IsoDateTime = Annotated[
     datetime,
     BeforeValidator(_iso(_ISO_DATETIME, "date or date and time (YYYY-MM-DD[THH:MM[:SS]][zone])")),
 ]
+
+
+def _not_a_number(value: Any) -> Any:
+    if isinstance(value, int | float):
+        raise ValueError("use an ISO 8601 date and time with its zone (YYYY-MM-DDTHH:MM[:SS]Z)")
+    return value
+
+
+# A body's date and time (JSON): ISO 8601 with a zone, as the OpenAPI document says (format
+# date-time), never a number read as a Unix timestamp (found by schemathesis: `closes_at: 0`).
+IsoAwareDatetime = Annotated[AwareDatetime, BeforeValidator(_not_a_number)]

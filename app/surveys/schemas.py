@@ -6,7 +6,6 @@ from datetime import datetime
 from typing import Annotated, Literal
 
 from pydantic import (
-    AwareDatetime,
     BaseModel,
     ConfigDict,
     Field,
@@ -17,6 +16,7 @@ from pydantic import (
 )
 
 from app.i18n import SUPPORTED_LANGUAGES
+from app.params import IsoAwareDatetime
 
 # The CIT questions a survey asks, each answered in its own field of the stored story
 # (../shared/docs/cit-method.md: the standard questions), plus the choice questions.
@@ -109,7 +109,7 @@ class SurveyCreate(Strict):
     questions: SurveyQuestions = Field(default_factory=SurveyQuestions)
     touchpoints: Annotated[list[Choice], Field(max_length=50)] = []
     channels: Annotated[list[Choice], Field(max_length=50)] = []
-    closes_at: AwareDatetime | None = None
+    closes_at: IsoAwareDatetime | None = None
     open: StrictBool = Field(False, description="Open the survey for responses right away")
     codebook_id: StrictInt | None = Field(
         None, description="The codebook its stories are coded with; the default one if left out"
@@ -146,7 +146,7 @@ class SurveyUpdate(Strict):
     questions: SurveyQuestions | None = None
     touchpoints: Annotated[list[Choice], Field(max_length=50)] | None = None
     channels: Annotated[list[Choice], Field(max_length=50)] | None = None
-    closes_at: AwareDatetime | None = None
+    closes_at: IsoAwareDatetime | None = None
     codebook_id: StrictInt | None = None
     double_coding_share: DoubleCodingShare | None = None
     review_order: ReviewOrder | None = None
@@ -186,7 +186,7 @@ class SurveyRead(BaseModel):
 
 class InvitationBatchCreate(Strict):
     count: StrictInt = Field(ge=1, description="How many single-use invitations to create")
-    expires_at: AwareDatetime | None = None
+    expires_at: IsoAwareDatetime | None = None
     attributes: Annotated[dict[AttributeKey, AttributeValue], Field(max_length=20)] = Field(
         default_factory=dict,
         description='Respondent attributes copied onto the story, e.g. {"segment": "business"}',

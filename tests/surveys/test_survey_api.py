@@ -92,6 +92,25 @@ def test_validation_errors_are_problems(client: TestClient, admin: dict[str, str
     assert again.status_code == 409 and again.headers["content-type"] == PROBLEM
 
 
+def test_a_close_date_is_iso_8601_never_a_number(client: TestClient, admin: dict[str, str]) -> None:
+    # Pydantic alone reads 0 as 1970-01-01 (a Unix timestamp); the OpenAPI document says
+    # date-time (schemathesis found PATCH accepting `closes_at: 0`).
+    sid = _create(client, admin)["id"]
+    for number in (0, 1_700_000_000, 1.5):
+        response = client.patch(f"/api/v1/surveys/{sid}", headers=admin, json={"closes_at": number})
+        assert response.status_code == 422, response.text
+        assert response.headers["content-type"] == PROBLEM
+        assert ("body", "closes_at") in {tuple(e["loc"]) for e in response.json()["errors"]}
+    created = client.post("/api/v1/surveys", headers=admin, json={"title": "t", "closes_at": 0})
+    assert created.status_code == 422
+    later = (datetime.now(UTC) + timedelta(days=3)).replace(microsecond=0)
+    response = client.patch(
+        f"/api/v1/surveys/{sid}", headers=admin, json={"closes_at": later.isoformat()}
+    )
+    assert response.status_code == 200
+    assert datetime.fromisoformat(response.json()["closes_at"]) == later
+
+
 def test_past_close_date_stops_responses(client: TestClient, admin: dict[str, str]) -> None:
     past = (datetime.now(UTC) - timedelta(days=1)).isoformat()
     survey = _create(client, admin, open=True, closes_at=past)
