@@ -91,6 +91,9 @@ def test_a_python_side_default_left_out_is_refused() -> None:
         del row["at"]  # AuditEvent.at has default=utcnow: a VALUES would have called it
     with pytest.raises(ValueError, match="at"):
         insert_rows(AUDIT, rows)
+    # insert().values([]) would have written one row of defaults.
+    with pytest.raises(ValueError, match="no rows"):
+        insert_rows(AUDIT, [])
 
 
 def test_rows_written_as_a_cte_of_a_combined_batch(engine: Engine) -> None:
