@@ -47,7 +47,7 @@ EVENT_TYPES: tuple[str, ...] = (
 TEXT_EVENTS = frozenset({STORY_REDACTED, SUGGESTIONS_READY, CODING_SAVED, STORY_FINAL})
 
 events_table: Table = WebhookEvent.__table__  # type: ignore[assignment]
-INSERT_EVENTS = _INSERT = insert(events_table)
+INSERT_EVENTS = insert(events_table)
 
 
 class UnknownEventType(ValueError):
@@ -80,7 +80,7 @@ def publish(
     """Record an event in the caller's transaction (it is delivered only if that commits).
 
     `payload` must be JSON-serialisable and carry ids and codes only (no story text)."""
-    session_or_connection.execute(_INSERT, [_row(event_type, payload, survey_id, story_id)])
+    session_or_connection.execute(INSERT_EVENTS, [_row(event_type, payload, survey_id, story_id)])
 
 
 def publish_many(
