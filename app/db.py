@@ -353,10 +353,10 @@ def insert_rows(table: Table, rows: list[dict[str, Any]]) -> Insert:
     `insert(table).values(rows)` of more than one row has no cache key, so it was compiled
     afresh on every call (on PostgreSQL, where WriteBatch sends it in a CTE, the coding's
     statement took 1.1 ms of CPU against 0.5 ms now: bench/README.md, Coding path). Several
-    rows go as `INSERT ..
-    SELECT <row 1> UNION ALL SELECT <row 2> ..`, each value a parameter of its column's type:
-    one compiled form per table, keys and number of rows. As with a multi-row VALUES, a column
-    left out gets its server default, so a Python-side default must be in the rows."""
+    rows go as `INSERT .. SELECT <row 1> UNION ALL SELECT <row 2> ..`, each value a parameter
+    of its column's type: one compiled form per table, keys and number of rows. As with a
+    multi-row VALUES, a column left out gets its server default, so a Python-side default must
+    be in the rows."""
     if not rows:
         raise ValueError(f"insert_rows({table.name}): no rows")
     keys = list(rows[0])
