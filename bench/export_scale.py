@@ -27,6 +27,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import orjson
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
@@ -160,17 +161,33 @@ def build(url: str, n: int) -> None:
                 "form", "not_asked", 1 if coded else None,
             )
         )  # fmt: skip
-        items = [
-            {
-                "code": c,
-                "score": round(rng.random(), 3),
-                "suggested": rng.random() > 0.7,
-                "source": "rules",
-                "evidence": [],
-            }
-            for c in CODES
-        ]
-        batches.setdefault("suggestions", []).append((i, i, json.dumps(items), 0.2, 1, moment))
+        items = []
+        for c in CODES:
+            suggested = rng.random() > 0.7
+            # A suggested code quotes its evidence (a piece of the story), as the rules do.
+            start = rng.randrange(max(1, len(story) - 20))
+            evidence = [
+                {
+                    "field": "what_happened",
+                    "start": start,
+                    "end": start + 20,
+                    "text": story[start : start + 20],
+                    "indicator": "phrase",
+                }
+            ]
+            items.append(
+                {
+                    "code": c,
+                    "score": round(rng.random(), 3),
+                    "suggested": suggested,
+                    "source": "rules",
+                    "evidence": evidence if suggested else [],
+                }
+            )
+        # As the service stores it (orjson, app.db.JSON_OPTIONS).
+        batches.setdefault("suggestions", []).append(
+            (i, i, orjson.dumps(items).decode(), 0.2, 1, moment)
+        )
         if coded:
             coding_id += 1
             code = CODES[i % 4]
@@ -215,7 +232,7 @@ def stories_in(url: str) -> int:
 def child(url: str, what: str, limit: int | None) -> dict[str, Any]:
     """One measurement (run in its own process): seconds, bytes written, peak RSS."""
     from app.exports import stream
-    from app.exports.service import CLI_VIEWER, ExportSpec
+    from app.exports.service import CLI_VIEWER, TABLES, ExportSpec
     from app.incidents.service import IncidentFilters
 
     engine = create_db_engine(url)
@@ -290,7 +307,14 @@ def child(url: str, what: str, limit: int | None) -> dict[str, Any]:
                 view="redacted" if variant == "redacted" else "original",
                 viewer=CLI_VIEWER,
             )
-            table = "stories" if variant in ("stories", "redacted") else None
+            # csv:codings, csv:suggestions, csv:adjudications: one side table alone.
+            table = (
+                "stories"
+                if variant in ("stories", "redacted")
+                else variant
+                if variant in TABLES
+                else None
+            )
             sql = "python" not in (builder, table_builder)
             for chunk in stream.chunks(make_sessionmaker(engine), spec, fmt, table, sql=sql):
                 written += len(chunk)

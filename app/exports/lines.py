@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Callable, Iterator
+import re
+from collections.abc import Callable, Iterator, Sequence
 from operator import itemgetter
 from typing import Any
 
@@ -32,13 +33,17 @@ from sqlalchemy import literal_column, select
 from sqlalchemy.orm import Session
 
 from app.db import BINARY_ROWS
+from app.exports.formats import cell
 from app.exports.service import (
     Context,
     ExportSpec,
     _attribute_cells,
     _batch_conditions,
+    _plain_batches,
+    _suggestion_range,
     story_batches,
     story_row,
+    utc_text,
 )
 from app.models import ImportRun, Incident, IncidentCode
 
@@ -369,3 +374,117 @@ def _add(
     if len(segments) < _MEMO_SEGMENTS:
         segments[raw] = segment
     return segment
+
+
+# The suggestions table (one line per story and code): made in Python, but without csv.writer
+# or a list per line. SQLite 3.40's JSON functions took ~50 µs a story to take the items apart
+# (two and a half times the Python reference), so the stored items are parsed by orjson and
+# each line is formatted here: the cells that repeat (code, layer, codebook version) quoted once
+# per export, the others (scores, times, evidence) are text that csv.writer would write as is,
+# or checked and quoted by the same rule. Anything unusual in an item (a code that is not a
+# string, a score that is neither a number nor null) goes through csv.writer itself.
+_QUOTE_TEST = re.compile(r'[,"\r\n]')
+
+
+def _quoted(text: str) -> str:
+    """A text cell as csv.writer (QUOTE_MINIMAL, the delimiter ',', CRLF) writes it."""
+    if _QUOTE_TEST.search(text) is None:
+        return text
+    return '"' + text.replace('"', '""') + '"'
+
+
+def suggestion_lines(session: Session, spec: ExportSpec, context: Context) -> Iterator[bytes]:
+    """The suggestions table's lines (CRLF after each) as UTF-8, a batch of stories at a time:
+    byte for byte what `formats.csv_chunks` writes of `service.table_rows(..., "suggestions")`
+    (the reference, and the test compares both)."""
+    versions = {vid: _quoted(name) for vid, name in context.versions.items()}
+    # Code and layer cells by their value, quoted once (text only: any other value is not
+    # found and goes through `text_cell`).
+    texts: dict[Any, str] = {None: ""}
+
+    def text_cell(value: Any) -> str | None:
+        """A text or null cell; None for any other value (the reference line writes it)."""
+        if value is None:
+            return ""
+        if type(value) is not str:
+            return None
+        made = _quoted(value)
+        if len(texts) < _MEMO_SEGMENTS:
+            texts[value] = made
+        return made
+
+    loads, dumps = orjson.loads, orjson.dumps
+    for ids in _plain_batches(session, spec):
+        out: list[str] = []
+        add = out.append
+        for incident_id, items, version_id, model_id, created_at in _driver_suggestions(
+            session, ids
+        ):
+            created = utc_text(created_at)
+            after = (
+                f",{'' if model_id is None else model_id},{versions.get(version_id, '')},"
+                f"{'' if created is None else _quoted(created)},"
+            )
+            for item in loads(items):
+                get = item.get
+                code: str | None
+                source: str | None
+                try:
+                    code, source = texts[get("code")], texts[get("source")]
+                except (KeyError, TypeError):  # not seen yet, or not text (unhashable)
+                    code, source = text_cell(get("code")), text_cell(get("source"))
+                score = get("score")
+                kind = type(score)
+                if kind is float or kind is int:
+                    score_text: str | None = repr(score)
+                else:
+                    score_text = "" if score is None else None
+                if code is None or source is None or score_text is None:
+                    add(_reference_line(incident_id, item, model_id, context, version_id, created))
+                    continue
+                evidence = get("evidence")
+                add(
+                    f"{incident_id},{code},{score_text},{'true' if get('suggested') else 'false'},"
+                    f"{source}{after}{_quoted(dumps(evidence).decode()) if evidence else ''}\r\n"
+                )
+        yield "".join(out).encode()
+
+
+def _driver_suggestions(session: Session, ids: Sequence[Any]) -> list[Any]:
+    """`service.suggestion_rows` as the driver's rows (plain text and numbers: the columns are
+    read raw), without a SQLAlchemy row each."""
+    if not ids:
+        return []
+    members = {r[0] for r in ids}
+    result = _suggestion_range(session, ids)
+    found = result.cursor.fetchall() if result.cursor is not None else []
+    result.close()
+    return sorted((r for r in found if r[0] in members), key=itemgetter(0))
+
+
+def _reference_line(
+    incident_id: int,
+    item: dict[str, Any],
+    model_id: Any,
+    context: Context,
+    version_id: Any,
+    created: Any,
+) -> str:
+    """One item's line by csv.writer, from the reference's cells (`service.table_rows`)."""
+    evidence = item.get("evidence")
+    row = [
+        incident_id,
+        item.get("code"),
+        item.get("score"),
+        "true" if item.get("suggested") else "false",
+        item.get("source"),
+        model_id,
+        context.versions.get(version_id),
+        created,
+        orjson.dumps(evidence).decode() if evidence else None,
+    ]
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\r\n").writerow(
+        ["" if v is None else v if type(v) in (str, int, float) else cell(v) for v in row]
+    )
+    return buffer.getvalue()

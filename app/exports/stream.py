@@ -39,6 +39,9 @@ def _csv(
     if table == "stories" and sql:
         # The lines built by the database (app.exports.lines), byte for byte the same.
         return formats.line_chunks(header, lines.story_lines(session, spec, context))
+    if table == "suggestions" and sql:
+        # The lines formatted without csv.writer (app.exports.lines), byte for byte the same.
+        return formats.line_chunks(header, lines.suggestion_lines(session, spec, context))
     return formats.csv_chunks(
         header, service.table_rows(session, spec, context, table), cells=table == "stories"
     )
@@ -54,8 +57,9 @@ def chunks(
 ) -> Iterator[bytes]:
     """The export's bytes. CSV: one table as plain CSV when `table` is given, else every table
     as a CSV file in a zip; xlsx: one sheet per table; JSONL: one nested object per story.
-    `sql`: the stories table's CSV lines and the JSONL lines made by the database (False: by
-    the Python builders, the reference they equal)."""
+    `sql`: the stories table's CSV lines and the JSONL lines made by the database, the
+    suggestions table's lines by `lines.suggestion_lines` (False: by the Python builders and
+    csv.writer, the reference they equal)."""
     with session_scope(factory, write=False) as session:
         _snapshot(session)
         context = service.load_context(session, spec, with_attributes=fmt != "jsonl")
