@@ -10,7 +10,9 @@ from __future__ import annotations
 import csv
 import io
 import os
+import queue
 import tempfile
+import threading
 import zipfile
 from collections.abc import Callable, Iterable, Iterator
 from datetime import date, datetime
@@ -70,21 +72,28 @@ def csv_chunks(
 
 
 class _Sink(io.RawIOBase):
-    """A write-only, unseekable stream that hands its bytes on (zipfile streams into it)."""
+    """A write-only, unseekable stream that hands its bytes on (zipfile streams into it, from
+    the deflating thread, while the export's thread takes what is there)."""
 
     def __init__(self) -> None:
         self.parts: list[bytes] = []
+        self.size = 0
+        self._lock = threading.Lock()
 
     def writable(self) -> bool:
         return True
 
     def write(self, data: Any) -> int:
-        self.parts.append(bytes(data))
+        with self._lock:
+            self.parts.append(bytes(data))
+            self.size += len(data)
         return len(data)
 
     def take(self) -> bytes:
-        out = b"".join(self.parts)
-        self.parts.clear()
+        with self._lock:
+            out = b"".join(self.parts)
+            self.parts.clear()
+            self.size = 0
         return out
 
 
@@ -99,18 +108,54 @@ def _isal_deflate(member: Any) -> None:
 
 
 def zip_chunks(members: Iterable[tuple[str, Callable[[], Iterator[bytes]]]]) -> Iterator[bytes]:
-    """A zip written on the fly: each member's chunks are deflated (level 1: fast) as they come."""
+    """A zip written on the fly: each member's chunks are deflated (level 1: fast) as they come,
+    by a thread of their own (`_written_behind`) while the next chunks are made."""
     sink = _Sink()
     with zipfile.ZipFile(sink, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
         for name, chunks in members:
             with archive.open(name, "w", force_zip64=True) as member:
                 _isal_deflate(member)
-                for chunk in chunks():
-                    member.write(chunk)
-                    if sum(len(p) for p in sink.parts) >= CHUNK:
+                for _ in _written_behind(member.write, chunks()):
+                    if sink.size >= CHUNK:
                         yield sink.take()
             yield sink.take()
     yield sink.take()
+
+
+_STOP = object()
+
+
+def _written_behind(write: Callable[[bytes], Any], chunks: Iterator[bytes]) -> Iterator[None]:
+    """`write(chunk)` for every chunk, in a thread, while the caller's thread makes the next
+    chunks: ISA-L's deflate and zlib's CRC let go of the GIL, so a zip member's compression
+    runs on the other core beside the Python (and the SQLite) that builds its lines. Yields
+    after handing each chunk over; returns when every chunk is written; an error of either side
+    is raised here, and a caller that stops early stops the thread."""
+    handed: queue.Queue[Any] = queue.Queue(maxsize=2)
+    failed: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            while (chunk := handed.get()) is not _STOP:
+                write(chunk)
+        except BaseException as error:  # handed to the caller's thread below
+            failed.append(error)
+            while handed.get() is not _STOP:  # let the producer finish handing over
+                pass
+
+    worker = threading.Thread(target=run, name="cit-export-deflate", daemon=True)
+    worker.start()
+    try:
+        for chunk in chunks:
+            if failed:
+                break
+            handed.put(chunk)
+            yield
+    finally:
+        handed.put(_STOP)
+        worker.join()
+    if failed:
+        raise failed[0]
 
 
 def jsonl_chunks(records: Iterable[dict[str, Any]]) -> Iterator[bytes]:

@@ -29,7 +29,8 @@ from operator import itemgetter
 from typing import Any
 
 import orjson
-from sqlalchemy import literal_column, select
+from sqlalchemy import Text, case, func, literal, literal_column, select
+from sqlalchemy import cast as sql_cast
 from sqlalchemy.orm import Session
 
 from app.db import BINARY_ROWS
@@ -45,7 +46,7 @@ from app.exports.service import (
     story_row,
     utc_text,
 )
-from app.models import ImportRun, Incident, IncidentCode
+from app.models import ImportRun, Incident, IncidentCode, Suggestion
 
 BATCH = 5000
 _MEMO_SEGMENTS = 10_000
@@ -393,33 +394,33 @@ def _quoted(text: str) -> str:
     return '"' + text.replace('"', '""') + '"'
 
 
-def suggestion_lines(session: Session, spec: ExportSpec, context: Context) -> Iterator[bytes]:
-    """The suggestions table's lines (CRLF after each) as UTF-8, a batch of stories at a time:
-    byte for byte what `formats.csv_chunks` writes of `service.table_rows(..., "suggestions")`
-    (the reference, and the test compares both)."""
-    versions = {vid: _quoted(name) for vid, name in context.versions.items()}
-    # Code and layer cells by their value, quoted once (text only: any other value is not
-    # found and goes through `text_cell`).
-    texts: dict[Any, str] = {None: ""}
+class _SuggestionLines:
+    """The suggestions table's lines of driver rows (`_driver_suggestions`), made in Python."""
 
-    def text_cell(value: Any) -> str | None:
+    def __init__(self, context: Context) -> None:
+        self.context = context
+        self.versions = {vid: _quoted(name) for vid, name in context.versions.items()}
+        # Code and layer cells by their value, quoted once (text only: any other value is
+        # not found and goes through `text_cell`).
+        self.texts: dict[Any, str] = {None: ""}
+
+    def text_cell(self, value: Any) -> str | None:
         """A text or null cell; None for any other value (the reference line writes it)."""
         if value is None:
             return ""
         if type(value) is not str:
             return None
         made = _quoted(value)
-        if len(texts) < _MEMO_SEGMENTS:
-            texts[value] = made
+        if len(self.texts) < _MEMO_SEGMENTS:
+            self.texts[value] = made
         return made
 
-    loads, dumps = orjson.loads, orjson.dumps
-    for ids in _plain_batches(session, spec):
+    def lines(self, rows: Sequence[Any]) -> str:
         out: list[str] = []
         add = out.append
-        for incident_id, items, version_id, model_id, created_at in _driver_suggestions(
-            session, ids
-        ):
+        texts, versions, text_cell = self.texts, self.versions, self.text_cell
+        loads, dumps = orjson.loads, orjson.dumps
+        for incident_id, items, version_id, model_id, created_at in rows:
             created = utc_text(created_at)
             after = (
                 f",{'' if model_id is None else model_id},{versions.get(version_id, '')},"
@@ -440,14 +441,173 @@ def suggestion_lines(session: Session, spec: ExportSpec, context: Context) -> It
                 else:
                     score_text = "" if score is None else None
                 if code is None or source is None or score_text is None:
-                    add(_reference_line(incident_id, item, model_id, context, version_id, created))
+                    add(
+                        _reference_line(
+                            incident_id, item, model_id, self.context, version_id, created
+                        )
+                    )
                     continue
                 evidence = get("evidence")
                 add(
                     f"{incident_id},{code},{score_text},{'true' if get('suggested') else 'false'},"
                     f"{source}{after}{_quoted(dumps(evidence).decode()) if evidence else ''}\r\n"
                 )
-        yield "".join(out).encode()
+        return "".join(out)
+
+
+def suggestion_lines(
+    session: Session, spec: ExportSpec, context: Context, *, stats: dict[str, int] | None = None
+) -> Iterator[bytes]:
+    """The suggestions table's lines (CRLF after each) as UTF-8, a batch of stories at a time:
+    byte for byte what `formats.csv_chunks` writes of `service.table_rows(..., "suggestions")`
+    (the reference, and the test compares both). PostgreSQL builds them (`_pg_suggestions`),
+    SQLite's rows are formatted here. `stats` counts the suggestion sets each made."""
+    made = _SuggestionLines(context)
+    if session.get_bind().dialect.name == "postgresql":
+        yield from _pg_suggestions(session, spec, context, made, stats)
+        return
+    for ids in _plain_batches(session, spec):
+        rows = _driver_suggestions(session, ids)
+        if stats is not None:
+            stats["python"] = stats.get("python", 0) + len(rows)
+        yield made.lines(rows).encode()
+
+
+def _pg_item_line() -> str:
+    """One suggestion item's line (CRLF included) as SQL over the item `a.i` of the set `sg`,
+    NULL where the item holds anything the Python line would write otherwise than plain text,
+    numbers in Python's own notation and evidence of flat objects (`_SuggestionLines` makes
+    those). jsonb's text of a number is the digits it was given (orjson's, the shortest that
+    round-trip), unless it was written with an exponent: then its fixed-point text differs from
+    Python's repr when the value is under 1e-4, which goes to Python too."""
+    d = _Dialect(True)
+
+    def text(key: str) -> str:
+        value, cell = f"a.i -> '{key}'", d.cell(f"(a.i ->> '{key}')")
+        return (
+            f"(CASE WHEN {value} IS NULL OR {value} = 'null'::jsonb THEN '' "
+            f"WHEN jsonb_typeof({value}) = 'string' THEN {cell} END)"
+        )
+
+    t = "CAST(a.i -> 'score' AS TEXT)"
+    score = (
+        "(CASE WHEN a.i -> 'score' IS NULL OR a.i -> 'score' = 'null'::jsonb THEN '' "
+        "WHEN jsonb_typeof(a.i -> 'score') <> 'number' THEN NULL "
+        f"WHEN strpos({t}, '.') = 0 THEN {t} "
+        f"WHEN right({t}, 1) = '0' AND right({t}, 2) <> '.0' THEN NULL "
+        f"WHEN left({t}, 6) = '0.0000' OR left({t}, 7) = '-0.0000' THEN NULL "
+        f"WHEN strpos({t}, '.') > 17 OR length({t}) > 24 THEN NULL ELSE {t} END)"
+    )
+    suggested = (
+        "(CASE WHEN a.i -> 'suggested' IS NULL "
+        "OR a.i -> 'suggested' IN ('null'::jsonb, 'false'::jsonb) THEN 'false' "
+        "WHEN a.i -> 'suggested' = 'true'::jsonb THEN 'true' END)"
+    )
+    flat = (
+        "(SELECT CASE WHEN bool_and(jsonb_typeof(kv.value) IN ('string', 'boolean', 'null') "
+        "OR (jsonb_typeof(kv.value) = 'number' AND strpos(CAST(kv.value AS TEXT), '.') = 0)) "
+        "IS NOT FALSE THEN '{' || COALESCE(string_agg(CAST(to_json(kv.key) AS TEXT) || ':' "
+        "|| CAST(kv.value AS TEXT), ',' ORDER BY kv.o), '') || '}' END "
+        "FROM jsonb_each(ea.el) WITH ORDINALITY AS kv(key, value, o))"
+    )
+    compact = (
+        "(SELECT CASE WHEN bool_and(y.obj IS NOT NULL) THEN "
+        "'[' || string_agg(y.obj, ',' ORDER BY y.n) || ']' END "
+        f"FROM (SELECT ea.n, CASE WHEN jsonb_typeof(ea.el) = 'object' THEN {flat} END AS obj "
+        "FROM jsonb_array_elements(a.i -> 'evidence') WITH ORDINALITY AS ea(el, n)) AS y)"
+    )
+    e = "a.i -> 'evidence'"
+    evidence = (
+        f"(CASE WHEN {e} IS NULL OR {e} IN ('null'::jsonb, 'false'::jsonb, '0'::jsonb, "
+        f"'\"\"'::jsonb, '[]'::jsonb, '{{}}'::jsonb) THEN '' "
+        f"WHEN jsonb_typeof({e}) = 'array' THEN {d.cell(compact)} END)"
+    )
+    return (
+        f"(CASE WHEN jsonb_typeof(a.i) = 'object' THEN CAST(sg.story AS TEXT) || ',' || "
+        f"{text('code')} || ',' || {score} || ',' || {suggested} || ',' || {text('source')} "
+        f"|| sg.after || {evidence} || chr(13) || chr(10) END)"
+    )
+
+
+def _pg_suggestions(
+    session: Session,
+    spec: ExportSpec,
+    context: Context,
+    made: _SuggestionLines,
+    stats: dict[str, int] | None,
+) -> Iterator[bytes]:
+    """PostgreSQL: every suggestion set's lines built by the server (one text per set, its
+    items' lines in order), a batch of stories at a time; a set with an item the SQL leaves to
+    Python (NULL) is made by `made` from its driver row."""
+    d = _Dialect(True)
+    conditions = _batch_conditions(session, spec)
+    version = (
+        case(
+            {vid: literal(cell) for vid, cell in made.versions.items()},
+            value=Suggestion.codebook_version_id,
+            else_=literal(""),
+        )
+        if made.versions
+        else literal("")
+    )
+    after = func.concat(
+        ",",
+        func.coalesce(sql_cast(Suggestion.model_id, Text), ""),
+        ",",
+        version,
+        ",",
+        literal_column(d.utc(d.raw_time("suggestions.created_at"))),
+        ",",
+    )
+    item_line = _pg_item_line()
+    lines = (
+        "(SELECT CASE WHEN count(*) > 0 AND count(*) = count(x.line) "
+        "THEN string_agg(x.line, '' ORDER BY x.n) END "
+        f"FROM (SELECT a.n, {item_line} AS line FROM jsonb_array_elements(CASE WHEN "
+        "jsonb_typeof(sg.items) = 'array' THEN sg.items ELSE '[]'::jsonb END) "
+        "WITH ORDINALITY AS a(i, n)) AS x)"
+    )
+
+    def query(last: int) -> Any:
+        ids = (
+            select(Incident.id)
+            .where(*conditions, Incident.id > last)
+            .order_by(Incident.id)
+            .limit(BATCH)
+            .cte("ids")
+            .prefix_with("MATERIALIZED")
+        )
+        sg = (
+            select(
+                ids.c.id.label("story"),
+                Suggestion.id.label("sid"),
+                Suggestion.items.label("items"),
+                after.label("after"),
+            )
+            .select_from(ids)
+            .outerjoin(Suggestion, Suggestion.incident_id == ids.c.id)
+            .subquery("sg")
+        )
+        return select(
+            literal_column("sg.story"),
+            literal_column("sg.sid"),
+            literal_column(_out(d, lines)),
+        ).select_from(sg)
+
+    for rows in batches(session.connection, query):
+        missing = [(story,) for story, sid, text in rows if sid is not None and text is None]
+        if stats is not None:
+            stats["python"] = stats.get("python", 0) + len(missing)
+            stats["sql"] = stats.get("sql", 0) + sum(1 for r in rows if r[2] is not None)
+        if not missing:
+            yield b"".join(text for _, _, text in rows if text is not None)
+            continue
+        by_story = {r[0]: r for r in _driver_suggestions(session, missing)}
+        yield b"".join(
+            text if text is not None else made.lines([by_story[story]]).encode()
+            for story, sid, text in rows
+            if sid is not None
+        )
 
 
 def _driver_suggestions(session: Session, ids: Sequence[Any]) -> list[Any]:

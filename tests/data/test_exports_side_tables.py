@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from app.exports import formats, service, stream
+from app.exports import formats, lines, service, stream
 from app.exports.service import CODING_COLUMNS, ExportSpec
 from app.incidents.service import IncidentFilters
 from app.models import Codebook, CodebookVersion, Suggestion
@@ -46,6 +46,29 @@ ODD_ITEMS: list[Any] = [
 ]
 
 
+# Items PostgreSQL makes the lines of (`lines._pg_item_line`): hostile text, numbers in their
+# shortest notation, flat evidence objects, every falsy evidence.
+PLAIN_ITEMS: list[Any] = [
+    {
+        "code": 'q "x", y\r\nz ü 漢字 😀',
+        "score": 0.1 + 0.2,
+        "suggested": True,
+        "source": "rules",
+        "evidence": [
+            {"field": "what_happened", "start": 0, "end": 12, "text": 'say "hi",\n\t\x01 ü'},
+            {"negative": -3, "flag": False, "none": None, "big": 2**62},
+            {},
+        ],
+    },
+    {"code": "half", "score": 0.5, "suggested": False, "source": None, "evidence": []},
+    {"code": "one", "score": 1, "suggested": None, "source": "model", "evidence": {}},
+    {"code": "one.0", "score": 1.0, "source": "a,b", "evidence": ""},
+    {"code": "tiny", "score": 0.0001, "suggested": False, "source": "rules", "evidence": 0},
+    {"code": "long", "score": 123456789.12345679, "suggested": True, "evidence": False},
+    {"code": None, "score": None, "suggested": False, "source": "rules", "evidence": None},
+]
+
+
 @pytest.fixture
 def odd(
     nested: dict[str, Any],  # noqa: F811
@@ -56,7 +79,7 @@ def odd(
     and one suggested without a model or a known codebook version's name."""
     survey = nested["survey"]
     ids = dict(nested["ids"])
-    for name in ("odd_items", "empty_items"):
+    for name in ("odd_items", "empty_items", "plain_items"):
         ids[name] = make_story(survey, what_happened=f"Story {name}.")
     with db() as session:
         version = session.scalar(
@@ -64,7 +87,11 @@ def odd(
             .join(Codebook, Codebook.id == CodebookVersion.codebook_id)
             .where(Codebook.key.startswith("a-book"), CodebookVersion.number == 1)
         )
-        for name, items in (("odd_items", ODD_ITEMS), ("empty_items", [])):
+        for name, items in (
+            ("odd_items", ODD_ITEMS),
+            ("empty_items", []),
+            ("plain_items", PLAIN_ITEMS),
+        ):
             session.add(
                 Suggestion(
                     incident_id=ids[name],
@@ -139,6 +166,30 @@ def test_suggestion_lines_are_the_reference_bytes(app: Any, odd: dict[str, Any])
     # The stories' suggestion sets, in story order.
     ids = [int(r["incident_id"]) for r in rows]
     assert ids == sorted(ids) and len(set(ids)) >= 8
+
+
+def test_postgresql_makes_the_plain_sets_lines(app: Any, odd: dict[str, Any]) -> None:
+    """Which suggestion sets the database made (PostgreSQL) and which the Python builder: on
+    PostgreSQL the plain set and the sets of plain scores, in Python the sets with an item the
+    SQL leaves to it (a tiny score written with an exponent, a bool or text score, a code that
+    is not text) and the empty set; on SQLite every set is formatted in Python."""
+    factory = app.state.sessionmaker
+    spec = _specs(odd)[0]
+    stats: dict[str, int] = {}
+    with factory() as session:
+        context = service.load_context(session, spec, with_attributes=False)
+        made = b"".join(lines.suggestion_lines(session, spec, context, stats=stats))
+        sets = len(session.scalars(select(Suggestion.id)).all())
+        postgresql = session.get_bind().dialect.name == "postgresql"
+    assert made == _table(factory, spec, "suggestions", sql=False).split(b"\r\n", 1)[1]
+    if postgresql:
+        # The six sets of the JSONL test all hold 2.5e-300 (jsonb prints it in full): Python.
+        python = {"odd_items", "empty_items", "hostile", "nulls", "control", "marked"}
+        python |= {"imported", "plain"}
+        assert stats == {"sql": sets - len(python), "python": len(python)}
+        assert stats["sql"] >= 2  # plain_items and the scored story's
+    else:
+        assert stats == {"python": sets}
 
 
 def test_the_codings_table_holds_the_nested_references_codings(
