@@ -15,7 +15,7 @@ from operator import itemgetter
 from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 import orjson
-from sqlalchemy import String, Text, func, select, true
+from sqlalchemy import String, Text, exists, func, select, true
 from sqlalchemy import cast as sql_cast
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session, aliased
@@ -839,7 +839,9 @@ def coded_batches(session: Session, spec: ExportSpec) -> Iterator[list[int]]:
             .execute(
                 select(coding.incident_id)
                 .join(Incident, Incident.id == coding.incident_id)
-                .where(*conditions, coding.incident_id > last)
+                # The story's id bounded too: else PostgreSQL hashed every story up to the
+                # export's last for each batch (137 ms a batch at 100,000 stories).
+                .where(*conditions, coding.incident_id > last, Incident.id > last)
                 .distinct()
                 .order_by(coding.incident_id)
                 .limit(BATCH)
@@ -891,19 +893,25 @@ def coded_stories(
     the story's text for its spans: ~175 µs a coding, the codings table's whole time)."""
     connection = session.connection()
     redacted = spec.view != "original"
+    # Read by the batch's id range (an IN of 2,000 ids was 8,000 bound parameters a batch to
+    # render and send), narrowed to the batch's stories here.
+    members = set(ids)
+    first, last = min(ids), max(ids)
+    coded = exists().where(Coding.incident_id == Incident.id)
     stories = [
         _CodedStory(incident_id, required, (_json(spans) or {}) if redacted else None)
         for incident_id, required, spans in connection.execute(
             select(Incident.id, Incident.coders_required, _raw(Incident.redaction_spans))
-            .where(Incident.id.in_(list(ids)))
+            .where(Incident.id.between(first, last), coded)
             .order_by(Incident.id)
         )
+        if incident_id in members
     ]
     decisions: dict[int, list[tuple[str, str]]] = defaultdict(list)
     for coding_id, code, decision in connection.execute(
         select(CodingCode.coding_id, CodingCode.code, CodingCode.decision)
         .join(Coding, Coding.id == CodingCode.coding_id)
-        .where(Coding.incident_id.in_(list(ids)))
+        .where(Coding.incident_id.between(first, last))
         .order_by(CodingCode.id)
     ):
         decisions[coding_id].append((code, decision))
@@ -931,9 +939,11 @@ def coded_stories(
             Coding.updated_at,
         )
         .join(User, User.id == Coding.coder_id)
-        .where(Coding.incident_id.in_(list(ids)))
+        .where(Coding.incident_id.between(first, last))
         .order_by(Coding.id)
     ):
+        if incident_id not in members:
+            continue
         made = decisions[coding_id]
         found[incident_id].append(
             _Coding(
@@ -971,7 +981,7 @@ def coded_stories(
             )
             .join(CodingSpan, CodingSpan.coding_code_id == CodingCode.id)
             .join(Coding, Coding.id == CodingCode.coding_id)
-            .where(Coding.incident_id.in_(list(ids)))
+            .where(Coding.incident_id.between(first, last))
             .order_by(CodingSpan.id)
         ):
             if coding_id in shown:
