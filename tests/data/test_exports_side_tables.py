@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import csv
 import io
+import threading
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -245,3 +246,33 @@ def test_a_study_without_adjudications_reads_no_story_for_them(
     assert _table(app.state.sessionmaker, spec, "adjudications") == (
         "\ufeffincident_id,adjudicated_by,at,final_codes,excluded,exclusion_reason,note\r\n".encode()
     )
+
+
+def test_the_deflating_thread_ends_with_the_export() -> None:
+    """An error while a member's lines are made reaches the export's caller; an export stopped
+    after its first chunk (a client gone) stops the deflating thread."""
+
+    def deflating() -> list[threading.Thread]:
+        return [t for t in threading.enumerate() if t.name == "cit-export-deflate"]
+
+    def broken() -> Iterator[bytes]:
+        yield b"id\r\n" * 200_000
+        raise RuntimeError("the database went away")
+
+    with pytest.raises(RuntimeError, match="went away"):
+        b"".join(formats.zip_chunks([("a.csv", broken)]))
+    assert not deflating()
+
+    def endless() -> Iterator[bytes]:
+        while True:
+            yield b"1,2,3\r\n" * 100_000
+
+    chunks = formats.zip_chunks([("b.csv", endless)])
+    assert next(chunks).startswith(b"PK")
+    assert deflating()
+    chunks.close()
+    assert not deflating()
+    # A whole zip: its member reads back.
+    content = b"".join(formats.zip_chunks([("c.csv", lambda: iter([b"x,y\r\n"] * 1000))]))
+    with zipfile.ZipFile(io.BytesIO(content)) as archive:
+        assert archive.read("c.csv") == b"x,y\r\n" * 1000
