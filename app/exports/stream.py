@@ -62,7 +62,11 @@ def chunks(
     csv.writer, the reference they equal)."""
     with session_scope(factory, write=False) as session:
         _snapshot(session)
-        context = service.load_context(session, spec, with_attributes=fmt != "jsonl")
+        # The attribute columns (a pass over every exported story's attributes) are the
+        # stories table's: not read for JSONL (nested) or one side table alone.
+        context = service.load_context(
+            session, spec, with_attributes=fmt != "jsonl" and table in (None, "stories")
+        )
         heads = service.headers(context)
         tables = (table,) if table else service.TABLES
         if fmt == "jsonl" and sql:
