@@ -42,12 +42,13 @@ quarter reports together with exact linear algebra.
 from __future__ import annotations
 
 import gc
-from collections.abc import Hashable, Iterator, Sequence
+from collections.abc import Hashable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import date
 from functools import cached_property
 from itertools import repeat
+from operator import itemgetter
 from typing import Any, cast
 
 import numpy as np
@@ -271,7 +272,7 @@ def _fetch(session: Session, query: TrendsQuery) -> _Cells:
                 group = group_of(raw_group)
             code_key = (period, row[1], valence, group)
             codes[code_key] = add(code_key, 0) + int(row[n_at])
-    names.update(key[1] for key in codes)
+    names.update(map(itemgetter(1), codes))
     if query.cooccurrence:
         pair_sql = rollups.pair_cells_query(
             dialect,
@@ -403,7 +404,7 @@ class _Protected:
         self.finer = finer
         self.periods = sorted({p for p, _v, _g in cells.stories})
         self.groups: dict[tuple[date, str], list[Group]] = {}
-        for period_start, valence, group in sorted(cells.stories, key=_sort_key):
+        for period_start, valence, group in _sorted_cells(cells.stories):
             self.groups.setdefault((period_start, valence), []).append(group)
         self._protect_stories(min_cell)
         self._find_coded_cells()
@@ -469,6 +470,7 @@ class _Protected:
     def _protect_stories(self, min_cell: int) -> None:
         lines: list[Line] = []
         values = self.story_values
+        stories, grouped = self.cells.stories, self.grouped
         for period in self.periods:
             for measure in MEASURES:
                 period_total = _story_key(measure, period, None, None)
@@ -477,20 +479,22 @@ class _Protected:
                 for valence in VALENCES:
                     valence_total = _story_key(measure, period, valence, None)
                     valence_totals.append(valence_total)
-                    values[valence_total] = 0
+                    values[valence_total] = 0  # (before its parts, in report order)
                     parts = []
+                    total = 0
                     for group in self.groups.get((period, valence), []):
-                        value = self.cells.stories[(period, valence, group)][measure]
-                        values[valence_total] += value
-                        if self.grouped:
-                            key = self.cell(measure, period, valence, group)
+                        value = stories[(period, valence, group)][measure]
+                        total += value
+                        if grouped:
+                            key = ("story", measure, period, valence, group)  # self.cell
                             values[key] = value
                             parts.append(key)
-                    values[period_total] += values[valence_total]
+                    values[valence_total] = total
+                    values[period_total] += total
                     if self.grouped:
                         lines.append(Line(valence_total, tuple(parts)))
                 lines.append(Line(period_total, tuple(valence_totals)))
-        hidden = {k for k, v in values.items() if is_small(v, min_cell)}
+        hidden = {k for k, v in values.items() if 0 < v < min_cell}  # is_small
         totals = {k for k in values if k[4] is None}  # type: ignore[index]
         self.story_hidden = self._settle(values, hidden, lines, totals)
 
@@ -507,6 +511,8 @@ class _Protected:
         The totals (keys without a group) of a grouped report are the ungrouped report's: they
         are hidden exactly as it hides them, and nothing else here may hide them. The finer
         report's cells are published by it: fixed too."""
+        if not own_hidden and self.ungrouped is None and self.finer is None:
+            return set()  # nothing hidden and nothing it is tied to: nothing to settle
         values = dict(own)
         hidden = set(own_hidden)
         fixed: set[Hashable] = set()
@@ -716,9 +722,13 @@ class _Protected:
         return {k: None if k in hidden else v for k, v in self.story_values.items()}
 
 
-def _sort_key(key: tuple[date, str, Group]) -> tuple[Any, ...]:
-    period, valence, group = key
-    return (period, valence, tuple((v is None, v) for v in group))
+def _sorted_cells(cells: Iterable[tuple[date, str, Group]]) -> list[tuple[date, str, Group]]:
+    """Story cells in report order: period, valence, then the group's values (None last),
+    each distinct group's sort key made once (a grouped report has thousands of cells and a
+    few hundred groups)."""
+    cells = list(cells)
+    order = {g: tuple((v is None, v) for v in g) for g in {group for _p, _v, group in cells}}
+    return sorted(cells, key=lambda cell: (cell[0], cell[1], order[cell[2]]))
 
 
 def _confirmed_share(
