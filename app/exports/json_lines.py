@@ -42,6 +42,8 @@ from app.exports.service import (
     ExportSpec,
     _attribute_document,
     _batch_conditions,
+    _Coding,
+    _Decision,
     _has_adjudications,
     _raw,
     coding_records,
@@ -257,26 +259,6 @@ def _codings(spec: ExportSpec, context: Context, out: _Parts, side: _Side) -> di
         records = nested_codings(coding_records(cast(Any, story), batch, spec, context))
         parts[incident_id] = prefix + out.dumps(records)
     return parts
-
-
-class _Decision(NamedTuple):
-    code: str
-    origin: str
-
-
-class _Coding(NamedTuple):
-    """The fields of a CodingRead that `service.coding_records` reads."""
-
-    id: int
-    coder: str
-    codebook_version_id: int
-    codes: list[_Decision]
-    rejected_suggestions: list[str]
-    excluded: bool
-    exclusion_reason: str | None
-    note: str | None
-    created_at: Any
-    updated_at: Any
 
 
 class _Required(NamedTuple):
