@@ -962,10 +962,13 @@ def fold(session: Session) -> int:
                     f"ON CONFLICT ({key}) DO UPDATE SET {update}"
                 )
             )
-            if "dimensions" in keys and moved >= SCAN_ZEROS_FROM:
+            if ("dimensions" in keys or postgres) and moved >= SCAN_ZEROS_FROM:
                 # Seven rows per delta: for many deltas, matching them again costs more than a
                 # scan of the table, which holds no zero row but those this fold made (every
-                # fold deletes them). A worker's round folds few: it matches them.
+                # fold deletes them). A worker's round folds few: it matches them. PostgreSQL
+                # matched each zero row against the whole temporary table of taken rows (no
+                # index, no statistics) for every table: 62 s of a 72 s fold of 46,000 deltas
+                # of a 30,000-story study, against a scan of each table.
                 session.execute(text(f"DELETE FROM {table} WHERE {counts[0]} = 0"))
                 continue
             session.execute(

@@ -282,7 +282,8 @@ def test_month_and_quarter_reports_equal_the_daily_path_through_every_change(
     daily_reads: Callable[[], Any],
     assert_rollups_match: Callable[[], None],
 ) -> None:
-    # 0: the fold deletes the grouping tables' zero rows by a scan (a bulk fold's way).
+    # 0: the fold deletes the zero rows by a scan (a bulk fold's way: the grouping tables'
+    # on SQLite, every table's on PostgreSQL).
     monkeypatch.setattr(rollups, "SCAN_ZEROS_FROM", scan_zeros_from)
     surveys = [make_survey().id, make_survey().id]
     version = _version(db)
