@@ -45,6 +45,12 @@ def cell(value: Any) -> Any:
     return value
 
 
+def row_cells(row: Iterable[Any]) -> list[Any]:
+    """A row's values as csv.writer is given them: most are text, whole numbers or empty, and
+    only the others go through `cell`."""
+    return ["" if v is None else v if type(v) in _PLAIN else cell(v) for v in row]
+
+
 def csv_chunks(
     header: list[str], rows: Iterable[list[Any]], *, bom: bool = True, cells: bool = False
 ) -> Iterator[bytes]:
@@ -58,12 +64,7 @@ def csv_chunks(
     write = writer.writerow
     tell = buffer.tell
     for row in rows:
-        # Most cells are text, whole numbers or empty: only the others go through cell().
-        write(
-            row
-            if cells
-            else ["" if v is None else v if type(v) in _PLAIN else cell(v) for v in row]
-        )
+        write(row if cells else row_cells(row))
         if tell() >= CHUNK:
             yield buffer.getvalue().encode()
             buffer.seek(0)

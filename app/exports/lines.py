@@ -33,16 +33,17 @@ from sqlalchemy import literal_column, select
 from sqlalchemy.orm import Session
 
 from app.db import BINARY_ROWS
-from app.exports.formats import cell
+from app.exports.formats import row_cells
 from app.exports.service import (
     Context,
     ExportSpec,
     _attribute_cells,
     _batch_conditions,
     _plain_batches,
-    _suggestion_range,
     story_batches,
     story_row,
+    suggestion_row,
+    suggestion_rows,
     utc_text,
 )
 from app.models import ImportRun, Incident, IncidentCode
@@ -395,7 +396,7 @@ def _quoted(text: str) -> str:
 
 
 class _SuggestionLines:
-    """The suggestions table's lines of driver rows (`_driver_suggestions`), made in Python."""
+    """The suggestions table's lines of driver rows (`service.suggestion_rows`), in Python."""
 
     def __init__(self, context: Context) -> None:
         self.context = context
@@ -466,23 +467,11 @@ def suggestion_lines(
     Exports at scale). `stats` counts the suggestion sets made."""
     made = _SuggestionLines(context)
     for ids in _plain_batches(session, spec):
-        rows = _driver_suggestions(session, ids)
+        rows = suggestion_rows(session, ids)
         if stats is not None:
             stats["python"] = stats.get("python", 0) + len(rows)
         for first in range(0, len(rows), _SETS_PER_BLOCK):  # ~0.5 MB a block, not 10,000 sets
             yield made.lines(rows[first : first + _SETS_PER_BLOCK]).encode()
-
-
-def _driver_suggestions(session: Session, ids: Sequence[Any]) -> list[Any]:
-    """`service.suggestion_rows` as the driver's rows (plain text and numbers: the columns are
-    read raw), without a SQLAlchemy row each."""
-    if not ids:
-        return []
-    members = {r[0] for r in ids}
-    result = _suggestion_range(session, ids)
-    found = result.cursor.fetchall() if result.cursor is not None else []
-    result.close()
-    return sorted((r for r in found if r[0] in members), key=itemgetter(0))
 
 
 def _reference_line(
@@ -493,21 +482,8 @@ def _reference_line(
     version_id: Any,
     created: Any,
 ) -> str:
-    """One item's line by csv.writer, from the reference's cells (`service.table_rows`)."""
-    evidence = item.get("evidence")
-    row = [
-        incident_id,
-        item.get("code"),
-        item.get("score"),
-        "true" if item.get("suggested") else "false",
-        item.get("source"),
-        model_id,
-        context.versions.get(version_id),
-        created,
-        orjson.dumps(evidence).decode() if evidence else None,
-    ]
+    """One item's line by csv.writer, from the reference's row (`service.suggestion_row`)."""
     buffer = io.StringIO()
-    csv.writer(buffer, lineterminator="\r\n").writerow(
-        ["" if v is None else v if type(v) in (str, int, float) else cell(v) for v in row]
-    )
+    row = suggestion_row(incident_id, item, model_id, context.versions.get(version_id), created)
+    csv.writer(buffer, lineterminator="\r\n").writerow(row_cells(row))
     return buffer.getvalue()

@@ -666,8 +666,34 @@ def _suggestion_rows(session: Session, rows: Sequence[Any]) -> Iterator[Any]:
 
 def suggestion_rows(session: Session, rows: Sequence[Any]) -> list[Any]:
     """`_suggestion_rows` in story id order (one suggestion row per story), as the suggestions
-    table lists them."""
-    return sorted(_suggestion_rows(session, rows), key=itemgetter(0))
+    table lists them, as the driver's rows (the columns are read raw: plain text and numbers),
+    without a SQLAlchemy row each."""
+    if not rows:
+        return []
+    members = {r[0] for r in rows}
+    result = _suggestion_range(session, rows)
+    found = result.cursor.fetchall() if result.cursor is not None else []
+    result.close()
+    return sorted((r for r in found if r[0] in members), key=itemgetter(0))
+
+
+def suggestion_row(
+    incident_id: int, item: dict[str, Any], model_id: Any, version: str | None, created: Any
+) -> list[Any]:
+    """One suggestion item's row of the suggestions table (the reference the line builder,
+    `lines.suggestion_lines`, writes the bytes of)."""
+    evidence = item.get("evidence")
+    return [
+        incident_id,
+        item.get("code"),
+        item.get("score"),
+        "true" if item.get("suggested") else "false",
+        item.get("source"),
+        model_id,
+        version,
+        created,
+        orjson.dumps(evidence).decode() if evidence else None,
+    ]
 
 
 def _suggestion_range(session: Session, rows: Sequence[Any]) -> Any:
@@ -791,18 +817,7 @@ def table_rows(
                 version = context.versions.get(version_id)
                 created = utc_text(created_at)
                 for item in orjson.loads(items):
-                    evidence = item.get("evidence")
-                    yield [
-                        incident_id,
-                        item.get("code"),
-                        item.get("score"),
-                        "true" if item.get("suggested") else "false",
-                        item.get("source"),
-                        model_id,
-                        version,
-                        created,
-                        orjson.dumps(evidence).decode() if evidence else None,
-                    ]
+                    yield suggestion_row(incident_id, item, model_id, version, created)
     elif table == "adjudications":
         if not _has_adjudications(session):
             return  # most studies: no story's id needs reading
