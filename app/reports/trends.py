@@ -486,7 +486,7 @@ class _Protected:
                         value = stories[(period, valence, group)][measure]
                         total += value
                         if grouped:
-                            key = ("story", measure, period, valence, group)  # self.cell
+                            key = _story_key(measure, period, valence, group)  # self.cell
                             values[key] = value
                             parts.append(key)
                     values[valence_total] = total
@@ -494,7 +494,7 @@ class _Protected:
                     if self.grouped:
                         lines.append(Line(valence_total, tuple(parts)))
                 lines.append(Line(period_total, tuple(valence_totals)))
-        hidden = {k for k, v in values.items() if 0 < v < min_cell}  # is_small
+        hidden = {k for k, v in values.items() if is_small(v, min_cell)}
         totals = {k for k in values if k[4] is None}  # type: ignore[index]
         self.story_hidden = self._settle(values, hidden, lines, totals)
 
