@@ -6,24 +6,28 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Annotated
+from typing import Annotated, TypeVar
 
+import anyio
 from fastapi import Depends, Request
 from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session, sessionmaker
+from starlette.concurrency import run_in_threadpool
 
 from app import audit
 from app.accounts import sessions as web_sessions
 from app.config import Settings, app_settings
-from app.db import SessionDep, brief_read, session_scope
+from app.db import DbGate, SessionDep, brief_read, end_session, new_session, session_scope
 from app.errors import Conflict, Forbidden, Invalid, Unauthorized
 from app.models import ROLES, ApiToken, User, WebSession
 from app.models.base import utcnow
 
 TOKEN_PREFIX = "cit_"
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -154,22 +158,24 @@ def _write_aside(request: Request, session: Session, statement: object) -> None:
         session.execute(statement)  # type: ignore[call-overload]
 
 
-def current_user(
+def _principal(
     request: Request,
-    session: SessionDep,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-    cookie: Annotated[str | None, Depends(_cookie)],
-    csrf: Annotated[str | None, Depends(submitted_csrf)],
+    session: Session,
+    token: str | None,
+    cookie: str | None,
+    csrf: str | None,
 ) -> Principal:
+    """Who sends this request: the holder of its bearer token, else of its session cookie
+    (whose state-changing requests must carry the CSRF token). Runs on a worker thread."""
     # On SQLite the reads run in brief transactions of their own (no write lock): the
     # request's writes begin afresh at the endpoint's first statement. On PostgreSQL they are
     # the first statements of the request's transaction (see brief_read).
     # The app's settings (app_settings) read here, not as a dependency: a synchronous one costs
     # a worker-thread hop on every request.
     settings: Settings = request.app.state.settings
-    if credentials is not None:
+    if token is not None:
         with brief_read(session):
-            principal, touch = _token_holder(session, credentials.credentials)
+            principal, touch = _token_holder(session, token)
         if principal is None:
             raise Unauthorized("invalid or revoked token")
         if touch is not None:
@@ -201,7 +207,82 @@ def current_user(
             )
         request.state.csrf_token = web_sessions.csrf_token(settings, cookie)
         return Principal(found.user_id, found.name, found.role)
-    raise Unauthorized("missing bearer token (Authorization: Bearer <token>) or session")
+    raise Unauthorized(_MISSING)
+
+
+_MISSING = "missing bearer token (Authorization: Bearer <token>) or session"
+
+
+def current_user(
+    request: Request,
+    session: SessionDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    cookie: Annotated[str | None, Depends(_cookie)],
+    csrf: Annotated[str | None, Depends(submitted_csrf)],
+) -> Principal:
+    return _principal(
+        request, session, credentials.credentials if credentials else None, cookie, csrf
+    )
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """What a request presents to say who sends it, not yet checked (see `one_hop`)."""
+
+    token: str | None
+    cookie: str | None
+    csrf: str | None
+
+
+async def credentials(
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    cookie: Annotated[str | None, Depends(_cookie)],
+    csrf: Annotated[str | None, Depends(submitted_csrf)],
+) -> Credentials:
+    """The request's credentials, read on the event loop (no database): a request without any
+    is refused here, before its body is validated, as `current_user` refuses it."""
+    if bearer is None and not cookie:
+        raise Unauthorized(_MISSING)
+    return Credentials(bearer.credentials if bearer else None, cookie, csrf)
+
+
+CredentialsDep = Annotated[Credentials, Depends(credentials)]
+
+
+async def one_hop(
+    request: Request,
+    presented: Credentials,
+    roles: frozenset[str],
+    work: Callable[[Session, Principal], T],
+) -> T:
+    """Check the caller, do `work(session, caller)` and commit, in one worker-thread call.
+
+    The same steps as `SessionDep` + `require_role` + a synchronous endpoint, which take three
+    thread hops (the credentials' check, the endpoint, the commit) and a dependency tree per
+    request: on the coding path that was a large share of the server's CPU (bench/README.md,
+    Coding path). The commit comes before the answer is sent, as with `SessionDep`; a request
+    whose client goes away still ends its transaction (the thread cannot be stopped, and the
+    database slot stays taken until it has)."""
+    gate: DbGate = request.app.state.db_gate
+    factory: sessionmaker[Session] = request.app.state.sessionmaker
+    write = request.method not in _SAFE_METHODS
+
+    def run() -> T:
+        session = new_session(factory, write=write)
+        try:
+            caller = _principal(request, session, presented.token, presented.cookie, presented.csrf)
+            check_role(caller, roles)
+            result = work(session, caller)
+        except BaseException:
+            end_session(session, commit=False)
+            raise
+        end_session(session, commit=True)
+        return result
+
+    async with gate.slot():
+        with anyio.CancelScope(shield=True):
+            answer = await run_in_threadpool(run)
+    return answer
 
 
 def optional_user(
@@ -229,17 +310,22 @@ def require_role(*roles: str):  # type: ignore[no-untyped-def]
 
     # async: a check this small runs on the event loop, not on a worker thread of its own.
     async def dependency(user: CurrentUser) -> Principal:
-        if user.role not in allowed:
-            raise Forbidden(
-                f"this needs the role {' or '.join(sorted(allowed))}; your token has {user.role!r}"
-            )
+        check_role(user, allowed)
         return user
 
     return dependency
 
 
+def check_role(user: Principal, allowed: frozenset[str]) -> None:
+    if user.role not in allowed:
+        raise Forbidden(
+            f"this needs the role {' or '.join(sorted(allowed))}; your token has {user.role!r}"
+        )
+
+
 RequireAdmin = Annotated[Principal, Depends(require_role("admin"))]
-RequireResearcher = Annotated[Principal, Depends(require_role("admin", "researcher"))]
+RESEARCHERS = frozenset({"admin", "researcher"})
+RequireResearcher = Annotated[Principal, Depends(require_role(*RESEARCHERS))]
 # Cases and respondents' contacts: admins and case managers only, never researchers or viewers.
 RequireCaseManager = Annotated[Principal, Depends(require_role("admin", "case_manager"))]
 RequireAnyRole = Annotated[Principal, Depends(require_role(*ROLES))]

@@ -302,11 +302,11 @@ async def _end_in_thread(session: Session, *, commit: bool) -> None:
     # its transaction and hands back its connection (and SQLite's write lock) at once.
     with anyio.CancelScope(shield=True):
         await anyio.to_thread.run_sync(
-            functools.partial(_end, session, commit=commit), limiter=anyio.CapacityLimiter(1)
+            functools.partial(end_session, session, commit=commit), limiter=anyio.CapacityLimiter(1)
         )
 
 
-def _end(session: Session, *, commit: bool) -> None:
+def end_session(session: Session, *, commit: bool) -> None:
     """session_scope's ending: commit (or roll back), then close."""
     try:
         if commit:

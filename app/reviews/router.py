@@ -7,9 +7,18 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Header, Query, Request, Response
 from pydantic import BaseModel
+from sqlalchemy.orm import Session
 
 from app import negotiation
-from app.auth import RequireAdmin, RequireAnyRole, RequireResearcher
+from app.auth import (
+    RESEARCHERS,
+    CredentialsDep,
+    Principal,
+    RequireAdmin,
+    RequireAnyRole,
+    RequireResearcher,
+    one_hop,
+)
 from app.db import SessionDep
 from app.errors import (
     Conflict,
@@ -77,29 +86,34 @@ def _json(model: BaseModel, tag: str) -> Response:
     response_model=ReviewItem,
     responses={204: {"description": "Nothing left to code"}, **problem_responses(NotFound)},
 )
-def review_next(
-    session: SessionDep,
-    user: RequireResearcher,
+async def review_next(
+    request: Request,
+    presented: CredentialsDep,
     body: NextRequest | None = None,
     view: ViewParam = None,
 ) -> Response:
     """Hand the caller the next story to code, held for them for `LEASE_MINUTES` (30): one
     they hold already, else one assigned to them, else by the survey's review order. Never a
     story they coded, nor a single-coded story someone else holds."""
-    chosen = resolve_view(user, view)
-    handed = queue.next_story(session, user, survey_id=body.survey_id if body else None)
-    if handed is None:
-        return Response(status_code=204)
-    incident, lease, nothing_of = handed
-    revisions: dict[int, int] = {}
-    item = ReviewItem(
-        incident=to_reads(
-            session, [incident], chosen, user, revisions=revisions, nothing_of=nothing_of
-        )[0],
-        lease_expires_at=lease.expires_at,
-    )
-    # The ETag from the codings just read (`etag` would read the revision again).
-    return _json(item, etag_for(incident, revisions.get(incident.id)))
+
+    def work(session: Session, user: Principal) -> Response:
+        chosen = resolve_view(user, view)
+        handed = queue.next_story(session, user, survey_id=body.survey_id if body else None)
+        if handed is None:
+            return Response(status_code=204)
+        incident, lease, nothing_of = handed
+        revisions: dict[int, int] = {}
+        item = ReviewItem(
+            incident=to_reads(
+                session, [incident], chosen, user, revisions=revisions, nothing_of=nothing_of
+            )[0],
+            lease_expires_at=lease.expires_at,
+        )
+        # The ETag from the codings just read (`etag` would read the revision again).
+        return _json(item, etag_for(incident, revisions.get(incident.id)))
+
+    # The coding path: the check of the caller, the work and the commit in one thread hop.
+    return await one_hop(request, presented, RESEARCHERS, work)
 
 
 @router.delete(
@@ -261,11 +275,11 @@ def read_my_coding(
         NotFound, Conflict, PreconditionFailed, PreconditionRequired, CodesInvalid, SpansInvalid
     ),
 )
-def write_my_coding(
+async def write_my_coding(
     incident_id: int,
     data: CodingUpdate,
-    session: SessionDep,
-    user: RequireResearcher,
+    request: Request,
+    presented: CredentialsDep,
     if_match: IfMatch = None,
     view: ViewParam = None,
 ) -> Response:
@@ -277,8 +291,12 @@ def write_my_coding(
     character offsets into the answer as the caller reads it (researchers: the redacted text;
     admins: the original, or the redacted with `?view=redacted`). They are checked against
     that text and read back with the quoted passage."""
-    coding = service.save_coding(session, incident_id, data, user, if_match, view)
-    return _json(coding, coding.etag)
+
+    def work(session: Session, user: Principal) -> Response:
+        coding = service.save_coding(session, incident_id, data, user, if_match, view)
+        return _json(coding, coding.etag)
+
+    return await one_hop(request, presented, RESEARCHERS, work)
 
 
 @router.put(
