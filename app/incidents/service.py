@@ -9,9 +9,18 @@ from collections import defaultdict
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol, cast
 
-from sqlalchemy import ColumnElement, SQLColumnExpression, and_, bindparam, exists, or_, select
+from sqlalchemy import (
+    ColumnElement,
+    SQLColumnExpression,
+    Table,
+    and_,
+    bindparam,
+    exists,
+    or_,
+    select,
+)
 from sqlalchemy.orm import Session
 
 from app.config import Settings, get_settings
@@ -232,22 +241,40 @@ _SPANS_OF = (
     .where(CodingCode.coding_id.in_(bindparam("coding_ids", expanding=True)))
     .order_by(CodingSpan.id)
 )
-_SUGGESTIONS_OF = select(Suggestion).where(
-    Suggestion.incident_id.in_(bindparam("ids", expanding=True))
-)
+# to_reads' reads as Core statements of the columns it uses, run on the session's connection:
+# an ORM entity load of one row costs several times its SQL (the coding path's hand-out,
+# bench/README.md, Coding path).
+_suggestion_rows = cast(Table, Suggestion.__table__).c
+_SUGGESTIONS_OF = select(
+    _suggestion_rows.incident_id,
+    _suggestion_rows.exclusion,
+    _suggestion_rows["items"],  # (.items is the collection's method)
+    _suggestion_rows.codebook_version_id,
+    _suggestion_rows.model_id,
+    _suggestion_rows.created_at,
+).where(_suggestion_rows.incident_id.in_(bindparam("ids", expanding=True)))
+_final_rows = cast(Table, IncidentCode.__table__).c
 _FINAL_CODES_OF = (
-    select(IncidentCode)
-    .where(IncidentCode.incident_id.in_(bindparam("ids", expanding=True)))
-    .order_by(IncidentCode.id)
-)
-_OPEN_SUGGEST_JOBS_OF = (
-    select(Job)
-    .where(
-        Job.kind == SUGGEST,
-        Job.subject.in_(bindparam("subjects", expanding=True)),
-        Job.status != "done",
+    select(
+        _final_rows.incident_id,
+        _final_rows.code,
+        _final_rows.source,
+        _final_rows.codebook_version_id,
+        _final_rows.confirmed_by,
+        _final_rows.confirmed_at,
     )
-    .order_by(Job.id)
+    .where(_final_rows.incident_id.in_(bindparam("ids", expanding=True)))
+    .order_by(_final_rows.id)
+)
+_job_rows = cast(Table, Job.__table__).c
+_OPEN_SUGGEST_JOBS_OF = (
+    select(_job_rows.subject, _job_rows.status, _job_rows.attempts, _job_rows.last_error)
+    .where(
+        _job_rows.kind == SUGGEST,
+        _job_rows.subject.in_(bindparam("subjects", expanding=True)),
+        _job_rows.status != "done",
+    )
+    .order_by(_job_rows.id)
 )
 
 
@@ -449,7 +476,8 @@ def to_reads(
         else defaultdict(list)
     )
     if ids:
-        for row in session.scalars(_SUGGESTIONS_OF, {"ids": ids}):
+        conn = session.connection()
+        for row in conn.execute(_SUGGESTIONS_OF, {"ids": ids}):
             if row.exclusion:
                 exclusions[row.incident_id] = row.exclusion
             suggestions[row.incident_id] = [
@@ -461,16 +489,14 @@ def to_reads(
                 )
                 for item in row.items
             ]
-        final = (
-            () if "final_codes" in nothing_of else session.scalars(_FINAL_CODES_OF, {"ids": ids})
-        )
+        final = () if "final_codes" in nothing_of else conn.execute(_FINAL_CODES_OF, {"ids": ids})
         for code in final:
             codes[code.incident_id].append(FinalCodeRead.model_validate(code, from_attributes=True))
         subjects = {f"incident:{i}": i for i in ids}
         jobs_of = (
             ()
             if "suggestion_jobs" in nothing_of
-            else session.scalars(_OPEN_SUGGEST_JOBS_OF, {"subjects": list(subjects)})
+            else conn.execute(_OPEN_SUGGEST_JOBS_OF, {"subjects": list(subjects)})
         )
         for job in jobs_of:
             jobs[subjects[job.subject or ""]] = SuggestionJobRead(

@@ -178,6 +178,7 @@ class _Queue:
 
 
 _leases_table = cast(Table, ReviewLease.__table__)
+_incidents_table = cast(Table, Incident.__table__)
 _DROP_EXPIRED = delete(_leases_table).where(
     _leases_table.c.coder_id == bindparam("coder_id"),
     _leases_table.c.expires_at <= bindparam("now"),
@@ -303,6 +304,11 @@ def _insert_lease(
     return ReviewLease(id=lease_id, created_at=now, **values)
 
 
+_SET_CODERS_REQUIRED = (
+    update(_incidents_table)
+    .where(_incidents_table.c.id == bindparam("story"))
+    .values(coders_required=bindparam("required"))
+)
 _SQLITE_LEASE = (
     sqlite.insert(_leases_table)
     .on_conflict_do_nothing(index_elements=["incident_id", "coder_id"])
@@ -369,8 +375,12 @@ def _lease_first(
         if not postgres:
             # This transaction holds SQLite's write lock: what the candidate query saw is
             # what is there, so there is nothing to recheck.
-            decide_coders_required(candidate, share)
+            deciding = candidate.coders_required is None
+            required = decide_coders_required(candidate, share)
             lease = _insert_lease(session, candidate.id, user.id, now, expires)
+            if deciding:  # a Core UPDATE: the ORM's flush of it cost more than the lease
+                conn.execute(_SET_CODERS_REQUIRED, {"story": candidate.id, "required": required})
+                set_committed_value(candidate, "coders_required", required)
         else:
             deciding = candidate.coders_required is None
             required = decide_coders_required(candidate, share)

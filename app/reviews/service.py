@@ -724,14 +724,14 @@ def save_coding(
         webhooks.INSERT_EVENTS,
         outbox,
     )
-    changed: dict[str, Any] = {}
-    if writes.combine:  # the story's new state with the rest, not by the ORM's flush after
-        changed = _changed_columns(incident)
-        if changed:
-            writes.add(
-                _incidents,
-                lambda: _incidents.update().where(_incidents.c.id == story_id).values(changed),
-            )
+    # The story's new state as a Core UPDATE with the rest (PostgreSQL: in the same statement),
+    # not by the ORM's flush after: its unit of work was a third of this function's time.
+    changed = _changed_columns(incident)
+    if changed:
+        writes.add(
+            _incidents,
+            lambda: _incidents.update().where(_incidents.c.id == story_id).values(changed),
+        )
     writes.flush()
     for name, value in changed.items():
         set_committed_value(incident, name, value)
