@@ -14,13 +14,16 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, cast
 from sqlalchemy import (
     ColumnElement,
     SQLColumnExpression,
+    String,
     Table,
     and_,
     bindparam,
     exists,
+    literal,
     or_,
     select,
 )
+from sqlalchemy import cast as cast_to
 from sqlalchemy.orm import Session
 
 from app.config import Settings, get_settings
@@ -279,18 +282,23 @@ _OPEN_SUGGEST_JOBS_OF = (
 
 
 # What to_reads reads besides the suggestions, as EXISTS columns a caller can add to a
-# statement it runs anyway (the review queue's lease), for the story given as the bound
-# parameters `incident_id` and `job_subject` ("incident:<id>"): to_reads then skips the reads
-# that would find nothing (`nothing_of`), a round trip each on PostgreSQL.
-def anything_to_read() -> list[Any]:
-    story: Any = bindparam("incident_id")
+# statement it runs anyway (the review queue's lease or candidate query), for the story given
+# as the bound parameters `incident_id` and `job_subject` ("incident:<id>"), or as the column
+# `story` of that statement: to_reads then skips the reads that would find nothing
+# (`nothing_of`), a round trip each on PostgreSQL and a Core execution each on SQLite.
+def anything_to_read(story: Any = None) -> list[Any]:
+    subject: Any
+    if story is None:
+        story, subject = bindparam("incident_id"), bindparam("job_subject")
+    else:
+        subject = literal("incident:") + cast_to(story, String)
     return [
         exists().where(Coding.incident_id == story).label("codings"),
         exists().where(IncidentCode.incident_id == story).label("final_codes"),
         exists()
         .where(
             Job.kind == SUGGEST,
-            Job.subject == bindparam("job_subject"),
+            Job.subject == subject,
             Job.status != "done",
         )
         .label("suggestion_jobs"),

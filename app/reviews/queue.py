@@ -218,9 +218,13 @@ def _queries(by_survey: bool, postgres: bool) -> _Queue:
     )
 
     def locked(query: Select[Any]) -> Select[Any]:
-        # PostgreSQL: a row another hand-out is deciding on is skipped, not waited for.
-        # SQLite has one writer at a time (BEGIN IMMEDIATE) and ignores the clause.
-        return query.add_columns(share).limit(1).with_for_update(skip_locked=True, of=Incident)
+        # PostgreSQL: a row another hand-out is deciding on is skipped, not waited for (its
+        # lease statement says what there is to read). SQLite has one writer at a time (BEGIN
+        # IMMEDIATE), ignores the clause, and says here what there is to read of the story.
+        query = query.add_columns(share)
+        if not postgres:
+            query = query.add_columns(*anything_to_read(Incident.id))
+        return query.limit(1).with_for_update(skip_locked=True, of=Incident)
 
     held = (
         select(ReviewLease.id)
@@ -371,7 +375,7 @@ def _lease_first(
         found = session.execute(attempt, params).first()
         if found is None:
             return None
-        candidate, share = found
+        candidate, share = found[0], found[1]
         if not postgres:
             # This transaction holds SQLite's write lock: what the candidate query saw is
             # what is there, so there is nothing to recheck.
@@ -381,6 +385,9 @@ def _lease_first(
             if deciding:  # a Core UPDATE: the ORM's flush of it cost more than the lease
                 conn.execute(_SET_CODERS_REQUIRED, {"story": candidate.id, "required": required})
                 set_committed_value(candidate, "coders_required", required)
+            if lease is not None:
+                nothing = frozenset(kind for kind in READ_KINDS if not found._mapping[kind])
+                return Handed(candidate, lease, nothing)
         else:
             deciding = candidate.coders_required is None
             required = decide_coders_required(candidate, share)

@@ -10,11 +10,11 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from app.accounts import sessions as web_sessions
 from app.config import Settings
-from app.models import ApiToken, Coding, ReviewLease, Survey
+from app.models import ApiToken, Coding, Job, ReviewLease, Survey
 from tests.reviews.conftest import PROBLEM, Person
 from tests.workbench.conftest import make_person, sign_in
 
@@ -144,3 +144,33 @@ def test_the_openapi_document_keeps_the_routes_security_and_refusals(app: FastAP
         assert schemes == {"HTTPBearer", "APIKeyCookie"}, operation["security"]
         for status in ("401", "403", "422", "503"):
             assert PROBLEM in operation["responses"][status]["content"], status
+
+
+def test_the_hand_out_reads_what_the_story_has_and_skips_what_it_has_not(
+    client: TestClient,
+    db: Callable[[], Any],
+    person: Callable[..., Person],
+    survey: Survey,
+    make_story: Any,
+) -> None:
+    """The candidate query (SQLite) or the lease statement (PostgreSQL) says whether the story
+    has codings, final codes or a pending suggestion job; the answer must still carry them."""
+    waiting = make_story(survey)  # its suggestion job is still queued
+    done = make_story(survey)
+    with db() as session:
+        session.execute(update(Job).where(Job.subject == f"incident:{done}").values(status="done"))
+    coder = person()
+    seen = {}
+    for _ in range(2):
+        handed = client.post(NEXT, headers=coder.headers, json={})
+        assert handed.status_code == 200, handed.text
+        item = handed.json()["incident"]
+        seen[item["id"]] = item["suggestion_job"]
+        saved = client.put(
+            _coding(item["id"]),
+            headers={**coder.headers, "If-Match": handed.headers["ETag"]},
+            json={"codes": [{"code": "complaint"}]},
+        )
+        assert saved.status_code == 200, saved.text
+    assert seen[waiting] is not None and seen[waiting]["status"] == "queued"
+    assert seen[done] is None
