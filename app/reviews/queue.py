@@ -358,6 +358,13 @@ def _postgres_lease(deciding: bool) -> Any:
 _POSTGRES_LEASE = {deciding: _postgres_lease(deciding) for deciding in (False, True)}
 
 
+def _written(session: Session, candidate: Incident, required: int) -> None:
+    """The coders_required just written by a Core statement: the story leaves the session,
+    which would otherwise walk its unit of work at the commit to find nothing to write."""
+    set_committed_value(candidate, "coders_required", required)
+    session.expunge(candidate)
+
+
 def _lease_first(
     session: Session,
     query: Select[Any],
@@ -384,7 +391,7 @@ def _lease_first(
             lease = _insert_lease(session, candidate.id, user.id, now, expires)
             if deciding:  # a Core UPDATE: the ORM's flush of it cost more than the lease
                 conn.execute(_SET_CODERS_REQUIRED, {"story": candidate.id, "required": required})
-                set_committed_value(candidate, "coders_required", required)
+                _written(session, candidate, required)
             if lease is not None:
                 nothing = frozenset(kind for kind in READ_KINDS if not found._mapping[kind])
                 return Handed(candidate, lease, nothing)
@@ -392,7 +399,7 @@ def _lease_first(
             deciding = candidate.coders_required is None
             required = decide_coders_required(candidate, share)
             if deciding:  # written by the lease's statement
-                set_committed_value(candidate, "coders_required", required)
+                _written(session, candidate, required)
             values = {"incident_id": candidate.id, "coder_id": user.id, "expires_at": expires}
             leased = conn.execute(
                 _POSTGRES_LEASE[deciding],
