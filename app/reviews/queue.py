@@ -142,11 +142,13 @@ def next_story(session: Session, user: Principal, *, survey_id: int | None) -> H
     params: dict[str, Any] = {"coder_id": user.id, "now": now}
     if survey_id is not None:
         params["survey_id"] = survey_id
-    if not postgres:  # PostgreSQL: a data-modifying CTE of the next statement
-        conn.execute(_DROP_EXPIRED, params)
     # Which tiers there are to look in, in one statement: a lease the caller holds, stories
     # assigned to them, surveys reviewed least certain first.
     flags = conn.execute(queries.flags, params).one()
+    if not postgres and flags.expired:  # PostgreSQL: a data-modifying CTE of `flags`
+        # Before the candidates: the caller's expired lease must not stand in the way of
+        # their new one (the unique story and coder pair).
+        conn.execute(_DROP_EXPIRED, params)
     if flags.held is not None:
         lease, incident = session.execute(queries.held, {"lease_id": flags.held}).one()
         lease.expires_at = expires
@@ -200,7 +202,8 @@ def _queries(by_survey: bool, postgres: bool) -> _Queue:
 
     `flags` says which of them there is any point in asking (and finds a lease the caller
     holds), in one statement; on PostgreSQL it also drops the caller's expired leases (a
-    data-modifying CTE: its SELECT still sees them, hence `expires_at > now` there)."""
+    data-modifying CTE: its SELECT still sees them, hence `expires_at > now` there), on SQLite
+    it says whether there are any to drop."""
     coder_id: Any = bindparam("coder_id")
     now: Any = bindparam("now")
     survey = [Incident.survey_id == bindparam("survey_id")] if by_survey else []
@@ -253,6 +256,12 @@ def _queries(by_survey: bool, postgres: bool) -> _Queue:
     )
     if postgres:
         flags = flags.add_cte(_DROP_EXPIRED.cte("dropped"))
+    else:  # whether there is anything for _DROP_EXPIRED to drop (mostly not: one statement)
+        flags = flags.add_columns(
+            exists()
+            .where(ReviewLease.coder_id == coder_id, ReviewLease.expires_at <= now)
+            .label("expired")
+        )
 
     def with_order(query: Select[Any]) -> Select[Any]:
         return (

@@ -21,8 +21,8 @@ from app.models import ReportCodeDelta, ReportStoryDelta, Survey
 # hand-out and coding; a double-coded one: both coders' (the second settles the story).
 PINNED = {
     "sqlite": {
-        "single-coded": {"next": 10, "save": 11},
-        "double-coded": {"next": 10, "save": 10, "next_second": 12, "save_second": 13},
+        "single-coded": {"next": 9, "save": 11},
+        "double-coded": {"next": 9, "save": 10, "next_second": 11, "save_second": 13},
     },
     "postgresql": {
         "single-coded": {"next": 6, "save": 6},

@@ -167,6 +167,27 @@ def test_skips_final_and_own_stories(
     assert review.next_id(alice, survey_id=single.id) == fresh
 
 
+def test_the_callers_own_expired_lease_is_dropped_and_the_story_comes_back(
+    review: Any,
+    db: Callable[[], Any],
+    person: Callable[..., Any],
+    survey: Survey,
+    make_story: Any,
+    expire_leases: Callable[[], None],
+) -> None:
+    story = make_story(survey)
+    alice = person()
+    assert review.next_id(alice) == story
+    expire_leases()
+    # Her expired lease goes before the queue looks (the story and coder pair is unique).
+    item = review.next(alice)
+    assert item is not None and item["incident"]["id"] == story
+    assert datetime.fromisoformat(item["lease_expires_at"]) > utcnow()
+    with db() as session:
+        leases = session.execute(select(ReviewLease.expires_at)).scalars().all()
+    assert len(leases) == 1 and leases[0] > utcnow()
+
+
 def test_a_double_coded_story_goes_to_two_coders_never_twice_to_one(
     review: Any,
     person: Callable[..., Any],
