@@ -9,7 +9,7 @@ from collections import defaultdict
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from typing import TYPE_CHECKING, Any, Literal, Protocol, cast
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Protocol, cast
 
 from sqlalchemy import (
     ColumnElement,
@@ -247,7 +247,8 @@ _SPANS_OF = (
 # to_reads' reads as Core statements of the columns it uses, run on the session's connection:
 # an ORM entity load of one row costs several times its SQL (the coding path's hand-out,
 # bench/README.md, Coding path).
-_suggestion_rows = cast(Table, Suggestion.__table__).c
+_suggestions_table = cast(Table, Suggestion.__table__)
+_suggestion_rows = _suggestions_table.c
 _SUGGESTIONS_OF = select(
     _suggestion_rows.incident_id,
     _suggestion_rows.exclusion,
@@ -306,6 +307,54 @@ def anything_to_read(story: Any = None) -> list[Any]:
 
 
 READ_KINDS = ("codings", "final_codes", "suggestion_jobs")
+
+
+class SuggestionRow(NamedTuple):
+    """A story's suggestion row as to_reads reads it."""
+
+    incident_id: int
+    exclusion: dict[str, Any] | None
+    items: list[dict[str, Any]]
+    codebook_version_id: int
+    model_id: int | None
+    created_at: datetime
+
+
+_SUGGESTION_FIELDS = ("items", "exclusion", "codebook_version_id", "model_id", "created_at")
+
+
+def suggestion_columns(story: Any = None) -> list[Any]:
+    """The story's suggestion row as labelled scalar subqueries (`suggestion_<column>`), for a
+    statement that reads the story anyway (the review queue's candidate query on SQLite, its
+    lease on PostgreSQL): with `suggestion_row_of`, to_reads then has no read of its own to
+    run (`suggestions_read`). `story`: the story's id column, else the bound `incident_id`."""
+    if story is None:
+        story = bindparam("incident_id")
+    return [
+        select(_suggestion_rows[name])
+        .where(_suggestion_rows.incident_id == story)
+        # Never correlated to a suggestions table of the enclosing statement (the queue's
+        # least-certain candidates join it).
+        .correlate_except(_suggestions_table)
+        .scalar_subquery()
+        .label(f"suggestion_{name}")
+        for name in _SUGGESTION_FIELDS
+    ]
+
+
+def suggestion_row_of(incident_id: int, row: Any) -> SuggestionRow | None:
+    """The suggestion row read by `suggestion_columns` (None: the story has none)."""
+    found = row._mapping
+    if found["suggestion_items"] is None:  # items is NOT NULL: no row
+        return None
+    return SuggestionRow(
+        incident_id=incident_id,
+        exclusion=found["suggestion_exclusion"],
+        items=found["suggestion_items"],
+        codebook_version_id=found["suggestion_codebook_version_id"],
+        model_id=found["suggestion_model_id"],
+        created_at=found["suggestion_created_at"],
+    )
 
 
 def load_codings(
@@ -456,12 +505,15 @@ def to_reads(
     redaction: str | Literal["configured"] | None = "configured",
     revisions: dict[int, int] | None = None,
     nothing_of: Collection[str] = (),
+    suggestions_read: Mapping[int, SuggestionRow | None] | None = None,
 ) -> list[IncidentRead]:
     """Stories as researchers (redacted) or admins (original) read them, with suggestions,
     final codes, the codings `viewer` may see and any pending or failed suggestion job, loaded
     in bulk (no N+1). `revisions`, when given, gets the revision of the viewer's own coding of
     each story they coded (what `etag` reads, without a statement of its own). `nothing_of`:
     the READ_KINDS the caller knows none of the stories has (`anything_to_read`): not read.
+    `suggestions_read`: the suggestion rows (None: none) of stories the caller read them for
+    (`suggestion_columns`): not read again.
 
     `redaction` is the redaction marker the redacted view requires ("configured": the one of
     the process settings' NER pipeline): a story not yet redacted with it is served without its
@@ -485,7 +537,12 @@ def to_reads(
     )
     if ids:
         conn = session.connection()
-        for row in conn.execute(_SUGGESTIONS_OF, {"ids": ids}):
+        known = suggestions_read or {}
+        unread = [i for i in ids if i not in known]
+        rows: list[Any] = [known[i] for i in ids if known.get(i) is not None]
+        if unread:
+            rows += conn.execute(_SUGGESTIONS_OF, {"ids": unread}).all()
+        for row in rows:
             if row.exclusion:
                 exclusions[row.incident_id] = row.exclusion
             suggestions[row.incident_id] = [

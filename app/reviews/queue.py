@@ -31,7 +31,14 @@ from sqlalchemy.orm.attributes import set_committed_value
 from app import audit
 from app.auth import Principal
 from app.errors import Conflict, Invalid, NotFound
-from app.incidents.service import READ_KINDS, anything_to_read, as_utc
+from app.incidents.service import (
+    READ_KINDS,
+    SuggestionRow,
+    anything_to_read,
+    as_utc,
+    suggestion_columns,
+    suggestion_row_of,
+)
 from app.models import (
     INCIDENT_STATUSES,
     Assignment,
@@ -117,12 +124,14 @@ def _survey(survey_id: int | None) -> list[ColumnElement[bool]]:
 
 
 class Handed(NamedTuple):
-    """A story handed out, its lease, and the READ_KINDS it is known to have none of (see
-    `to_reads`; known on PostgreSQL, from the lease's statement)."""
+    """A story handed out, its lease, the READ_KINDS it is known to have none of and its
+    suggestion row, when read (see `to_reads`; both read by the candidate query on SQLite, by
+    the lease's statement on PostgreSQL)."""
 
     incident: Incident
     lease: ReviewLease
     nothing_of: frozenset[str] = frozenset()
+    suggestions: dict[int, SuggestionRow | None] | None = None
 
 
 def next_story(session: Session, user: Principal, *, survey_id: int | None) -> Handed | None:
@@ -226,7 +235,9 @@ def _queries(by_survey: bool, postgres: bool) -> _Queue:
         # IMMEDIATE), ignores the clause, and says here what there is to read of the story.
         query = query.add_columns(share)
         if not postgres:
-            query = query.add_columns(*anything_to_read(Incident.id))
+            query = query.add_columns(
+                *anything_to_read(Incident.id), *suggestion_columns(Incident.id)
+            )
         return query.limit(1).with_for_update(skip_locked=True, of=Incident)
 
     held = (
@@ -348,7 +359,7 @@ def _postgres_lease(deciding: bool) -> Any:
         .from_select(["incident_id", "coder_id", "expires_at", "created_at"], still)
         .on_conflict_do_nothing(index_elements=["incident_id", "coder_id"])
         # And, seen after the row lock too, which of the answer's reads would find anything.
-        .returning(_leases_table.c.id, *anything_to_read())
+        .returning(_leases_table.c.id, *anything_to_read(), *suggestion_columns())
     )
     if deciding:
         incidents = cast(Table, Incident.__table__)
@@ -403,7 +414,8 @@ def _lease_first(
                 _written(session, candidate, required)
             if lease is not None:
                 nothing = frozenset(kind for kind in READ_KINDS if not found._mapping[kind])
-                return Handed(candidate, lease, nothing)
+                read = {candidate.id: suggestion_row_of(candidate.id, found)}
+                return Handed(candidate, lease, nothing, read)
         else:
             deciding = candidate.coders_required is None
             required = decide_coders_required(candidate, share)
@@ -423,7 +435,8 @@ def _lease_first(
             if leased is not None:
                 lease = ReviewLease(id=leased.id, created_at=now, **values)
                 nothing = frozenset(kind for kind in READ_KINDS if not leased._mapping[kind])
-                return Handed(candidate, lease, nothing)
+                read = {candidate.id: suggestion_row_of(candidate.id, leased)}
+                return Handed(candidate, lease, nothing, read)
             lease = None
         if lease is None:
             passed.append(candidate.id)

@@ -101,11 +101,17 @@ async def review_next(
         handed = queue.next_story(session, user, survey_id=body.survey_id if body else None)
         if handed is None:
             return Response(status_code=204)
-        incident, lease, nothing_of = handed
+        incident, lease, nothing_of, suggestions = handed
         revisions: dict[int, int] = {}
         item = ReviewItem(
             incident=to_reads(
-                session, [incident], chosen, user, revisions=revisions, nothing_of=nothing_of
+                session,
+                [incident],
+                chosen,
+                user,
+                revisions=revisions,
+                nothing_of=nothing_of,
+                suggestions_read=suggestions,
             )[0],
             lease_expires_at=lease.expires_at,
         )

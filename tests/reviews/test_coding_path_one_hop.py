@@ -8,13 +8,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select, update
 
 from app.accounts import sessions as web_sessions
 from app.config import Settings
-from app.models import ApiToken, Coding, Job, ReviewLease, Survey
+from app.models import ApiToken, Coding, Job, ReviewLease, Suggestion, Survey
 from tests.reviews.conftest import PROBLEM, Person
 from tests.workbench.conftest import make_person, sign_in
 
@@ -174,3 +175,53 @@ def test_the_hand_out_reads_what_the_story_has_and_skips_what_it_has_not(
         assert saved.status_code == 200, saved.text
     assert seen[waiting] is not None and seen[waiting]["status"] == "queued"
     assert seen[done] is None
+
+
+@pytest.mark.parametrize("order", ["oldest", "least_certain"])
+def test_the_hand_out_carries_the_same_suggestions_as_reading_the_story(
+    client: TestClient,
+    db: Callable[[], Any],
+    person: Callable[..., Person],
+    survey: Survey,
+    make_story: Any,
+    order: str,
+) -> None:
+    """The hand-out reads the story's suggestion row in its candidate (SQLite) or lease
+    (PostgreSQL) statement; reading the story reads it on its own. Both must agree, in either
+    review order (the least-certain candidates join the suggestions table)."""
+    with db() as session:
+        session.execute(update(Survey).where(Survey.id == survey.id).values(review_order=order))
+    suggested = make_story(survey, certainty=0.2, suggested=("complaint", "extra_mile"))
+    with db() as session:
+        session.execute(
+            update(Suggestion)
+            .where(Suggestion.incident_id == suggested)
+            .values(
+                exclusion={"score": 0.7, "suggested": True, "threshold": 0.5, "source": "model"}
+            )
+        )
+    bare = make_story(survey)  # no suggestion row
+    coder = person()
+    handed = {}
+    for _ in range(2):
+        got = client.post(NEXT, headers=coder.headers, json={})
+        assert got.status_code == 200, got.text
+        story = got.json()["incident"]["id"]
+        handed[story] = got.json()["incident"]
+        saved = client.put(
+            _coding(story),
+            headers={**coder.headers, "If-Match": got.headers["ETag"]},
+            json={"codes": [{"code": "complaint"}]},
+        )
+        assert saved.status_code == 200, saved.text
+    assert set(handed) == {suggested, bare}
+    for story, item in handed.items():
+        read = client.get(f"/api/v1/incidents/{story}", headers=coder.headers)
+        assert read.status_code == 200, read.text
+        for key in ("suggestions", "exclusion_suggestion"):
+            assert item.get(key) == read.json().get(key), (story, key)
+    items = handed[suggested]["suggestions"]
+    assert [s["code"] for s in items if s["suggested"]] == ["complaint", "extra_mile"]
+    assert all(s["codebook_version_id"] and s["created_at"] for s in items)
+    assert handed[bare]["suggestions"] == []
+    assert handed[suggested]["exclusion_suggestion"]["score"] == 0.7
