@@ -333,6 +333,7 @@ def test_malformed_keys_are_refused_when_the_settings_load() -> None:
         message = refused.value.errors()[0]["msg"]
         assert message.startswith(f"Value error, {purpose.env} must be Fernet keys")
         assert purpose.new_key_command in message and "short" not in message
+        assert NEW_KEY not in repr(Settings(**{purpose.setting: NEW_KEY}))
 
 
 def test_a_given_secret_may_not_look_encrypted(client: TestClient, admin: dict[str, str]) -> None:
