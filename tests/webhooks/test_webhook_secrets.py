@@ -297,20 +297,20 @@ def test_the_rotate_keys_and_new_key_commands(
     get_settings.cache_clear()
     try:
         new_key = CliRunner().invoke(cli, ["webhooks", "new-key"])
-        key = new_key.output.strip()
+        key = new_key.stdout.strip()
         assert new_key.exit_code == 0 and encryption.parse_keys(key, encryption.WEBHOOK_SECRETS)
 
         monkeypatch.setenv("CIT_WEBHOOK_SECRET_KEYS", key)  # the old key left out
         get_settings.cache_clear()
         refused = CliRunner().invoke(cli, ["webhooks", "rotate-keys"])
-        assert refused.exit_code == 1 and f"subscription(s) {created['id']};" in refused.output
+        assert refused.exit_code == 1 and f"subscription(s) {created['id']};" in refused.stderr
         assert _stored(db)[created["id"]] == before
 
         monkeypatch.setenv("CIT_WEBHOOK_SECRET_KEYS", f"{key},{OLD_KEY}")
         get_settings.cache_clear()
         done = CliRunner().invoke(cli, ["webhooks", "rotate-keys"])
         assert done.exit_code == 0, done.output
-        assert done.output == "1 webhook secret(s) re-encrypted with the first key\n"
+        assert done.stdout == "1 webhook secret(s) re-encrypted with the first key\n"
         after = _stored(db)[created["id"]]
         assert after != before
         only_new = settings.model_copy(update={"webhook_secret_keys": key})
@@ -320,8 +320,8 @@ def test_the_rotate_keys_and_new_key_commands(
         get_settings.cache_clear()
         malformed = CliRunner().invoke(cli, ["webhooks", "rotate-keys"])
         assert malformed.exit_code == 1
-        assert "CIT_WEBHOOK_SECRET_KEYS must be Fernet keys" in malformed.output
-        assert "cit webhooks new-key" in malformed.output and "not-a-key" not in malformed.output
+        assert "CIT_WEBHOOK_SECRET_KEYS must be Fernet keys" in malformed.stderr
+        assert "cit webhooks new-key" in malformed.stderr and "not-a-key" not in malformed.output
     finally:
         get_settings.cache_clear()
 
