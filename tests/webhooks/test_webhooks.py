@@ -633,7 +633,7 @@ def test_the_cit_webhooks_commands(
             return result.output
 
         created = run("create", receiver.url(), "--events", "story.received,story.final")
-        secret = created.split("secret (shown once): ")[1].strip()
+        secret = created.split("secret (shown once): ")[1].splitlines()[0]
         with db() as session:
             hook = session.scalars(select(WebhookSubscription)).one()
             hook_id = hook.id
