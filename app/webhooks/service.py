@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from app import audit, encryption
@@ -168,20 +169,19 @@ def signing_secret(settings: Settings, subscription: WebhookSubscription) -> str
 
 def rotate_keys(session: Session, settings: Settings) -> int:
     """Re-encrypt every subscription's secret with the first key of CIT_WEBHOOK_SECRET_KEYS;
-    returns how many. All or nothing: when a key opens some secret no more, nothing is
-    written and the error names the subscriptions (Invalid)."""
-    rows = list(
-        session.scalars(
-            select(WebhookSubscription).order_by(WebhookSubscription.id).with_for_update()
-        )
-    )
+    returns how many. All or nothing: when no key opens some secret, nothing is written and the
+    error names the subscriptions (Invalid). `updated_at` stays: the subscription is as it was."""
+    subscription = WebhookSubscription
+    rows = session.execute(
+        select(subscription.id, subscription.secret_ciphertext)
+        .order_by(subscription.id)
+        .with_for_update()
+    ).all()
     rotated: dict[int, str] = {}
-    unopened: list[int] = []
-    for row in rows:
-        try:
-            rotated[row.id] = encryption.rotate(settings, WEBHOOK_SECRETS, row.secret_ciphertext)
-        except encryption.CannotDecrypt:
-            unopened.append(row.id)
+    for subscription_id, stored in rows:
+        with contextlib.suppress(encryption.CannotDecrypt):
+            rotated[subscription_id] = encryption.rotate(settings, WEBHOOK_SECRETS, stored)
+    unopened = [subscription_id for subscription_id, _ in rows if subscription_id not in rotated]
     if unopened:
         raise Invalid(
             f"no key of {WEBHOOK_SECRETS.env} (nor the one derived from CIT_SECRET_KEY) opens "
@@ -189,9 +189,13 @@ def rotate_keys(session: Session, settings: Settings) -> int:
             "was re-encrypted: put back the key they were encrypted with, or give those "
             "subscriptions a new secret (`cit webhooks update ID --rotate-secret`)"
         )
-    for row in rows:
-        row.secret_ciphertext = rotated[row.id]
-    session.flush()
+    for subscription_id, token in rotated.items():
+        session.execute(
+            update(subscription)
+            .where(subscription.id == subscription_id)
+            .values(secret_ciphertext=token, updated_at=subscription.updated_at)
+            .execution_options(synchronize_session=False)
+        )
     return len(rows)
 
 

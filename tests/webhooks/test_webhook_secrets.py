@@ -160,10 +160,12 @@ def test_key_rotation_keeps_deliveries_working_and_reencrypts(
     dispatcher(webhook_secret_keys=f"{NEW_KEY},{OLD_KEY}").drain()
     assert len(receiver.delivered()) == 1 and receiver.bad_signatures == []
 
-    # Step 2: re-encrypt under the new key.
+    # Step 2: re-encrypt under the new key (the subscription itself is unchanged).
     with db() as session:
         assert service.rotate_keys(session, rotation) == 1
     after = _stored(db)[created["id"]]
+    read = client.get(f"/api/v1/webhooks/{created['id']}", headers=admin).json()
+    assert read["updated_at"] == created["updated_at"]
     assert after != before and after.startswith(MARKER) and created["secret"] not in after
     with db() as session:
         hook = session.get(WebhookSubscription, created["id"])
