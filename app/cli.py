@@ -83,7 +83,7 @@ _session_factory = session_factory
 def db_upgrade(revision: str = "head") -> None:
     """Apply migrations (the only thing that creates or changes the schema)."""
     settings = _settings()
-    migrate.upgrade(settings.database_url, revision)
+    migrate.upgrade(settings.database_url, revision, settings)
     typer.echo(f"database at revision {migrate.current_revision(settings.database_url)}")
 
 
@@ -91,7 +91,7 @@ def db_upgrade(revision: str = "head") -> None:
 def db_downgrade(revision: str) -> None:
     """Revert migrations down to REVISION (`base` empties the database)."""
     settings = _settings()
-    migrate.downgrade(settings.database_url, revision)
+    migrate.downgrade(settings.database_url, revision, settings)
     typer.echo(f"database at revision {migrate.current_revision(settings.database_url)}")
 
 

@@ -11,6 +11,8 @@ from fastapi import Request
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from app import encryption
+
 DEV_SECRET_KEY = "dev-insecure-change-me"
 
 
@@ -102,12 +104,16 @@ class Settings(BaseSettings):
     # Reports.
     min_cell: int = Field(5, ge=1, description="small-cell suppression threshold of the reports")
 
-    # Respondents' contacts (app.cases.crypto): Fernet keys, newest first, comma-separated
-    # (`cit contact-key` prints a new one). Every key decrypts, the first encrypts: put a new
-    # key in front to rotate, keep the old ones until `cit cases rotate-keys` has re-encrypted.
-    # Empty: a key derived from CIT_SECRET_KEY (which itself refuses its default outside
-    # development).
+    # Values encrypted at rest (app.encryption): Fernet keys, newest first, comma-separated.
+    # Every key decrypts, the first encrypts: put a new key in front to rotate, keep the old
+    # ones until the re-encryption command has run. Empty: a key derived from CIT_SECRET_KEY
+    # (which itself refuses its default outside development) with a label of the setting's own;
+    # that derived key always decrypts too, last.
+    # Respondents' contacts (app.cases.crypto): `cit cases new-key`, `cit cases rotate-keys`.
     contact_keys: str = Field("", repr=False)
+    # Webhook subscriptions' signing secrets (app.webhooks): `cit webhooks new-key`,
+    # `cit webhooks rotate-keys`.
+    webhook_secret_keys: str = Field("", repr=False)
 
     # Alerts on trends (app.alerts): evaluated by the worker after a fold, over at most this
     # many recent periods of a rule (a backfill of old stories does not re-evaluate years).
@@ -140,6 +146,8 @@ class Settings(BaseSettings):
             raise ValueError(f"CIT_TRUSTED_PROXIES: {error}") from None
         if len(self.secret_key) < 16:
             raise ValueError("CIT_SECRET_KEY must be at least 16 characters")
+        for purpose in (encryption.CONTACTS, encryption.WEBHOOK_SECRETS):
+            encryption.parse_keys(getattr(self, purpose.setting), purpose)
         return self
 
     @property

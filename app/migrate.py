@@ -9,25 +9,29 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
+from app.config import Settings
 from app.db import create_db_engine
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def alembic_config(database_url: str) -> Config:
+def alembic_config(database_url: str, settings: Settings | None = None) -> Config:
     config = Config(str(ROOT / "alembic.ini"))
     config.set_main_option("script_location", str(ROOT / "migrations"))
     config.set_main_option("sqlalchemy.url", database_url.replace("%", "%%"))
     config.attributes["configure_logging"] = False
+    # The settings a migration that encrypts or decrypts reads its keys from (default: the
+    # environment's, get_settings()).
+    config.attributes["settings"] = settings
     return config
 
 
-def upgrade(database_url: str, revision: str = "head") -> None:
-    command.upgrade(alembic_config(database_url), revision)
+def upgrade(database_url: str, revision: str = "head", settings: Settings | None = None) -> None:
+    command.upgrade(alembic_config(database_url, settings), revision)
 
 
-def downgrade(database_url: str, revision: str) -> None:
-    command.downgrade(alembic_config(database_url), revision)
+def downgrade(database_url: str, revision: str, settings: Settings | None = None) -> None:
+    command.downgrade(alembic_config(database_url, settings), revision)
 
 
 def head_revision(database_url: str) -> str | None:

@@ -79,8 +79,11 @@ def open_due() -> None:
 def rotate_keys() -> None:
     """Re-encrypt every contact with the first key of CIT_CONTACT_KEYS."""
     settings, factory = ready()
-    with session_scope(factory) as session:
-        count = service.rotate_keys(session, settings)
+    try:
+        with session_scope(factory) as session:
+            count = service.rotate_keys(session, settings)
+    except AppError as exc:
+        fail(exc.detail)
     typer.echo(f"{count} contact(s) re-encrypted with the first key")
 
 

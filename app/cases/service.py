@@ -7,13 +7,14 @@ read of a contact in clear is audited. Nothing here logs a contact or a note."""
 
 from __future__ import annotations
 
+import contextlib
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Float, cast, exists, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from app import audit
+from app import audit, encryption
 from app.cases import crypto
 from app.cases.schemas import (
     CaseNoteRead,
@@ -24,7 +25,7 @@ from app.cases.schemas import (
     ContactRead,
 )
 from app.config import Settings
-from app.errors import Conflict, NotFound
+from app.errors import Conflict, Invalid, NotFound
 from app.incidents.redaction import gated_answers, required_redaction
 from app.models import Case, CaseNote, Incident, IncidentCode, IncidentContact, Survey
 from app.models.base import utcnow
@@ -324,10 +325,26 @@ def summary(session: Session, *, survey_id: int | None = None) -> CaseSummary:
 
 
 def rotate_keys(session: Session, settings: Settings) -> int:
-    """Re-encrypt every contact with the first key of CIT_CONTACT_KEYS; returns how many."""
-    count = 0
-    for row in session.scalars(select(IncidentContact)):
-        row.ciphertext = crypto.rotate(settings, row.ciphertext)
-        count += 1
+    """Re-encrypt every contact with the first key of CIT_CONTACT_KEYS; returns how many. All
+    or nothing: when no key opens some contact, nothing is written and the error names the
+    stories (Invalid)."""
+    rows = list(
+        session.scalars(
+            select(IncidentContact).order_by(IncidentContact.incident_id).with_for_update()
+        )
+    )
+    rotated: dict[int, str] = {}
+    for row in rows:
+        with contextlib.suppress(encryption.CannotDecrypt):
+            rotated[row.incident_id] = crypto.rotate(settings, row.ciphertext)
+    unopened = [row.incident_id for row in rows if row.incident_id not in rotated]
+    if unopened:
+        raise Invalid(
+            f"no key of {encryption.CONTACTS.env} (nor the one derived from CIT_SECRET_KEY) "
+            f"opens the contact of story(ies) {', '.join(map(str, unopened))}; nothing was "
+            "re-encrypted: put back the key they were encrypted with"
+        )
+    for row in rows:
+        row.ciphertext = rotated[row.incident_id]
     session.flush()
-    return count
+    return len(rows)

@@ -50,8 +50,10 @@ class WebhookSubscription(Base):
     url: Mapped[str] = mapped_column(String(2000))
     description: Mapped[str] = mapped_column(String(200), default="")
     events: Mapped[list[str]] = mapped_column(JSONType)
-    # The HMAC key; the service must read it to sign, so it is stored as given (admins only).
-    secret: Mapped[str] = mapped_column(String(200))
+    # The HMAC key, encrypted (app.encryption.WEBHOOK_SECRETS: `enc:v1:` and a Fernet token
+    # under CIT_WEBHOOK_SECRET_KEYS). The service must read it to sign, so it cannot be hashed;
+    # nothing but the signing and the re-encryption decrypts it.
+    secret_ciphertext: Mapped[str] = mapped_column(Text)
     include_text: Mapped[bool] = mapped_column(default=False)
     active: Mapped[bool] = mapped_column(default=True)
     consecutive_failures: Mapped[int] = mapped_column(default=0)

@@ -1,4 +1,5 @@
-"""`cit webhooks ...`: subscriptions, their delivery log and redelivery from the command line."""
+"""`cit webhooks ...`: subscriptions, their delivery log and redelivery from the command line;
+the keys that encrypt the signing secrets (new-key, rotate-keys)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Annotated
 import typer
 from pydantic import ValidationError
 
+from app import encryption
 from app.cli_support import fail, ready
 from app.db import session_scope
 from app.errors import AppError
@@ -54,7 +56,11 @@ def create(
         )
         with session_scope(factory) as session:
             created = service.create_subscription(
-                session, data, None, allow_private=settings.webhook_allow_private_addresses
+                session,
+                settings,
+                data,
+                None,
+                allow_private=settings.webhook_allow_private_addresses,
             )
     except ValidationError as exc:
         fail(exc.errors()[0]["msg"])
@@ -107,6 +113,7 @@ def update(
         with session_scope(factory) as session:
             updated = service.update_subscription(
                 session,
+                settings,
                 webhook_id,
                 data,
                 None,
@@ -171,3 +178,21 @@ def redeliver(webhook_id: int, delivery_id: int) -> None:
         fail(exc.detail)
         return
     typer.echo(f"delivery {delivery.id} ({delivery.event_type}) queued again")
+
+
+@webhooks_cli.command("rotate-keys")
+def rotate_keys() -> None:
+    """Re-encrypt every subscription's secret with the first key of CIT_WEBHOOK_SECRET_KEYS."""
+    settings, factory = ready()
+    try:
+        with session_scope(factory) as session:
+            count = service.rotate_keys(session, settings)
+    except AppError as exc:
+        fail(exc.detail)
+    typer.echo(f"{count} webhook secret(s) re-encrypted with the first key")
+
+
+@webhooks_cli.command("new-key")
+def new_key() -> None:
+    """Print a new Fernet key for CIT_WEBHOOK_SECRET_KEYS (put it first to rotate)."""
+    typer.echo(encryption.new_key())

@@ -27,7 +27,7 @@ import random
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
@@ -36,6 +36,7 @@ import orjson
 from sqlalchemy import and_, delete, exists, insert, or_, select, update
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
+from app import encryption
 from app.config import Settings
 from app.db import session_scope
 from app.errors import DATABASE_UNAVAILABLE
@@ -44,7 +45,7 @@ from app.jobs import queue
 from app.jobs.queue import ClaimedJob
 from app.models import Incident, WebhookAttempt, WebhookDelivery, WebhookEvent, WebhookSubscription
 from app.models.base import utcnow
-from app.webhooks import addresses
+from app.webhooks import addresses, service
 from app.webhooks.events import TEXT_EVENTS
 
 log = logging.getLogger("cit.webhooks")
@@ -236,8 +237,11 @@ class Request:
     event_id: int
     event_type: str
     url: str
-    secret: str
     body: bytes
+    # The signing key in clear; None when no configured key opens the stored one, and then
+    # `unsigned` says why (the attempt fails with that reason and nothing is sent).
+    secret: str | None = field(repr=False)
+    unsigned: str | None = None
 
 
 @dataclass(frozen=True)
@@ -289,15 +293,23 @@ def prepare(session: Session, job: ClaimedJob, settings: Settings) -> Request | 
         return None
     event = session.get(WebhookEvent, delivery.event_id)
     assert event is not None  # deliveries go with their event (ON DELETE CASCADE)
+    secret: str | None = None
+    unsigned: str | None = None
+    try:
+        secret = service.signing_secret(settings, subscription)
+    except (encryption.CannotDecrypt, encryption.KeysInvalid) as error:
+        unsigned = f"cannot sign: {error}"[:MAX_ERROR_CHARS]
+        log.error("webhook subscription %s: %s", subscription.id, unsigned)
     return Request(
-        job,
-        delivery.id,
-        subscription.id,
-        event.id,
-        event.event_type,
-        subscription.url,
-        subscription.secret,
-        event_body(session, event, subscription, settings),
+        job=job,
+        delivery_id=delivery.id,
+        subscription_id=subscription.id,
+        event_id=event.id,
+        event_type=event.event_type,
+        url=subscription.url,
+        body=event_body(session, event, subscription, settings),
+        secret=secret,
+        unsigned=unsigned,
     )
 
 
@@ -308,6 +320,8 @@ def send(
     response that trickles in for longer than `timeout` altogether. Unless `allow_private`,
     only to a checked public address of the URL's host (app.webhooks.addresses)."""
     started = time.perf_counter()
+    if request.secret is None:  # an unsigned request is never sent
+        return Outcome("error", None, 0, request.unsigned or "cannot sign", None)
     target = addresses.Target(request.url)
     if not allow_private:
         try:

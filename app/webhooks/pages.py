@@ -71,12 +71,14 @@ def create(request: Request, form: FormDep, session: SessionDep, user: RequireAd
             values=values,
             status_code=400,
         )
+    settings = app_settings(request)
     try:
         created = service.create_subscription(
             session,
+            settings,
             data,
             user,
-            allow_private=app_settings(request).webhook_allow_private_addresses,
+            allow_private=settings.webhook_allow_private_addresses,
         )
     except AppError as exc:
         return _list_page(
@@ -93,7 +95,7 @@ def set_active(
 ) -> Response:
     data = WebhookUpdate(active=form.get("active") == "1")
     try:
-        service.update_subscription(session, webhook_id, data, user)
+        service.update_subscription(session, app_settings(request), webhook_id, data, user)
     except AppError as exc:
         return _list_page(request, session, user, error=exc.detail, status_code=exc.status)
     return see_other("/work/webhooks")

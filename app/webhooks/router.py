@@ -34,8 +34,9 @@ def create_webhook(
 ) -> WebhookWithSecret:
     """Subscribe a URL to events; the response shows the signing secret, once. Only public
     addresses unless the operator allows others (`CIT_WEBHOOK_ALLOW_PRIVATE_ADDRESSES`)."""
+    settings = app_settings(request)
     return service.create_subscription(
-        session, data, user, allow_private=app_settings(request).webhook_allow_private_addresses
+        session, settings, data, user, allow_private=settings.webhook_allow_private_addresses
     )
 
 
@@ -65,12 +66,14 @@ def update_webhook(
 ) -> WebhookRead | WebhookWithSecret:
     """Change a subscription; `active: true` enables a disabled one again, `rotate_secret`
     returns the new secret (once)."""
+    settings = app_settings(request)
     return service.update_subscription(
         session,
+        settings,
         webhook_id,
         data,
         user,
-        allow_private=app_settings(request).webhook_allow_private_addresses,
+        allow_private=settings.webhook_allow_private_addresses,
     )
 
 

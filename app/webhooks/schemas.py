@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, StrictBool, field_validator
 
+from app.encryption import WEBHOOK_SECRETS
 from app.webhooks.events import EVENT_TYPES
 
 EventType = Literal[
@@ -50,6 +51,15 @@ class WebhookCreate(BaseModel):
     @classmethod
     def _short(cls, value: AnyHttpUrl) -> AnyHttpUrl:
         _url(value)
+        return value
+
+    @field_validator("secret")
+    @classmethod
+    def _not_marked(cls, value: str | None) -> str | None:
+        # The marker of an encrypted secret: a clear one that starts with it would be taken
+        # for ciphertext by the migrations.
+        if value is not None and value.startswith(WEBHOOK_SECRETS.marker):
+            raise ValueError(f"the secret must not start with {WEBHOOK_SECRETS.marker!r}")
         return value
 
 

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from app import audit
+from app import audit, encryption
 from app.auth import Principal
+from app.config import Settings
+from app.encryption import WEBHOOK_SECRETS
 from app.errors import Conflict, Invalid, NotFound
 from app.models import WebhookAttempt, WebhookDelivery, WebhookEvent, WebhookSubscription
 from app.models.base import utcnow
@@ -60,17 +63,19 @@ def _check_url(url: str, allow_private: bool) -> None:
 
 def create_subscription(
     session: Session,
+    settings: Settings,
     data: WebhookCreate,
     actor: Principal | None,
     *,
     allow_private: bool = False,
 ) -> WebhookWithSecret:
     _check_url(str(data.url), allow_private)
+    secret = data.secret or new_secret()
     subscription = WebhookSubscription(
         url=str(data.url),
         description=data.description,
         events=list(dict.fromkeys(data.events)),
-        secret=data.secret or new_secret(),
+        secret_ciphertext=encryption.encrypt(settings, WEBHOOK_SECRETS, secret),
         include_text=data.include_text,
         active=data.active,
         consecutive_failures=0,
@@ -85,7 +90,7 @@ def create_subscription(
         subscription.id,
         after=_summary(subscription),
     )
-    return WebhookWithSecret(**to_read(subscription).model_dump(), secret=subscription.secret)
+    return WebhookWithSecret(**to_read(subscription).model_dump(), secret=secret)
 
 
 def get_subscription(session: Session, subscription_id: int) -> WebhookSubscription:
@@ -111,6 +116,7 @@ def list_subscriptions(session: Session, cursor: str | None, limit: int) -> Webh
 
 def update_subscription(
     session: Session,
+    settings: Settings,
     subscription_id: int,
     data: WebhookUpdate,
     actor: Principal | None,
@@ -135,8 +141,9 @@ def update_subscription(
             subscription.disabled_reason = None
             subscription.disabled_at = None
         subscription.active = data.active
-    if data.rotate_secret:
-        subscription.secret = new_secret()
+    secret = new_secret() if data.rotate_secret else None
+    if secret is not None:
+        subscription.secret_ciphertext = encryption.encrypt(settings, WEBHOOK_SECRETS, secret)
     subscription.updated_at = utcnow()
     session.flush()
     audit.record(
@@ -149,9 +156,47 @@ def update_subscription(
         after={**_summary(subscription), "secret_rotated": data.rotate_secret},
     )
     read = to_read(subscription)
-    if data.rotate_secret:
-        return WebhookWithSecret(**read.model_dump(), secret=subscription.secret)
+    if secret is not None:
+        return WebhookWithSecret(**read.model_dump(), secret=secret)
     return read
+
+
+def signing_secret(settings: Settings, subscription: WebhookSubscription) -> str:
+    """The subscription's secret in clear, to sign with; encryption.CannotDecrypt (a message
+    without the secret) when no configured key opens it."""
+    return encryption.decrypt(settings, WEBHOOK_SECRETS, subscription.secret_ciphertext)
+
+
+def rotate_keys(session: Session, settings: Settings) -> int:
+    """Re-encrypt every subscription's secret with the first key of CIT_WEBHOOK_SECRET_KEYS;
+    returns how many. All or nothing: when no key opens some secret, nothing is written and the
+    error names the subscriptions (Invalid). `updated_at` stays: the subscription is as it was."""
+    subscription = WebhookSubscription
+    rows = session.execute(
+        select(subscription.id, subscription.secret_ciphertext)
+        .order_by(subscription.id)
+        .with_for_update()
+    ).all()
+    rotated: dict[int, str] = {}
+    for subscription_id, stored in rows:
+        with contextlib.suppress(encryption.CannotDecrypt):
+            rotated[subscription_id] = encryption.rotate(settings, WEBHOOK_SECRETS, stored)
+    unopened = [subscription_id for subscription_id, _ in rows if subscription_id not in rotated]
+    if unopened:
+        raise Invalid(
+            f"no key of {WEBHOOK_SECRETS.env} (nor the one derived from CIT_SECRET_KEY) opens "
+            f"the secret of webhook subscription(s) {', '.join(map(str, unopened))}; nothing "
+            "was re-encrypted: put back the key they were encrypted with, or give those "
+            "subscriptions a new secret (`cit webhooks update ID --rotate-secret`)"
+        )
+    for subscription_id, token in rotated.items():
+        session.execute(
+            update(subscription)
+            .where(subscription.id == subscription_id)
+            .values(secret_ciphertext=token, updated_at=subscription.updated_at)
+            .execution_options(synchronize_session=False)
+        )
+    return len(rows)
 
 
 def delete_subscription(session: Session, subscription_id: int, actor: Principal | None) -> None:

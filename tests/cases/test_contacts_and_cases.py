@@ -14,8 +14,9 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from app.cases import crypto
-from app.cases.service import open_due_cases, summary
+from app.cases.service import open_due_cases, rotate_keys, summary
 from app.config import Settings
+from app.errors import Invalid
 from app.models import (
     AuditEvent,
     Case,
@@ -299,6 +300,35 @@ def test_contact_keys_rotate(settings: Settings) -> None:
     only_new = settings.model_copy(update={"contact_keys": new})
     assert crypto.decrypt(only_new, fresh) == EMAIL
     assert crypto.decrypt(only_new, token) is None
+
+
+def test_contact_keys_replace_the_derived_key_by_the_usual_rotation(
+    settings: Settings, db: Callable[[], Any], client: TestClient, survey: Survey
+) -> None:
+    """Stored under the key derived from CIT_SECRET_KEY; then CIT_CONTACT_KEYS is set: the
+    derived key still opens, `rotate_keys` moves every contact to the new key, all or nothing."""
+    derived = settings.model_copy(update={"contact_keys": ""})
+    _submit(client, survey.slug, contact_ok=True, contact=EMAIL)
+    new = crypto.new_key()
+    own = settings.model_copy(update={"contact_keys": new})
+    elsewhere = own.model_copy(update={"secret_key": "another-secret-key-0123"})
+    with db() as session:
+        row = session.scalars(select(IncidentContact)).one()
+        assert crypto.decrypt(derived, row.ciphertext) == EMAIL
+        assert crypto.decrypt(own, row.ciphertext) == EMAIL  # the derived key, last
+        assert crypto.decrypt(elsewhere, row.ciphertext) is None
+        stored, incident_id = row.ciphertext, row.incident_id
+    with db() as session, pytest.raises(Invalid) as refused:
+        rotate_keys(session, elsewhere.model_copy(update={"contact_keys": crypto.new_key()}))
+    assert (
+        f"story(ies) {incident_id};" in refused.value.detail and EMAIL not in refused.value.detail
+    )
+    with db() as session:
+        assert session.get(IncidentContact, incident_id).ciphertext == stored  # type: ignore[union-attr]
+        assert rotate_keys(session, own) == 1
+    with db() as session:
+        row = session.get(IncidentContact, incident_id)
+        assert row is not None and crypto.decrypt(elsewhere, row.ciphertext) == EMAIL
 
 
 def test_the_worker_round_opens_cases_and_evaluates_alerts(

@@ -8,10 +8,11 @@ from typing import Any
 
 from sqlalchemy import select
 
+from app.config import Settings
 from app.models import WebhookDelivery, WebhookSubscription
 from app.webhooks.delivery import WebhookDispatcher
 from app.webhooks.schemas import WebhookUpdate
-from app.webhooks.service import update_subscription
+from app.webhooks.service import signing_secret, update_subscription
 from tests.webhooks.conftest import Receiver
 from tests.workbench.conftest import Browser, browser  # noqa: F401 - fixture
 
@@ -23,6 +24,7 @@ def test_the_webhooks_page(
     db: Callable[[], Any],
     receiver: Receiver,
     dispatcher: Callable[..., WebhookDispatcher],
+    settings: Settings,
 ) -> None:
     admin = browser("admin")
     created = admin.post(
@@ -37,7 +39,9 @@ def test_the_webhooks_page(
     assert receiver.url() in listing and secret not in listing and "story.final" in listing
     with db() as session:
         hook = session.scalars(select(WebhookSubscription)).one()
-        assert hook.events == ["story.received", "story.final"] and hook.secret == secret
+        assert hook.events == ["story.received", "story.final"]
+        assert secret not in hook.secret_ciphertext
+        assert signing_secret(settings, hook) == secret
 
     refused = admin.post("/work/webhooks", {"url": "not a url", "events": ["story.final"]})
     assert refused.status_code == 400 and "url" in refused.text
@@ -55,7 +59,7 @@ def test_the_webhooks_page(
     dispatcher().drain()
     with db() as session:
         delivery_id = session.scalars(select(WebhookDelivery.id)).one()
-        update_subscription(session, hook.id, WebhookUpdate(active=False), None)
+        update_subscription(session, settings, hook.id, WebhookUpdate(active=False), None)
         session.get(WebhookSubscription, hook.id).disabled_reason = "20 failed in a row"  # type: ignore[union-attr]
     assert "20 failed in a row" in admin.page("/work/webhooks")
     log = admin.page(f"/work/webhooks/{hook.id}")
