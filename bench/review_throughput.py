@@ -14,7 +14,9 @@ queue must find the next story among a million without reading them all. The ser
 (`bench/minimal_review_app.py`) hands out the oldest waiting story with one SELECT ... LIMIT 1
 (FOR UPDATE SKIP LOCKED on PostgreSQL) and one INSERT of a lease row, and saves a coding with
 one INSERT and one UPDATE.
-Reported: codings per second, p50/p99 of each call, errors.
+Reported: codings per second, p50/p99 of each call, errors (all rounds), the server's CPU per
+coding; with `--rounds N`, the median of each figure over N rounds, the servers' order reversed
+in every other round.
 """
 
 from __future__ import annotations
@@ -264,6 +266,13 @@ def main() -> None:
         help="also serve the service from this source tree (say, `git archive` of an earlier "
         "commit), in the same run, as `before`",
     )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="run every server this many times, the order reversed each round; the table "
+        "gives each figure's median over the rounds (ratios: each round's own baseline)",
+    )
     args = parser.parse_args()
     url = args.database_url
     # A stable digest (hash() is salted per process: the database was rebuilt on every run).
@@ -287,12 +296,15 @@ def main() -> None:
         BEFORE_ROOTS["before"] = args.before
         servers.insert(1, "before")
     results = []
-    for coders in (1, 8):
-        for server in servers if coders == 1 else servers[::-1]:
-            result = run(server, url, coders, args.codings if coders == 1 else args.codings // 4,
-                         workdir)  # fmt: skip
-            results.append(result)
-            print(json.dumps(result), flush=True)
+    for round_ in range(args.rounds):
+        for coders in (1, 8):
+            order = servers if (coders == 1) == (round_ % 2 == 0) else servers[::-1]
+            per_coder = args.codings if coders == 1 else args.codings // 4
+            for server in order:
+                result = run(server, url, coders, per_coder, workdir)
+                result["round"] = round_
+                results.append(result)
+                print(json.dumps(result), flush=True)
     print()
     print(
         "| coders | server | codings/s | baseline codings/s | ratio | next p50/p99 ms "
@@ -300,11 +312,27 @@ def main() -> None:
         "| server CPU ms/coding (baseline) |"
     )
     print("|---|---|---|---|---|---|---|---|---|---|---|")
+
+    def median(name: str, coders: int, key: str) -> float:
+        values = [r[key] for r in results if r["server"] == name and r["coders"] == coders]
+        return round(statistics.median(values), 2)
+
+    def ratio(name: str, coders: int) -> float:
+        by_round = {(r["server"], r["round"]): r["codings_per_s"]
+                    for r in results if r["coders"] == coders}  # fmt: skip
+        return statistics.median(
+            by_round[name, i] / max(by_round["baseline", i], 0.1) for i in range(args.rounds)
+        )
+
+    keys = ("codings_per_s", "next_p50_ms", "next_p99_ms", "save_p50_ms", "save_p99_ms",
+            "errors", "server_cpu_ms_per_coding")  # fmt: skip
     for coders, name in [(c, n) for c in (1, 8) for n in servers if n != "baseline"]:
-        ours = next(r for r in results if r["server"] == name and r["coders"] == coders)
-        base = next(r for r in results if r["server"] == "baseline" and r["coders"] == coders)
+        ours = {k: median(name, coders, k) for k in keys}
+        base = {k: median("baseline", coders, k) for k in keys}
+        ours["errors"] = sum(r["errors"] for r in results
+                             if r["server"] == name and r["coders"] == coders)  # fmt: skip
         print(f"| {coders} | {name} | {ours['codings_per_s']} | {base['codings_per_s']} | "
-              f"{ours['codings_per_s'] / max(base['codings_per_s'], 0.1):.2f} | "
+              f"{ratio(name, coders):.2f} | "
               f"{ours['next_p50_ms']} / {ours['next_p99_ms']} | "
               f"{ours['save_p50_ms']} / {ours['save_p99_ms']} | "
               f"{base['next_p50_ms']} / {base['next_p99_ms']} | "
