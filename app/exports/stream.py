@@ -55,15 +55,15 @@ def chunks(
     table: str | None = None,
     *,
     sql: bool = True,
-    parallel_from: int = side.PARALLEL_FROM,
+    parallel_from: int | None = None,
 ) -> Iterator[bytes]:
     """The export's bytes. CSV: one table as plain CSV when `table` is given, else every table
     as a CSV file in a zip; xlsx: one sheet per table; JSONL: one nested object per story.
     `sql`: the stories table's CSV lines and the JSONL lines made by the database, the
     suggestions table's lines by `lines.suggestion_lines` (False: by the Python builders and
-    csv.writer, the reference they equal). The zip of `parallel_from` stories or more makes
-    its suggestions member in a second process, beside the stories member (`app.exports.side`;
-    the same bytes)."""
+    csv.writer, the reference they equal). The zip of `parallel_from` stories or more (None:
+    `side.PARALLEL_FROM`) makes its suggestions member in a second process, beside the stories
+    member (`app.exports.side`; the same bytes)."""
     engine = factory.kw.get("bind")
     helper: side.SideTables | None = None
     if (
@@ -72,7 +72,9 @@ def chunks(
         and sql
         and engine is not None
         and side.possible(engine)
-        and side.large(factory, spec, parallel_from)
+        and side.large(
+            factory, spec, side.PARALLEL_FROM if parallel_from is None else parallel_from
+        )
     ):
         helper = side.SideTables(engine, spec, side.SIDE_TABLES)
     try:

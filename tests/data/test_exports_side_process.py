@@ -193,3 +193,45 @@ def test_a_client_gone_mid_stream_ends_the_child_and_removes_its_file(
     assert helper.process.poll() is not None
     assert not os.path.exists(helper.path)
     assert helper._fd is None
+
+
+def test_the_api_and_cit_export_write_the_same_zip_through_the_child(
+    app: Any,
+    client: Any,
+    odd: dict[str, Any],  # noqa: F811
+    admin_person: Any,
+    spy: type[_Spy],
+    monkeypatch: pytest.MonkeyPatch,
+    database_url: str,
+    tmp_path: Path,
+) -> None:
+    """From inside the ASGI app (the response streamed from a worker thread) and from the
+    command, the child starts, reads the snapshot and ends; the zip is the sequential one."""
+    from typer.testing import CliRunner
+
+    from app.cli import cli
+    from app.config import get_settings
+
+    factory = app.state.sessionmaker
+    spec = _specs(odd)[0]
+    survey = odd["survey"].id
+    sequential = _zip(factory, spec, SEQUENTIAL)
+    monkeypatch.setattr(side, "PARALLEL_FROM", 1)
+    response = client.get(
+        f"/api/v1/surveys/{survey}/export", params={"format": "csv"}, headers=admin_person.headers
+    )
+    assert response.status_code == 200, response.text
+    assert response.content == sequential
+    assert len(spy.made) == 1
+    monkeypatch.setenv("CIT_DATABASE_URL", database_url)
+    monkeypatch.setenv("CIT_ENV", "development")
+    monkeypatch.delenv("CIT_SECRET_KEY", raising=False)
+    get_settings.cache_clear()
+    try:
+        out = tmp_path / "export.zip"
+        result = CliRunner().invoke(cli, ["export", str(survey), "--out", str(out)])
+    finally:
+        get_settings.cache_clear()
+    assert result.exit_code == 0, result.output
+    assert out.read_bytes() == sequential
+    assert len(spy.made) == 2
