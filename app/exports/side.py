@@ -100,6 +100,7 @@ class SideTables:
         self._message: str | None = None
         self._gone = False
         self._offset = 0
+        self._tables_read = 0
         handle, self.path = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=".frames")
         self._fd: int | None = handle
         self.process: subprocess.Popen[bytes] | None = None
@@ -150,7 +151,11 @@ class SideTables:
             locked.rollback()
 
     def chunks(self, table: str) -> Iterator[bytes]:
-        """The table's chunks as the child wrote them (the tables in `tables`' order)."""
+        """The table's chunks as the child wrote them (asked for in `tables`' order, the
+        order the child writes them in)."""
+        if self._tables_read >= len(self.tables) or table != self.tables[self._tables_read]:
+            raise ValueError(f"{table!r} is not the side tables' next one {self.tables}")
+        self._tables_read += 1
         self._messages()  # "opened" (PostgreSQL: not waited for), or an error
         while (length := _FRAME.unpack(self._read(_FRAME.size))[0]) != _END:
             yield self._read(length)
