@@ -4,10 +4,10 @@ The zip's members are written one after the other, and each is Python per story 
 stories line, ~14 µs a story's four suggestion lines): threads cannot share that (the GIL), so
 a large export makes its suggestions table in a process of its own (`SideTables`), on a
 connection of its own that reads the export's snapshot, while the export's process writes the
-stories member. The child writes the table's chunks (exactly those `stream.table_chunks` yields, so
-that the member's deflated bytes are today's) into a temporary file, framed by their length;
-the export deflates them into the zip when it comes to that member (ISA-L's deflate lets go of
-the GIL), reading as the child writes.
+stories member. The child writes the table's chunks (exactly those `stream.table_chunks`
+yields, so that the member's deflated bytes are the sequential path's) into a temporary file,
+framed by their length; the export deflates them into the zip when it comes to that member
+(ISA-L's deflate lets go of the GIL), reading as the child writes.
 
 The same snapshot:
 - PostgreSQL: the export's REPEATABLE READ transaction exports its snapshot
@@ -17,13 +17,14 @@ The same snapshot:
   happen while a third connection holds the write lock (BEGIN IMMEDIATE): no write can commit
   between them. The lock is held for a round trip to the (started, connected) child only.
 
-The child is started by multiprocessing's "spawn" context: a fresh interpreter that inherits
-neither the server's engine and its pooled connections nor its threads (fork would copy both
-into the child); it makes its own engine from the URL. It ends with the export: on an error,
-on a client gone (the generator closed), and it stops by itself if the export's process dies.
-The temporary file is unlinked as soon as the child has opened it, so nothing is left behind
-even then. A child that fails, or dies, before its table's end fails the export loudly
-(`SideTableFailed`): a member is never silently short."""
+The child is a new Python started by `subprocess` (`_ENTRY`, two inherited pipes for its
+messages): it inherits neither the server's engine and its pooled connections nor its threads
+(fork would copy both into the child), and, unlike multiprocessing's spawn or forkserver, it
+does not run the parent's `__main__` module again; it makes its own engine from the URL. It
+ends with the export: on an error, on a client gone (the generator closed), and it stops by
+itself if the export's process dies. The temporary file is unlinked as soon as the child has
+opened it, so nothing is left behind even then. A child that fails, or dies, before its
+table's end fails the export loudly (`SideTableFailed`): a member is never silently short."""
 
 from __future__ import annotations
 
