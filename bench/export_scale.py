@@ -327,6 +327,13 @@ def child(url: str, what: str, limit: int | None) -> dict[str, Any]:
         "seconds": seconds,
         "bytes": written,
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        # The largest process the export started (the zip's side tables, app.exports.side).
+        "child_peak_rss_mib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
+        # CPU seconds of this process and the processes it started (not the database server's).
+        "cpu_s": sum(
+            usage.ru_utime + usage.ru_stime
+            for usage in map(resource.getrusage, (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
+        ),
     }
 
 
@@ -375,7 +382,9 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"{what:>14} {stories:>9,} stories  {result['seconds']:7.1f} s  "
                 f"{result['stories_per_s']:>9,.0f} stories/s  "
-                f"{result['bytes'] / 1e6:8.0f} MB  peak RSS {result['peak_rss_mib']:6.0f} MiB",
+                f"{result['bytes'] / 1e6:8.0f} MB  peak RSS {result['peak_rss_mib']:6.0f} MiB"
+                f"  (child {result.get('child_peak_rss_mib', 0):4.0f} MiB)"
+                f"  CPU {result.get('cpu_s', 0):6.1f} s",
                 flush=True,
             )
     print(

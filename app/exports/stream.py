@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app import audit
 from app.db import session_scope
-from app.exports import formats, json_lines, lines, service
+from app.exports import formats, json_lines, lines, service, side
 from app.exports.service import ExportSpec
 
 if TYPE_CHECKING:
@@ -28,7 +28,7 @@ def _snapshot(session: Session) -> None:
         session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
 
 
-def _csv(
+def table_chunks(
     session: Session,
     spec: ExportSpec,
     context: service.Context,
@@ -36,6 +36,7 @@ def _csv(
     header: list[str],
     sql: bool,
 ) -> Iterator[bytes]:
+    """One table's CSV chunks (what the zip's member holds, and `table=` exports alone)."""
     if table == "stories" and sql:
         # The lines built by the database (app.exports.lines), byte for byte the same.
         return formats.line_chunks(header, lines.story_lines(session, spec, context))
@@ -54,14 +55,47 @@ def chunks(
     table: str | None = None,
     *,
     sql: bool = True,
+    parallel_from: int | None = None,
 ) -> Iterator[bytes]:
     """The export's bytes. CSV: one table as plain CSV when `table` is given, else every table
     as a CSV file in a zip; xlsx: one sheet per table; JSONL: one nested object per story.
     `sql`: the stories table's CSV lines and the JSONL lines made by the database, the
     suggestions table's lines by `lines.suggestion_lines` (False: by the Python builders and
-    csv.writer, the reference they equal)."""
+    csv.writer, the reference they equal). The zip of `parallel_from` stories or more (None:
+    `side.PARALLEL_FROM`) makes its suggestions member in a second process, beside the stories
+    member (`app.exports.side`; the same bytes)."""
+    engine = factory.kw.get("bind")
+    helper: side.SideTables | None = None
+    if (
+        fmt == "csv"
+        and table is None
+        and sql
+        and engine is not None
+        and side.possible(engine)
+        and side.large(
+            factory, spec, side.PARALLEL_FROM if parallel_from is None else parallel_from
+        )
+    ):
+        helper = side.SideTables(engine, spec, side.SIDE_TABLES)
+    try:
+        yield from _chunks(factory, spec, fmt, table, sql, helper)
+    finally:
+        if helper is not None:
+            helper.close()
+
+
+def _chunks(
+    factory: sessionmaker[Session],
+    spec: ExportSpec,
+    fmt: str,
+    table: str | None,
+    sql: bool,
+    helper: side.SideTables | None,
+) -> Iterator[bytes]:
     with session_scope(factory, write=False) as session:
         _snapshot(session)
+        if helper is not None:
+            helper.share(session)
         # The attribute columns (a pass over every exported story's attributes) are the
         # stories table's: not read for JSONL (nested) or one side table alone.
         context = service.load_context(
@@ -80,13 +114,15 @@ def chunks(
                 for name in tables
             )
         elif table is not None:
-            yield from _csv(session, spec, context, table, heads[table], sql)
+            yield from table_chunks(session, spec, context, table, heads[table], sql)
         else:
             yield from formats.zip_chunks(
                 (
                     f"{name}.csv",
-                    lambda name=name: _csv(  # type: ignore[misc]
-                        session, spec, context, name, heads[name], sql
+                    lambda name=name: (  # type: ignore[misc]
+                        helper.chunks(name)
+                        if helper is not None and name in helper.tables
+                        else table_chunks(session, spec, context, name, heads[name], sql)
                     ),
                 )
                 for name in tables
