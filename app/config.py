@@ -90,6 +90,10 @@ class Settings(BaseSettings):
     db_statement_timeout_seconds: float = Field(
         30.0, gt=0, description="PostgreSQL statement_timeout for API requests"
     )
+    # Move what the API process made at start-up out of the cyclic garbage collector's reach
+    # (gc.freeze, app.main): a full collection then scans only what requests made since.
+    # Tests turn it off (each test's app would freeze the test process's objects).
+    gc_freeze: bool = True
 
     # Operations.
     log_level: Literal["debug", "info", "warning", "error"] = "info"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -92,6 +93,17 @@ def _readiness(engine: Engine, head: str | None) -> str | None:
     return None
 
 
+def freeze_start_up_objects() -> None:
+    """Everything made at start-up (modules, the app and its routes, models, schemas, the
+    redaction patterns) lives as long as the process: frozen (gc.freeze), it is out of the
+    cyclic collector's reach, and a full collection scans only what requests made since. With
+    the API's ~230,000 start-up objects a full collection took ~130 ms, every request of the
+    process waiting for it: the coding path's p99 at 8 coders (bench/README.md, Coding path).
+    Garbage is collected first, so that no cycle is frozen with the rest."""
+    gc.collect()
+    gc.freeze()
+
+
 def create_app(settings: Settings | None = None, *, start_worker: bool = False) -> FastAPI:
     """The ASGI app; `start_worker` runs one job worker in a thread for the app's lifetime."""
     settings = settings or get_settings()
@@ -110,6 +122,8 @@ def create_app(settings: Settings | None = None, *, start_worker: bool = False) 
         limiter.total_tokens = max(limiter.total_tokens, settings.worker_threads)
         worker = Worker(sessions, settings) if start_worker else None
         thread = worker.start_thread() if worker else None
+        if settings.gc_freeze:
+            freeze_start_up_objects()
         try:
             yield
         finally:

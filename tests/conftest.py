@@ -24,6 +24,9 @@ from app.surveys import service as surveys
 from app.surveys.schemas import SurveyCreate
 
 TEST_SECRET = "test-secret-key-not-for-production"
+# Apps made in this process do not freeze its objects (app.main.freeze_start_up_objects): every
+# test's app would. Servers the tests start as processes of their own keep the default.
+os.environ.setdefault("CIT_GC_FREEZE", "false")
 
 
 def pytest_report_header() -> str:
@@ -83,6 +86,7 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
         # The webhook tests' receivers listen on loopback; tests/webhooks/test_addresses.py
         # checks the default (public addresses only).
         webhook_allow_private_addresses=True,
+        gc_freeze=False,
     )
 
 
