@@ -456,20 +456,16 @@ class _SuggestionLines:
         return "".join(out)
 
 
-def suggestion_lines(
-    session: Session, spec: ExportSpec, context: Context, *, stats: dict[str, int] | None = None
-) -> Iterator[bytes]:
+def suggestion_lines(session: Session, spec: ExportSpec, context: Context) -> Iterator[bytes]:
     """The suggestions table's lines (CRLF after each) as UTF-8, a batch of stories at a time:
     byte for byte what `formats.csv_chunks` writes of `service.table_rows(..., "suggestions")`
     (the reference, and the test compares both), formatted here on both databases: built by
     PostgreSQL from the jsonb items (jsonb_array_elements, the evidence re-serialised from its
     objects' keys) a story took ~98 µs of the server against ~14 µs of Python (bench/README.md,
-    Exports at scale). `stats` counts the suggestion sets made."""
+    Exports at scale)."""
     made = _SuggestionLines(context)
     for ids in _plain_batches(session, spec):
         rows = suggestion_rows(session, ids)
-        if stats is not None:
-            stats["python"] = stats.get("python", 0) + len(rows)
         for first in range(0, len(rows), _SETS_PER_BLOCK):  # ~0.5 MB a block, not 10,000 sets
             yield made.lines(rows[first : first + _SETS_PER_BLOCK]).encode()
 
