@@ -362,11 +362,11 @@ def _postgres_lease(deciding: bool) -> Any:
         .returning(_leases_table.c.id, *anything_to_read(), *suggestion_columns())
     )
     if deciding:
-        incidents = cast(Table, Incident.__table__)
         decided = (
-            update(incidents)
+            update(_incidents_table)
             .where(
-                incidents.c.id == bindparam("incident_id"), incidents.c.coders_required.is_(None)
+                _incidents_table.c.id == bindparam("incident_id"),
+                _incidents_table.c.coders_required.is_(None),
             )
             .values(coders_required=bindparam("coders_required"))
             .cte("decided")
