@@ -249,13 +249,23 @@ _SPANS_OF = (
 # bench/README.md, Coding path).
 _suggestions_table = cast(Table, Suggestion.__table__)
 _suggestion_rows = _suggestions_table.c
+
+
+class SuggestionRow(NamedTuple):
+    """A story's suggestion row as to_reads reads it."""
+
+    incident_id: int
+    exclusion: dict[str, Any] | None
+    items: list[dict[str, Any]]
+    codebook_version_id: int
+    model_id: int | None
+    created_at: datetime
+
+
+# The columns to_reads uses besides the story's id (by key: `.items` is the collection's method).
+_SUGGESTION_FIELDS = SuggestionRow._fields[1:]
 _SUGGESTIONS_OF = select(
-    _suggestion_rows.incident_id,
-    _suggestion_rows.exclusion,
-    _suggestion_rows["items"],  # (.items is the collection's method)
-    _suggestion_rows.codebook_version_id,
-    _suggestion_rows.model_id,
-    _suggestion_rows.created_at,
+    _suggestion_rows.incident_id, *(_suggestion_rows[name] for name in _SUGGESTION_FIELDS)
 ).where(_suggestion_rows.incident_id.in_(bindparam("ids", expanding=True)))
 _final_rows = cast(Table, IncidentCode.__table__).c
 _FINAL_CODES_OF = (
@@ -309,20 +319,6 @@ def anything_to_read(story: Any = None) -> list[Any]:
 READ_KINDS = ("codings", "final_codes", "suggestion_jobs")
 
 
-class SuggestionRow(NamedTuple):
-    """A story's suggestion row as to_reads reads it."""
-
-    incident_id: int
-    exclusion: dict[str, Any] | None
-    items: list[dict[str, Any]]
-    codebook_version_id: int
-    model_id: int | None
-    created_at: datetime
-
-
-_SUGGESTION_FIELDS = ("items", "exclusion", "codebook_version_id", "model_id", "created_at")
-
-
 def suggestion_columns(story: Any = None) -> list[Any]:
     """The story's suggestion row as labelled scalar subqueries (`suggestion_<column>`), for a
     statement that reads the story anyway (the review queue's candidate query on SQLite, its
@@ -347,14 +343,7 @@ def suggestion_row_of(incident_id: int, row: Any) -> SuggestionRow | None:
     found = row._mapping
     if found["suggestion_items"] is None:  # items is NOT NULL: no row
         return None
-    return SuggestionRow(
-        incident_id=incident_id,
-        exclusion=found["suggestion_exclusion"],
-        items=found["suggestion_items"],
-        codebook_version_id=found["suggestion_codebook_version_id"],
-        model_id=found["suggestion_model_id"],
-        created_at=found["suggestion_created_at"],
-    )
+    return SuggestionRow(incident_id, *(found[f"suggestion_{name}"] for name in _SUGGESTION_FIELDS))
 
 
 def load_codings(
