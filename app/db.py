@@ -30,6 +30,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.sqlite.base import SQLiteCompiler
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm.attributes import set_committed_value
 from starlette.concurrency import run_in_threadpool
 
 from app.errors import RETRY_AFTER_SECONDS, ServiceUnavailable
@@ -304,6 +305,15 @@ async def _end_in_thread(session: Session, *, commit: bool) -> None:
         await anyio.to_thread.run_sync(
             functools.partial(end_session, session, commit=commit), limiter=anyio.CapacityLimiter(1)
         )
+
+
+def written_by_core(session: Session, instance: Any, values: dict[str, Any]) -> None:
+    """`values` of a loaded object were just written by a Core statement: they become its
+    committed state, and it leaves the session, which would otherwise walk its unit of work
+    at the next flush (and the commit's) to find nothing to write. Its attributes stay loaded."""
+    for name, value in values.items():
+        set_committed_value(instance, name, value)
+    session.expunge(instance)
 
 
 def end_session(session: Session, *, commit: bool) -> None:

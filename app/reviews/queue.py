@@ -26,10 +26,10 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
-from sqlalchemy.orm.attributes import set_committed_value
 
 from app import audit
 from app.auth import Principal
+from app.db import written_by_core
 from app.errors import Conflict, Invalid, NotFound
 from app.incidents.service import (
     READ_KINDS,
@@ -378,13 +378,6 @@ def _postgres_lease(deciding: bool) -> Any:
 _POSTGRES_LEASE = {deciding: _postgres_lease(deciding) for deciding in (False, True)}
 
 
-def _written(session: Session, candidate: Incident, required: int) -> None:
-    """The coders_required just written by a Core statement: the story leaves the session,
-    which would otherwise walk its unit of work at the commit to find nothing to write."""
-    set_committed_value(candidate, "coders_required", required)
-    session.expunge(candidate)
-
-
 def _lease_first(
     session: Session,
     query: Select[Any],
@@ -411,7 +404,7 @@ def _lease_first(
             lease = _insert_lease(session, candidate.id, user.id, now, expires)
             if deciding:  # a Core UPDATE: the ORM's flush of it cost more than the lease
                 conn.execute(_SET_CODERS_REQUIRED, {"story": candidate.id, "required": required})
-                _written(session, candidate, required)
+                written_by_core(session, candidate, {"coders_required": required})
             if lease is not None:
                 nothing = frozenset(kind for kind in READ_KINDS if not found._mapping[kind])
                 read = {candidate.id: suggestion_row_of(candidate.id, found)}
@@ -420,7 +413,7 @@ def _lease_first(
             deciding = candidate.coders_required is None
             required = decide_coders_required(candidate, share)
             if deciding:  # written by the lease's statement
-                _written(session, candidate, required)
+                written_by_core(session, candidate, {"coders_required": required})
             values = {"incident_id": candidate.id, "coder_id": user.id, "expires_at": expires}
             leased = conn.execute(
                 _POSTGRES_LEASE[deciding],
