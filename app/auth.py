@@ -158,13 +158,34 @@ def _write_aside(request: Request, session: Session, statement: object) -> None:
         session.execute(statement)  # type: ignore[call-overload]
 
 
-def _principal(
-    request: Request,
-    session: Session,
-    token: str | None,
-    cookie: str | None,
-    csrf: str | None,
-) -> Principal:
+_MISSING = "missing bearer token (Authorization: Bearer <token>) or session"
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """What a request presents to say who sends it, not yet checked (see `one_hop`)."""
+
+    token: str | None
+    cookie: str | None
+    csrf: str | None
+
+
+async def credentials(
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    cookie: Annotated[str | None, Depends(_cookie)],
+    csrf: Annotated[str | None, Depends(submitted_csrf)],
+) -> Credentials:
+    """The request's credentials, read on the event loop (no database): a request without any
+    is refused here, before its body is validated (`current_user` and `one_hop` check them)."""
+    if bearer is None and not cookie:
+        raise Unauthorized(_MISSING)
+    return Credentials(bearer.credentials if bearer else None, cookie, csrf)
+
+
+CredentialsDep = Annotated[Credentials, Depends(credentials)]
+
+
+def _principal(request: Request, session: Session, presented: Credentials) -> Principal:
     """Who sends this request: the holder of its bearer token, else of its session cookie
     (whose state-changing requests must carry the CSRF token). Runs on a worker thread."""
     # On SQLite the reads run in brief transactions of their own (no write lock): the
@@ -173,6 +194,7 @@ def _principal(
     # The app's settings (app_settings) read here, not as a dependency: a synchronous one costs
     # a worker-thread hop on every request.
     settings: Settings = request.app.state.settings
+    token, cookie, csrf = presented.token, presented.cookie, presented.csrf
     if token is not None:
         with brief_read(session):
             principal, touch = _token_holder(session, token)
@@ -210,43 +232,8 @@ def _principal(
     raise Unauthorized(_MISSING)
 
 
-_MISSING = "missing bearer token (Authorization: Bearer <token>) or session"
-
-
-def current_user(
-    request: Request,
-    session: SessionDep,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-    cookie: Annotated[str | None, Depends(_cookie)],
-    csrf: Annotated[str | None, Depends(submitted_csrf)],
-) -> Principal:
-    return _principal(
-        request, session, credentials.credentials if credentials else None, cookie, csrf
-    )
-
-
-@dataclass(frozen=True)
-class Credentials:
-    """What a request presents to say who sends it, not yet checked (see `one_hop`)."""
-
-    token: str | None
-    cookie: str | None
-    csrf: str | None
-
-
-async def credentials(
-    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-    cookie: Annotated[str | None, Depends(_cookie)],
-    csrf: Annotated[str | None, Depends(submitted_csrf)],
-) -> Credentials:
-    """The request's credentials, read on the event loop (no database): a request without any
-    is refused here, before its body is validated, as `current_user` refuses it."""
-    if bearer is None and not cookie:
-        raise Unauthorized(_MISSING)
-    return Credentials(bearer.credentials if bearer else None, cookie, csrf)
-
-
-CredentialsDep = Annotated[Credentials, Depends(credentials)]
+def current_user(request: Request, session: SessionDep, presented: CredentialsDep) -> Principal:
+    return _principal(request, session, presented)
 
 
 async def one_hop(
@@ -270,7 +257,7 @@ async def one_hop(
     def run() -> T:
         session = new_session(factory, write=write)
         try:
-            caller = _principal(request, session, presented.token, presented.cookie, presented.csrf)
+            caller = _principal(request, session, presented)
             check_role(caller, roles)
             result = work(session, caller)
         except BaseException:

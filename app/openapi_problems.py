@@ -17,7 +17,7 @@ from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute, iter_route_contexts
 from starlette.routing import BaseRoute
 
-from app.auth import credentials, current_user
+from app.auth import credentials
 from app.errors import PROBLEM_JSON
 
 PROBLEM_CONTENT = {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}}
@@ -59,7 +59,7 @@ def document_problems(schema: dict[str, Any], routes: Iterable[BaseRoute]) -> No
                 continue
             responses: dict[str, Any] = operation.setdefault("responses", {})
             added: dict[str, dict[str, Any]] = {}
-            if current_user in calls or credentials in calls:
+            if credentials in calls:  # current_user and the one-hop routes depend on it
                 added["401"] = _problem("Missing, invalid or revoked credentials")
                 added["403"] = _problem("The caller's role may not do this")
             if route.body_field is not None:
