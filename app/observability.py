@@ -67,6 +67,12 @@ DB_SESSION_REFUSALS = Counter(
     "cit_db_session_refusals",
     "Requests answered 503 because no database session was free in time",
 )
+INTAKE_BATCH = Histogram(
+    "cit_intake_batch_stories",
+    "Stories stored by one write transaction of the intake (SQLite's group commit: the "
+    "submissions that arrived while the one before was being written)",
+    buckets=(1, 2, 4, 8, 16, 32, 64),
+)
 # What only a job worker counts. `cit serve` runs its worker as a child process that writes
 # these to CIT_WORKER_METRICS_DIR (prometheus-client's multiprocess files); the API process
 # adds them to its own figures (a worker thread in the process, as in the tests, counts here).
