@@ -16,17 +16,23 @@ and its own submission id. It reports requests/s, p50 and p99 latency, errors (s
 any status other than 201/303), the ratio service/baseline, and checks that every acknowledged
 story is in the database exactly once.
 
+`--before DIR` also serves the service from another source tree (say, `git archive` of an
+earlier commit) as a third server in the same rotation, to compare a change in one run;
+`--rounds N` runs every cell N times (the servers' order turned each round).
+
 The PostgreSQL database given is emptied (its public schema dropped): use a scratch database.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import re
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -167,7 +173,8 @@ def _start(
     server: str, url: str, processes: int, port: int, workdir: Path, *, worker: bool = True
 ) -> subprocess.Popen[bytes]:
     env = _env(url, workdir)
-    if server == "service":
+    root = ROOT
+    if server != "baseline":
         command = [str(VENV_BIN / "cit"), "serve", "--port", str(port)]
         if processes > 1:
             command += ["--workers", str(processes)]
@@ -179,10 +186,17 @@ def _start(
             "--port", str(port), "--log-level", "warning", "--no-access-log",
             "--workers", str(processes),
         ]  # fmt: skip
+    if server == "before":  # the service from another source tree (--before)
+        root = Path(BEFORE_ROOT[0])
+        env["PYTHONPATH"] = str(root)
     log = (workdir / f"{server}-{port}.log").open("wb")
     return subprocess.Popen(
-        command, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        command, env=env, cwd=root, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
     )
+
+
+# The source tree served as "before" (--before DIR).
+BEFORE_ROOT: list[str] = []
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
@@ -196,7 +210,7 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 
 
 def _count_stored(server: str, url: str) -> int:
-    table = "incidents" if server == "service" else "bench_minimal_stories"
+    table = "bench_minimal_stories" if server == "baseline" else "incidents"
     engine = create_engine(url)
     with engine.connect() as conn:
         count = int(conn.execute(text(f"SELECT count(*) FROM {table}")).scalar_one())
@@ -254,64 +268,71 @@ def measure(args: argparse.Namespace) -> list[Run]:
     lua.write_text(LUA, encoding="utf-8")
     runs: list[Run] = []
     database = "postgresql" if args.database_url.startswith("postgresql") else "sqlite"
-    for processes in args.processes:
-        for mode in args.paths:
-            for concurrency in args.concurrency:
-                order = ["service", "baseline"] if len(runs) % 4 == 0 else ["baseline", "service"]
-                for server in order:
-                    tag = f"{server}-{processes}-{mode}-{concurrency}"
-                    url = _reset_database(args.database_url, workdir, tag)
-                    port = _free_port()
-                    process = _start(server, url, processes, port, workdir,
-                                     worker=not args.no_worker)  # fmt: skip
-                    try:
-                        _wait_up(port, process)
-                        cookie, csrf = _form_credentials(port) if server == "service" else ("", "")
-                        if mode == "form" and server == "baseline":
-                            csrf = "x"
-                        result = _wrk(port, mode, concurrency, args.seconds, lua, stories,
-                                      cookie, csrf)  # fmt: skip
-                    finally:
-                        _stop(process)
-                    seconds = result["duration_us"] / 1e6
-                    errors = result["socket_errors"] + result["status_errors"]
-                    acknowledged = result["requests"] - result["status_errors"]
-                    run = Run(
-                        database, processes, mode, concurrency, server,
-                        round(result["requests"] / seconds, 1), result["p50_us"] / 1000,
-                        result["p99_us"] / 1000, errors, acknowledged,
-                        _count_stored(server, url),
-                    )  # fmt: skip
-                    runs.append(run)
-                    print(json.dumps(asdict(run)), flush=True)
+    servers = ["service", "baseline"] + (["before"] if BEFORE_ROOT else [])
+    cells = itertools.product(range(args.rounds), args.processes, args.paths, args.concurrency)
+    for cell, (_round, processes, mode, concurrency) in enumerate(cells):
+        for server in servers if cell % 2 == 0 else servers[::-1]:
+            tag = f"{server}-{processes}-{mode}-{concurrency}-{cell}"
+            url = _reset_database(args.database_url, workdir, tag)
+            port = _free_port()
+            process = _start(server, url, processes, port, workdir,
+                             worker=not args.no_worker)  # fmt: skip
+            try:
+                _wait_up(port, process)
+                cookie, csrf = _form_credentials(port) if server != "baseline" else ("", "")
+                if mode == "form" and server == "baseline":
+                    csrf = "x"
+                result = _wrk(port, mode, concurrency, args.seconds, lua, stories,
+                              cookie, csrf)  # fmt: skip
+            finally:
+                _stop(process)
+            seconds = result["duration_us"] / 1e6
+            errors = result["socket_errors"] + result["status_errors"]
+            acknowledged = result["requests"] - result["status_errors"]
+            run = Run(
+                database, processes, mode, concurrency, server,
+                round(result["requests"] / seconds, 1), result["p50_us"] / 1000,
+                result["p99_us"] / 1000, errors, acknowledged,
+                _count_stored(server, url),
+            )  # fmt: skip
+            runs.append(run)
+            print(json.dumps(asdict(run)), flush=True)
     return runs
 
 
+def med(rows: list[Run], field: str) -> float:
+    return statistics.median(getattr(r, field) for r in rows) if rows else 0.0
+
+
 def report(runs: list[Run]) -> None:
+    """A line per cell and server other than the baseline: medians over the rounds, the ratio
+    from each round's own baseline."""
     print()
     print(
-        "| database | processes | path | concurrency | service req/s | baseline req/s | ratio "
-        "| service p50 / p99 ms | baseline p50 / p99 ms | service errors | stored = acknowledged |"
+        "| database | processes | path | concurrency | server | req/s | baseline req/s | ratio "
+        "| p50 / p99 ms | baseline p50 / p99 ms | errors | stored = acknowledged |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|")  # fmt: skip
-    keyed = {(r.database, r.processes, r.path, r.concurrency, r.server): r for r in runs}
-    for (db, procs, path, conc, server), ours in keyed.items():
-        if server != "service":
-            continue
-        base = keyed.get((db, procs, path, conc, "baseline"))
-        ratio = f"{ours.requests_per_s / base.requests_per_s:.2f}" if base else "-"
-        stored_ok = (
-            "yes"
-            if ours.stored is not None and ours.stored >= ours.acknowledged
-            else (f"no ({ours.stored} of {ours.acknowledged})")
-        )
-        print(
-            f"| {db} | {procs} | {path} | {conc} | {ours.requests_per_s:,.0f} | "
-            f"{base.requests_per_s if base else 0:,.0f} | {ratio} | "
-            f"{ours.p50_ms:.0f} / {ours.p99_ms:.0f} | "
-            f"{(base.p50_ms if base else 0):.0f} / {(base.p99_ms if base else 0):.0f} | "
-            f"{ours.errors} | {stored_ok} |"
-        )
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")  # fmt: skip
+    cells: dict[tuple[Any, ...], dict[str, list[Run]]] = {}
+    for run in runs:
+        key = (run.database, run.processes, run.path, run.concurrency)
+        cells.setdefault(key, {}).setdefault(run.server, []).append(run)
+    for (db, procs, path, conc), by_server in cells.items():
+        bases = by_server.get("baseline", [])
+        for server in ("service", "before"):
+            ours = by_server.get(server)
+            if not ours:
+                continue
+            ratios = [o.requests_per_s / b.requests_per_s for o, b in zip(ours, bases, strict=True)]
+            stored_ok = all(o.stored is not None and o.stored >= o.acknowledged for o in ours)
+            print(
+                f"| {db} | {procs} | {path} | {conc} | {server} | "
+                f"{med(ours, 'requests_per_s'):,.0f} | {med(bases, 'requests_per_s'):,.0f} | "
+                f"{statistics.median(ratios) if ratios else 0:.2f} | "
+                f"{med(ours, 'p50_ms'):.0f} / {med(ours, 'p99_ms'):.0f} | "
+                f"{med(bases, 'p50_ms'):.0f} / {med(bases, 'p99_ms'):.0f} | "
+                f"{sum(o.errors for o in ours)} | {'yes' if stored_ok else 'no'} |"
+            )
 
 
 def main() -> None:
@@ -327,7 +348,16 @@ def main() -> None:
         help="serve the service without its job worker (`cit serve --no-worker`: a team that "
         "runs `cit worker` on another machine); no story is suggested during the run",
     )
+    parser.add_argument(
+        "--before",
+        metavar="DIR",
+        help="also serve the service from this source tree (say, `git archive` of an earlier "
+        "commit), in the same run, as `before`",
+    )
+    parser.add_argument("--rounds", type=int, default=1, help="run every cell this many times")
     args = parser.parse_args()
+    if args.before:
+        BEFORE_ROOT.append(str(Path(args.before).resolve()))
     report(measure(args))
 
 
