@@ -3,6 +3,7 @@ CIT_TEST_DATABASE_URL is set), emptied after every test; httpx-based client on t
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -27,6 +28,31 @@ TEST_SECRET = "test-secret-key-not-for-production"
 # Apps made in this process do not freeze its objects (app.main.freeze_start_up_objects): every
 # test's app would. Servers the tests start as processes of their own keep the default.
 os.environ.setdefault("CIT_GC_FREEZE", "false")
+
+
+@pytest.fixture(autouse=True)
+def _logging_as_it_was() -> Iterator[None]:
+    """A command run in-process (`cit serve`'s and the worker's `configure_logging`) routes the
+    root logger to the stderr that the CLI runner captured, at INFO: put the root and uvicorn's
+    loggers back as they were, so that no later test logs to a closed stream or reads another
+    command's log lines in its output."""
+    names = ("", "uvicorn", "uvicorn.error", "uvicorn.access")
+    saved = [
+        (logger, logger.handlers[:], logger.level, logger.propagate, logger.disabled)
+        for logger in (logging.getLogger(name) for name in names)
+    ]
+    yield
+
+    def pytests(handler: logging.Handler) -> bool:  # pytest's capture handlers come and go
+        return type(handler).__module__.startswith("_pytest")
+
+    for logger, handlers, level, propagate, disabled in saved:
+        logger.handlers[:] = [h for h in handlers if not pytests(h)] + [
+            h for h in logger.handlers if pytests(h)
+        ]
+        logger.setLevel(level)
+        logger.propagate = propagate
+        logger.disabled = disabled
 
 
 def pytest_report_header() -> str:
