@@ -604,7 +604,8 @@ class GroupCommit:
             except Exception as error:
                 for waiting in batch:
                     waiting.stored = None
-                if not began:  # no write lock: the others would have waited for it as long
+                if not began:  # no write lock: those queued meanwhile waited for it as long
+                    batch = self._front()
                     for waiting in batch:
                         waiting.error = error
                 elif len(batch) == 1:

@@ -9,6 +9,7 @@ suite, the PostgreSQL one too."""
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
 from collections.abc import Iterator
@@ -275,3 +276,45 @@ def test_a_database_error_reaches_every_story_of_the_batch(
     after = receive_story(engine, settings, cache, slug, _story("after"), True,
                           submission_key="after", invitation_token=None)  # fmt: skip
     assert after.outcome == "stored"
+
+
+def test_a_write_lock_held_elsewhere_fails_the_queue_together(
+    local: tuple[Engine, Settings, str],
+) -> None:
+    """Another process holds SQLite's write lock past the busy timeout: the front of the queue
+    fails with the database's error, and so does everyone queued behind it by then, at the same
+    time (not each after a busy timeout of its own, one after the other)."""
+    engine, settings, slug = local
+    timeout = 2.0
+    impatient = create_db_engine(str(engine.url), pool_size=8, lock_timeout_seconds=timeout)
+    cache = RulesCache()
+    receive_story(impatient, settings, cache, slug, _story("warm"), True,
+                  submission_key="warm-3", invitation_token=None)  # fmt: skip
+    errors: list[BaseException] = []
+
+    def submit(i: int) -> None:
+        try:
+            receive_story(impatient, settings, cache, slug, _story(f"late {i}"), True,
+                          submission_key=f"late-{i}", invitation_token=None)  # fmt: skip
+        except Exception as error:  # the test collects what each one got
+            errors.append(error)
+
+    other = sqlite3.connect(engine.url.database or "", isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")  # another process's write transaction
+        began = time.monotonic()
+        threads = [threading.Thread(target=submit, args=(i,)) for i in range(4)]
+        for thread in threads:
+            thread.start()
+            time.sleep(0.05)  # each queues while the first waits for the lock
+        for thread in threads:
+            thread.join(timeout=30)
+        took = time.monotonic() - began
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert len(errors) == 4 and all("locked" in str(e) for e in errors), errors
+    # One busy timeout for all; the queue failing one batch after another took two or more.
+    assert took < 1.6 * timeout, took
+    assert not group_commit(impatient)._queue
+    impatient.dispose()
