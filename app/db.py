@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import functools
+import itertools
+import sqlite3
 import threading
+import time
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -132,7 +135,7 @@ def create_db_engine(
     # Writers of this process queue on a lock of this process before BEGIN IMMEDIATE. SQLite's
     # own busy handler polls with sleeps of up to 100 ms, so under contention the write lock sat
     # free while every waiter slept; a thread lock hands it over at once. Other processes still
-    # meet at SQLite's lock (busy timeout). The lock is held from BEGIN IMMEDIATE until the
+    # meet at SQLite's lock, waited for in short steps (`_begin_immediate`). The lock is held from BEGIN IMMEDIATE until the
     # connection goes back to the pool (after its COMMIT or ROLLBACK), or is invalidated.
     writer = threading.Lock()
 
@@ -151,7 +154,7 @@ def create_db_engine(
                     "BEGIN IMMEDIATE", None, TimeoutError("waited too long for the write lock")
                 )
             info["cit_writer"] = True
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        _begin_immediate(connection, busy_ms / 1000)
 
     def _release(_dbapi_connection: Any, record: Any, *_args: Any) -> None:
         if record is not None and record.info.pop("cit_writer", False):
@@ -162,6 +165,32 @@ def create_db_engine(
     event.listen(engine, "soft_invalidate", _release)
 
     return engine
+
+
+# Another process's write transaction (the job worker's, another API process's) is waited for
+# in steps of at most 2 ms: SQLite's own busy handler sleeps up to 100 ms a step, so the write
+# lock sat free for tens of milliseconds after the other process had committed.
+_BUSY_STEPS = (0.0005, 0.001, 0.002)
+
+
+def _begin_immediate(connection: Any, timeout: float) -> None:
+    driver = connection.connection.driver_connection
+    driver.execute("PRAGMA busy_timeout=0")
+    try:
+        deadline = time.monotonic() + timeout
+        for attempt in itertools.count():
+            try:
+                connection.exec_driver_sql("BEGIN IMMEDIATE")
+                return
+            except sqlalchemy.exc.OperationalError as error:
+                code = getattr(error.orig, "sqlite_errorcode", None)
+                if code is None or code & 0xFF != sqlite3.SQLITE_BUSY:
+                    raise
+                if time.monotonic() >= deadline:
+                    raise
+            time.sleep(_BUSY_STEPS[min(attempt, len(_BUSY_STEPS) - 1)])
+    finally:
+        driver.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
 
 
 class _SQLiteCompiler(SQLiteCompiler):
