@@ -16,7 +16,9 @@ work, and building `.values(...)` anew per request, cost several times the INSER
   the same two round trips (statement, COMMIT) as a bare INSERT;
 - stores the respondent's contact, if they left one, encrypted, in `incident_contacts` (only
   then: a story without one costs no extra statement);
-- claims the invitation, if any, and commits.
+- claims the invitation, if any, and commits. On SQLite, which has one writer at a time, the
+  submissions that arrive while another story is being written share the next write
+  transaction (`GroupCommit`); each is still answered only after its story has committed.
 
 All of it runs inside one call on one worker thread (`DbGate.run`): the transaction never waits
 for a thread, an event-loop turn or another request while it holds a lock. No statement touches
