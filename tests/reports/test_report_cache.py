@@ -438,3 +438,27 @@ def test_the_state_is_one_statement_on_a_missing_row(db: Callable[[], Any]) -> N
     with db() as session:
         assert report_cache.input_state(session)[0] == 1
         assert session.scalar(select(CodebookVersion.id)) is None
+
+
+def test_two_processes_each_with_its_cache_follow_one_write(
+    settings: Settings,
+    reader: Reader,
+    study: dict[str, Any],
+    add_stories: Callable[..., list[int]],
+    db: Callable[[], Any],
+) -> None:
+    """The state lives in the database: a second API process's cache moves on too."""
+    second = create_app(settings)
+    try:
+        with TestClient(second, base_url="http://testserver") as other:
+            url = f"{API}/trends?period=quarter&group_by=touchpoint,channel"
+            before = [c.get(url, headers=reader.viewer).content for c in (reader.client, other)]
+            assert before[0] == before[1]
+            add_stories(_specs(study["survey_id"], 8, codes=("c",), day=12), study["version_id"])
+            assert _fold(db) > 0
+            after = [c.get(url, headers=reader.viewer).content for c in (reader.client, other)]
+            truth = reader.fresh.get(url, headers=reader.viewer).content
+            assert after == [truth, truth] and truth != before[0]
+            assert second.state.report_cache.hits == 0 and len(second.state.report_cache) == 2
+    finally:
+        second.state.engine.dispose()
