@@ -107,6 +107,10 @@ class Settings(BaseSettings):
 
     # Reports.
     min_cell: int = Field(5, ge=1, description="small-cell suppression threshold of the reports")
+    # Finished trends reports and tables kept per API process (app.reports.cache), keyed by the
+    # query and the state of their inputs in the database; 0 turns the cache off.
+    report_cache_mb: int = Field(64, ge=0, description="MB of report bodies per process; 0: off")
+    report_cache_entries: int = Field(256, ge=1, description="most reports kept per process")
 
     # Values encrypted at rest (app.encryption): Fernet keys, newest first, comma-separated.
     # Every key decrypts, the first encrypts: put a new key in front to rotate, keep the old

@@ -45,6 +45,7 @@ from app.observability import RequestContextMiddleware, configure_logging, metri
 from app.openapi_problems import document_problems
 from app.protection import BodySizeLimitMiddleware, RateLimiter
 from app.refi.router import router as refi_router
+from app.reports.cache import ReportCache
 from app.reports.pages import pages_router as reports_pages_router
 from app.reports.router import router as reports_router
 from app.reviews.pages import router as reviews_pages_router
@@ -151,6 +152,10 @@ def create_app(settings: Settings | None = None, *, start_worker: bool = False) 
     # Survey rules the intake checks stories against, re-read every RULES_TTL_SECONDS.
     app.state.rules_cache = RulesCache()
     app.state.templates = Jinja2Templates(directory=APP_DIR / "templates")
+    # Finished reports by query and input state (app.reports.cache); off at 0 MB.
+    app.state.report_cache = ReportCache(
+        settings.report_cache_mb * 1_000_000, settings.report_cache_entries
+    )
     app.state.submit_limiter = RateLimiter(
         settings.submit_rate_limit, settings.submit_rate_window_seconds
     )

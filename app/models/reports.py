@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from datetime import date
 
-from sqlalchemy import String
+from sqlalchemy import BigInteger, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.models.base import Base
@@ -306,3 +306,17 @@ class ReportCodeGrouping(Base):
     survey_id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
     codebook_version_id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
     n: Mapped[int]
+
+
+class ReportGeneration(Base):
+    """One row (id 1): a number that every write changing a report's inputs outside the delta
+    rows raises in its own transaction (the fold and `rebuild` in app.reports.rollups; a
+    codebook version's insert, update or delete by trigger, migration 1402). The API's report
+    cache (app.reports.cache) keys a finished answer by it and by the pending delta rows, so a
+    repeated request is a lookup. Never written on the story submission path: a submission
+    appends delta rows, which the key counts; the fold that moves them raises this."""
+
+    __tablename__ = "report_generation"
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    generation: Mapped[int] = mapped_column(BigInteger, default=0)

@@ -61,6 +61,7 @@ from app.models.reports import (
     ReportStoryMonthBy,
     ReportStoryMonthDetail,
 )
+from app.reports import cache as report_cache
 
 Period = Literal["day", "week", "month", "quarter", "all"]
 PERIODS: tuple[Period, ...] = ("day", "week", "month", "quarter")
@@ -847,6 +848,8 @@ def rebuild(session: Session) -> None:
         ]
     for statement in statements:
         session.execute(text(statement))
+    # The pending deltas are gone: the report cache's key must not come back to an old value.
+    report_cache.bump(session)
     session.flush()
 
 
@@ -979,4 +982,8 @@ def fold(session: Session) -> int:
             )
         if not postgres:
             session.execute(text(f"DELETE FROM {deltas} WHERE {taken}"))
+    if folded:
+        # Same figures, fewer pending deltas: the report cache's key (generation, delta count)
+        # moves on, in this transaction; a round with nothing to fold writes nothing.
+        report_cache.bump(session)
     return folded

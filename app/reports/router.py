@@ -1,12 +1,16 @@
 """Report API: trends (JSON or CSV), the CIT study report (JSON, Markdown, HTML), survey list.
 
 Every answer carries an ETag (a hash of its body) and `Cache-Control: private, max-age=30`, so a
-polling dashboard gets `304 Not Modified` while nothing changed. Any role may read reports:
-viewers see aggregates only, and the trends are suppressed for everyone (small cells)."""
+polling dashboard gets `304 Not Modified` while nothing changed. The trends report and the tables
+come from the process's report cache (app.reports.cache) while their inputs are unchanged: a
+repeat, or an If-None-Match, costs one read of the inputs' state, not the report. Any role may
+read reports: viewers see aggregates only, and the trends are suppressed for everyone (small
+cells)."""
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from datetime import date
 from typing import Annotated, Any, Literal
 
@@ -14,6 +18,7 @@ import orjson
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from app import negotiation, pages
 from app.auth import RequireAnyRole
@@ -24,7 +29,9 @@ from app.exports.formats import csv_chunks
 from app.exports.report_tables import study_csv
 from app.models import Survey
 from app.params import IsoDate
-from app.reports import render, tables
+from app.reports import cache as report_cache
+from app.reports import render, rollups, tables
+from app.reports.cache import Answer, ReportCache
 from app.reports.rollups import PERIODS, TABLE_PERIODS, Period
 from app.reports.schemas import ReportSurvey, StudyReport, TrendsReport
 from app.reports.study import study_report
@@ -113,18 +120,68 @@ def _etag_matches(if_none_match: str | None, etag: str) -> bool:
     return etag in tags
 
 
-def cached(request: Request, body: bytes, media_type: str, **headers: str) -> Response:
-    """The body with its ETag, or 304 when the client holds this very body."""
+def answer_of(body: bytes, media_type: str, **headers: str) -> Answer:
+    """A finished response: the body, its ETag (a hash of it), media type and headers."""
     etag = '"' + hashlib.sha256(body).hexdigest()[:40] + '"'
+    return Answer(body, etag, media_type, tuple(headers.items()))
+
+
+def respond(request: Request, answer: Answer) -> Response:
+    """The body with its ETag, or 304 when the client holds this very body."""
     common = {
-        "ETag": etag,
+        "ETag": answer.etag,
         "Cache-Control": CACHE_CONTROL,
         "Vary": "Accept, Authorization, Cookie",
-        **headers,
+        **dict(answer.headers),
     }
-    if _etag_matches(request.headers.get("if-none-match"), etag):
+    if _etag_matches(request.headers.get("if-none-match"), answer.etag):
         return Response(status_code=304, headers=common)
-    return Response(body, media_type=media_type, headers=common)
+    return Response(answer.body, media_type=answer.media_type, headers=common)
+
+
+def cached(request: Request, body: bytes, media_type: str, **headers: str) -> Response:
+    return respond(request, answer_of(body, media_type, **headers))
+
+
+def _query_key(query: TrendsQuery) -> tuple[Any, ...]:
+    """A query as the computation sees it: from/to as snapped to whole periods."""
+    return (
+        query.period,
+        query.group_by,
+        query.survey_id,
+        query.first_day,
+        query.last_day,
+        query.codebook_version_id,
+        query.bitner_groups,
+        query.cooccurrence,
+    )
+
+
+def from_cache(
+    request: Request,
+    session: Session,
+    what: tuple[Any, ...],
+    compute: Callable[[], Answer],
+) -> Response:
+    """The answer to `what` (route, format, query, suppression) from the process's report
+    cache while the report's inputs are as they were when it was computed, else computed (and
+    kept). The caller has checked the role and the survey: the body depends on `suppress`, not
+    on who asks, and a viewer cannot ask for `suppress=false`."""
+    cache: ReportCache = request.app.state.report_cache
+    if not cache.enabled:
+        return respond(request, compute())
+    # Read before computing: the body is never older than the state it is kept under.
+    key = (
+        *what,
+        _min_cell(request),
+        rollups.MONTHLY_READS,
+        report_cache.input_state(session),
+    )
+    answer = cache.get(key)
+    if answer is None:
+        answer = compute()
+        cache.put(key, answer)
+    return respond(request, answer)
 
 
 def _json(data: Any) -> bytes:
@@ -173,22 +230,26 @@ def get_trends(
         date_to=date_to,
         codebook_version_id=codebook_version_id,
     )
-    if chosen == "csv":
-        report = trends_report(session, query, min_cell=_min_cell(request), suppress=suppress)
-        return cached(
-            request,
-            render.trends_csv(report).encode(),
-            "text/csv; charset=utf-8",
-            **{
-                "Content-Disposition": 'inline; filename="cit-trends.csv"',
-                "X-Report-Note": report.note,
-            },
-        )
-    # The plain data is the model's dump (trends_data), written without a model per row, and
-    # dropped before the garbage collector runs again (collector_paused).
-    with collector_paused():
-        body = _json(trends_data(session, query, min_cell=_min_cell(request), suppress=suppress))
-    return cached(request, body, MEDIA_TYPES["json"])
+    min_cell = _min_cell(request)
+
+    def compute() -> Answer:
+        if chosen == "csv":
+            report = trends_report(session, query, min_cell=min_cell, suppress=suppress)
+            return answer_of(
+                render.trends_csv(report).encode(),
+                "text/csv; charset=utf-8",
+                **{
+                    "Content-Disposition": 'inline; filename="cit-trends.csv"',
+                    "X-Report-Note": report.note,
+                },
+            )
+        # The plain data is the model's dump (trends_data), written without a model per row,
+        # and dropped before the garbage collector runs again (collector_paused).
+        with collector_paused():
+            body = _json(trends_data(session, query, min_cell=min_cell, suppress=suppress))
+        return answer_of(body, MEDIA_TYPES["json"])
+
+    return from_cache(request, session, ("trends", chosen, _query_key(query), suppress), compute)
 
 
 TABLES_DESCRIPTION = """
@@ -228,21 +289,30 @@ def _table_query(
 
 def _table_response(
     request: Request,
+    session: Session,
     chosen: str,
-    table: dict[str, Any],
+    query: TrendsQuery,
+    suppress: bool,
+    build: Callable[..., dict[str, Any]],
     header: list[str],
     rows: Any,
     name: str,
 ) -> Response:
-    if chosen == "csv":
-        body = b"".join(csv_chunks(header, rows(table)))
-        return cached(
-            request,
-            body,
-            "text/csv; charset=utf-8",
-            **{"Content-Disposition": f'inline; filename="cit-{name}.csv"'},
-        )
-    return cached(request, _json(table), MEDIA_TYPES["json"])
+    """A table built from the trends report (`build`: crosstab, bitner_table, cooccurrence),
+    as JSON or CSV, through the report cache."""
+    min_cell = _min_cell(request)
+
+    def compute() -> Answer:
+        table = build(session, query, min_cell=min_cell, suppress=suppress)
+        if chosen == "csv":
+            return answer_of(
+                b"".join(csv_chunks(header, rows(table))),
+                "text/csv; charset=utf-8",
+                **{"Content-Disposition": f'inline; filename="cit-{name}.csv"'},
+            )
+        return answer_of(_json(table), MEDIA_TYPES["json"])
+
+    return from_cache(request, session, (name, chosen, _query_key(query), suppress), compute)
 
 
 PeriodQuery = Annotated[
@@ -295,9 +365,16 @@ def get_crosstab(
         codebook_version_id=codebook_version_id,
         suppress=suppress,
     )
-    table = tables.crosstab(session, query, min_cell=_min_cell(request), suppress=suppress)
     return _table_response(
-        request, chosen, table, tables.CROSSTAB_HEADER, tables.crosstab_rows, f"crosstab-{by}"
+        request,
+        session,
+        chosen,
+        query,
+        suppress,
+        tables.crosstab,
+        tables.CROSSTAB_HEADER,
+        tables.crosstab_rows,
+        f"crosstab-{by}",
     )
 
 
@@ -335,9 +412,16 @@ def get_bitner(
         suppress=suppress,
         bitner_groups=True,
     )
-    table = tables.bitner_table(session, query, min_cell=_min_cell(request), suppress=suppress)
     return _table_response(
-        request, chosen, table, tables.BITNER_HEADER, tables.bitner_rows, "bitner"
+        request,
+        session,
+        chosen,
+        query,
+        suppress,
+        tables.bitner_table,
+        tables.BITNER_HEADER,
+        tables.bitner_rows,
+        "bitner",
     )
 
 
@@ -374,9 +458,16 @@ def get_cooccurrence(
         suppress=suppress,
         cooccurrence=True,
     )
-    table = tables.cooccurrence(session, query, min_cell=_min_cell(request), suppress=suppress)
     return _table_response(
-        request, chosen, table, tables.COOCCURRENCE_HEADER, tables.cooccurrence_rows, "cooccurrence"
+        request,
+        session,
+        chosen,
+        query,
+        suppress,
+        tables.cooccurrence,
+        tables.COOCCURRENCE_HEADER,
+        tables.cooccurrence_rows,
+        "cooccurrence",
     )
 
 

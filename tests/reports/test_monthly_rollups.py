@@ -482,7 +482,9 @@ def _daily_rebuild_1202(session: Session) -> None:
     month_free = [
         s
         for s in _rebuild_statements(session, dialect)
-        if "_months" not in s and not s.startswith("DELETE FROM report_")
+        if "_months" not in s
+        and not s.startswith("DELETE FROM report_")
+        and "report_generation" not in s  # 1402's, after 1202
     ]
     for statement in month_free:
         session.execute(text(statement))

@@ -505,10 +505,11 @@ def test_the_migration_encrypts_clear_secrets_and_the_downgrade_decrypts_them(
                 {"i": already},
             )
         migrate.upgrade(scratch_url, settings=keys)
+        migrate.downgrade(scratch_url, "1401", settings=keys)  # the later migrations off first
         encrypted = _column(engine, "secret_ciphertext")
         with pytest.raises(RuntimeError, match="the downgrade stopped, nothing written"):
             migrate.downgrade(scratch_url, "1205", settings=foreign)
-        assert migrate.current_revision(scratch_url) == migrate.head_revision(scratch_url)
+        assert migrate.current_revision(scratch_url) == "1401"
         assert _column(engine, "secret_ciphertext") == encrypted
     finally:
         engine.dispose()
