@@ -135,8 +135,9 @@ def create_db_engine(
     # Writers of this process queue on a lock of this process before BEGIN IMMEDIATE. SQLite's
     # own busy handler polls with sleeps of up to 100 ms, so under contention the write lock sat
     # free while every waiter slept; a thread lock hands it over at once. Other processes still
-    # meet at SQLite's lock, waited for in short steps (`_begin_immediate`). The lock is held from BEGIN IMMEDIATE until the
-    # connection goes back to the pool (after its COMMIT or ROLLBACK), or is invalidated.
+    # meet at SQLite's lock, waited for in short steps (`_begin_immediate`). The lock is held
+    # from BEGIN IMMEDIATE until the connection goes back to the pool (after its COMMIT or
+    # ROLLBACK), or is invalidated.
     writer = threading.Lock()
 
     @event.listens_for(engine, "begin")

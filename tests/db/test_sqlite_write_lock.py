@@ -75,9 +75,11 @@ def test_a_writer_still_gives_up_after_the_lock_timeout(database: tuple[Engine, 
     other.execute("BEGIN IMMEDIATE")
     try:
         began = time.monotonic()
-        with pytest.raises(sqlalchemy.exc.OperationalError, match="locked"):
-            with write_engine(engine).begin():
-                pass
+        with (
+            pytest.raises(sqlalchemy.exc.OperationalError, match="locked"),
+            write_engine(engine).begin(),
+        ):
+            pass
         assert 1.9 < time.monotonic() - began < 5
     finally:
         other.execute("ROLLBACK")
