@@ -5,10 +5,11 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from spacy.language import Language
-from spacy.tokens import Doc
+if TYPE_CHECKING:  # annotations only: the pattern redaction runs without spaCy imported
+    from spacy.language import Language
+    from spacy.tokens import Doc
 
 __all__ = ["PLACEHOLDERS", "RedactedSpan", "Redaction", "luhn_valid", "redact", "redact_many"]
 

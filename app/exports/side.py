@@ -1,13 +1,14 @@
-"""A zip's side table made by a second process, beside the stories member.
+"""A zip's side tables made by a second process, beside the stories member.
 
 The zip's members are written one after the other, and each is Python per story (~13 µs a
 stories line, ~14 µs a story's four suggestion lines): threads cannot share that (the GIL), so
-a large export makes its suggestions table in a process of its own (`SideTables`), on a
-connection of its own that reads the export's snapshot, while the export's process writes the
-stories member. The child writes the table's chunks (exactly those `stream.table_chunks`
-yields, so that the member's deflated bytes are the sequential path's) into a temporary file,
-framed by their length; the export deflates them into the zip when it comes to that member
-(ISA-L's deflate lets go of the GIL), reading as the child writes.
+a large export makes its suggestions table (on SQLite its codings table first) in a process of
+its own (`SideTables`), on a connection of its own that reads the export's snapshot, while the
+export's process writes the stories member. The child writes the tables' chunks (exactly those
+`stream.table_chunks` yields, so that the members' deflated bytes are the sequential path's)
+into a temporary file, framed by their length, one table after the other in the zip's order;
+the export deflates them into the zip when it comes to each member (ISA-L's deflate lets go of
+the GIL), reading as the child writes.
 
 The same snapshot:
 - PostgreSQL: the export's REPEATABLE READ transaction exports its snapshot
@@ -50,12 +51,20 @@ from app.incidents.service import filter_conditions
 from app.models import Incident
 
 # From how many exported stories a zip makes its side tables in a second process: a new
-# interpreter takes ~1.5-2 s to start (its imports: spaCy and FastAPI through app.exports),
-# which SQLite's export waits for, against ~14 µs a story saved (bench/README.md, Exports at
-# scale, ninth session); below this the zip is written as before.
+# interpreter takes ~0.9-1.1 s to start (its imports: SQLAlchemy, FastAPI and the models through
+# app.exports; spaCy no longer), which SQLite's export waits for, against ~14 µs a story saved
+# (bench/README.md, Exports at scale, ninth and tenth sessions); below this the zip is written
+# as before.
 PARALLEL_FROM = 200_000
-# The tables the second process makes, in the zip's member order.
-SIDE_TABLES = ("suggestions",)
+# The tables the second process makes, in the zip's member order, by database. SQLite: the
+# codings too, so that both processes finish together (the export's stories member is ~14 s of
+# SQLite a million stories, the child's suggestions ~11 s of Python); PostgreSQL: the
+# suggestions alone, since there the server's backends take the cores as well and a child with
+# the codings too finished last (bench/README.md, tenth session).
+SIDE_TABLES: dict[str, tuple[str, ...]] = {
+    "sqlite": ("codings", "suggestions"),
+    "postgresql": ("suggestions",),
+}
 TEMP_PREFIX = "cit-export-side-"
 _FRAME = struct.Struct(">Q")
 _END = 2**64 - 1  # a frame length that marks the end of a table
@@ -83,6 +92,11 @@ def large(factory: Any, spec: ExportSpec, threshold: int) -> bool:
             .subquery()
         )
         return int(session.scalar(select(func.count()).select_from(ids)) or 0) >= threshold
+
+
+def side_tables(engine: Engine) -> tuple[str, ...]:
+    """The tables this database's exports make in the second process (`SIDE_TABLES`)."""
+    return SIDE_TABLES.get(engine.dialect.name, ("suggestions",))
 
 
 def possible(engine: Engine) -> bool:

@@ -62,8 +62,9 @@ def chunks(
     `sql`: the stories table's CSV lines and the JSONL lines made by the database, the
     suggestions table's lines by `lines.suggestion_lines` (False: by the Python builders and
     csv.writer, the reference they equal). The zip of `parallel_from` stories or more (None:
-    `side.PARALLEL_FROM`) makes its suggestions member in a second process, beside the stories
-    member (`app.exports.side`; the same bytes)."""
+    `side.PARALLEL_FROM`) makes its side tables' members (`side.SIDE_TABLES`: the suggestions,
+    on SQLite the codings too) in a second process, beside the stories member
+    (`app.exports.side`; the same bytes)."""
     engine = factory.kw.get("bind")
     helper: side.SideTables | None = None
     if (
@@ -76,7 +77,7 @@ def chunks(
             factory, spec, side.PARALLEL_FROM if parallel_from is None else parallel_from
         )
     ):
-        helper = side.SideTables(engine, spec, side.SIDE_TABLES)
+        helper = side.SideTables(engine, spec, side.side_tables(engine))
     try:
         yield from _chunks(factory, spec, fmt, table, sql, helper)
     finally:
