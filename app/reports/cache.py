@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 
 from sqlalchemy import text
@@ -72,19 +72,60 @@ class Answer:
     headers: tuple[tuple[str, str], ...] = ()
 
 
+class _Flight:
+    """A computation of one key under way, which requests missing the same key wait for."""
+
+    __slots__ = ("answer", "done")
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.answer: Answer | None = None
+
+
 class ReportCache:
     """Least-recently-used answers, at most `max_bytes` of bodies and `max_entries` of them;
     an answer larger than `max_bytes` is not kept. Thread-safe (the report routes run in the
-    thread pool)."""
+    thread pool).
+
+    `answer` computes a missing key once however many requests miss it at the same moment (a
+    fold moves the key of every dashboard's report at once): the others wait for that answer
+    instead of each computing it, up to `FLIGHT_WAIT_SECONDS`, then compute it themselves; so
+    they do too if that computation fails."""
+
+    FLIGHT_WAIT_SECONDS = 30.0
 
     def __init__(self, max_bytes: int, max_entries: int) -> None:
         self.max_bytes = max_bytes
         self.max_entries = max_entries
         self._answers: OrderedDict[Hashable, Answer] = OrderedDict()
+        self._flights: dict[Hashable, _Flight] = {}
         self._bytes = 0
         self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
+
+    def answer(self, key: Hashable, compute: Callable[[], Answer]) -> Answer:
+        """The kept answer to `key`, else `compute()`'s (kept), computed once at a time."""
+        found = self.get(key)
+        if found is not None:
+            return found
+        with self._lock:
+            flight = self._flights.get(key)
+            leading = flight is None
+            if flight is None:
+                flight = self._flights[key] = _Flight()
+        if not leading:
+            if flight.done.wait(self.FLIGHT_WAIT_SECONDS) and flight.answer is not None:
+                return flight.answer
+            return compute()
+        try:
+            flight.answer = compute()
+            self.put(key, flight.answer)
+            return flight.answer
+        finally:
+            with self._lock:
+                self._flights.pop(key, None)
+            flight.done.set()
 
     @property
     def enabled(self) -> bool:

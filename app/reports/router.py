@@ -177,11 +177,7 @@ def from_cache(
         rollups.MONTHLY_READS,
         report_cache.input_state(session),
     )
-    answer = cache.get(key)
-    if answer is None:
-        answer = compute()
-        cache.put(key, answer)
-    return respond(request, answer)
+    return respond(request, cache.answer(key, compute))
 
 
 def _json(data: Any) -> bytes:

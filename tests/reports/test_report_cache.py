@@ -4,6 +4,8 @@ queries; it is bounded; and a repeat or an If-None-Match does not compute the re
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable, Iterator
 from datetime import date
 from typing import Any
@@ -408,6 +410,71 @@ def test_the_cache_is_bounded() -> None:
     assert cache.size_bytes <= 100
     cache.put(6, Answer(b"z" * 101, '"6"', "application/json"))  # larger than the whole cache
     assert cache.get(6) is None and cache.size_bytes <= 100
+
+
+def test_requests_missing_one_key_together_compute_it_once() -> None:
+    """A fold moves every dashboard's key at once: the requests that miss the same key at the
+    same moment wait for one computation instead of each running their own."""
+    cache = ReportCache(max_bytes=1000, max_entries=10)
+    calls: list[int] = []
+    started = threading.Event()
+
+    def compute() -> Answer:
+        calls.append(1)
+        started.set()
+        time.sleep(0.3)
+        return Answer(b"{}", f'"{len(calls)}"', "application/json")
+
+    answers: list[Answer] = []
+    threads = [
+        threading.Thread(target=lambda: answers.append(cache.answer("k", compute)))
+        for _ in range(6)
+    ]
+    threads[0].start()
+    started.wait(5)
+    for thread in threads[1:]:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert len(calls) == 1
+    assert len(answers) == 6 and {a.etag for a in answers} == {'"1"'}
+    assert cache.get("k") is not None  # kept for the next request
+
+
+def test_a_failed_computation_leaves_the_waiting_requests_to_compute() -> None:
+    cache = ReportCache(max_bytes=1000, max_entries=10)
+    started, release = threading.Event(), threading.Event()
+
+    def failing() -> Answer:
+        started.set()
+        release.wait(5)
+        raise RuntimeError("the database went away")
+
+    errors: list[BaseException] = []
+
+    def first() -> None:
+        try:
+            cache.answer("k", failing)
+        except RuntimeError as error:
+            errors.append(error)
+
+    leader = threading.Thread(target=first)
+    leader.start()
+    started.wait(5)
+    got: list[Answer] = []
+    follower = threading.Thread(
+        target=lambda: got.append(
+            cache.answer("k", lambda: Answer(b"[]", '"own"', "application/json"))
+        )
+    )
+    follower.start()
+    time.sleep(0.1)  # the follower waits for the leader's computation
+    assert not got
+    release.set()
+    leader.join(10)
+    follower.join(10)
+    assert len(errors) == 1
+    assert [a.etag for a in got] == ['"own"']  # it computed its own answer
 
 
 def test_the_app_keeps_at_most_the_configured_entries(
