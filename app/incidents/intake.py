@@ -570,12 +570,11 @@ class GroupCommit:
 
     MAX_BATCH = 64
 
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
+    def __init__(self) -> None:
         self._lock = threading.Lock()
         self._queue: deque[_Waiting] = deque()
 
-    def store(self, submission: Submission, settings: Settings) -> Stored:
+    def store(self, engine: Engine, submission: Submission, settings: Settings) -> Stored:
         me = _Waiting(submission, settings)
         with self._lock:
             self._queue.append(me)
@@ -583,7 +582,7 @@ class GroupCommit:
         if not leading:
             me.ready.wait()  # written by the front, or now the front itself
         if me.stored is None and me.error is None:
-            self._write()
+            self._write(engine)
         if me.error is not None:
             raise me.error
         assert me.stored is not None
@@ -593,12 +592,12 @@ class GroupCommit:
         with self._lock:
             return list(itertools.islice(self._queue, self.MAX_BATCH))
 
-    def _write(self) -> None:
+    def _write(self, engine: Engine) -> None:
         batch = self._front()
         began = False
         try:
             try:
-                with write_engine(self.engine).begin() as conn:
+                with write_engine(engine).begin() as conn:
                     began = True
                     batch = self._front()  # and those who queued while it waited for the lock
                     for waiting in batch:
@@ -619,7 +618,7 @@ class GroupCommit:
                     for waiting in batch:
                         try:
                             waiting.stored = store_alone(
-                                self.engine, waiting.submission, waiting.settings
+                                engine, waiting.submission, waiting.settings
                             )
                         except Exception as alone:
                             waiting.error = alone
@@ -647,11 +646,12 @@ _group_commits_lock = threading.Lock()
 
 
 def group_commit(engine: Engine) -> GroupCommit:
-    """The engine's group commit (one per engine: its queue is the process's writers')."""
+    """The engine's group commit (one per engine: its queue is the process's writers'). It
+    holds no reference to the engine, so that a disposed engine is not kept alive by it."""
     found = _group_commits.get(engine)
     if found is None:
         with _group_commits_lock:
-            found = _group_commits.setdefault(engine, GroupCommit(engine))
+            found = _group_commits.setdefault(engine, GroupCommit())
     return found
 
 
@@ -689,7 +689,7 @@ def receive_story(
         rules, story, redaction_columns(story.answers), submission_key, invitation_token
     )
     if engine.dialect.name == "sqlite":
-        stored = group_commit(engine).store(submission, settings)
+        stored = group_commit(engine).store(engine, submission, settings)
     else:
         stored = store_alone(engine, submission, settings)
     if stored.outcome in ("closed", "gone"):
