@@ -32,15 +32,16 @@ def database(tmp_path: Path) -> Iterator[tuple[Engine, Path]]:
 
 def _hold_then_commit(path: Path, seconds: float, released: list[float]) -> threading.Thread:
     """Another process's write transaction (a connection of its own), committed after
-    `seconds`; the moment of its commit goes into `released`."""
+    `seconds`; the moment just before its COMMIT goes into `released` (after it, the waiting
+    writer may have begun before this thread runs again)."""
     other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     other.execute("BEGIN IMMEDIATE")
     other.execute("INSERT INTO t VALUES (1)")
 
     def commit_later() -> None:
         time.sleep(seconds)
-        other.execute("COMMIT")
         released.append(time.monotonic())
+        other.execute("COMMIT")
         other.close()
 
     thread = threading.Thread(target=commit_later)
