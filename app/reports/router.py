@@ -163,17 +163,16 @@ def from_cache(
     what: tuple[Any, ...],
     compute: Callable[[], Answer],
 ) -> Response:
-    """The answer to `what` (route, format, query, suppression) from the process's report
-    cache while the report's inputs are as they were when it was computed, else computed (and
-    kept). The caller has checked the role and the survey: the body depends on `suppress`, not
-    on who asks, and a viewer cannot ask for `suppress=false`."""
+    """The answer to `what` (route, format, query, suppression, `CIT_MIN_CELL`) from the
+    process's report cache while the report's inputs are as they were when it was computed, else
+    computed (and kept). The caller has checked the role and the survey: the body depends on
+    `suppress`, not on who asks, and a viewer cannot ask for `suppress=false`."""
     cache: ReportCache = request.app.state.report_cache
     if not cache.enabled:
         return respond(request, compute())
     # Read before computing: the body is never older than the state it is kept under.
     key = (
         *what,
-        _min_cell(request),
         rollups.MONTHLY_READS,
         report_cache.input_state(session),
     )
@@ -245,7 +244,8 @@ def get_trends(
             body = _json(trends_data(session, query, min_cell=min_cell, suppress=suppress))
         return answer_of(body, MEDIA_TYPES["json"])
 
-    return from_cache(request, session, ("trends", chosen, _query_key(query), suppress), compute)
+    what = ("trends", chosen, _query_key(query), suppress, min_cell)
+    return from_cache(request, session, what, compute)
 
 
 TABLES_DESCRIPTION = """
@@ -308,7 +308,9 @@ def _table_response(
             )
         return answer_of(_json(table), MEDIA_TYPES["json"])
 
-    return from_cache(request, session, (name, chosen, _query_key(query), suppress), compute)
+    return from_cache(
+        request, session, (name, chosen, _query_key(query), suppress, min_cell), compute
+    )
 
 
 PeriodQuery = Annotated[
