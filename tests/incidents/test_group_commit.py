@@ -12,7 +12,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -107,19 +107,25 @@ def _submit_behind_the_lock(
         results[i] = receive_story(engine, settings, cache, slug, _story(words), True,
                                    submission_key=key, invitation_token=token)  # fmt: skip
 
+    _behind_the_lock(engine, len(submissions), submit)
+    assert all(r is not None for r in results)
+    return [r for r in results if r is not None]
+
+
+def _behind_the_lock(engine: Engine, count: int, submit: Callable[[int], None]) -> None:
+    """`submit(i)` for each i < count, each from a thread of its own, while this thread holds
+    the write lock; the lock is let go once all of them are queued, then they are waited for."""
     queue = group_commit(engine)._queue
-    threads = [threading.Thread(target=submit, args=(i,)) for i in range(len(submissions))]
+    threads = [threading.Thread(target=submit, args=(i,)) for i in range(count)]
     with write_engine(engine).begin():  # the write lock: every submission queues behind it
         for thread in threads:
             thread.start()
         deadline = time.monotonic() + 10
-        while len(queue) < len(submissions) and time.monotonic() < deadline:
+        while len(queue) < count and time.monotonic() < deadline:
             time.sleep(0.01)
-        assert len(queue) == len(submissions)
+        assert len(queue) == count
     for thread in threads:
         thread.join(timeout=30)
-    assert all(r is not None for r in results)
-    return [r for r in results if r is not None]
 
 
 def _texts(engine: Engine) -> dict[int, str]:
@@ -260,19 +266,10 @@ def test_a_database_error_reaches_every_story_of_the_batch(
         except Exception as error:  # the test collects what each one got
             errors.append(error)
 
-    queue = group_commit(engine)._queue
-    threads = [threading.Thread(target=submit, args=(i,)) for i in range(4)]
-    with write_engine(engine).begin():
-        for thread in threads:
-            thread.start()
-        deadline = time.monotonic() + 10
-        while len(queue) < 4 and time.monotonic() < deadline:
-            time.sleep(0.01)
-    for thread in threads:
-        thread.join(timeout=30)
+    _behind_the_lock(engine, 4, submit)
     assert len(errors) == 4 and all("no_such_table" in str(e) for e in errors)
     assert _count(engine, Incident) == 1  # the warm-up only
-    assert not queue
+    assert not group_commit(engine)._queue
     after = receive_story(engine, settings, cache, slug, _story("after"), True,
                           submission_key="after", invitation_token=None)  # fmt: skip
     assert after.outcome == "stored"
